@@ -1,0 +1,11 @@
+//! hull-agent: the guest side of hull. It runs as PID 1 inside every pod's microVM.
+//!
+//! This crate holds the logic; `main.rs` only picks a mode and makes sure PID 1 never returns.
+
+pub mod cmdline;
+pub mod mounts;
+pub mod power;
+pub mod selftest;
+
+/// What every ready line starts with; the host looks for it on the serial console.
+pub const READY_PREFIX: &str = "hull-agent ready:";

@@ -1,0 +1,56 @@
+//! Entry point of `hull-agent`, the guest's `/init`.
+//!
+//! PID 1 must never return or panic (the kernel would panic with it), so every path ends in
+//! stopping the VM. Everything goes to the console (stdout), which the host reads.
+
+use std::io::Write;
+
+use hull_agent::{cmdline::AgentOptions, mounts, power, selftest::GuestFacts};
+
+/// Writes one line to the console. Errors are ignored: PID 1 must not die because the console is
+/// missing, and `println!` would panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+fn main() {
+    if let Err(e) = mounts::mount_base() {
+        say!("hull-agent: {}", chain(&e));
+        stop();
+    }
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let options = AgentOptions::parse(&cmdline);
+    if !options.selftest {
+        // The ttrpc agent service arrives with the agent issue; until then the self-test is all
+        // this agent does, whatever the command line says.
+        say!("hull-agent: no agent service in this build, running the self-test");
+    }
+    match GuestFacts::read() {
+        Ok(facts) => say!("{facts}"),
+        Err(e) => say!("hull-agent: self-test failed: {}", chain(&e)),
+    }
+    stop();
+}
+
+fn stop() -> ! {
+    say!("hull-agent: stopping the VM");
+    let e = power::stop_vm();
+    say!("hull-agent: reboot failed: {e}");
+    // Nothing else can be done; keep PID 1 alive so the kernel does not panic.
+    loop {
+        std::thread::park();
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,140 @@
+//! `hull`: the command-line tool. `hull check` says which backend runs pods here and why;
+//! `hull boot` boots the installed guest once in self-test mode and prints its ready line.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use hull_runtime::images::GuestImages;
+use hull_runtime::selftest::{boot_selftest, SelftestSpec};
+use hull_runtime::vm::{accel, qemu::Qemu, Accel, Hypervisor};
+
+#[derive(Debug, Parser)]
+#[command(version, about = "hull: a VM-isolated container runtime")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Say which hypervisor backend and accelerator this host gets, and why.
+    Check,
+    /// Boot the guest once with hull.selftest=1 and print what it reports.
+    Boot {
+        /// vCPUs.
+        #[arg(long, default_value_t = 1)]
+        vcpus: u32,
+        /// Guest memory in MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u32,
+        /// Seconds to wait for the ready line (and again for the exit).
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HULL_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Check => check(),
+        Command::Boot {
+            vcpus,
+            memory,
+            timeout,
+        } => boot(vcpus, memory, Duration::from_secs(timeout)),
+    }
+}
+
+fn check() -> anyhow::Result<()> {
+    let choice = accel::detect()?;
+    let qemu = Qemu::for_host(choice.accel);
+    println!("backend: {} ({})", qemu.name(), choice.reason);
+    if choice.accel == Accel::Tcg {
+        println!(
+            "warning: guests run under software emulation (TCG): slow, but every feature works"
+        );
+    }
+    match qemu.resolve_binary() {
+        Ok(path) => println!("qemu: {}", path.display()),
+        Err(e) => println!("qemu: {e}"),
+    }
+    let images = GuestImages::from_env();
+    for (what, path) in [("kernel", &images.kernel), ("initramfs", &images.initramfs)] {
+        let state = if path.is_file() { "ok" } else { "MISSING" };
+        println!("{what}: {} ({state})", path.display());
+    }
+    Ok(())
+}
+
+fn boot(vcpus: u32, memory_mib: u32, timeout: Duration) -> anyhow::Result<()> {
+    let choice = accel::detect()?;
+    if choice.accel == Accel::Tcg {
+        eprintln!(
+            "hull: warning: using TCG (software emulation): {}",
+            choice.reason
+        );
+    }
+    let qemu = Qemu::for_host(choice.accel);
+    let run_dir = private_run_dir()?;
+    let spec = SelftestSpec {
+        vcpus,
+        memory_mib,
+        timeout,
+    };
+    let result = boot_selftest(&qemu, &GuestImages::from_env(), &spec, run_dir.path());
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let console =
+                std::fs::read_to_string(run_dir.path().join("console.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(run_dir.path().join("vmm.log")).unwrap_or_default();
+            eprintln!("--- guest console ---\n{console}--- VMM log ---\n{log}---");
+            return Err(e).context("self-test boot failed");
+        }
+    };
+    println!("{}", report.ready_line);
+    println!(
+        "hull: {} booted to ready in {} ms, VM exited after {} ms ({})",
+        qemu.name(),
+        report.to_ready.as_millis(),
+        report.to_exit.as_millis(),
+        report.status
+    );
+    if !report.status.success() {
+        bail!("the VMM exited with {}", report.status);
+    }
+    Ok(())
+}
+
+/// A private run directory under `/run/hull` (or the temp dir when that is not writable).
+fn private_run_dir() -> anyhow::Result<RunDir> {
+    let base = std::path::Path::new("/run/hull");
+    let base = if std::fs::create_dir_all(base).is_ok() {
+        base.to_owned()
+    } else {
+        std::env::temp_dir()
+    };
+    let path = base.join(format!("boot-{}", std::process::id()));
+    std::fs::create_dir_all(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    Ok(RunDir(path))
+}
+
+/// A run directory removed when dropped.
+#[derive(Debug)]
+struct RunDir(std::path::PathBuf);
+
+impl RunDir {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,7 @@
+//! hull's host side. Today: the hypervisor seam ([`vm`]) with its QEMU backend, the guest image
+//! locations ([`images`]), and the `hull` CLI built on them. The containerd shim joins here.
+#![warn(missing_docs)]
+
+pub mod images;
+pub mod selftest;
+pub mod vm;

@@ -1,0 +1,93 @@
+//! Reading a guest's serial console log while the guest runs.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::{Vm, VmError};
+
+/// How often the console file is polled.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Waits until a line of the console starts with `prefix` (after any leading noise on the same
+/// line) and returns that line from the prefix on. Fails if the VMM exits first or `timeout` passes.
+pub fn wait_for_line(vm: &mut dyn Vm, prefix: &str, timeout: Duration) -> Result<String, VmError> {
+    let console = vm.console_path().to_owned();
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        offset += read_new(&console, offset, &mut seen)?;
+        if let Some(line) = find_line(&seen, prefix) {
+            return Ok(line);
+        }
+        if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
+            // The guest may have printed the line just before the VMM exited.
+            read_new(&console, offset, &mut seen)?;
+            return find_line(&seen, prefix).ok_or_else(|| VmError::ExitedEarly {
+                status,
+                log: vm.log_path().to_owned(),
+            });
+        }
+        if Instant::now() >= deadline {
+            return Err(VmError::Timeout {
+                what: prefix.to_owned(),
+                timeout,
+                console,
+            });
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Appends what was written to `path` after `offset`; returns how many bytes that was.
+fn read_new(path: &Path, offset: u64, buf: &mut Vec<u8>) -> Result<u64, VmError> {
+    let err = |e| VmError::Console(path.to_owned(), e);
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        // QEMU creates the file right after it starts; not there yet is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(err(e)),
+    };
+    file.seek(SeekFrom::Start(offset)).map_err(err)?;
+    let n = file.read_to_end(buf).map_err(err)?;
+    Ok(n as u64)
+}
+
+/// The first complete line holding `prefix`, from the prefix to the end of the line.
+pub fn find_line(console: &[u8], prefix: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(console);
+    let complete = &text[..text.rfind('\n')? + 1];
+    complete.lines().find_map(|line| {
+        let at = line.find(prefix)?;
+        Some(line[at..].trim_end_matches('\r').to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_only_complete_lines() {
+        let log =
+            b"[    0.1] booting\r\nnoise hull-agent ready: cpus=2\r\nhull-agent ready: cpus=9";
+        assert_eq!(
+            find_line(log, "hull-agent ready:").as_deref(),
+            Some("hull-agent ready: cpus=2")
+        );
+        assert_eq!(
+            find_line(b"hull-agent ready: cpus=1", "hull-agent ready:"),
+            None
+        );
+        assert_eq!(find_line(b"other\n", "hull-agent ready:"), None);
+    }
+
+    #[test]
+    fn survives_invalid_utf8() {
+        assert_eq!(
+            find_line(b"\xff\xfe ok: 1\n", "ok:").as_deref(),
+            Some("ok: 1")
+        );
+    }
+}

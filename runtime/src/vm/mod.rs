@@ -1,0 +1,172 @@
+//! The hypervisor seam: "a VM for one pod", whatever runs it.
+//!
+//! A [`Hypervisor`] starts a [`Vm`] from a [`VmConfig`]; the rest of hull only sees the running VM's
+//! console, its sockets and its exit. Backends: QEMU ([`qemu`], runs everywhere, KVM or TCG) and,
+//! in its own issue, hull-vmm.
+
+pub mod accel;
+pub mod console;
+pub mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use crate::images::GuestImages;
+
+pub use accel::{Accel, AccelChoice};
+
+/// Largest vCPU count a pod may ask for (the guest kernel's `NR_CPUS`).
+pub const MAX_VCPUS: u32 = 64;
+/// Smallest guest RAM that boots the hull kernel with room for a workload.
+pub const MIN_MEMORY_MIB: u32 = 64;
+
+/// Everything a backend needs to boot one pod's VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    /// Kernel and initramfs.
+    pub images: GuestImages,
+    /// Extra kernel command-line words, after the backend's own (console, reboot behaviour).
+    pub cmdline: Vec<String>,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// Guest RAM in MiB; always a shared memfd so vhost-user backends can map it.
+    pub memory_mib: u32,
+    /// Devices on virtio-mmio.
+    pub devices: Vec<Device>,
+    /// The VM's private directory: console log, VMM log, sockets. It must exist.
+    pub run_dir: PathBuf,
+}
+
+/// A device attached to the VM over virtio-mmio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Device {
+    /// virtio-fs served by a vhost-user backend (virtiofsd) listening on `socket`.
+    VhostUserFs {
+        /// The backend's socket.
+        socket: PathBuf,
+        /// The mount tag the guest uses.
+        tag: String,
+    },
+    /// virtio-vsock served by a vhost-user backend listening on `socket`.
+    VhostUserVsock {
+        /// The backend's socket.
+        socket: PathBuf,
+    },
+    /// A virtio-blk disk backed by a host file.
+    Block {
+        /// The image file.
+        path: PathBuf,
+        /// Attach read-only.
+        read_only: bool,
+    },
+}
+
+/// Starting or running a VM failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The kernel image is not there.
+    #[error("guest kernel {0} does not exist (run the set-up, or set HULL_KERNEL)")]
+    KernelMissing(PathBuf),
+    /// The initramfs is not there.
+    #[error("guest initramfs {0} does not exist (run the set-up, or set HULL_INITRAMFS)")]
+    InitramfsMissing(PathBuf),
+    /// The VMM binary is not there.
+    #[error("VMM binary {0} not found (install qemu-system-x86, or set HULL_QEMU)")]
+    VmmMissing(PathBuf),
+    /// The run directory is not there.
+    #[error("VM run directory {0} does not exist")]
+    RunDirMissing(PathBuf),
+    /// A size is out of range.
+    #[error("invalid VM sizing: {0}")]
+    InvalidSizing(String),
+    /// A device's backing file or socket is not there.
+    #[error("device backing {0} does not exist")]
+    DeviceMissing(PathBuf),
+    /// The VMM process could not be started.
+    #[error("cannot start {0}")]
+    Spawn(PathBuf, #[source] std::io::Error),
+    /// Waiting for or signalling the VMM failed.
+    #[error("cannot supervise the VMM process")]
+    Process(#[source] std::io::Error),
+    /// The console log could not be read.
+    #[error("cannot read the console log {0}")]
+    Console(PathBuf, #[source] std::io::Error),
+    /// The VMM exited before the guest printed what we waited for.
+    #[error("the VMM exited ({status}) before the guest was ready; see {log}")]
+    ExitedEarly {
+        /// How it exited.
+        status: ExitStatus,
+        /// Where its log is.
+        log: PathBuf,
+    },
+    /// The guest did not print what we waited for in time.
+    #[error("no {what:?} on the console within {timeout:?}; see {console}")]
+    Timeout {
+        /// The text waited for.
+        what: String,
+        /// How long.
+        timeout: Duration,
+        /// The console log.
+        console: PathBuf,
+    },
+}
+
+impl VmConfig {
+    /// Checks what can be checked before a VMM is started, so errors name the missing piece.
+    pub fn validate(&self) -> Result<(), VmError> {
+        if !self.images.kernel.is_file() {
+            return Err(VmError::KernelMissing(self.images.kernel.clone()));
+        }
+        if !self.images.initramfs.is_file() {
+            return Err(VmError::InitramfsMissing(self.images.initramfs.clone()));
+        }
+        if !(1..=MAX_VCPUS).contains(&self.vcpus) {
+            return Err(VmError::InvalidSizing(format!(
+                "{} vCPUs (1..={MAX_VCPUS})",
+                self.vcpus
+            )));
+        }
+        if self.memory_mib < MIN_MEMORY_MIB {
+            return Err(VmError::InvalidSizing(format!(
+                "{} MiB of memory (at least {MIN_MEMORY_MIB})",
+                self.memory_mib
+            )));
+        }
+        if !self.run_dir.is_dir() {
+            return Err(VmError::RunDirMissing(self.run_dir.clone()));
+        }
+        for device in &self.devices {
+            let backing = match device {
+                Device::VhostUserFs { socket, .. } | Device::VhostUserVsock { socket } => socket,
+                Device::Block { path, .. } => path,
+            };
+            if !backing.exists() {
+                return Err(VmError::DeviceMissing(backing.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A backend that can start VMs.
+pub trait Hypervisor: std::fmt::Debug {
+    /// A short name for logs and benchmark figures (`qemu-tcg`, `qemu-kvm`, `hull-vmm`).
+    fn name(&self) -> String;
+    /// Validates `config` and boots the VM. Returns once the VMM process runs.
+    fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError>;
+}
+
+/// A running VM. Dropping it stops the VMM (killing it if need be) and reaps it.
+pub trait Vm: Send + std::fmt::Debug {
+    /// The VMM's process id.
+    fn pid(&self) -> u32;
+    /// The file the guest's serial console is written to.
+    fn console_path(&self) -> &Path;
+    /// The VMM's own log (its stderr).
+    fn log_path(&self) -> &Path;
+    /// Waits up to `timeout` for the VMM to exit; `None` if it still runs.
+    fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, VmError>;
+    /// Asks the VMM to stop (SIGTERM), kills it after `grace`, and reaps it.
+    fn stop(&mut self, grace: Duration) -> Result<ExitStatus, VmError>;
+}

@@ -1,0 +1,267 @@
+//! The QEMU command line for a hull VM: `-M microvm` without ACPI (QEMU then passes the
+//! virtio-mmio devices on the kernel command line, which is how our kernel finds them), guest RAM
+//! on a shared memfd, no default devices, console to a file, and `-no-reboot` so a guest reboot
+//! ends the VMM.
+
+use std::ffi::OsString;
+use std::path::Path;
+
+use super::super::{Accel, Device, VmConfig};
+
+/// Kernel command-line words every hull guest gets from this backend.
+pub const BASE_CMDLINE: &[&str] = &["console=ttyS0", "reboot=t", "panic=-1", "quiet"];
+
+/// Host facts that shape the command line besides the VM's own config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostShape {
+    /// The accelerator.
+    pub accel: Accel,
+    /// Host CPUs available (TCG uses one thread per vCPU only when there are enough).
+    pub host_cpus: u32,
+    /// Host TSC frequency; under TCG the guest reads the host's TSC, and telling it the frequency
+    /// spares it a jiffies clock.
+    pub tsc_khz: Option<u64>,
+}
+
+/// The console log inside the run directory.
+pub fn console_path(run_dir: &Path) -> std::path::PathBuf {
+    run_dir.join("console.log")
+}
+
+/// Builds the argument list (without the binary) for `config` on a host shaped as `host`.
+pub fn build(config: &VmConfig, host: HostShape) -> Vec<OsString> {
+    let mut args = Args::default();
+    let mem = format!("{}M", config.memory_mib);
+    args.push_all(&[
+        "-name",
+        "hull",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+    ]);
+    args.push_all(&["-no-reboot", "-monitor", "none"]);
+    args.push("-M");
+    args.push("microvm,acpi=off,memory-backend=mem");
+    args.push("-object");
+    args.push(format!("memory-backend-memfd,id=mem,size={mem},share=on"));
+    args.push("-m");
+    args.push(mem);
+    args.push("-smp");
+    args.push(config.vcpus.to_string());
+    match host.accel {
+        Accel::Kvm => args.push_all(&["-accel", "kvm", "-cpu", "host"]),
+        Accel::Tcg => {
+            // Multi-threaded TCG only pays when every vCPU thread gets a host CPU of its own;
+            // otherwise it is the slowest and least stable choice.
+            let thread = if host.host_cpus > config.vcpus {
+                "multi"
+            } else {
+                "single"
+            };
+            args.push("-accel");
+            args.push(format!("tcg,thread={thread}"));
+            args.push_all(&["-cpu", "max"]);
+        }
+    }
+    args.push("-chardev");
+    let mut console = OsString::from("file,id=console,path=");
+    console.push(console_path(&config.run_dir));
+    args.push(console);
+    args.push_all(&["-serial", "chardev:console"]);
+    for (i, device) in config.devices.iter().enumerate() {
+        push_device(&mut args, i, device);
+    }
+    args.push("-kernel");
+    args.push(&config.images.kernel);
+    args.push("-initrd");
+    args.push(&config.images.initramfs);
+    args.push("-append");
+    args.push(kernel_cmdline(config, host));
+    args.0
+}
+
+/// The kernel command line: the backend's base words, the TCG clock hint, then the caller's.
+pub fn kernel_cmdline(config: &VmConfig, host: HostShape) -> String {
+    let mut words: Vec<String> = BASE_CMDLINE.iter().map(|w| (*w).to_owned()).collect();
+    if let (Accel::Tcg, Some(khz)) = (host.accel, host.tsc_khz) {
+        words.push(format!("tsc_early_khz={khz}"));
+        words.push("tsc=reliable".to_owned());
+    }
+    words.extend(config.cmdline.iter().cloned());
+    words.join(" ")
+}
+
+fn push_device(args: &mut Args, index: usize, device: &Device) {
+    match device {
+        Device::VhostUserFs { socket, tag } => {
+            args.push("-chardev");
+            args.push(socket_chardev(&format!("fs{index}"), socket));
+            args.push("-device");
+            args.push(format!("vhost-user-fs-device,chardev=fs{index},tag={tag}"));
+        }
+        Device::VhostUserVsock { socket } => {
+            args.push("-chardev");
+            args.push(socket_chardev(&format!("vsock{index}"), socket));
+            args.push("-device");
+            args.push(format!("vhost-user-vsock-device,chardev=vsock{index}"));
+        }
+        Device::Block { path, read_only } => {
+            let mut drive = OsString::from(format!("id=blk{index},if=none,format=raw,file="));
+            drive.push(escape_commas(path));
+            if *read_only {
+                drive.push(",readonly=on");
+            }
+            args.push("-drive");
+            args.push(drive);
+            args.push("-device");
+            args.push(format!("virtio-blk-device,drive=blk{index}"));
+        }
+    }
+}
+
+fn socket_chardev(id: &str, socket: &Path) -> OsString {
+    let mut s = OsString::from(format!("socket,id={id},path="));
+    s.push(escape_commas(socket));
+    s
+}
+
+/// QEMU option values separate keys with commas; a literal comma is written twice.
+fn escape_commas(path: &Path) -> OsString {
+    let text = path.as_os_str().to_string_lossy();
+    if text.contains(',') {
+        OsString::from(text.replace(',', ",,"))
+    } else {
+        path.as_os_str().to_owned()
+    }
+}
+
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn push(&mut self, arg: impl Into<OsString>) {
+        self.0.push(arg.into());
+    }
+    fn push_all(&mut self, list: &[&str]) {
+        self.0.extend(list.iter().map(OsString::from));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::GuestImages;
+
+    fn config(vcpus: u32, memory_mib: u32, devices: Vec<Device>) -> VmConfig {
+        VmConfig {
+            images: GuestImages::in_dir(Path::new("/img")),
+            cmdline: vec!["hull.selftest=1".into()],
+            vcpus,
+            memory_mib,
+            devices,
+            run_dir: "/run/hull/p1".into(),
+        }
+    }
+
+    fn tcg(host_cpus: u32) -> HostShape {
+        HostShape {
+            accel: Accel::Tcg,
+            host_cpus,
+            tsc_khz: Some(2_596_128),
+        }
+    }
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    /// The value following `flag`, for flags that appear once.
+    fn value<'a>(args: &'a [String], flag: &str) -> &'a str {
+        let at = args
+            .iter()
+            .position(|a| a == flag)
+            .unwrap_or_else(|| panic!("{flag} missing"));
+        &args[at + 1]
+    }
+
+    #[test]
+    fn tcg_microvm_with_shared_memfd_and_file_console() {
+        let args = strings(build(&config(2, 512, vec![]), tcg(2)));
+        assert_eq!(value(&args, "-M"), "microvm,acpi=off,memory-backend=mem");
+        assert_eq!(
+            value(&args, "-object"),
+            "memory-backend-memfd,id=mem,size=512M,share=on"
+        );
+        assert_eq!(value(&args, "-m"), "512M");
+        assert_eq!(value(&args, "-smp"), "2");
+        assert_eq!(value(&args, "-accel"), "tcg,thread=single");
+        assert_eq!(value(&args, "-cpu"), "max");
+        assert_eq!(
+            value(&args, "-chardev"),
+            "file,id=console,path=/run/hull/p1/console.log"
+        );
+        assert_eq!(value(&args, "-serial"), "chardev:console");
+        assert_eq!(value(&args, "-kernel"), "/img/vmlinuz");
+        assert_eq!(value(&args, "-initrd"), "/img/initramfs.img");
+        assert_eq!(
+            value(&args, "-append"),
+            "console=ttyS0 reboot=t panic=-1 quiet tsc_early_khz=2596128 tsc=reliable hull.selftest=1"
+        );
+        for flag in ["-nodefaults", "-no-user-config", "-no-reboot"] {
+            assert!(args.iter().any(|a| a == flag), "{flag}");
+        }
+    }
+
+    #[test]
+    fn tcg_uses_one_thread_per_vcpu_only_with_spare_host_cpus() {
+        let args = strings(build(&config(2, 256, vec![]), tcg(8)));
+        assert_eq!(value(&args, "-accel"), "tcg,thread=multi");
+        let args = strings(build(&config(1, 256, vec![]), tcg(1)));
+        assert_eq!(value(&args, "-accel"), "tcg,thread=single");
+    }
+
+    #[test]
+    fn kvm_uses_the_host_cpu_and_no_clock_hint() {
+        let host = HostShape {
+            accel: Accel::Kvm,
+            host_cpus: 2,
+            tsc_khz: Some(1),
+        };
+        let args = strings(build(&config(1, 128, vec![]), host));
+        assert_eq!(value(&args, "-accel"), "kvm");
+        assert_eq!(value(&args, "-cpu"), "host");
+        assert_eq!(
+            value(&args, "-append"),
+            "console=ttyS0 reboot=t panic=-1 quiet hull.selftest=1"
+        );
+    }
+
+    #[test]
+    fn devices_become_vhost_user_and_virtio_mmio_devices() {
+        let devices = vec![
+            Device::VhostUserFs {
+                socket: "/run/hull/p1/fs.sock".into(),
+                tag: "hull".into(),
+            },
+            Device::VhostUserVsock {
+                socket: "/run/hull/p1/vsock,odd.sock".into(),
+            },
+            Device::Block {
+                path: "/var/disk.img".into(),
+                read_only: true,
+            },
+        ];
+        let args = strings(build(&config(1, 256, devices), tcg(2)));
+        let joined = args.join(" ");
+        assert!(joined.contains(
+            "-chardev socket,id=fs0,path=/run/hull/p1/fs.sock -device vhost-user-fs-device,chardev=fs0,tag=hull"
+        ));
+        assert!(joined.contains(
+            "-chardev socket,id=vsock1,path=/run/hull/p1/vsock,,odd.sock -device vhost-user-vsock-device,chardev=vsock1"
+        ));
+        assert!(joined.contains(
+            "-drive id=blk2,if=none,format=raw,file=/var/disk.img,readonly=on -device virtio-blk-device,drive=blk2"
+        ));
+    }
+}

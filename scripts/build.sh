@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Builds everything hull is made of into target/hull/:
+#   bin/hull, bin/hull-bench, bin/hull-initramfs   host tools (release)
+#   bin/hull-agent                                 the guest's /init (static, profile "agent")
+#   vmlinuz, vmlinux, kernel.config                the guest kernel (cached, see guest-kernel/)
+#   initramfs.img                                  hull-agent packed as /init
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=target/hull
+mkdir -p "$out/bin"
+t0=$(date +%s)
+
+echo "hull: building the guest kernel" >&2
+kdir=$(guest-kernel/build-kernel.sh)
+cp "$kdir/bzImage" "$out/vmlinuz"
+cp "$kdir/vmlinux" "$out/vmlinux"
+cp "$kdir/config" "$out/kernel.config"
+
+echo "hull: building host binaries" >&2
+cargo build --release --locked -p hull-runtime -p hull-bench -p hull-guest-image
+for b in hull hull-bench hull-initramfs; do cp "target/release/$b" "$out/bin/"; done
+
+echo "hull: building the static agent" >&2
+# +crt-static only for the target (with --target, build scripts and proc macros stay dynamic).
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile agent \
+  --target x86_64-unknown-linux-gnu -p hull-agent
+cp target/x86_64-unknown-linux-gnu/agent/hull-agent "$out/bin/hull-agent"
+
+"$out/bin/hull-initramfs" --agent "$out/bin/hull-agent" --output "$out/initramfs.img"
+echo "hull: built in $(( $(date +%s) - t0 ))s into $out" >&2

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs, from Debian's archive, everything hull needs to build its guest kernel and to run guests.
+# Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+
+packages=(
+  # guest kernel build
+  linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev cpio lz4 xz-utils kmod
+  # running guests (QEMU backend) and the busybox used by tests and the demo image
+  qemu-system-x86 busybox-static
+  # container engine and the baseline runtime
+  containerd runc
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "hull: installing from Debian: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "hull: Debian packages already installed"
+fi

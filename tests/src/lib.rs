@@ -1,0 +1,51 @@
+//! Shared helpers of hull's VM tests: where the guest images are, which backend to use, and the
+//! rule for missing parts (skip loudly on a developer machine, fail under `CI=true`).
+
+use std::path::PathBuf;
+
+use hull_runtime::images::GuestImages;
+use hull_runtime::vm::{accel, qemu::Qemu};
+
+/// Whether the tests run under CI, where nothing may skip.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Skips the calling test with a loud message, or fails it under CI.
+pub fn skip_or_fail(why: &str) {
+    assert!(!under_ci(), "CI=true, so this test may not skip: {why}");
+    eprintln!("\n*** SKIPPED: {why} ***\n");
+}
+
+/// The guest images to test: `HULL_KERNEL`/`HULL_INITRAMFS`, else the installed ones; `None`
+/// (after [`skip_or_fail`]) when they are not there.
+pub fn guest_images() -> Option<GuestImages> {
+    let images = GuestImages::from_env();
+    for path in [&images.kernel, &images.initramfs] {
+        if !path.is_file() {
+            skip_or_fail(&format!(
+                "{} is missing; run scripts/test.sh (it builds the images) or the set-up",
+                path.display()
+            ));
+            return None;
+        }
+    }
+    Some(images)
+}
+
+/// The QEMU backend for this host (KVM when it can run Linux, else TCG); `None` (after
+/// [`skip_or_fail`]) when QEMU is not installed.
+pub fn qemu() -> Option<Qemu> {
+    let choice = accel::detect().expect("HULL_ACCEL is valid");
+    let qemu = Qemu::for_host(choice.accel);
+    if let Err(e) = qemu.resolve_binary() {
+        skip_or_fail(&format!("no VMM to run a guest: {e}"));
+        return None;
+    }
+    Some(qemu)
+}
+
+/// A path from an environment variable, if set.
+pub fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name).map(PathBuf::from)
+}
