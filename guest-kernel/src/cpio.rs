@@ -134,7 +134,7 @@ fn write_member<W: Write>(
 }
 
 fn pad4(buf: &mut Vec<u8>, start: usize) {
-    while (start + buf.len()) % 4 != 0 {
+    while !(start + buf.len()).is_multiple_of(4) {
         buf.push(0);
     }
 }

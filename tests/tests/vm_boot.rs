@@ -1,6 +1,7 @@
 //! Boots the real guest kernel and initramfs through the QEMU backend (TCG on hosts whose KVM
 //! cannot run Linux) and checks what the guest reports and how the VM ends.
 
+use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
 use hull_runtime::images::GuestImages;
@@ -100,11 +101,16 @@ fn stop_ends_a_running_vm_and_reaps_it() {
     };
     let pid = vm.pid();
     assert!(pid_alive(pid));
-    // Stopped long before the guest could finish booting: SIGTERM, and QEMU says so in its log.
-    vm.stop(Duration::from_secs(10)).unwrap();
+    // Stopped long before the guest could finish booting. SIGTERM ends QEMU (cleanly once its
+    // handlers are installed, by the default action before that); SIGKILL would mean the grace
+    // period ran out.
+    let status = vm.stop(Duration::from_secs(10)).unwrap();
     assert!(!pid_alive(pid), "QEMU {pid} still there after stop");
-    let log = std::fs::read_to_string(vm.log_path()).unwrap();
-    assert!(log.contains("terminating on signal 15"), "VMM log: {log}");
+    assert!(
+        status.code() == Some(0)
+            || status.signal() == Some(nix::sys::signal::Signal::SIGTERM as i32),
+        "QEMU ended with {status}, not by SIGTERM"
+    );
     let console = std::fs::read_to_string(vm.console_path()).unwrap_or_default();
     assert!(console.find(READY_PREFIX).is_none(), "{console}");
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# hull's whole test suite: formatting, lints, unit tests, and the VM tests against a fresh build
+# of the guest kernel and initramfs. Installs and builds what it needs first (cached).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+scripts/build.sh
+
+echo "hull: cargo fmt --check" >&2
+cargo fmt --all -- --check
+echo "hull: cargo clippy -D warnings" >&2
+cargo clippy --locked --workspace --all-targets -- -D warnings
+
+export HULL_KERNEL=$PWD/target/hull/vmlinuz
+export HULL_INITRAMFS=$PWD/target/hull/initramfs.img
+export HULL_KERNEL_CONFIG=$PWD/target/hull/kernel.config
+echo "hull: cargo test" >&2
+cargo test --locked --workspace "$@"
