@@ -1,0 +1,26 @@
+//! hull's host⇄guest wire protocol, shared by the runtime (host) and hull-agent (guest):
+//! - [`agent`] / [`agent_ttrpc`]: the agent API (`protos/agent.proto`), served by the agent with
+//!   ttrpc on vsock port [`AGENT_PORT`];
+//! - [`stdio`]: the stdio streams, one vsock stream per channel on port [`STDIO_PORT`];
+//! - [`limits`]: the caps and checks every message goes through on both sides.
+#![warn(missing_docs)]
+
+#[allow(warnings, missing_docs, clippy::all, clippy::pedantic)]
+pub mod agent {
+    //! Messages of the agent API (generated).
+    include!(concat!(env!("OUT_DIR"), "/agent.rs"));
+}
+
+#[allow(warnings, missing_docs, clippy::all, clippy::pedantic)]
+pub mod agent_ttrpc {
+    //! The ttrpc client and server of the agent API (generated).
+    include!(concat!(env!("OUT_DIR"), "/agent_ttrpc.rs"));
+}
+
+pub mod limits;
+pub mod stdio;
+
+/// The vsock port the agent serves its ttrpc API on.
+pub const AGENT_PORT: u32 = 1024;
+/// The vsock port the agent accepts stdio streams on.
+pub const STDIO_PORT: u32 = 1025;
