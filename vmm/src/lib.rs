@@ -1,6 +1,27 @@
-//! hull-vmm: hull's own KVM microVM monitor (kvm-ioctls, vm-memory, virtio-queue, linux-loader,
-//! seccompiler), the second implementation of the runtime's hypervisor seam
-//! (`hull_runtime::vm::Hypervisor`) and the fast path where the host has hardware KVM.
+//! hull-vmm: hull's own KVM microVM monitor on the rust-vmm crates (kvm-ioctls, vm-memory,
+//! virtio-queue, linux-loader, vm-superio), the second implementation of the runtime's
+//! hypervisor seam and the fast path where the host has hardware KVM.
 //!
-//! The crate is laid out in the hull-vmm issue (#11); until it lands every VM runs on the QEMU
-//! backend, and this crate holds no code.
+//! Where things live: [`layout`] (the guest memory map), [`memory`] (memfd guest RAM),
+//! [`boot`] (kernel, initrd, zero page / PVH start info, e820), [`arch`] (registers, CPUID, MP
+//! table), [`bus`] (port-I/O and MMIO dispatch), [`devices`] (serial, i8042, virtio-mmio,
+//! vsock), [`vcpu`] (the vCPU threads), [`vmm`] (assembly and the event loop), [`config`] (what
+//! a VM is made of), [`host`] (what kind of KVM the host has). `vmm/README.md` has the boot path,
+//! the memory map and the vsock protocol.
+#![warn(missing_docs)]
+
+pub mod arch;
+pub mod boot;
+pub mod bus;
+pub mod config;
+pub mod devices;
+pub mod host;
+pub mod layout;
+pub mod memory;
+pub mod testing;
+pub mod vcpu;
+pub mod vmm;
+
+pub use config::{VmmConfig, VsockConfig};
+pub use devices::ExitReason;
+pub use vmm::{Vmm, VmmError};

@@ -1,0 +1,102 @@
+//! virtio: the [`VirtioDevice`] contract between a device model and its transport
+//! ([`mmio`]), and the interrupt a device raises when it used a buffer. Devices: [`vsock`].
+
+pub mod mmio;
+pub mod vsock;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use virtio_queue::Queue;
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::memory::GuestMemory;
+
+/// `VIRTIO_F_VERSION_1`: every hull device is a modern (1.0+) device.
+pub const VIRTIO_F_VERSION_1: u64 = 1 << 32;
+/// Interrupt status bit: a queue has used buffers.
+pub const INT_VRING: u32 = 1;
+/// Interrupt status bit: the configuration changed.
+pub const INT_CONFIG: u32 = 2;
+
+/// A device's interrupt: the status bits the driver reads and acknowledges through the
+/// transport, and the irqfd that raises the GSI.
+#[derive(Debug, Clone)]
+pub struct Interrupt {
+    status: Arc<AtomicU32>,
+    irqfd: Arc<EventFd>,
+}
+
+impl Interrupt {
+    /// An interrupt raised through `irqfd`.
+    pub fn new(irqfd: Arc<EventFd>) -> Self {
+        Self {
+            status: Arc::new(AtomicU32::new(0)),
+            irqfd,
+        }
+    }
+
+    /// Tells the driver a queue has used buffers.
+    pub fn signal_used_queue(&self) {
+        self.status.fetch_or(INT_VRING, Ordering::SeqCst);
+        let _ = self.irqfd.write(1);
+    }
+
+    /// The status register.
+    pub fn status(&self) -> u32 {
+        self.status.load(Ordering::SeqCst)
+    }
+
+    /// The driver acknowledges `bits`.
+    pub fn ack(&self, bits: u32) {
+        self.status.fetch_and(!bits, Ordering::SeqCst);
+    }
+
+    /// The irqfd (for KVM registration).
+    pub fn irqfd(&self) -> &EventFd {
+        &self.irqfd
+    }
+}
+
+/// A device refused activation.
+#[derive(Debug, thiserror::Error)]
+pub enum ActivateError {
+    /// The queues given do not match what the device needs.
+    #[error("device needs {want} queues, got {got}")]
+    QueueCount {
+        /// Needed.
+        want: usize,
+        /// Given.
+        got: usize,
+    },
+    /// The device's backend could not start.
+    #[error("device backend failed to start")]
+    Backend(#[source] std::io::Error),
+}
+
+/// A virtio device model, independent of the transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device id.
+    fn device_type(&self) -> u32;
+    /// Maximum size of each queue; the number of entries is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits offered.
+    fn features(&self) -> u64;
+    /// Feature bits the driver accepted (a subset of [`Self::features`]).
+    fn ack_features(&mut self, features: u64);
+    /// Reads the device configuration space.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device configuration space (ignored by read-only devices).
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// The driver is ready: start using `queues`.
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        queues: Vec<Queue>,
+        interrupt: Interrupt,
+    ) -> Result<(), ActivateError>;
+    /// The driver reset the device: drop the queues and the backend state.
+    fn reset(&mut self);
+    /// A queue was kicked by the driver.
+    fn queue_notify(&mut self, queue: u16);
+}

@@ -1,0 +1,116 @@
+//! `hull-vmm`: boots one microVM and exits when the guest stops (status 0), crashes (1) or the
+//! configuration is wrong (2).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use hull_vmm::arch::cpuid::Feature;
+use hull_vmm::{host, Vmm, VmmConfig, VsockConfig};
+
+/// hull's KVM microVM monitor.
+#[derive(Debug, Parser)]
+#[command(name = "hull-vmm", version)]
+struct Args {
+    /// Guest kernel: ELF vmlinux (PVH note or 64-bit entry) or bzImage.
+    #[arg(long, required_unless_present = "check")]
+    kernel: Option<PathBuf>,
+    /// Initial ramdisk.
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Kernel command line (virtio-mmio device words are appended).
+    #[arg(long, default_value = hull_vmm::config::DEFAULT_CMDLINE)]
+    cmdline: String,
+    /// vCPUs (1..=64).
+    #[arg(long, default_value_t = 1)]
+    vcpus: u64,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 128)]
+    mem_mib: u64,
+    /// Write the serial console here instead of stdout.
+    #[arg(long)]
+    console: Option<PathBuf>,
+    /// Attach virtio-vsock; the host side is this unix socket (hybrid protocol).
+    #[arg(long)]
+    vsock_uds: Option<PathBuf>,
+    /// The guest's vsock CID.
+    #[arg(long, default_value_t = 3)]
+    vsock_cid: u64,
+    /// Attach virtio-fs through this vhost-user socket (not implemented yet).
+    #[arg(long)]
+    fs_socket: Option<PathBuf>,
+    /// CPUID features to hide from the guest, comma separated (e.g. cx16,xsave).
+    #[arg(long, value_delimiter = ',')]
+    cpuid_clear: Vec<Feature>,
+    /// Enter an ELF kernel at its 64-bit entry point even when it has a PVH note.
+    #[arg(long)]
+    linux64: bool,
+    /// Print vCPU exit counters to stderr when the VM stops.
+    #[arg(long)]
+    exit_stats: bool,
+    /// Print what kind of KVM this host has, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.check {
+        let h = host::check();
+        println!("{:?}: {}", h.kind, h.reason);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(fs) = &args.fs_socket {
+        anyhow::bail!(
+            "--fs-socket {}: the vhost-user virtio-fs frontend is not implemented in hull-vmm yet",
+            fs.display()
+        );
+    }
+    let vcpus = u8::try_from(args.vcpus)
+        .ok()
+        .filter(|n| (1..=hull_vmm::config::MAX_VCPUS).contains(n))
+        .with_context(|| {
+            format!(
+                "{} vCPUs requested; hull-vmm runs 1 to {}",
+                args.vcpus,
+                hull_vmm::config::MAX_VCPUS
+            )
+        })?;
+    let config = VmmConfig {
+        kernel: args.kernel.context("--kernel is required")?,
+        initrd: args.initrd,
+        cmdline: args.cmdline,
+        vcpus,
+        mem_mib: args.mem_mib,
+        console: args.console,
+        vsock: args.vsock_uds.map(|uds| VsockConfig {
+            uds,
+            cid: args.vsock_cid,
+        }),
+        cpuid_clear: args.cpuid_clear,
+        linux64: args.linux64,
+    };
+    let vmm = Vmm::build(&config).context("cannot start the VM")?;
+    let stats = vmm.stats();
+    let reason = vmm.run().context("the VM failed")?;
+    if args.exit_stats {
+        eprintln!("hull-vmm: exits {}", stats.summary());
+    }
+    eprintln!("hull-vmm: guest stopped: {reason:?}");
+    Ok(ExitCode::from(
+        u8::try_from(reason.exit_code()).unwrap_or(1),
+    ))
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(code) => {
+            // vCPU threads may still be inside KVM_RUN: leave without waiting for them.
+            std::process::exit(i32::from(code != ExitCode::SUCCESS));
+        }
+        Err(e) => {
+            eprintln!("hull-vmm: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

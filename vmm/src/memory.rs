@@ -1,0 +1,77 @@
+//! Guest RAM: one memfd, mapped shared, split into the regions of [`crate::layout`]. Being a
+//! memfd lets vhost-user backends (virtiofsd) map the same pages.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::FromRawFd;
+
+use vm_memory::{FileOffset, GuestMemoryMmap, GuestRegionMmap};
+
+use crate::layout;
+
+/// Guest memory as hull-vmm uses it.
+pub type GuestMemory = GuestMemoryMmap<()>;
+
+/// Setting up guest RAM failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// `memfd_create` failed.
+    #[error("cannot create the guest memory file")]
+    Memfd(#[source] std::io::Error),
+    /// Sizing the memfd failed.
+    #[error("cannot size the guest memory file to {0} bytes")]
+    Truncate(u64, #[source] std::io::Error),
+    /// Mapping a region failed.
+    #[error("cannot map guest memory")]
+    Map(#[source] vm_memory::mmap::FromRangesError),
+    /// Building the region collection failed.
+    #[error("invalid guest memory regions")]
+    Regions(#[source] vm_memory::GuestRegionCollectionError),
+    /// A size does not fit the host's address space.
+    #[error("guest memory of {0} bytes does not fit this host")]
+    TooLarge(u64),
+}
+
+/// Creates `mem_bytes` of guest RAM backed by one shared memfd.
+pub fn create(mem_bytes: u64) -> Result<GuestMemory, MemoryError> {
+    let name = CString::new("hull-guest-ram").expect("no NUL in the name");
+    // SAFETY: `name` is a valid NUL-terminated string; the return value is checked.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(MemoryError::Memfd(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    let file = unsafe { File::from_raw_fd(fd) };
+    file.set_len(mem_bytes)
+        .map_err(|e| MemoryError::Truncate(mem_bytes, e))?;
+    let mut regions = Vec::new();
+    let mut offset = 0u64;
+    for (start, len) in layout::ram_regions(mem_bytes) {
+        let size = usize::try_from(len).map_err(|_| MemoryError::TooLarge(mem_bytes))?;
+        let fo = FileOffset::new(file.try_clone().map_err(MemoryError::Memfd)?, offset);
+        regions.push(GuestRegionMmap::from_range(start, size, Some(fo)).map_err(MemoryError::Map)?);
+        offset += len;
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Regions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
+
+    #[test]
+    fn memory_is_a_shared_memfd_with_the_layout_regions() {
+        let mem = create(64 << 20).unwrap();
+        assert_eq!(mem.num_regions(), 1);
+        let region = mem.iter().next().unwrap();
+        assert!(region.file_offset().is_some());
+        mem.write_obj(0xdead_beef_u32, GuestAddress(0x1000))
+            .unwrap();
+        assert_eq!(
+            mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(),
+            0xdead_beef
+        );
+        assert!(mem.write_obj(0u8, GuestAddress(64 << 20)).is_err());
+    }
+}

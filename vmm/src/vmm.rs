@@ -1,0 +1,413 @@
+//! Putting a VM together and running it: KVM VM with in-kernel irqchip and PIT, memfd guest RAM
+//! as memory slots, the loaded guest, the devices on their buses, one thread per vCPU, and the
+//! event loop (epoll) on the main thread that serves device queues and backends until the VM
+//! stops.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::{cpuid, mptable, regs};
+use crate::boot;
+use crate::bus::{lock, Bus};
+use crate::config::{ConfigError, VmmConfig};
+use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
+use crate::devices::serial::{ConsoleOut, Serial, COM1_BASE, COM1_GSI, COM1_LEN};
+use crate::devices::virtio::mmio::{reg, MmioTransport};
+use crate::devices::virtio::vsock::{self, VsockDevice};
+use crate::devices::virtio::{Interrupt, VirtioDevice};
+use crate::devices::{ExitReason, ExitSignal};
+use crate::layout;
+use crate::memory::{self, GuestMemory};
+use crate::vcpu::{ExitStats, Vcpu};
+
+/// Building or running the VM failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The configuration is invalid.
+    #[error("invalid configuration")]
+    Config(#[from] ConfigError),
+    /// `/dev/kvm` is missing.
+    #[error("/dev/kvm does not exist: this host has no KVM (load kvm_intel/kvm_amd, or use the QEMU backend)")]
+    NoKvm(#[source] kvm_ioctls::Error),
+    /// `/dev/kvm` cannot be opened.
+    #[error("no permission to open /dev/kvm (run as root or join the kvm group)")]
+    KvmPermission(#[source] kvm_ioctls::Error),
+    /// Another KVM failure.
+    #[error("KVM: cannot {0}")]
+    Kvm(&'static str, #[source] kvm_ioctls::Error),
+    /// A capability hull-vmm needs is missing.
+    #[error("KVM lacks the {0:?} capability")]
+    MissingCap(Cap),
+    /// Guest memory.
+    #[error("guest memory")]
+    Memory(#[from] memory::MemoryError),
+    /// Loading the guest.
+    #[error("loading the guest")]
+    Boot(#[from] boot::BootError),
+    /// vCPU registers.
+    #[error("vCPU set-up")]
+    Regs(#[from] regs::RegsError),
+    /// MP table.
+    #[error("MP table")]
+    MpTable(#[from] mptable::MpTableError),
+    /// Bus set-up.
+    #[error("device bus")]
+    Bus(#[from] crate::bus::BusError),
+    /// The console file.
+    #[error("cannot open console file {0}")]
+    Console(std::path::PathBuf, #[source] std::io::Error),
+    /// vsock.
+    #[error("vsock device")]
+    Vsock(#[from] vsock::VsockError),
+    /// An OS call (eventfd, epoll, signals, threads).
+    #[error("cannot {0}")]
+    Os(&'static str, #[source] std::io::Error),
+}
+
+const TOKEN_EXIT: u64 = 1 << 56;
+const TOKEN_SIGNAL: u64 = 2 << 56;
+const TOKEN_QUEUE: u64 = 3 << 56;
+const TOKEN_VSOCK: u64 = 4 << 56;
+const TOKEN_KIND: u64 = 0xff << 56;
+
+/// A virtio device on the MMIO bus, as the event loop sees it.
+struct VirtioSlot {
+    device: Arc<Mutex<dyn VirtioDevice>>,
+    queue_evts: Vec<Arc<EventFd>>,
+}
+
+/// A VM ready to run.
+pub struct Vmm {
+    exit: ExitSignal,
+    vcpus: Vec<Vcpu>,
+    serial: Arc<Mutex<Serial>>,
+    virtio: Vec<VirtioSlot>,
+    vsock: Option<Arc<Mutex<VsockDevice>>>,
+    stats: Arc<ExitStats>,
+    _vm: VmFd,
+    _mem: GuestMemory,
+}
+
+impl std::fmt::Debug for Vmm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vmm")
+            .field("vcpus", &self.vcpus.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_kvm() -> Result<Kvm, VmmError> {
+    Kvm::new().map_err(|e| match e.errno() {
+        libc::ENOENT => VmmError::NoKvm(e),
+        libc::EACCES | libc::EPERM => VmmError::KvmPermission(e),
+        _ => VmmError::Kvm("open /dev/kvm", e),
+    })
+}
+
+fn os(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
+    move |e| VmmError::Os(what, e)
+}
+
+impl Vmm {
+    /// Creates the VM for `config`, loads the guest and sets up devices and vCPUs.
+    pub fn build(config: &VmmConfig) -> Result<Self, VmmError> {
+        config.validate()?;
+        let kvm = open_kvm()?;
+        for cap in [Cap::Irqchip, Cap::Ioeventfd, Cap::Irqfd, Cap::UserMemory] {
+            if !kvm.check_extension(cap) {
+                return Err(VmmError::MissingCap(cap));
+            }
+        }
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| VmmError::Kvm("create a VM", e))?;
+        vm.set_tss_address(0xfffb_d000)
+            .map_err(|e| VmmError::Kvm("set the TSS address", e))?;
+        vm.create_irq_chip()
+            .map_err(|e| VmmError::Kvm("create the irqchip", e))?;
+        vm.create_pit2(kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        })
+        .map_err(|e| VmmError::Kvm("create the PIT", e))?;
+
+        let mem = memory::create(config.mem_bytes())?;
+        for (slot, region) in mem.iter().enumerate() {
+            let r = kvm_userspace_memory_region {
+                slot: u32::try_from(slot).expect("few regions"),
+                flags: 0,
+                guest_phys_addr: region.start_addr().0,
+                memory_size: region.len(),
+                userspace_addr: region.as_ptr() as u64,
+            };
+            // SAFETY: the region is a live mapping of `region.len()` bytes owned by `mem`, which
+            // this Vmm keeps alive for as long as the VM exists.
+            unsafe { vm.set_user_memory_region(r) }
+                .map_err(|e| VmmError::Kvm("add guest memory", e))?;
+        }
+
+        let exit = ExitSignal::new().map_err(os("create the exit eventfd"))?;
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+
+        // Console.
+        let out: ConsoleOut = match &config.console {
+            Some(path) => {
+                Box::new(File::create(path).map_err(|e| VmmError::Console(path.clone(), e))?)
+            }
+            None => Box::new(std::io::stdout()),
+        };
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(os("create an eventfd"))?;
+        vm.register_irqfd(&serial_irq, COM1_GSI)
+            .map_err(|e| VmmError::Kvm("register the serial irqfd", e))?;
+        let serial = Arc::new(Mutex::new(Serial::new(serial_irq, out)));
+        pio.insert(COM1_BASE, COM1_LEN, serial.clone())?;
+        pio.insert(
+            I8042_BASE,
+            I8042_LEN,
+            Arc::new(Mutex::new(I8042::new(exit.clone()))),
+        )?;
+
+        // virtio-mmio devices, announced on the command line.
+        let mut cmdline = config.cmdline.clone();
+        let mut virtio = Vec::new();
+        let mut vsock_dev = None;
+        if let Some(v) = &config.vsock {
+            let dev = Arc::new(Mutex::new(VsockDevice::new(v.cid, v.uds.clone())?));
+            let index = u32::try_from(virtio.len()).expect("few devices");
+            let slot = attach_virtio(&vm, &mem, &mut mmio, index, dev.clone())?;
+            cmdline.push_str(&format!(
+                " virtio_mmio.device=4K@{:#x}:{}",
+                layout::virtio_mmio_base(index),
+                layout::VIRTIO_IRQ_BASE + index
+            ));
+            virtio.push(slot);
+            vsock_dev = Some(dev);
+        }
+
+        // The guest.
+        regs::write_boot_tables(&mem)?;
+        let loaded = boot::load_kernel(&mem, &config.kernel, config.linux64)?;
+        let initrd = boot::load_initrd(&mem, &loaded, config.initrd.as_deref())?;
+        boot::write_cmdline(&mem, &cmdline)?;
+        boot::write_boot_info(&mem, &loaded, &cmdline, initrd, config.mem_bytes())?;
+        mptable::write(&mem, config.vcpus)?;
+
+        // vCPUs.
+        let supported = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| VmmError::Kvm("read the supported CPUID", e))?;
+        let pio = Arc::new(pio);
+        let mmio = Arc::new(mmio);
+        let stats = Arc::new(ExitStats::default());
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            let fd = vm
+                .create_vcpu(u64::from(id))
+                .map_err(|e| VmmError::Kvm("create a vCPU", e))?;
+            let mut cpuid = supported.clone();
+            cpuid::filter(cpuid.as_mut_slice(), id, config.vcpus, &config.cpuid_clear);
+            fd.set_cpuid2(&cpuid)
+                .map_err(|e| VmmError::Kvm("set the CPUID", e))?;
+            regs::setup_msrs(&fd)?;
+            regs::setup_lapic(&fd)?;
+            if id == 0 {
+                regs::setup_sregs(&fd, loaded.entry.mode)?;
+                regs::setup_regs(&fd, loaded.entry.addr, loaded.entry.mode)?;
+                regs::setup_fpu(&fd)?;
+            }
+            vcpus.push(Vcpu {
+                fd,
+                id,
+                pio: pio.clone(),
+                mmio: mmio.clone(),
+                exit: exit.clone(),
+                stats: stats.clone(),
+            });
+        }
+        Ok(Self {
+            exit,
+            vcpus,
+            serial,
+            virtio,
+            vsock: vsock_dev,
+            stats,
+            _vm: vm,
+            _mem: mem,
+        })
+    }
+
+    /// Exit counters (shared with the vCPU threads).
+    pub fn stats(&self) -> Arc<ExitStats> {
+        self.stats.clone()
+    }
+
+    /// Runs the VM until it stops; returns why. vCPU threads that are still inside `KVM_RUN`
+    /// are left to the process's exit (the binary exits right after).
+    pub fn run(mut self) -> Result<ExitReason, VmmError> {
+        let signals = block_stop_signals()?;
+        let epoll = Epoll::new().map_err(os("create the epoll instance"))?;
+        let add = |fd: RawFd, token: u64| {
+            epoll
+                .ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, token),
+                )
+                .map_err(os("watch a file descriptor"))
+        };
+        add(self.exit.eventfd().as_raw_fd(), TOKEN_EXIT)?;
+        add(signals.as_raw_fd(), TOKEN_SIGNAL)?;
+        for (d, slot) in self.virtio.iter().enumerate() {
+            for (q, evt) in slot.queue_evts.iter().enumerate() {
+                add(evt.as_raw_fd(), TOKEN_QUEUE | ((d as u64) << 16) | q as u64)?;
+            }
+        }
+        if let Some(v) = &self.vsock {
+            lock(v).register(&epoll, TOKEN_VSOCK)?;
+        }
+
+        let mut threads: Vec<JoinHandle<ExitReason>> = Vec::new();
+        for vcpu in self.vcpus.drain(..) {
+            let name = format!("vcpu{}", vcpu.id);
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || vcpu.run())
+                    .map_err(os("start a vCPU thread"))?,
+            );
+        }
+
+        let mut events = vec![EpollEvent::default(); 64];
+        let reason = loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(VmmError::Os("wait for events", e)),
+            };
+            for ev in &events[..n] {
+                let token = ev.data();
+                match token & TOKEN_KIND {
+                    TOKEN_EXIT => {
+                        let _ = self.exit.eventfd().read();
+                    }
+                    TOKEN_SIGNAL => {
+                        drain_signalfd(&signals);
+                        self.exit.exit(ExitReason::Stopped);
+                    }
+                    TOKEN_QUEUE => {
+                        let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
+                        let q = u16::try_from(token & 0xffff).unwrap_or(u16::MAX);
+                        if let Some(slot) = self.virtio.get(d) {
+                            if let Some(evt) = slot.queue_evts.get(usize::from(q)) {
+                                let _ = evt.read();
+                            }
+                            lock(&slot.device).queue_notify(q);
+                        }
+                    }
+                    TOKEN_VSOCK => {
+                        if let Some(v) = &self.vsock {
+                            lock(v).backend_event(&epoll, token & !TOKEN_KIND, ev.event_set());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let r = self.exit.reason();
+            if r != ExitReason::Running {
+                break r;
+            }
+        };
+        lock(&self.serial).flush();
+        // vCPUs that already returned are reaped; others are stopped by the process exit.
+        for t in threads {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        Ok(reason)
+    }
+}
+
+fn attach_virtio(
+    vm: &VmFd,
+    mem: &GuestMemory,
+    mmio: &mut Bus,
+    index: u32,
+    device: Arc<Mutex<dyn VirtioDevice>>,
+) -> Result<VirtioSlot, VmmError> {
+    let base = layout::virtio_mmio_base(index);
+    let gsi = layout::VIRTIO_IRQ_BASE + index;
+    let irqfd = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(os("create an eventfd"))?);
+    vm.register_irqfd(&irqfd, gsi)
+        .map_err(|e| VmmError::Kvm("register a virtio irqfd", e))?;
+    let nqueues = lock(&device).queue_max_sizes().len();
+    let mut queue_evts = Vec::new();
+    for q in 0..nqueues {
+        let evt = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(os("create an eventfd"))?);
+        vm.register_ioevent(
+            &evt,
+            &IoEventAddress::Mmio(base + reg::QUEUE_NOTIFY),
+            u32::try_from(q).expect("few queues"),
+        )
+        .map_err(|e| VmmError::Kvm("register a queue ioeventfd", e))?;
+        queue_evts.push(evt);
+    }
+    let transport = MmioTransport::new(
+        device.clone(),
+        mem.clone(),
+        Interrupt::new(irqfd),
+        queue_evts.clone(),
+    );
+    mmio.insert(
+        base,
+        layout::VIRTIO_MMIO_SIZE,
+        Arc::new(Mutex::new(transport)),
+    )?;
+    Ok(VirtioSlot { device, queue_evts })
+}
+
+/// Blocks SIGTERM/SIGINT in this thread (and the vCPU threads it starts) and returns a signalfd
+/// that reports them, so a stop request becomes an ordinary event.
+fn block_stop_signals() -> Result<File, VmmError> {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; return values of these libc calls are checked below.
+    let ok = unsafe {
+        libc::sigemptyset(&mut set) == 0
+            && libc::sigaddset(&mut set, libc::SIGTERM) == 0
+            && libc::sigaddset(&mut set, libc::SIGINT) == 0
+            && libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) == 0
+    };
+    if !ok {
+        return Err(VmmError::Os(
+            "block signals",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `set` is initialised; the returned fd is checked and then owned by the File.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(VmmError::Os(
+            "create a signalfd",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+    Ok(unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+fn drain_signalfd(f: &File) {
+    use std::io::Read;
+    let mut buf = [0u8; 128];
+    let mut r = f;
+    while matches!(r.read(&mut buf), Ok(n) if n > 0) {}
+}

@@ -1,0 +1,118 @@
+//! Running test guests under the real hull-vmm binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hull_vmm::testing::{guest, guest_elf, Cmd};
+
+/// The binary under test.
+pub fn vmm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hull-vmm"))
+}
+
+/// Whether this host can run the tests; under CI a missing /dev/kvm fails instead of skipping.
+pub fn kvm_available() -> bool {
+    let ok = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var("CI").is_err(),
+            "/dev/kvm is required for hull-vmm's real-KVM tests under CI"
+        );
+        eprintln!("SKIPPED: /dev/kvm is not available");
+    }
+    ok
+}
+
+/// What a guest run produced.
+#[derive(Debug)]
+pub struct GuestRun {
+    /// Exit status code.
+    pub code: Option<i32>,
+    /// Console output (lossy UTF-8).
+    pub console: String,
+    /// Console output, raw.
+    pub console_bytes: Vec<u8>,
+    /// hull-vmm's stderr.
+    pub stderr: String,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+impl GuestRun {
+    /// Asserts the exit code, printing everything otherwise.
+    pub fn assert_exit(&self, code: i32) {
+        assert_eq!(self.code, Some(code), "{self:#?}");
+    }
+}
+
+/// Writes an ELF for `image` into `dir`.
+pub fn write_guest(dir: &Path, image: &[u8]) -> PathBuf {
+    let path = dir.join("guest.elf");
+    std::fs::write(&path, guest_elf(image)).unwrap();
+    path
+}
+
+/// Runs `cmds` as a test guest with extra hull-vmm `args`; `None` when KVM is not available.
+pub fn run_guest(cmds: &[Cmd], args: &[&str]) -> Option<GuestRun> {
+    if !kvm_available() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), &guest(cmds));
+    Some(run_kernel(
+        dir.path(),
+        &kernel,
+        args,
+        Duration::from_secs(60),
+    ))
+}
+
+/// Runs hull-vmm on `kernel` with a console file in `dir`, killing it after `timeout`.
+pub fn run_kernel(dir: &Path, kernel: &Path, args: &[&str], timeout: Duration) -> GuestRun {
+    let console = dir.join("console.log");
+    let start = Instant::now();
+    let mut child = Command::new(vmm_bin())
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--console")
+        .arg(&console)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > timeout {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let elapsed = start.elapsed();
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let console_bytes = std::fs::read(&console).unwrap_or_default();
+    GuestRun {
+        code: status.and_then(|s| s.code()),
+        console: String::from_utf8_lossy(&console_bytes).into_owned(),
+        console_bytes,
+        stderr,
+        elapsed,
+    }
+}
