@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "hull: the set-up installs system files; run it as root" >&2; exit 1; }
 
 scripts/install-deps.sh
+scripts/install-tools.sh
 scripts/build.sh
 
 echo "hull: installing" >&2

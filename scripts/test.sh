@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+scripts/install-tools.sh
 scripts/build.sh
 
 echo "hull: cargo fmt --check" >&2

@@ -15,6 +15,8 @@ pub const S_IFDIR: u32 = 0o040_000;
 pub const S_IFREG: u32 = 0o100_000;
 /// Character device.
 pub const S_IFCHR: u32 = 0o020_000;
+/// Symbolic link.
+pub const S_IFLNK: u32 = 0o120_000;
 
 /// One archive member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,11 @@ impl Entry {
     /// A regular file.
     pub fn file(path: &str, perm: u32, data: Vec<u8>) -> Self {
         Self::new(path, S_IFREG | perm, (0, 0), data)
+    }
+
+    /// A symbolic link to `target`.
+    pub fn symlink(path: &str, target: &str) -> Self {
+        Self::new(path, S_IFLNK | 0o777, (0, 0), target.as_bytes().to_vec())
     }
 
     /// A character device node.
@@ -198,6 +205,7 @@ mod tests {
             Entry::char_device("/dev/console", 0o600, 5, 1),
             Entry::file("init", 0o755, b"#!/bin/sh\necho hi\n".to_vec()),
             Entry::file("odd", 0o644, vec![7; 5]),
+            Entry::symlink("bin/sh", "busybox"),
         ]
     }
 

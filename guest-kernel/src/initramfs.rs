@@ -21,6 +21,9 @@ pub enum InitramfsError {
     /// The agent binary is not a static ELF executable.
     #[error("{0} is not a static ELF executable (build it with +crt-static)")]
     NotStatic(String),
+    /// A tree to pack could not be read.
+    #[error("cannot read {0}")]
+    ReadTree(String, #[source] std::io::Error),
     /// Writing the archive failed.
     #[error("cannot write the archive")]
     Archive(#[from] cpio::CpioError),
@@ -39,16 +42,71 @@ pub fn entries(agent: Vec<u8>) -> Vec<Entry> {
 
 /// Builds the gzip-compressed initramfs around the agent at `agent_path`.
 pub fn build(agent_path: &Path) -> Result<Vec<u8>, InitramfsError> {
+    build_with_trees(agent_path, &[])
+}
+
+/// Like [`build`], and also packs each host directory `tree.1` at guest path `tree.0` (used by
+/// tests to carry a container root filesystem). Regular files, directories and symlinks only.
+pub fn build_with_trees(
+    agent_path: &Path,
+    trees: &[(&str, &Path)],
+) -> Result<Vec<u8>, InitramfsError> {
     let shown = agent_path.display().to_string();
     let agent =
         std::fs::read(agent_path).map_err(|e| InitramfsError::ReadAgent(shown.clone(), e))?;
     if !is_static_elf(&agent) {
         return Err(InitramfsError::NotStatic(shown));
     }
-    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
-    cpio::write(&mut encoder, &entries(agent))?;
+    let mut members = entries(agent);
+    for (guest, host) in trees {
+        let guest = guest.trim_matches('/');
+        let parts: Vec<&str> = guest.split('/').collect();
+        for depth in 1..parts.len() {
+            let parent = parts[..depth].join("/");
+            if !members.iter().any(|m| m.path == parent) {
+                members.push(Entry::dir(&parent, 0o755));
+            }
+        }
+        add_tree(&mut members, guest, host)?;
+    }
+    let level = if trees.is_empty() {
+        Compression::best()
+    } else {
+        Compression::fast()
+    };
+    let mut encoder = GzEncoder::new(Vec::new(), level);
+    cpio::write(&mut encoder, &members)?;
     encoder.flush().map_err(InitramfsError::Compress)?;
     encoder.finish().map_err(InitramfsError::Compress)
+}
+
+fn add_tree(members: &mut Vec<Entry>, guest: &str, host: &Path) -> Result<(), InitramfsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let err = |e| InitramfsError::ReadTree(host.display().to_string(), e);
+    let meta = std::fs::symlink_metadata(host).map_err(err)?;
+    let perm = meta.permissions().mode() & 0o7777;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(host).map_err(err)?;
+        members.push(Entry::symlink(guest, &target.to_string_lossy()));
+    } else if meta.is_dir() {
+        members.push(Entry::dir(guest, perm));
+        let mut children: Vec<_> = std::fs::read_dir(host)
+            .map_err(err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        children.sort_by_key(std::fs::DirEntry::file_name);
+        for child in children {
+            let name = child.file_name();
+            add_tree(
+                members,
+                &format!("{guest}/{}", name.to_string_lossy()),
+                &child.path(),
+            )?;
+        }
+    } else if meta.is_file() {
+        members.push(Entry::file(guest, perm, std::fs::read(host).map_err(err)?));
+    }
+    Ok(())
 }
 
 /// Whether `bytes` is an x86-64 ELF executable with no `PT_INTERP` (no dynamic loader needed).
@@ -133,6 +191,32 @@ mod tests {
         assert_eq!(
             (console.mode & cpio::S_IFCHR, console.rdev),
             (cpio::S_IFCHR, (5, 1))
+        );
+    }
+
+    #[test]
+    fn trees_are_packed_with_links_and_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let agent = dir.path().join("hull-agent");
+        std::fs::write(&agent, fake_static_elf()).unwrap();
+        let tree = dir.path().join("root");
+        std::fs::create_dir_all(tree.join("bin")).unwrap();
+        std::fs::write(tree.join("bin/busybox"), b"bb").unwrap();
+        std::os::unix::fs::symlink("busybox", tree.join("bin/sh")).unwrap();
+        let image = build_with_trees(&agent, &[("/test/root", &tree)]).unwrap();
+        let members = read(&image).unwrap();
+        let find = |p: &str| {
+            members
+                .iter()
+                .find(|m| m.path == p)
+                .unwrap_or_else(|| panic!("{p}"))
+        };
+        assert_eq!(find("test").mode & cpio::S_IFDIR, cpio::S_IFDIR);
+        assert_eq!(find("test/root/bin/busybox").data, b"bb");
+        let link = find("test/root/bin/sh");
+        assert_eq!(
+            (link.mode & cpio::S_IFLNK, link.data.as_slice()),
+            (cpio::S_IFLNK, &b"busybox"[..])
         );
     }
 

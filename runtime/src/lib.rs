@@ -2,6 +2,9 @@
 //! locations ([`images`]), and the `hull` CLI built on them. The containerd shim joins here.
 #![warn(missing_docs)]
 
+pub mod agent;
 pub mod images;
+pub mod sandbox;
 pub mod selftest;
 pub mod vm;
+pub mod vsock;
