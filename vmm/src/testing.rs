@@ -205,7 +205,10 @@ mod tests {
     #[test]
     fn jumps_land_on_their_labels() {
         let code = guest(&[]);
-        let target = |at: usize| at.wrapping_add(2).wrapping_add_signed(isize::from(code[at + 1].cast_signed()));
+        let target = |at: usize| {
+            at.wrapping_add(2)
+                .wrapping_add_signed(isize::from(code[at + 1].cast_signed()))
+        };
         let jumps = [
             (0x21, 0x43),
             (0x27, 0x47),

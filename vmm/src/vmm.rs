@@ -272,7 +272,7 @@ impl Vmm {
             }
         }
         if let Some(v) = &self.vsock {
-            lock(v).register(&epoll, TOKEN_VSOCK)?;
+            add(lock(v).backend_fd(), TOKEN_VSOCK)?;
         }
 
         let mut threads: Vec<JoinHandle<ExitReason>> = Vec::new();
@@ -315,7 +315,7 @@ impl Vmm {
                     }
                     TOKEN_VSOCK => {
                         if let Some(v) = &self.vsock {
-                            lock(v).backend_event(&epoll, token & !TOKEN_KIND, ev.event_set());
+                            lock(v).process_backend();
                         }
                     }
                     _ => {}
@@ -327,6 +327,9 @@ impl Vmm {
             }
         };
         lock(&self.serial).flush();
+        if let Some(v) = &self.vsock {
+            lock(v).close();
+        }
         // vCPUs that already returned are reaped; others are stopped by the process exit.
         for t in threads {
             if t.is_finished() {

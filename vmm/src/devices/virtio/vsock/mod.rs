@@ -1,65 +1,45 @@
-//! virtio-vsock (placeholder while the device lands).
+//! virtio-vsock, in process: the guest's sockets reach host processes through unix sockets
+//! (the hybrid protocol of [`muxer`]), so the host side is the same whether hull-vmm or QEMU with
+//! a vhost-user backend runs the VM.
+//!
+//! [`device`] holds the virtio state and config space, [`event_handler`] moves packets between
+//! the queues and the [`muxer`], [`packet`] parses headers, [`connection`] keeps per-stream
+//! credit. Everything read from a queue is bounds-checked: a malformed packet is dropped (or
+//! answered with RST when its header names a connection), never trusted.
+
+pub mod connection;
+pub mod device;
+pub mod event_handler;
+pub mod muxer;
+pub mod packet;
+#[cfg(test)]
+pub mod test_utils;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
-use virtio_queue::Queue;
-use vmm_sys_util::epoll::{Epoll, EventSet};
+pub use device::VsockDevice;
 
-use super::{ActivateError, Interrupt, VirtioDevice};
-use crate::memory::GuestMemory;
-
-/// vsock errors.
+/// Setting up or running the vsock device failed.
 #[derive(Debug, thiserror::Error)]
 pub enum VsockError {
-    /// OS error.
+    /// Binding the host-side socket failed.
+    #[error("cannot listen on the vsock socket {0}")]
+    Bind(PathBuf, #[source] std::io::Error),
+    /// Something other than a socket is at the socket path.
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// Another OS call failed.
     #[error("cannot {0}")]
     Os(&'static str, #[source] std::io::Error),
 }
 
-/// The device.
-#[derive(Debug)]
-pub struct VsockDevice {
-    _cid: u64,
-    _uds: PathBuf,
-}
-
-impl VsockDevice {
-    /// New.
-    pub fn new(cid: u64, uds: PathBuf) -> Result<Self, VsockError> {
-        Ok(Self {
-            _cid: cid,
-            _uds: uds,
-        })
-    }
-    /// Register.
-    pub fn register(&mut self, _epoll: &Epoll, _token: u64) -> Result<(), VsockError> {
-        Ok(())
-    }
-    /// Event.
-    pub fn backend_event(&mut self, _epoll: &Epoll, _token: u64, _events: EventSet) {}
-}
-
-impl VirtioDevice for VsockDevice {
-    fn device_type(&self) -> u32 {
-        19
-    }
-    fn queue_max_sizes(&self) -> &[u16] {
-        &[256, 256, 256]
-    }
-    fn features(&self) -> u64 {
-        super::VIRTIO_F_VERSION_1
-    }
-    fn ack_features(&mut self, _features: u64) {}
-    fn read_config(&self, _offset: u64, _data: &mut [u8]) {}
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
-    fn activate(
-        &mut self,
-        _m: GuestMemory,
-        _q: Vec<Queue>,
-        _i: Interrupt,
-    ) -> Result<(), ActivateError> {
-        Ok(())
-    }
-    fn reset(&mut self) {}
-    fn queue_notify(&mut self, _queue: u16) {}
-}
+/// Index of the RX queue (device → driver).
+pub const RXQ: usize = 0;
+/// Index of the TX queue (driver → device).
+pub const TXQ: usize = 1;
+/// Index of the event queue.
+pub const EVQ: usize = 2;
+/// Queue size.
+pub const QUEUE_SIZE: u16 = 256;

@@ -1,0 +1,162 @@
+//! The vsock device's virtio face: id 19, `VIRTIO_F_VERSION_1`, three queues (rx, tx, event) and
+//! an 8-byte config space holding the guest's CID.
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use virtio_queue::Queue;
+
+use super::muxer::Muxer;
+use super::{VsockError, QUEUE_SIZE};
+use crate::devices::virtio::{ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::memory::GuestMemory;
+
+/// virtio device id of vsock.
+pub const VIRTIO_ID_VSOCK: u32 = 19;
+
+/// A driver that activated the device: its memory, queues and interrupt.
+#[derive(Debug)]
+pub(super) struct Active {
+    pub(super) mem: GuestMemory,
+    pub(super) queues: Vec<Queue>,
+    pub(super) interrupt: Interrupt,
+}
+
+/// Counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct VsockStats {
+    /// TX chains that could not be parsed (too short, bad lengths, unreadable descriptors).
+    pub malformed_tx: u64,
+    /// RX chains too small for a header.
+    pub bad_rx_buffers: u64,
+    /// Packets sent to the guest.
+    pub rx_packets: u64,
+    /// Packets received from the guest.
+    pub tx_packets: u64,
+}
+
+/// virtio-vsock.
+#[derive(Debug)]
+pub struct VsockDevice {
+    cid: u64,
+    pub(super) muxer: Muxer,
+    acked_features: u64,
+    pub(super) active: Option<Active>,
+    pub(super) buf: Vec<u8>,
+    pub(super) stats: VsockStats,
+}
+
+impl VsockDevice {
+    /// A device for guest CID `cid` whose host side listens on `uds`.
+    pub fn new(cid: u64, uds: PathBuf) -> Result<Self, VsockError> {
+        Ok(Self {
+            cid,
+            muxer: Muxer::new(cid, uds)?,
+            acked_features: 0,
+            active: None,
+            buf: vec![0; super::packet::MAX_PAYLOAD as usize],
+            stats: VsockStats::default(),
+        })
+    }
+
+    /// The descriptor the VMM's event loop watches for host-side activity.
+    pub fn backend_fd(&self) -> RawFd {
+        self.muxer.epoll_fd()
+    }
+
+    /// Host-side activity: accept, read `CONNECT` lines, move data to the guest.
+    pub fn process_backend(&mut self) {
+        self.muxer.process_host_events();
+        self.process_rx();
+    }
+
+    /// The VM stops: close host streams and remove the socket file.
+    pub fn close(&mut self) {
+        self.muxer.close();
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> VsockStats {
+        self.stats
+    }
+
+    /// The host side.
+    pub fn muxer(&self) -> &Muxer {
+        &self.muxer
+    }
+
+    /// Features the driver accepted.
+    pub fn acked_features(&self) -> u64 {
+        self.acked_features
+    }
+}
+
+impl VirtioDevice for VsockDevice {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_VSOCK
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE; 3]
+    }
+
+    fn features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features & self.features();
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let cfg = self.cid.to_le_bytes();
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = usize::try_from(offset)
+                .ok()
+                .and_then(|o| o.checked_add(i))
+                .and_then(|at| cfg.get(at).copied())
+                .unwrap_or(0);
+        }
+    }
+
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+
+    fn activate(
+        &mut self,
+        mem: GuestMemory,
+        queues: Vec<Queue>,
+        interrupt: Interrupt,
+    ) -> Result<(), ActivateError> {
+        if queues.len() != 3 {
+            return Err(ActivateError::QueueCount {
+                want: 3,
+                got: queues.len(),
+            });
+        }
+        self.active = Some(Active {
+            mem,
+            queues,
+            interrupt,
+        });
+        // Anything the host queued before the driver was ready (a CONNECT) goes out now.
+        self.process_rx();
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.active = None;
+        self.acked_features = 0;
+        self.muxer.reset_all();
+    }
+
+    fn queue_notify(&mut self, queue: u16) {
+        match usize::from(queue) {
+            super::RXQ => self.process_rx(),
+            super::TXQ => {
+                self.process_tx();
+                self.process_rx();
+            }
+            _ => {}
+        }
+    }
+}

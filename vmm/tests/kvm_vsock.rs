@@ -1,0 +1,179 @@
+//! Real-KVM test of the virtio-mmio transport and the vsock device: a test guest does the
+//! virtio-mmio handshake, sets up the rx/tx/event queues in its own memory, connects to host
+//! port 1025 (which lands on `<uds>_1025`), sends "ping", and echoes what the host answers.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use common::{kvm_available, run_kernel, write_guest};
+use hull_vmm::devices::virtio::mmio::reg;
+use hull_vmm::devices::virtio::vsock::packet::{Header, Op, TYPE_STREAM};
+use hull_vmm::testing::{guest, poke, Cmd, SCRATCH};
+
+const MMIO: u64 = 0xd000_0000;
+const QSIZE: u32 = 4;
+const RX_BUF: u64 = SCRATCH + 0x1000;
+const TX_BUF: u64 = SCRATCH + 0x3000;
+
+fn queue_base(q: u64) -> u64 {
+    SCRATCH + q * 0x400
+}
+
+fn w(off: u64, value: u32) -> Cmd {
+    Cmd::Write32 {
+        addr: MMIO + off,
+        value,
+    }
+}
+
+fn lo(a: u64) -> u32 {
+    u32::try_from(a).unwrap()
+}
+
+fn desc(addr: u64, len: u32, flags: u16) -> Vec<u8> {
+    let mut d = addr.to_le_bytes().to_vec();
+    d.extend_from_slice(&len.to_le_bytes());
+    d.extend_from_slice(&flags.to_le_bytes());
+    d.extend_from_slice(&0u16.to_le_bytes());
+    d
+}
+
+fn hdr(op: Op, len: u32) -> [u8; 44] {
+    Header {
+        src_cid: 3,
+        dst_cid: 2,
+        src_port: 5000,
+        dst_port: 1025,
+        len,
+        type_: TYPE_STREAM,
+        op: op as u16,
+        flags: 0,
+        buf_alloc: 4096,
+        fwd_cnt: 0,
+    }
+    .encode()
+}
+
+fn vsock_guest() -> Vec<u8> {
+    let mut cmds = vec![
+        w(reg::STATUS, 1),
+        w(reg::STATUS, 3),
+        w(reg::DRIVER_FEATURES_SEL, 1),
+        w(reg::DRIVER_FEATURES, 1), // VIRTIO_F_VERSION_1
+        w(reg::DRIVER_FEATURES_SEL, 0),
+        w(reg::DRIVER_FEATURES, 0),
+        w(reg::STATUS, 0xb),
+        Cmd::Poll32 {
+            addr: MMIO + reg::STATUS,
+            mask: 0x8,
+            value: 0x8,
+        },
+    ];
+    for q in 0..3u32 {
+        let base = queue_base(u64::from(q));
+        cmds.extend([
+            w(reg::QUEUE_SEL, q),
+            w(reg::QUEUE_NUM, QSIZE),
+            w(reg::QUEUE_DESC_LOW, lo(base)),
+            w(reg::QUEUE_DESC_HIGH, 0),
+            w(reg::QUEUE_DRIVER_LOW, lo(base + 0x100)),
+            w(reg::QUEUE_DRIVER_HIGH, 0),
+            w(reg::QUEUE_DEVICE_LOW, lo(base + 0x200)),
+            w(reg::QUEUE_DEVICE_HIGH, 0),
+            w(reg::QUEUE_READY, 1),
+        ]);
+    }
+    let rx_used = queue_base(0) + 0x200;
+    let tx_avail = queue_base(1) + 0x100;
+    cmds.extend([
+        w(reg::STATUS, 0xf),
+        Cmd::Out8 {
+            port: 0x3f8,
+            value: b'A',
+        },
+        // REQUEST to host port 1025.
+        Cmd::Write32 {
+            addr: tx_avail,
+            value: 1 << 16,
+        },
+        w(reg::QUEUE_NOTIFY, 1),
+        Cmd::Poll32 {
+            addr: rx_used,
+            mask: 0xffff_0000,
+            value: 1 << 16,
+        },
+        // The RESPONSE's op field.
+        Cmd::Echo {
+            addr: RX_BUF + 30,
+            len: 1,
+            port: 0x3f8,
+        },
+        // RW "ping".
+        Cmd::Write32 {
+            addr: tx_avail,
+            value: 2 << 16,
+        },
+        w(reg::QUEUE_NOTIFY, 1),
+        Cmd::Poll32 {
+            addr: rx_used,
+            mask: 0xffff_0000,
+            value: 2 << 16,
+        },
+        Cmd::Echo {
+            addr: RX_BUF + 0x1000 + 44,
+            len: 4,
+            port: 0x3f8,
+        },
+        Cmd::Out8 {
+            port: 0x3f8,
+            value: b'\n',
+        },
+    ]);
+    let mut image = guest(&cmds);
+    // RX: two writable buffers, both available from the start.
+    let rx = queue_base(0);
+    poke(&mut image, rx, &desc(RX_BUF, 4096, 2));
+    poke(&mut image, rx + 16, &desc(RX_BUF + 0x1000, 4096, 2));
+    poke(&mut image, rx + 0x100, &[0, 0, 2, 0, 0, 0, 1, 0]);
+    // TX: the REQUEST and the RW, made available one by one by the commands.
+    let tx = queue_base(1);
+    poke(&mut image, tx, &desc(TX_BUF, 44, 0));
+    poke(&mut image, tx + 16, &desc(TX_BUF + 0x100, 48, 0));
+    poke(&mut image, tx + 0x100, &[0, 0, 0, 0, 0, 0, 1, 0]);
+    poke(&mut image, TX_BUF, &hdr(Op::Request, 0));
+    poke(&mut image, TX_BUF + 0x100, &hdr(Op::Rw, 4));
+    poke(&mut image, TX_BUF + 0x100 + 44, b"ping");
+    image
+}
+
+#[test]
+fn guest_connects_sends_ping_and_receives_pong_through_real_queues() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), &vsock_guest());
+    let uds = dir.path().join("vsock.sock");
+    let listener = UnixListener::bind(dir.path().join("vsock.sock_1025")).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut got = [0u8; 4];
+        s.read_exact(&mut got).unwrap();
+        s.write_all(b"pong").unwrap();
+        got
+    });
+    let run = run_kernel(
+        dir.path(),
+        &kernel,
+        &["--vsock-uds", uds.to_str().unwrap(), "--exit-stats"],
+        Duration::from_secs(60),
+    );
+    run.assert_exit(0);
+    assert_eq!(&server.join().unwrap(), b"ping");
+    assert_eq!(run.console_bytes, b"A\x02pong\n", "{run:#?}");
+    assert!(!uds.exists(), "the VMM removes its socket");
+}
