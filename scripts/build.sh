@@ -22,7 +22,10 @@ for b in hull hull-bench hull-initramfs; do cp "target/release/$b" "$out/bin/"; 
 
 echo "hull: building the static agent" >&2
 # +crt-static only for the target (with --target, build scripts and proc macros stay dynamic).
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile agent \
+# libseccomp (OCI seccomp profiles) is linked statically from Debian's libseccomp.a.
+RUSTFLAGS='-C target-feature=+crt-static' \
+  LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu \
+  cargo build --locked --profile agent \
   --target x86_64-unknown-linux-gnu -p hull-agent
 cp target/x86_64-unknown-linux-gnu/agent/hull-agent "$out/bin/hull-agent"
 

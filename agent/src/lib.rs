@@ -2,10 +2,20 @@
 //!
 //! This crate holds the logic; `main.rs` only picks a mode and makes sure PID 1 never returns.
 
+pub mod boot;
 pub mod cmdline;
+pub mod container;
+pub mod fdio;
+pub mod guest;
 pub mod mounts;
 pub mod power;
+pub mod reaper;
+pub mod rpc;
+pub mod sandbox;
 pub mod selftest;
+pub mod server;
+pub mod stats;
+pub mod stdio;
 
 /// What every ready line starts with; the host looks for it on the serial console.
 pub const READY_PREFIX: &str = "hull-agent ready:";

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use hull_agent::{cmdline::AgentOptions, mounts, power, selftest::GuestFacts};
+use hull_agent::{boot, cmdline::AgentOptions, power, selftest::GuestFacts, server};
 
 /// Writes one line to the console. Errors are ignored: PID 1 must not die because the console is
 /// missing, and `println!` would panic.
@@ -16,20 +16,20 @@ macro_rules! say {
 }
 
 fn main() {
-    if let Err(e) = mounts::mount_base() {
+    if let Err(e) = boot::prepare() {
         say!("hull-agent: {}", chain(&e));
         stop();
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let options = AgentOptions::parse(&cmdline);
-    if !options.selftest {
-        // The ttrpc agent service arrives with the agent issue; until then the self-test is all
-        // this agent does, whatever the command line says.
-        say!("hull-agent: no agent service in this build, running the self-test");
+    if AgentOptions::parse(&cmdline).selftest {
+        match GuestFacts::read() {
+            Ok(facts) => say!("{facts}"),
+            Err(e) => say!("hull-agent: self-test failed: {}", chain(&e)),
+        }
+        stop();
     }
-    match GuestFacts::read() {
-        Ok(facts) => say!("{facts}"),
-        Err(e) => say!("hull-agent: self-test failed: {}", chain(&e)),
+    if let Err(e) = server::run() {
+        say!("hull-agent: {}", chain(&e));
     }
     stop();
 }

@@ -1,0 +1,61 @@
+//! Getting the guest ready before anything else runs: leave the initramfs root, mount the base
+//! filesystems, and hand the cgroup v2 controllers down to containers.
+
+use nix::mount::{mount, MsFlags};
+
+use crate::mounts::{self, MountError};
+
+/// Preparing the guest failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    /// Re-rooting off the initramfs failed.
+    #[error("cannot leave the initramfs root ({step})")]
+    Reroot {
+        /// The failing step.
+        step: &'static str,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// A base mount failed.
+    #[error("cannot mount the base filesystems")]
+    Mount(#[from] MountError),
+    /// Enabling controllers failed.
+    #[error("cannot enable the cgroup controllers")]
+    Cgroup(#[source] std::io::Error),
+}
+
+/// The controllers containers get.
+pub const CONTROLLERS: &str = "+cpuset +cpu +io +memory +pids";
+
+/// Prepares the guest. Must run first, as PID 1.
+pub fn prepare() -> Result<(), BootError> {
+    if nix::unistd::getpid().as_raw() == 1 {
+        leave_initramfs()?;
+    }
+    mounts::mount_base()?;
+    std::fs::write("/sys/fs/cgroup/cgroup.subtree_control", CONTROLLERS)
+        .map_err(BootError::Cgroup)?;
+    Ok(())
+}
+
+/// The initramfs is the kernel's `rootfs` mount, which has no parent, so `pivot_root(2)` cannot
+/// leave it and container roots could not be pivoted. Re-root on a bind mount of it instead (what
+/// `switch_root` does, without copying anything).
+fn leave_initramfs() -> Result<(), BootError> {
+    let step = |step| move |source| BootError::Reroot { step, source };
+    let _ = std::fs::create_dir("/.root");
+    mount(
+        Some("/"),
+        "/.root",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(step("bind"))?;
+    nix::unistd::chdir("/.root").map_err(step("chdir"))?;
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(step("move"))?;
+    nix::unistd::chroot(".").map_err(step("chroot"))?;
+    nix::unistd::chdir("/").map_err(step("chdir /"))?;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! What the agent hands to a forked child, and the helpers both forked paths (init and exec)
+//! share.
+//!
+//! How we fork: the agent is a multi-threaded tokio process, so after `fork(2)` only the forking
+//! thread exists in the child. We use glibc's `fork()`, which resets malloc's locks in the child,
+//! so the child may allocate; it takes no other lock (no stdio, no env, no logging, no tracing).
+//! Everything that can be prepared (C strings, flags, the seccomp program, descriptors) is
+//! prepared before forking. The first child is single-threaded, which `setns` into mount and user
+//! namespaces requires. It joins the cgroup and namespaces, forks the container process (so a new
+//! PID namespace applies to it), reports its pid and exits; the agent's reaper collects it. Nothing
+//! here ever waits for a process.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use super::stage::{Failure, Stage};
+use super::sync;
+use super::ProcessIo;
+
+/// A failure preparing descriptors in the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum IoSetupError {
+    /// Opening `/dev/null` failed.
+    #[error("cannot open /dev/null")]
+    DevNull(#[source] std::io::Error),
+    /// Duplicating a descriptor failed.
+    #[error("cannot duplicate a descriptor")]
+    Dup(#[source] nix::Error),
+    /// Making the pty failed.
+    #[error("cannot make the pty")]
+    Pty(#[from] super::pty::PtyError),
+}
+
+/// A descriptor moved to a number of at least 3 (so `dup2` onto 0..=2 never clobbers a source),
+/// close-on-exec.
+pub fn high_fd(fd: OwnedFd) -> Result<OwnedFd, IoSetupError> {
+    if fd.as_raw_fd() >= 3 {
+        return Ok(fd);
+    }
+    let new = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+        .map_err(IoSetupError::Dup)?;
+    // SAFETY: F_DUPFD_CLOEXEC returned a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(new) })
+}
+
+/// The stdio of the process to be, prepared in the agent.
+#[derive(Debug)]
+pub struct ChildIo {
+    /// Sources for fds 0, 1, 2 (held open until the fork is done).
+    pub fds: [OwnedFd; 3],
+    /// With a pty: the slave (also in `fds`), to make it the controlling terminal.
+    pub tty: bool,
+    /// With a pty: the master, for the caller.
+    pub master: Option<OwnedFd>,
+    /// With a pty: the slave's path (for `/dev/console`).
+    pub slave_path: Option<std::ffi::CString>,
+}
+
+impl ChildIo {
+    /// Prepares the descriptors for `io`; `console_size` sets the pty's initial size.
+    pub fn prepare(
+        io: ProcessIo,
+        console_size: Option<(u16, u16)>,
+    ) -> Result<ChildIo, IoSetupError> {
+        match io {
+            ProcessIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                let null = || -> Result<OwnedFd, IoSetupError> {
+                    let f = File::options()
+                        .read(true)
+                        .write(true)
+                        .custom_flags(libc::O_CLOEXEC)
+                        .open("/dev/null")
+                        .map_err(IoSetupError::DevNull)?;
+                    high_fd(f.into())
+                };
+                let pick = |fd: Option<OwnedFd>| match fd {
+                    Some(fd) => high_fd(fd),
+                    None => null(),
+                };
+                Ok(ChildIo {
+                    fds: [pick(stdin)?, pick(stdout)?, pick(stderr)?],
+                    tty: false,
+                    master: None,
+                    slave_path: None,
+                })
+            }
+            ProcessIo::Terminal => {
+                let pty = super::pty::open()?;
+                if let Some((rows, cols)) = console_size {
+                    let ws = libc::winsize {
+                        ws_row: rows,
+                        ws_col: cols,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    // SAFETY: TIOCSWINSZ reads a live winsize; a failure only leaves the default size.
+                    unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+                }
+                let slave = high_fd(pty.slave)?;
+                let dup = |fd: &OwnedFd| {
+                    fd.try_clone().map_err(|e| {
+                        IoSetupError::Dup(nix::Error::from_raw(
+                            e.raw_os_error().unwrap_or(libc::EIO),
+                        ))
+                    })
+                };
+                let (a, b) = (dup(&slave)?, dup(&slave)?);
+                Ok(ChildIo {
+                    fds: [slave, a, b],
+                    tty: true,
+                    master: Some(pty.master),
+                    slave_path: Some(pty.slave_path),
+                })
+            }
+        }
+    }
+
+    /// Raw numbers, for the forked side.
+    pub fn raw(&self) -> [RawFd; 3] {
+        [
+            self.fds[0].as_raw_fd(),
+            self.fds[1].as_raw_fd(),
+            self.fds[2].as_raw_fd(),
+        ]
+    }
+}
+
+/// Forked side: closes every descriptor above 2 except `keep` (sorted, all >= 3). Other threads
+/// of the agent may have had descriptors open without close-on-exec at fork time (another
+/// container's pipes); holding them would keep those pipes open.
+pub fn close_other_fds(keep: &[RawFd]) -> Result<(), Failure> {
+    let mut lo: u32 = 3;
+    for &k in keep {
+        let k = u32::try_from(k).unwrap_or(0);
+        if k < lo {
+            continue;
+        }
+        if k > lo {
+            close_range(lo, k - 1)?;
+        }
+        lo = k + 1;
+    }
+    close_range(lo, u32::MAX)
+}
+
+fn close_range(lo: u32, hi: u32) -> Result<(), Failure> {
+    // SAFETY: close_range(2) on descriptors this process owns and will not use; integers only.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0u32) };
+    if r != 0 {
+        return Err(Failure::last(Stage::CloseFds, 0));
+    }
+    Ok(())
+}
+
+/// Forked side: a new session, the pty as controlling terminal (when `tty`), stdio on 0..=2.
+pub fn setup_stdio(fds: [RawFd; 3], tty: bool) -> Result<(), Failure> {
+    // SAFETY: setsid(2) takes no arguments; checked.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(Failure::last(Stage::Setsid, 0));
+    }
+    if tty {
+        super::pty::make_controlling(fds[0])?;
+    }
+    for (target, src) in fds.iter().enumerate() {
+        // SAFETY: dup2(2) of a descriptor we hold onto 0..=2; checked. dup2 clears CLOEXEC on
+        // the target, and every source is >= 3 so no source is overwritten.
+        if unsafe { libc::dup2(*src, target as RawFd) } < 0 {
+            return Err(Failure::last(Stage::Stdio, target));
+        }
+    }
+    Ok(())
+}
+
+/// Forked side: moves this process into the cgroup through an open `cgroup.procs`.
+pub fn join_cgroup(procs: RawFd) -> Result<(), Failure> {
+    // SAFETY: writes a 1-byte static buffer to a descriptor we hold; checked.
+    let r = unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) };
+    if r != 1 {
+        return Err(Failure::last(Stage::JoinCgroup, 0));
+    }
+    Ok(())
+}
+
+/// Forked side: `setns(2)`.
+pub fn setns(fd: RawFd, flags: libc::c_int, index: usize) -> Result<(), Failure> {
+    // SAFETY: setns(2) on a descriptor we hold; checked.
+    if unsafe { libc::setns(fd, flags) } != 0 {
+        return Err(Failure::last(Stage::JoinNamespace, index));
+    }
+    Ok(())
+}
+
+/// Forked side: reports a failure and exits without running destructors or atexit handlers.
+pub fn die(sock: RawFd, f: Failure) -> ! {
+    sync::send_failure(sock, f);
+    // SAFETY: _exit(2) never returns and is async-signal-safe.
+    unsafe { libc::_exit(1) }
+}
+
+/// Forked side: exits quietly.
+pub fn exit(code: i32) -> ! {
+    // SAFETY: as above.
+    unsafe { libc::_exit(code) }
+}
+
+/// `fork(2)` through glibc (which resets its malloc locks in the child).
+///
+/// # Safety
+/// The caller must only do what a forked child of a multi-threaded process may do in the child
+/// (see the module doc) and must end the child with `_exit`.
+pub unsafe fn fork() -> Result<libc::pid_t, Failure> {
+    // SAFETY: the caller upholds the child-side contract.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Failure::last(Stage::Fork, 0));
+    }
+    Ok(pid)
+}
+
+/// Runs `f` in a forked child so that a panic can never unwind into the agent's code.
+pub fn run_child(sock: RawFd, f: impl FnOnce() -> Result<std::convert::Infallible, Failure>) -> ! {
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    match r {
+        Ok(Err(failure)) => die(sock, failure),
+        Ok(Ok(never)) => match never {},
+        Err(_) => die(sock, Failure::new(Stage::Unknown, 0, libc::EFAULT)),
+    }
+}

@@ -1,0 +1,159 @@
+//! `exec`: another process in a running container.
+//!
+//! Agent side: prepare the process and its descriptors, fork. First child: close inherited
+//! descriptors, join the container's cgroup, then all its namespaces at once with
+//! `setns(pidfd, flags)` (atomic, and immune to pid reuse), fork the process (so it lands in the
+//! container's PID namespace), report its pid and `_exit`. The process: session/tty/stdio, the
+//! process attributes, seccomp (the container's program), `execve`. EOF on the sync socket
+//! without an error record means the exec succeeded.
+
+use std::convert::Infallible;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+
+use super::child::{self, ChildIo};
+use super::init::{pidfd_open, step_error, write_proc};
+use super::namespaces::clone_flag;
+use super::process::ProcessPlan;
+use super::stage::{Failure, Stage};
+use super::sync::{self, Msg, Received};
+use super::{Container, ContainerError, ProcessIo, Spawned};
+
+struct Fds {
+    sock: RawFd,
+    procs: RawFd,
+    pidfd: RawFd,
+    ns_flags: libc::c_int,
+    stdio: [RawFd; 3],
+    tty: bool,
+    keep: Vec<RawFd>,
+}
+
+/// Runs `process` in `c`: see the module doc.
+pub(crate) fn exec(
+    c: &Container,
+    process: &Process,
+    io: ProcessIo,
+) -> Result<Spawned, ContainerError> {
+    let plan = ProcessPlan::new(process, &c.rootfs, c.seccomp.clone(), c.last_cap)?;
+    if plan.terminal != matches!(io, ProcessIo::Terminal) {
+        return Err(ContainerError::TerminalMismatch);
+    }
+    let cio = ChildIo::prepare(io, plan.console_size)?;
+    let procs = child::high_fd(c.cgroup.open_procs()?.into())?;
+    // A fresh pidfd: fails (ESRCH) once the init process is gone.
+    let pidfd = child::high_fd(pidfd_open(c.init_pid.as_raw())?)?;
+    let (parent_sock, child_sock) = sync::channel()?;
+    let child_sock = child::high_fd(child_sock)?;
+    let ns_flags = c
+        .namespaces
+        .iter()
+        .fold(0, |f, t| f | clone_flag(*t).bits());
+    let mut keep = vec![child_sock.as_raw_fd(), procs.as_raw_fd(), pidfd.as_raw_fd()];
+    keep.extend(cio.raw());
+    keep.sort_unstable();
+    keep.dedup();
+    let fds = Fds {
+        sock: child_sock.as_raw_fd(),
+        procs: procs.as_raw_fd(),
+        pidfd: pidfd.as_raw_fd(),
+        ns_flags,
+        stdio: cio.raw(),
+        tty: cio.tty,
+        keep,
+    };
+    // SAFETY: the child only runs `bootstrap`, which keeps to the forked-child contract and ends
+    // in `_exit`.
+    let pid = unsafe { child::fork() }
+        .map_err(|f| ContainerError::Fork(std::io::Error::from_raw_os_error(f.errno)))?;
+    if pid == 0 {
+        bootstrap(&fds, &plan);
+    }
+    drop(child_sock);
+    drop(procs);
+    drop(pidfd);
+    let ChildIo {
+        fds: stdio, master, ..
+    } = cio;
+    drop(stdio);
+    let parent = parent_sock.as_fd();
+    let mut spawned: Option<Pid> = None;
+    loop {
+        let expected = if spawned.is_none() {
+            "the exec pid"
+        } else {
+            "the exec result"
+        };
+        match sync::recv(parent, sync::STEP_TIMEOUT, expected)? {
+            Received::Msg(Msg {
+                kind: sync::MSG_PID,
+                a,
+                ..
+            }) => {
+                let raw = i32::try_from(a).map_err(|_| sync::SyncError::Unexpected {
+                    kind: sync::MSG_PID,
+                    expected,
+                })?;
+                spawned = Some(Pid::from_raw(raw));
+                if let Some(adj) = plan.oom_score_adj {
+                    if let Err(e) = write_proc(raw, "oom_score_adj", &adj.to_string()) {
+                        // SAFETY: kill(2) of the process we just forked; it has not exec'd yet.
+                        unsafe { libc::kill(raw, libc::SIGKILL) };
+                        return Err(e);
+                    }
+                }
+            }
+            Received::Msg(m) => {
+                return Err(sync::SyncError::Unexpected {
+                    kind: m.kind,
+                    expected,
+                }
+                .into())
+            }
+            Received::Failed(f) => {
+                let detail = if f.stage == Stage::Chdir {
+                    plan.cwd.display().to_string()
+                } else {
+                    String::new()
+                };
+                return Err(step_error(f, detail, &plan));
+            }
+            Received::Eof => {
+                return match spawned {
+                    Some(pid) => Ok(Spawned {
+                        pid,
+                        pty_master: master,
+                    }),
+                    None => Err(sync::SyncError::Eof { expected }.into()),
+                }
+            }
+        }
+    }
+}
+
+fn bootstrap(fds: &Fds, plan: &ProcessPlan) -> ! {
+    child::run_child(fds.sock, || -> Result<Infallible, Failure> {
+        child::close_other_fds(&fds.keep)?;
+        child::join_cgroup(fds.procs)?;
+        if fds.ns_flags != 0 {
+            child::setns(fds.pidfd, fds.ns_flags, 0)?;
+        }
+        // SAFETY: the child runs `exec_process`, which keeps to the contract and ends in _exit.
+        let pid = unsafe { child::fork() }?;
+        if pid == 0 {
+            exec_process(fds, plan);
+        }
+        sync::send_raw(fds.sock, Msg::new(sync::MSG_PID, pid.unsigned_abs()));
+        child::exit(0)
+    })
+}
+
+fn exec_process(fds: &Fds, plan: &ProcessPlan) -> ! {
+    child::run_child(fds.sock, || -> Result<Infallible, Failure> {
+        child::setup_stdio(fds.stdio, fds.tty)?;
+        plan.prepare()?;
+        Err(plan.exec())
+    })
+}

@@ -1,0 +1,465 @@
+//! `create`: from a validated spec to a container process waiting at its start barrier.
+//!
+//! Agent side: validate, build every plan, create the cgroup, prepare descriptors, fork.
+//! First child ("bootstrap"): close inherited descriptors, join the cgroup, join the namespaces
+//! given by path (user first), `unshare` the new ones, get its id maps written by the agent (new
+//! user namespace), fork the init process, report its pid, `_exit`.
+//! Init process: stdio/session/tty, rootfs (mounts, /dev, pivot_root, …), process attributes
+//! (rlimits, user, capabilities, …), then "ready"; it waits on the sync socket for "go" and
+//! `execve`s. Its end of the socket is close-on-exec, so EOF without an error record tells the
+//! agent the exec succeeded.
+
+use std::convert::Infallible;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::Arc;
+
+use nix::sched::CloneFlags;
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
+
+use super::caps::kernel_last_cap;
+use super::cgroup::{self, Cgroup};
+use super::child::{self, ChildIo};
+use super::config;
+use super::devices;
+use super::mounts::{self, container_path, MountKind};
+use super::namespaces::NamespacePlan;
+use super::process::ProcessPlan;
+use super::rootfs::RootfsPlan;
+use super::seccomp;
+use super::stage::{Failure, Stage};
+use super::sync::{self, Msg, Received};
+use super::{Container, ContainerConfig, ContainerError, ProcessIo};
+
+/// Everything decided before forking.
+#[derive(Debug)]
+pub(crate) struct InitPlan {
+    pub ns: NamespacePlan,
+    pub rootfs: RootfsPlan,
+    pub process: ProcessPlan,
+    pub uid_map: String,
+    pub gid_map: String,
+}
+
+fn id_map(m: &Option<Vec<LinuxIdMapping>>) -> String {
+    m.iter()
+        .flatten()
+        .map(|e| format!("{} {} {}\n", e.container_id(), e.host_id(), e.size()))
+        .collect()
+}
+
+/// Validates the spec and builds the plan (no side effects besides compiling seccomp).
+pub(crate) fn plan(config: &ContainerConfig<'_>) -> Result<InitPlan, ContainerError> {
+    config::validate_id(config.id)?;
+    let spec = config.spec;
+    config::check_supported(spec)?;
+    if !config.rootfs.is_absolute() || !config.rootfs.is_dir() {
+        return Err(ContainerError::Rootfs(config.rootfs.to_path_buf()));
+    }
+    let ns = NamespacePlan::from_spec(spec)?;
+    config::check_uts(spec, &ns)?;
+    let linux = spec.linux().clone().unwrap_or_default();
+    let seccomp = match linux.seccomp() {
+        Some(p) => Some(Arc::new(seccomp::compile(p)?)),
+        None => None,
+    };
+    let process_spec = spec
+        .process()
+        .as_ref()
+        .ok_or(config::ConfigError::NoProcess)?;
+    let process = ProcessPlan::new(process_spec, config.rootfs, seccomp, kernel_last_cap())?;
+    let mut mount_plans = Vec::new();
+    for m in spec.mounts().iter().flatten() {
+        mount_plans.push(mounts::parse(m)?);
+    }
+    let dev_is_bind = mount_plans
+        .iter()
+        .any(|m| m.dest == Path::new("/dev") && matches!(m.kind, MountKind::Bind { .. }));
+    let default_shm = !mount_plans.iter().any(|m| m.dest == Path::new("/dev/shm")) && !dev_is_bind;
+    let root_propagation = match linux.rootfs_propagation().as_deref() {
+        None | Some("") => None,
+        Some(p) => Some(mounts::propagation_flag(p).ok_or_else(|| {
+            ContainerError::Config(config::ConfigError::Unsupported(
+                "this rootfsPropagation value",
+            ))
+        })?),
+    };
+    let paths = |list: &Option<Vec<String>>| -> Result<Vec<_>, ContainerError> {
+        list.iter()
+            .flatten()
+            .map(|p| {
+                container_path(Path::new(p)).ok_or(ContainerError::Config(
+                    config::ConfigError::Unsupported("a relative masked or readonly path"),
+                ))
+            })
+            .collect()
+    };
+    let cstr = |s: &Option<String>| {
+        s.as_ref()
+            .filter(|s| !s.is_empty())
+            .and_then(|s| std::ffi::CString::new(s.as_str()).ok())
+    };
+    let rootfs = RootfsPlan {
+        rootfs: config.rootfs.to_path_buf(),
+        mounts: mount_plans,
+        devices: if dev_is_bind {
+            Vec::new()
+        } else {
+            devices::plan(spec)?
+        },
+        bind_devices: ns.is_new(LinuxNamespaceType::User),
+        dev_symlinks: !dev_is_bind,
+        default_shm,
+        console: None,
+        cwd: Some(process.cwd.clone()),
+        sysctl: config::sysctls(spec, &ns)?,
+        readonly_paths: paths(linux.readonly_paths())?,
+        masked_paths: paths(linux.masked_paths())?,
+        readonly_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+        root_propagation,
+        hostname: cstr(spec.hostname()),
+        domainname: cstr(spec.domainname()),
+    };
+    Ok(InitPlan {
+        uid_map: id_map(linux.uid_mappings()),
+        gid_map: id_map(linux.gid_mappings()),
+        ns,
+        rootfs,
+        process,
+    })
+}
+
+/// Turns a failure record into an error, naming the item it concerns.
+pub(crate) fn failure_error(f: Failure, plan: &InitPlan) -> ContainerError {
+    let i = f.index as usize;
+    let detail = match f.stage {
+        Stage::Mount => plan
+            .rootfs
+            .mounts
+            .get(i)
+            .map(|m| m.dest.display().to_string())
+            .unwrap_or_else(|| "/dev/shm".into()),
+        Stage::MountPropagation => plan
+            .rootfs
+            .mounts
+            .get(i)
+            .map(|m| m.dest.display().to_string())
+            .unwrap_or_else(|| "/".into()),
+        Stage::Device => plan
+            .rootfs
+            .devices
+            .get(i)
+            .map(|d| d.path.display().to_string())
+            .unwrap_or_default(),
+        Stage::DevSymlink => devices::DEV_SYMLINKS
+            .get(i)
+            .map(|l| l.0.to_string())
+            .unwrap_or_default(),
+        Stage::Sysctl => plan
+            .rootfs
+            .sysctl
+            .get(i)
+            .map(|s| s.0.display().to_string())
+            .unwrap_or_default(),
+        Stage::MaskPath => plan
+            .rootfs
+            .masked_paths
+            .get(i)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        Stage::ReadonlyPath => plan
+            .rootfs
+            .readonly_paths
+            .get(i)
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        Stage::Cwd | Stage::Chdir => plan.process.cwd.display().to_string(),
+        _ => String::new(),
+    };
+    step_error(f, detail, &plan.process)
+}
+
+/// The error for a failure record of a process (exec failures become [`ContainerError::Exec`]).
+pub(crate) fn step_error(f: Failure, detail: String, process: &ProcessPlan) -> ContainerError {
+    let source = std::io::Error::from_raw_os_error(f.errno);
+    if f.stage == Stage::Exec {
+        let path = process
+            .args
+            .first()
+            .map(|a| a.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return ContainerError::Exec { path, source };
+    }
+    let detail = match (f.stage, detail.is_empty()) {
+        (Stage::Rlimit | Stage::Bounding | Stage::Ambient | Stage::Stdio, true) => {
+            format!("#{}", f.index)
+        }
+        (_, _) => detail,
+    };
+    ContainerError::Step {
+        step: f.stage.describe(),
+        detail,
+        source,
+    }
+}
+
+/// Everything the forked side reads, by raw number (the owners stay in the agent).
+struct Fds {
+    sock: RawFd,
+    procs: RawFd,
+    stdio: [RawFd; 3],
+    tty: bool,
+    joins: Vec<(RawFd, libc::c_int)>,
+    keep: Vec<RawFd>,
+}
+
+/// Creates the container: see the module doc.
+pub(crate) fn create(
+    config: &ContainerConfig<'_>,
+    io: ProcessIo,
+) -> Result<Container, ContainerError> {
+    let mut plan = plan(config)?;
+    if plan.process.terminal != matches!(io, ProcessIo::Terminal) {
+        return Err(ContainerError::TerminalMismatch);
+    }
+    let rel = cgroup::relative_path(
+        config
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().as_deref()),
+        config.id,
+    )?;
+    let cg = Cgroup::create(config.cgroup_root, &rel)?;
+    match create_in(config, io, &mut plan, &cg) {
+        Ok(c) => Ok(Container::new(config, plan, cg, c)),
+        Err(e) => {
+            let _ = cg.kill_all();
+            let _ = cg.remove();
+            Err(e)
+        }
+    }
+}
+
+/// What a successful bootstrap hands over.
+pub(crate) struct Created {
+    pub init_pid: Pid,
+    pub pidfd: OwnedFd,
+    pub sock: OwnedFd,
+    pub master: Option<OwnedFd>,
+}
+
+fn create_in(
+    config: &ContainerConfig<'_>,
+    io: ProcessIo,
+    plan: &mut InitPlan,
+    cg: &Cgroup,
+) -> Result<Created, ContainerError> {
+    if let Some(r) = config
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+    {
+        cg.apply(r)?;
+    }
+    let cio = ChildIo::prepare(io, plan.process.console_size)?;
+    plan.rootfs.console = cio.slave_path.clone();
+    let procs = child::high_fd(cg.open_procs()?.into())?;
+    let joins = plan.ns.open_joins()?;
+    let joins: Vec<(OwnedFd, CloneFlags)> = joins
+        .into_iter()
+        .map(|(fd, f)| child::high_fd(fd).map(|fd| (fd, f)))
+        .collect::<Result<_, _>>()?;
+    let (parent_sock, child_sock) = sync::channel()?;
+    let child_sock = child::high_fd(child_sock)?;
+    let mut keep: Vec<RawFd> = vec![child_sock.as_raw_fd(), procs.as_raw_fd()];
+    keep.extend(cio.raw());
+    keep.extend(joins.iter().map(|(fd, _)| fd.as_raw_fd()));
+    keep.sort_unstable();
+    keep.dedup();
+    let fds = Fds {
+        sock: child_sock.as_raw_fd(),
+        procs: procs.as_raw_fd(),
+        stdio: cio.raw(),
+        tty: cio.tty,
+        joins: joins
+            .iter()
+            .map(|(fd, f)| (fd.as_raw_fd(), f.bits()))
+            .collect(),
+        keep,
+    };
+    let unshare = plan.ns.unshare_flags();
+    let new_userns = plan.ns.is_new(LinuxNamespaceType::User);
+    // SAFETY: the child only runs `bootstrap`, which keeps to the forked-child contract and ends
+    // in `_exit`.
+    let bootstrap_pid = unsafe { child::fork() }
+        .map_err(|f| ContainerError::Fork(std::io::Error::from_raw_os_error(f.errno)))?;
+    if bootstrap_pid == 0 {
+        bootstrap(&fds, unshare, new_userns, plan);
+    }
+    drop(child_sock);
+    drop(procs);
+    drop(joins);
+    let ChildIo {
+        fds: stdio, master, ..
+    } = cio;
+    drop(stdio);
+    let parent = parent_sock.as_fd();
+    let mut init_pid = None;
+    let mut pidfd = None;
+    let mut ready = false;
+    // The pid (from the bootstrap) and "ready" (from init) may arrive in either order.
+    while !(ready && init_pid.is_some()) {
+        let expected = if init_pid.is_none() {
+            "the init pid"
+        } else {
+            "the init process to be ready"
+        };
+        match sync::recv(parent, sync::STEP_TIMEOUT, expected)? {
+            Received::Msg(Msg {
+                kind: sync::MSG_USERNS,
+                ..
+            }) => {
+                write_id_maps(bootstrap_pid, plan)?;
+                sync::send(parent, Msg::new(sync::MSG_USERNS_DONE, 0))?;
+            }
+            Received::Msg(Msg {
+                kind: sync::MSG_PID,
+                a,
+                ..
+            }) => {
+                let pid = i32::try_from(a).map_err(|_| sync::SyncError::Unexpected {
+                    kind: sync::MSG_PID,
+                    expected,
+                })?;
+                init_pid = Some(Pid::from_raw(pid));
+                pidfd = Some(pidfd_open(pid)?);
+                if let Some(adj) = plan.process.oom_score_adj {
+                    write_proc(pid, "oom_score_adj", &adj.to_string())?;
+                }
+            }
+            Received::Msg(Msg {
+                kind: sync::MSG_READY,
+                ..
+            }) => ready = true,
+            Received::Msg(m) => {
+                return Err(sync::SyncError::Unexpected {
+                    kind: m.kind,
+                    expected,
+                }
+                .into())
+            }
+            Received::Failed(f) => return Err(failure_error(f, plan)),
+            Received::Eof => return Err(sync::SyncError::Eof { expected }.into()),
+        }
+    }
+    match (init_pid, pidfd) {
+        (Some(init_pid), Some(pidfd)) => Ok(Created {
+            init_pid,
+            pidfd,
+            sock: parent_sock,
+            master,
+        }),
+        _ => Err(sync::SyncError::Eof {
+            expected: "the init pid",
+        }
+        .into()),
+    }
+}
+
+fn write_id_maps(pid: i32, plan: &InitPlan) -> Result<(), ContainerError> {
+    // The agent has CAP_SETUID/CAP_SETGID in the parent user namespace, so it may write any
+    // mapping, and setgroups need not be denied.
+    write_proc(pid, "uid_map", &plan.uid_map)?;
+    write_proc(pid, "gid_map", &plan.gid_map)
+}
+
+pub(crate) fn write_proc(pid: i32, file: &'static str, value: &str) -> Result<(), ContainerError> {
+    std::fs::write(format!("/proc/{pid}/{file}"), value)
+        .map_err(|source| ContainerError::Proc { file, source })
+}
+
+pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, ContainerError> {
+    // SAFETY: pidfd_open(2) with integer arguments; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(ContainerError::Proc {
+            file: "pidfd",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| ContainerError::Proc {
+        file: "pidfd",
+        source: std::io::Error::from_raw_os_error(libc::EBADF),
+    })?;
+    // SAFETY: pidfd_open returned a fresh descriptor (close-on-exec by default) nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// First child. Never returns.
+fn bootstrap(fds: &Fds, unshare: CloneFlags, new_userns: bool, plan: &InitPlan) -> ! {
+    child::run_child(fds.sock, || -> Result<Infallible, Failure> {
+        child::close_other_fds(&fds.keep)?;
+        child::join_cgroup(fds.procs)?;
+        for (i, (fd, flag)) in fds.joins.iter().enumerate() {
+            child::setns(*fd, *flag, i)?;
+        }
+        if !unshare.is_empty() {
+            // SAFETY: unshare(2) with flags only; checked. This process is single-threaded.
+            if unsafe { libc::unshare(unshare.bits()) } != 0 {
+                return Err(Failure::last(Stage::Unshare, 0));
+            }
+        }
+        if new_userns {
+            if !sync::send_raw(fds.sock, Msg::new(sync::MSG_USERNS, 0)) {
+                return Err(Failure::last(Stage::UserMapping, 0));
+            }
+            match sync::recv_raw(fds.sock) {
+                Some(Msg {
+                    kind: sync::MSG_USERNS_DONE,
+                    ..
+                }) => {}
+                _ => child::exit(1),
+            }
+            // SAFETY: integer arguments only; checked.
+            if unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) } != 0
+                || unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) } != 0
+            {
+                return Err(Failure::last(Stage::BecomeRoot, 0));
+            }
+        }
+        // SAFETY: the child runs `init_process`, which keeps to the contract and ends in _exit.
+        let pid = unsafe { child::fork() }?;
+        if pid == 0 {
+            init_process(fds, plan);
+        }
+        sync::send_raw(fds.sock, Msg::new(sync::MSG_PID, pid.unsigned_abs()));
+        child::exit(0)
+    })
+}
+
+/// The container's init process. Never returns.
+fn init_process(fds: &Fds, plan: &InitPlan) -> ! {
+    child::run_child(fds.sock, || -> Result<Infallible, Failure> {
+        child::setup_stdio(fds.stdio, fds.tty)?;
+        plan.rootfs.setup()?;
+        plan.process.prepare()?;
+        if !sync::send_raw(fds.sock, Msg::new(sync::MSG_READY, 0)) {
+            child::exit(1);
+        }
+        match sync::recv_raw(fds.sock) {
+            Some(Msg {
+                kind: sync::MSG_GO, ..
+            }) => {}
+            // The agent dropped the container before starting it.
+            _ => child::exit(1),
+        }
+        Err(plan.process.exec())
+    })
+}

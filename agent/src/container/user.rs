@@ -1,0 +1,134 @@
+//! The process's identity: uid, gid, additional gids, umask, and `HOME` from the container's own
+//! `/etc/passwd` (read from the rootfs; glibc's NSS is not available to a static agent).
+//!
+//! The spec carries numeric ids, so no name lookup is needed; `process.user.username` is a
+//! Windows field and is refused on Linux.
+
+use std::path::Path;
+
+use super::stage::{Failure, Stage};
+
+/// A user we cannot apply.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UserError {
+    /// `username` is set.
+    #[error("process.user.username is not supported on Linux")]
+    Username,
+    /// Too many additional groups.
+    #[error("{0} additional gids (the kernel allows 65536)")]
+    TooManyGroups(usize),
+}
+
+/// The identity to switch to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPlan {
+    /// uid.
+    pub uid: u32,
+    /// gid.
+    pub gid: u32,
+    /// Additional gids (exactly these; none when the spec has none).
+    pub groups: Vec<libc::gid_t>,
+    /// umask (0o022 when the spec has none).
+    pub umask: u32,
+}
+
+impl UserPlan {
+    /// From `process.user`.
+    pub fn from_spec(u: &oci_spec::runtime::User) -> Result<Self, UserError> {
+        if u.username().as_ref().is_some_and(|n| !n.is_empty()) {
+            return Err(UserError::Username);
+        }
+        let groups = u.additional_gids().clone().unwrap_or_default();
+        if groups.len() > 65536 {
+            return Err(UserError::TooManyGroups(groups.len()));
+        }
+        Ok(UserPlan {
+            uid: u.uid(),
+            gid: u.gid(),
+            groups,
+            umask: u.umask().unwrap_or(0o022) & 0o777,
+        })
+    }
+
+    /// Forked side: groups, gid, then uid. The caller holds `PR_SET_KEEPCAPS`.
+    pub fn switch(&self) -> Result<(), Failure> {
+        // SAFETY: setgroups(2) reads `len` gids from a live Vec; the result is checked.
+        let r = unsafe { libc::setgroups(self.groups.len(), self.groups.as_ptr()) };
+        if r != 0 {
+            return Err(Failure::last(Stage::Groups, 0));
+        }
+        // SAFETY: integer arguments only; the result is checked. The raw syscall sets the ids of
+        // this (single-threaded) process only, without glibc's all-threads broadcast.
+        let r = unsafe { libc::syscall(libc::SYS_setresgid, self.gid, self.gid, self.gid) };
+        if r != 0 {
+            return Err(Failure::last(Stage::Gid, 0));
+        }
+        // SAFETY: as above.
+        let r = unsafe { libc::syscall(libc::SYS_setresuid, self.uid, self.uid, self.uid) };
+        if r != 0 {
+            return Err(Failure::last(Stage::Uid, 0));
+        }
+        // SAFETY: umask(2) cannot fail.
+        unsafe { libc::umask(self.umask as libc::mode_t) };
+        Ok(())
+    }
+}
+
+/// The home directory of `uid` in the rootfs's `/etc/passwd`, if the file and the entry exist.
+pub fn home_dir(rootfs: &Path, uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+    passwd_home(&passwd, uid)
+}
+
+/// Parses `passwd(5)` text for the home of `uid`.
+pub fn passwd_home(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        if f.len() >= 7 && f[2].parse::<u32>().ok() == Some(uid) && !f[5].is_empty() {
+            Some(f[5].to_string())
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_lookup() {
+        let text = "root:x:0:0:root:/root:/bin/sh\n# comment\nbad line\nweb:x:33:33::/var/www:/bin/false\nnohome:x:7:7:::/bin/sh\n";
+        assert_eq!(passwd_home(text, 0).as_deref(), Some("/root"));
+        assert_eq!(passwd_home(text, 33).as_deref(), Some("/var/www"));
+        assert_eq!(passwd_home(text, 7), None);
+        assert_eq!(passwd_home(text, 1000), None);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("etc")).unwrap();
+        std::fs::write(dir.path().join("etc/passwd"), text).unwrap();
+        assert_eq!(home_dir(dir.path(), 33).as_deref(), Some("/var/www"));
+        assert_eq!(home_dir(Path::new("/nonexistent"), 0), None);
+    }
+
+    #[test]
+    fn user_from_spec() {
+        let u: oci_spec::runtime::User =
+            serde_json::from_str(r#"{"uid":1000,"gid":100,"additionalGids":[5,6],"umask":63}"#)
+                .unwrap();
+        let p = UserPlan::from_spec(&u).unwrap();
+        assert_eq!(
+            p,
+            UserPlan {
+                uid: 1000,
+                gid: 100,
+                groups: vec![5, 6],
+                umask: 0o077
+            }
+        );
+        let d: oci_spec::runtime::User = serde_json::from_str(r#"{"uid":0,"gid":0}"#).unwrap();
+        assert_eq!(UserPlan::from_spec(&d).unwrap().umask, 0o022);
+        let n: oci_spec::runtime::User =
+            serde_json::from_str(r#"{"uid":0,"gid":0,"username":"x"}"#).unwrap();
+        assert_eq!(UserPlan::from_spec(&n), Err(UserError::Username));
+    }
+}

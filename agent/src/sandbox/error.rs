@@ -1,0 +1,81 @@
+//! The agent's error type, mapped to ttrpc status codes on purpose (not everything is INTERNAL).
+
+use hull_protocol::limits::LimitError;
+
+use crate::container::ContainerError;
+
+/// A failed agent request.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The container or process does not exist (or has exited).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The container or process already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// The request does not fit the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A field breaks a limit.
+    #[error("invalid request")]
+    Limit(#[from] LimitError),
+    /// Creating or running the container failed.
+    #[error("container operation failed")]
+    Container(#[from] ContainerError),
+    /// A system call failed.
+    #[error("{0}")]
+    Io(String, #[source] std::io::Error),
+}
+
+impl AgentError {
+    /// The ttrpc status code this error is reported with.
+    pub fn code(&self) -> ttrpc::Code {
+        match self {
+            AgentError::NotFound(_) => ttrpc::Code::NOT_FOUND,
+            AgentError::AlreadyExists(_) => ttrpc::Code::ALREADY_EXISTS,
+            AgentError::InvalidArgument(_) | AgentError::Limit(_) => ttrpc::Code::INVALID_ARGUMENT,
+            AgentError::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
+            AgentError::Container(e) => container_code(e),
+            AgentError::Io(..) => ttrpc::Code::INTERNAL,
+        }
+    }
+
+    /// The whole error chain, for the reply's message.
+    pub fn message(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+}
+
+/// A spec we cannot honour is the caller's problem; a failure while building is ours.
+fn container_code(e: &ContainerError) -> ttrpc::Code {
+    match e {
+        ContainerError::Config(_)
+        | ContainerError::Rootfs(_)
+        | ContainerError::Namespace(_)
+        | ContainerError::Mount(_)
+        | ContainerError::Device(_)
+        | ContainerError::Process(_)
+        | ContainerError::Seccomp(_)
+        | ContainerError::TerminalMismatch => ttrpc::Code::INVALID_ARGUMENT,
+        ContainerError::Exec { .. } | ContainerError::AlreadyStarted => {
+            ttrpc::Code::FAILED_PRECONDITION
+        }
+        _ => ttrpc::Code::INTERNAL,
+    }
+}
+
+impl From<AgentError> for ttrpc::Error {
+    fn from(e: AgentError) -> Self {
+        ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.message()))
+    }
+}

@@ -1,0 +1,55 @@
+//! The agent service: ttrpc on vsock port 1024, stdio streams on 1025, the reaper and the OOM
+//! watcher, all on one tokio runtime.
+
+use std::sync::Arc;
+
+use hull_protocol::agent_ttrpc::create_agent;
+use hull_protocol::{AGENT_PORT, STDIO_PORT};
+
+use crate::reaper::Reaper;
+use crate::rpc::AgentService;
+use crate::sandbox::Sandbox;
+
+/// Serving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The runtime could not start.
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    /// The ttrpc server could not listen or serve.
+    #[error("cannot serve the agent API on vsock port {AGENT_PORT}")]
+    Ttrpc(#[source] ttrpc::Error),
+    /// A background task stopped.
+    #[error("{0} stopped")]
+    Task(&'static str, #[source] std::io::Error),
+}
+
+/// Serves until a fatal error.
+pub fn run() -> Result<(), ServerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(ServerError::Runtime)?;
+    runtime.block_on(serve())
+}
+
+async fn serve() -> Result<(), ServerError> {
+    let reaper = Arc::new(Reaper::default());
+    let sandbox = Sandbox::new(reaper.clone());
+    let service = create_agent(Arc::new(AgentService::new(sandbox.clone())));
+    let mut server = ttrpc::r#async::Server::new()
+        .bind(&format!("vsock://-1:{AGENT_PORT}"))
+        .map_err(ServerError::Ttrpc)?
+        .register_service(service);
+    server.start().await.map_err(ServerError::Ttrpc)?;
+    tokio::spawn(sandbox.clone().watch_oom());
+    let stdio = tokio::spawn(crate::stdio::serve(sandbox.clone()));
+    println!("hull-agent: serving on vsock ports {AGENT_PORT} (ttrpc) and {STDIO_PORT} (stdio)");
+    tokio::select! {
+        r = reaper.run() => r.map_err(|e| ServerError::Task("the reaper", e)),
+        r = stdio => r
+            .map_err(|e| ServerError::Task("the stdio listener", std::io::Error::other(e)))?
+            .map_err(|e| ServerError::Task("the stdio listener", e)),
+    }
+}

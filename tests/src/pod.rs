@@ -1,0 +1,174 @@
+//! A pod VM for tests: the test initramfs booted through the QEMU backend with vsock, an agent
+//! client, and helpers to run containers and collect their output. Dropping it stops everything.
+
+use std::time::Duration;
+
+use hull_protocol::stdio::Channel;
+use hull_runtime::agent::client::StdioConfig;
+use hull_runtime::agent::stdio::{attach, InputWriter};
+use hull_runtime::agent::{AgentClient, ExitInfo};
+use hull_runtime::images::GuestImages;
+use hull_runtime::sandbox::{SandboxVm, SandboxVmConfig};
+use tokio::io::AsyncReadExt;
+use tokio::net::UnixStream;
+
+use crate::rootfs::{test_initramfs, GUEST_ROOTFS};
+use crate::spec;
+
+/// A booted test pod.
+#[derive(Debug)]
+pub struct TestPod {
+    /// The VM with its agent.
+    pub vm: SandboxVm,
+    _run_dir: tempfile::TempDir,
+}
+
+/// What a finished process left.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit.
+    pub exit: ExitInfo,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// Everything it wrote to stderr.
+    pub stderr: Vec<u8>,
+}
+
+impl Finished {
+    /// stdout as text.
+    pub fn out(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    /// stderr as text.
+    pub fn err(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Stdio config with stdout and stderr (and stdin when asked).
+pub fn pipes(stdin: bool) -> StdioConfig {
+    StdioConfig {
+        stdin,
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    }
+}
+
+impl TestPod {
+    /// Boots a pod with `vcpus` and `memory_mib`; `None` (after the skip-or-fail rule) when the
+    /// host cannot run one.
+    pub async fn boot(vcpus: u32, memory_mib: u32) -> Option<Self> {
+        let images = crate::guest_images()?;
+        let qemu = crate::qemu()?;
+        let initramfs = test_initramfs().unwrap_or_else(|e| panic!("test initramfs: {e}"));
+        let run_dir = tempfile::tempdir().expect("run dir");
+        let config = SandboxVmConfig {
+            images: GuestImages {
+                kernel: images.kernel,
+                initramfs,
+            },
+            vcpus,
+            memory_mib,
+            run_dir: run_dir.path().to_owned(),
+            cmdline: vec![],
+            boot_timeout: Duration::from_secs(60),
+        };
+        let vm = match SandboxVm::start(&qemu, &config).await {
+            Ok(vm) => vm,
+            Err(e) => {
+                let console =
+                    std::fs::read_to_string(run_dir.path().join("console.log")).unwrap_or_default();
+                panic!("pod did not boot: {e:?}\n--- console ---\n{console}");
+            }
+        };
+        Some(Self {
+            vm,
+            _run_dir: run_dir,
+        })
+    }
+
+    /// The agent.
+    pub fn agent(&self) -> &AgentClient {
+        self.vm.agent()
+    }
+
+    /// Opens one stdio stream.
+    pub async fn attach(&self, cid: &str, eid: &str, channel: Channel) -> UnixStream {
+        attach(self.vm.vsock_uds(), cid, eid, channel)
+            .await
+            .unwrap_or_else(|e| panic!("attach {channel}: {e:?}"))
+    }
+
+    /// Creates container `cid` from `spec` on the busybox rootfs with stdout/stderr attached,
+    /// starts it, and returns its output and exit once it exits.
+    pub async fn run(&self, cid: &str, spec: &serde_json::Value) -> Finished {
+        self.agent()
+            .create_container(cid, spec::to_bytes(spec), GUEST_ROOTFS, pipes(false))
+            .await
+            .unwrap_or_else(|e| panic!("create {cid}: {e:?}"));
+        let out = self.collect(cid, "", Channel::Stdout);
+        let err = self.collect(cid, "", Channel::Stderr);
+        let (out, err) = (tokio::spawn(out_future(out)), tokio::spawn(out_future(err)));
+        self.agent()
+            .start_container(cid)
+            .await
+            .unwrap_or_else(|e| panic!("start {cid}: {e:?}"));
+        let exit = self.agent().wait_process(cid, "").await.expect("wait");
+        Finished {
+            exit,
+            stdout: out.await.expect("stdout task"),
+            stderr: err.await.expect("stderr task"),
+        }
+    }
+
+    fn collect(
+        &self,
+        cid: &str,
+        eid: &str,
+        channel: Channel,
+    ) -> (std::path::PathBuf, String, String, Channel) {
+        (
+            self.vm.vsock_uds().to_owned(),
+            cid.to_owned(),
+            eid.to_owned(),
+            channel,
+        )
+    }
+
+    /// Execs `process` in running container `cid` with stdout/stderr, and waits for it.
+    pub async fn exec(&self, cid: &str, eid: &str, process: &serde_json::Value) -> Finished {
+        self.agent()
+            .exec_process(cid, eid, serde_json::to_vec(process).unwrap(), pipes(false))
+            .await
+            .unwrap_or_else(|e| panic!("exec {eid}: {e:?}"));
+        let out = tokio::spawn(out_future(self.collect(cid, eid, Channel::Stdout)));
+        let err = tokio::spawn(out_future(self.collect(cid, eid, Channel::Stderr)));
+        let exit = self
+            .agent()
+            .wait_process(cid, eid)
+            .await
+            .expect("wait exec");
+        Finished {
+            exit,
+            stdout: out.await.expect("stdout task"),
+            stderr: err.await.expect("stderr task"),
+        }
+    }
+
+    /// An input writer on `cid`/`eid`'s stdin stream.
+    pub async fn stdin(&self, cid: &str, eid: &str) -> InputWriter<UnixStream> {
+        InputWriter::new(self.attach(cid, eid, Channel::Stdin).await)
+    }
+}
+
+async fn out_future(
+    (uds, cid, eid, channel): (std::path::PathBuf, String, String, Channel),
+) -> Vec<u8> {
+    let mut stream = attach(&uds, &cid, &eid, channel)
+        .await
+        .unwrap_or_else(|e| panic!("attach {channel}: {e:?}"));
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.expect("read output");
+    buf
+}
