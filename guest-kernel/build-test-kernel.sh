@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Builds the TEST-ONLY variant of hull's guest kernel: hull.config + hull-test.config on top of
+# tinyconfig, plus two source changes, so that hull-vmm's Linux boot path can be tested on a PVM
+# /dev/kvm (see ../../shared/FACTS.md, "Guest kernel on this host"). It is never installed.
+#
+#   build-test-kernel.sh       build (or reuse) and print the output directory
+#   HULL_CACHE=/path ...       cache root (default /var/cache/hull)
+#
+# Its source and object trees are its own ($HULL_CACHE/kernel-test/): the production kernel's tree
+# and outputs are never touched. Output: $HULL_CACHE/kernel-test/out/<key>/{vmlinux,config,build-seconds}
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+base="$here/hull.config"
+fragment="$here/hull-test.config"
+tarball=/usr/src/linux-source-6.1.tar.xz
+cache=${HULL_CACHE:-/var/cache/hull}/kernel-test
+jobs=${HULL_KERNEL_JOBS:-$(nproc)}
+
+log() { echo "[test-kernel] $*" >&2; }
+
+[[ -f $tarball ]] || { log "error: $tarball is missing (run scripts/install-deps.sh)"; exit 1; }
+srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
+key=$( { cat "$base" "$fragment" "$0"; echo "$srcver"; } | sha256sum | cut -c1-16)
+out="$cache/out/$key"
+
+if [[ -f $out/vmlinux && -f $out/config ]]; then
+  log "cached: $out (built in $(cat "$out/build-seconds" 2>/dev/null || echo '?') s)"
+  echo "$out"
+  exit 0
+fi
+
+src="$cache/src-$srcver"
+obj="$cache/obj-$srcver"
+mkdir -p "$cache/out"
+if [[ ! -f $src/.hull-patched ]]; then
+  log "extracting $tarball (Debian linux-source $srcver)"
+  rm -rf "$src" && mkdir -p "$src"
+  tar -xf "$tarball" -C "$src" --strip-components=1
+  # 1. The int3 self-test: PVM's emulator cannot run int3 in guest kernel mode.
+  alt="$src/arch/x86/kernel/alternative.c"
+  grep -q '^	int3_selftest();$' "$alt" || { log "error: int3_selftest() call not found in $alt"; exit 1; }
+  sed -i 's/^	int3_selftest();$/	\/* hull test kernel: no int3 self-test *\//' "$alt"
+  # 2. The fwait in fpu__drop(): not emulated either.
+  fpu="$src/arch/x86/kernel/fpu/core.c"
+  grep -q '"1: fwait\\n"' "$fpu" || { log "error: fwait not found in $fpu"; exit 1; }
+  sed -i 's/"1: fwait\\n"/"1:\\n"/' "$fpu"
+  touch "$src/.hull-patched"
+fi
+mkdir -p "$obj"
+
+start=$(date +%s)
+log "configuring: tinyconfig + hull.config + hull-test.config"
+make -s -C "$src" O="$obj" ARCH=x86_64 tinyconfig >/dev/null
+"$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$base" "$fragment" >/dev/null
+make -s -C "$src" O="$obj" ARCH=x86_64 olddefconfig >/dev/null
+
+bad=0
+while IFS= read -r line; do
+  [[ $line =~ ^(CONFIG_[A-Z0-9_]+)=(.*)$ ]] || continue
+  opt=${BASH_REMATCH[1]} want=${BASH_REMATCH[2]}
+  if [[ $want == n ]]; then
+    grep -q "^$opt=[ym]" "$obj/.config" && { log "option $opt should be off"; bad=1; }
+  else
+    grep -qx "$opt=$want" "$obj/.config" || { log "option $opt=$want did not survive Kconfig"; bad=1; }
+  fi
+done <"$fragment"
+((bad == 0)) || { log "error: the test fragment does not apply cleanly"; exit 1; }
+
+log "building vmlinux with -j$jobs (log: $obj/build.log)"
+nice -n 10 make -C "$src" O="$obj" ARCH=x86_64 -j"$jobs" vmlinux >"$obj/build.log" 2>&1 &
+pid=$!
+while kill -0 "$pid" 2>/dev/null; do
+  sleep 30
+  kill -0 "$pid" 2>/dev/null || break
+  log "$(( $(date +%s) - start ))s elapsed, $(grep -cE '^\s+(CC|AS|LD|AR)\s' "$obj/build.log" || true) steps done"
+done
+if ! wait "$pid"; then
+  tail -30 "$obj/build.log" >&2
+  log "error: test kernel build failed (full log: $obj/build.log)"
+  exit 1
+fi
+secs=$(( $(date +%s) - start ))
+
+tmp="$out.tmp"
+rm -rf "$tmp" && mkdir -p "$tmp"
+cp "$obj/vmlinux" "$tmp/vmlinux"
+cp "$obj/.config" "$tmp/config"
+echo "$secs" >"$tmp/build-seconds"
+rm -rf "$out" && mv "$tmp" "$out"
+log "built in ${secs}s: vmlinux $(du -h "$out/vmlinux" | cut -f1)"
+echo "$out"

@@ -1,0 +1,190 @@
+//! Linux boots under hull-vmm.
+//!
+//! - `test_kernel_boots_to_init_on_this_kvm`: the test-only kernel variant
+//!   (`guest-kernel/build-test-kernel.sh`) boots on any `/dev/kvm`, PVM included, to
+//!   "Run /init as init process", and the guest's stop (panic → `reboot=k` → i8042 reset) ends
+//!   hull-vmm with status 0. About a minute on PVM. This proves the Linux boot path: PVH entry,
+//!   start info, e820, CPUID, MP table, serial, initrd. Never skipped under CI.
+//! - `production_kernel_boots_to_ready_*`: the real kernel and initramfs to the agent's ready
+//!   line with 1 and 2 vCPUs. Needs hardware KVM; skips LOUDLY elsewhere (PVM cannot run it).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{kvm_available, run_kernel};
+use hull_vmm::host::{self, KvmKind};
+use hull_vmm::testing::elf64;
+
+/// Arguments the test kernel needs on a PVM host (see FACTS.md): no CX16 in CPUID, no XSAVE,
+/// and the listed features hidden so the kernel stays off instructions PVM cannot emulate.
+const TEST_KERNEL_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 noxsave nopti \
+     clearcpuid=smap,smep,popcnt,pku,rdpid,serialize,umip,erms,fsrm pty.legacy_count=0 \
+     8250.nr_uarts=1";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The test kernel: `HULL_TEST_KERNEL`, or what the (cached) build script prints.
+fn test_kernel() -> PathBuf {
+    if let Some(k) = std::env::var_os("HULL_TEST_KERNEL") {
+        return k.into();
+    }
+    let script = repo_root().join("guest-kernel/build-test-kernel.sh");
+    let out = Command::new(&script).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("vmlinux")
+}
+
+fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
+    let namesize = name.len() + 1;
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        1,
+        0,
+        u32::try_from(data.len()).unwrap(),
+        0,
+        0,
+        0,
+        0,
+        u32::try_from(namesize).unwrap(),
+        0,
+    ];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+    out.extend_from_slice(data);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// An uncompressed newc initramfs whose /init is a tiny static program calling exit(0).
+fn tiny_initramfs() -> Vec<u8> {
+    let code = [
+        0xb8, 60, 0, 0, 0, // mov eax, 60 (exit)
+        0x31, 0xff, //       xor edi, edi
+        0x0f, 0x05, //       syscall
+        0xeb, 0xfe, //       jmp $
+    ];
+    let init = elf64(0x40_0000, 0x40_0000, &code);
+    let mut out = Vec::new();
+    cpio_entry(&mut out, 1, "init", 0o100_755, &init);
+    cpio_entry(&mut out, 2, "TRAILER!!!", 0, &[]);
+    out
+}
+
+#[test]
+fn test_kernel_boots_to_init_on_this_kvm() {
+    if !kvm_available() {
+        return;
+    }
+    let kernel = test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initramfs.cpio");
+    std::fs::write(&initrd, tiny_initramfs()).unwrap();
+    let run = run_kernel(
+        dir.path(),
+        &kernel,
+        &[
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--mem-mib",
+            "128",
+            "--cpuid-clear",
+            "cx16",
+            "--cmdline",
+            TEST_KERNEL_CMDLINE,
+            "--exit-stats",
+        ],
+        Duration::from_secs(300),
+    );
+    eprintln!(
+        "test kernel: {:?} to exit; {}",
+        run.elapsed,
+        run.stderr.trim()
+    );
+    let c = &run.console;
+    for expected in [
+        "Command line: console=ttyS0",
+        "BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable",
+        "BIOS-e820: [mem 0x0000000000100000-0x0000000007ffffff] usable",
+        "Hypervisor detected: KVM",
+        "found SMP MP-table",
+        "MPTABLE: OEM ID: HULL",
+        "Unpacking initramfs",
+        "Run /init as init process",
+    ] {
+        assert!(c.contains(expected), "no {expected:?} on the console:\n{c}");
+    }
+    run.assert_exit(0);
+}
+
+fn production_boot(vcpus: &str) {
+    let h = host::check();
+    if h.kind != KvmKind::Hardware {
+        eprintln!(
+            "SKIPPED (loudly): production Linux boot under hull-vmm needs hardware KVM; {}",
+            h.reason
+        );
+        return;
+    }
+    let images = repo_root().join("target/hull");
+    let kernel = std::env::var_os("HULL_KERNEL").map_or(images.join("vmlinux"), PathBuf::from);
+    let initrd =
+        std::env::var_os("HULL_INITRAMFS").map_or(images.join("initramfs.img"), PathBuf::from);
+    assert!(
+        kernel.is_file() && initrd.is_file(),
+        "build the guest images first (scripts/build.sh)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run = run_kernel(
+        dir.path(),
+        &kernel,
+        &[
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--vcpus",
+            vcpus,
+            "--cmdline",
+            "console=ttyS0 reboot=k panic=-1 quiet hull.selftest=1",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        run.console
+            .contains(&format!("hull-agent ready: cpus={vcpus} ")),
+        "{run:#?}"
+    );
+    run.assert_exit(0);
+}
+
+#[test]
+fn production_kernel_boots_to_ready_with_1_vcpu() {
+    production_boot("1");
+}
+
+#[test]
+fn production_kernel_boots_to_ready_with_2_vcpus() {
+    production_boot("2");
+}
