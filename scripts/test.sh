@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/install-tools.sh
 scripts/build.sh
+guest-kernel/build-test-kernel.sh >/dev/null  # hull-vmm's test-only kernel variant (cached; ~8 min cold)
 
 echo "hull: cargo fmt --check" >&2
 cargo fmt --all -- --check
