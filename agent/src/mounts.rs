@@ -48,8 +48,9 @@ const NOSUID_NODEV_NOEXEC: MsFlags = MsFlags::MS_NOSUID
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC);
 
-/// The base mounts, in the order they must be made (`/sys/fs/cgroup` lives inside `/sys`).
-pub const BASE_MOUNTS: [BaseMount; 4] = [
+/// The base mounts, in the order they must be made (`/sys/fs/cgroup` lives inside `/sys`,
+/// `/dev/pts` inside `/dev`; `/dev/ptmx` only opens with a devpts at `/dev/pts`).
+pub const BASE_MOUNTS: [BaseMount; 5] = [
     BaseMount {
         source: "proc",
         path: "/proc",
@@ -70,6 +71,13 @@ pub const BASE_MOUNTS: [BaseMount; 4] = [
         fstype: "devtmpfs",
         flags: MsFlags::MS_NOSUID,
         data: Some("mode=0755"),
+    },
+    BaseMount {
+        source: "devpts",
+        path: "/dev/pts",
+        fstype: "devpts",
+        flags: MsFlags::MS_NOSUID.union(MsFlags::MS_NOEXEC),
+        data: Some("ptmxmode=0666,mode=0620"),
     },
     BaseMount {
         source: "cgroup2",

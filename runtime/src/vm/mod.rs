@@ -6,6 +6,7 @@
 
 pub mod accel;
 pub mod console;
+pub mod hull_vmm;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
@@ -158,7 +159,7 @@ pub trait Hypervisor: std::fmt::Debug {
 }
 
 /// A running VM. Dropping it stops the VMM (killing it if need be) and reaps it.
-pub trait Vm: Send + std::fmt::Debug {
+pub trait Vm: Send + Sync + std::fmt::Debug {
     /// The VMM's process id.
     fn pid(&self) -> u32;
     /// The file the guest's serial console is written to.
