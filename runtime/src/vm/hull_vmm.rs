@@ -1,0 +1,322 @@
+//! The hull-vmm backend: hull's own KVM VMM (`vmm/`), the fast path where the host has hardware
+//! KVM. It runs as one `hull-vmm` process per pod, like QEMU, and looks the same from outside:
+//! console in `<run_dir>/console.log`, its log in `<run_dir>/vmm.log`, vsock on the hybrid unix
+//! socket `<run_dir>/vsock.sock` (served in process: no vhost-user daemon), a guest reboot or
+//! stop ends the process with status 0.
+//!
+//! Devices: `VhostUserVsock` becomes hull-vmm's in-process vsock (its vhost-user `socket` is not
+//! used: hull-vmm is the backend); virtio-fs and block are not in hull-vmm yet and are refused
+//! with that reason.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::accel::{self, HostProbe, ProbePaths};
+use super::{Device, Hypervisor, Vm, VmConfig, VmError};
+
+/// The binary looked up next to the running executable, then on `PATH`, unless `HULL_VMM`
+/// names another.
+pub const DEFAULT_BINARY: &str = "hull-vmm";
+
+/// Kernel command-line words every hull guest gets from this backend (`reboot=k`: the guest's
+/// reboot is an i8042 reset, which ends hull-vmm cleanly).
+pub const BASE_CMDLINE: &[&str] = &["console=ttyS0", "reboot=k", "panic=-1", "quiet"];
+
+/// The hybrid vsock socket of a VM run by hull-vmm.
+pub fn vsock_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("vsock.sock")
+}
+
+/// Whether hull-vmm can run a production guest on this host: only with hardware KVM (a PVM
+/// `/dev/kvm` runs hull-vmm's test guests, not an unmodified Linux). `Err` carries the reason.
+pub fn usable() -> Result<String, String> {
+    let choice = accel::choose(&HostProbe::read(&ProbePaths::default()));
+    match choice.accel {
+        accel::Accel::Kvm => Ok(choice.reason),
+        accel::Accel::Tcg => Err(choice.reason),
+    }
+}
+
+/// Starts VMs with hull-vmm.
+#[derive(Debug, Clone)]
+pub struct HullVmm {
+    binary: PathBuf,
+    extra_args: Vec<OsString>,
+}
+
+impl HullVmm {
+    /// A backend using `binary` (a path, or a name looked up on `PATH`).
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        Self {
+            binary: binary.into(),
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// `HULL_VMM`, else `hull-vmm` next to the running executable, else on `PATH`.
+    pub fn for_host() -> Self {
+        if let Some(b) = std::env::var_os("HULL_VMM") {
+            return Self::new(b);
+        }
+        let sibling = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(|d| d.join(DEFAULT_BINARY)))
+            .filter(|p| p.is_file());
+        Self::new(sibling.unwrap_or_else(|| DEFAULT_BINARY.into()))
+    }
+
+    /// Extra hull-vmm arguments for every VM (e.g. `--cpuid-clear cx16` for a test kernel).
+    pub fn with_args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// The binary, resolved on `PATH` when it is a bare name.
+    pub fn resolve_binary(&self) -> Result<PathBuf, VmError> {
+        let b = &self.binary;
+        let found = if b.components().count() > 1 {
+            b.is_file().then(|| b.clone())
+        } else {
+            std::env::var_os("PATH").and_then(|path| {
+                std::env::split_paths(&path)
+                    .map(|d| d.join(b))
+                    .find(|c| c.is_file())
+            })
+        };
+        found.ok_or_else(|| VmError::VmmMissing(b.clone()))
+    }
+
+    /// The argument list (without the binary) for `config`.
+    pub fn args(&self, config: &VmConfig) -> Result<Vec<OsString>, VmError> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |a: &dyn AsRef<std::ffi::OsStr>| args.push(a.as_ref().to_owned());
+        push(&"--kernel");
+        push(&config.images.kernel);
+        push(&"--initrd");
+        push(&config.images.initramfs);
+        push(&"--vcpus");
+        push(&config.vcpus.to_string());
+        push(&"--mem-mib");
+        push(&config.memory_mib.to_string());
+        push(&"--console");
+        push(&super::qemu::cmdline::console_path(&config.run_dir));
+        let mut words: Vec<String> = BASE_CMDLINE.iter().map(|w| (*w).to_owned()).collect();
+        words.extend(config.cmdline.iter().cloned());
+        push(&"--cmdline");
+        push(&words.join(" "));
+        let mut vsock = false;
+        for device in &config.devices {
+            let unsupported = |what: &str, path: &Path| {
+                VmError::Spawn(
+                    path.to_owned(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::Unsupported,
+                        format!("{what} is not supported by hull-vmm yet (use the QEMU backend)"),
+                    ),
+                )
+            };
+            match device {
+                Device::VhostUserVsock { .. } if !vsock => {
+                    vsock = true;
+                    push(&"--vsock-uds");
+                    push(&vsock_socket(&config.run_dir));
+                }
+                Device::VhostUserVsock { socket } => {
+                    return Err(unsupported("a second vsock device", socket))
+                }
+                Device::VhostUserFs { socket, .. } => return Err(unsupported("virtio-fs", socket)),
+                Device::Block { path, .. } => return Err(unsupported("virtio-blk", path)),
+            }
+        }
+        args.extend(self.extra_args.iter().cloned());
+        Ok(args)
+    }
+}
+
+impl Hypervisor for HullVmm {
+    fn name(&self) -> String {
+        "hull-vmm".into()
+    }
+
+    fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
+        config.validate()?;
+        let args = self.args(config)?;
+        let binary = self.resolve_binary()?;
+        let console = super::qemu::cmdline::console_path(&config.run_dir);
+        let log = config.run_dir.join("vmm.log");
+        let _ = std::fs::remove_file(&console);
+        let log_file = std::fs::File::create(&log).map_err(|e| VmError::Spawn(log.clone(), e))?;
+        let child = Command::new(&binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| VmError::Spawn(binary.clone(), e))?;
+        tracing::debug!(pid = child.id(), backend = "hull-vmm", "VMM started");
+        Ok(Box::new(HullVmmVm {
+            child,
+            console,
+            log,
+            exited: None,
+        }))
+    }
+}
+
+/// A running hull-vmm process.
+#[derive(Debug)]
+pub struct HullVmmVm {
+    child: Child,
+    console: PathBuf,
+    log: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl HullVmmVm {
+    fn try_reap(&mut self) -> Result<Option<ExitStatus>, VmError> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().map_err(VmError::Process)?;
+        }
+        Ok(self.exited)
+    }
+
+    fn signal(&self, signal: Signal) {
+        if self.exited.is_none() {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+    }
+}
+
+impl Vm for HullVmmVm {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn console_path(&self) -> &Path {
+        &self.console
+    }
+
+    fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, VmError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_reap()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn stop(&mut self, grace: Duration) -> Result<ExitStatus, VmError> {
+        // hull-vmm turns SIGTERM into an orderly stop (console flushed, sockets removed).
+        self.signal(Signal::SIGTERM);
+        if let Some(status) = self.wait_timeout(grace)? {
+            return Ok(status);
+        }
+        self.signal(Signal::SIGKILL);
+        let status = self.child.wait().map_err(VmError::Process)?;
+        self.exited = Some(status);
+        Ok(status)
+    }
+}
+
+impl Drop for HullVmmVm {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            self.signal(Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::GuestImages;
+
+    fn config(devices: Vec<Device>) -> VmConfig {
+        VmConfig {
+            images: GuestImages::in_dir(Path::new("/img")),
+            cmdline: vec!["hull.selftest=1".into()],
+            vcpus: 2,
+            memory_mib: 256,
+            devices,
+            run_dir: "/run/hull/p1".into(),
+        }
+    }
+
+    fn strings(args: Vec<OsString>) -> Vec<String> {
+        args.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn arguments_carry_images_sizing_console_and_cmdline() {
+        let args = strings(HullVmm::new("hull-vmm").args(&config(vec![])).unwrap());
+        assert_eq!(
+            args.join(" "),
+            "--kernel /img/vmlinuz --initrd /img/initramfs.img --vcpus 2 --mem-mib 256 \
+             --console /run/hull/p1/console.log --cmdline console=ttyS0 reboot=k panic=-1 quiet \
+             hull.selftest=1"
+        );
+    }
+
+    #[test]
+    fn vsock_is_served_in_process_on_the_run_dir_socket() {
+        let hv = HullVmm::new("hull-vmm").with_args(["--cpuid-clear", "cx16"]);
+        let args = strings(
+            hv.args(&config(vec![Device::VhostUserVsock {
+                socket: "/run/hull/p1/vhost-vsock.sock".into(),
+            }]))
+            .unwrap(),
+        );
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("--vsock-uds /run/hull/p1/vsock.sock"),
+            "{joined}"
+        );
+        assert!(joined.ends_with("--cpuid-clear cx16"), "{joined}");
+    }
+
+    #[test]
+    fn devices_hull_vmm_lacks_are_refused_with_the_reason() {
+        for d in [
+            Device::VhostUserFs {
+                socket: "/s".into(),
+                tag: "hull".into(),
+            },
+            Device::Block {
+                path: "/d".into(),
+                read_only: false,
+            },
+        ] {
+            let err = HullVmm::new("hull-vmm").args(&config(vec![d])).unwrap_err();
+            let text = format!("{err} {}", std::error::Error::source(&err).unwrap());
+            assert!(text.contains("not supported by hull-vmm"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_missing_binary_is_named() {
+        let err = HullVmm::new("/nonexistent/hull-vmm")
+            .resolve_binary()
+            .unwrap_err();
+        assert!(matches!(err, VmError::VmmMissing(_)));
+    }
+}
