@@ -8,6 +8,8 @@ packages=(
   linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev cpio lz4 xz-utils kmod
   # running guests (QEMU backend) and the busybox used by tests and the demo image
   qemu-system-x86 busybox-static
+  # hull-agent links libseccomp statically (OCI seccomp profiles → BPF)
+  libseccomp-dev
   # container engine and the baseline runtime
   containerd runc
 )

@@ -169,7 +169,7 @@ pub fn setup_stdio(fds: [RawFd; 3], tty: bool) -> Result<(), Failure> {
     for (target, src) in fds.iter().enumerate() {
         // SAFETY: dup2(2) of a descriptor we hold onto 0..=2; checked. dup2 clears CLOEXEC on
         // the target, and every source is >= 3 so no source is overwritten.
-        if unsafe { libc::dup2(*src, target as RawFd) } < 0 {
+        if unsafe { libc::dup2(*src, RawFd::try_from(target).unwrap_or(0)) } < 0 {
             return Err(Failure::last(Stage::Stdio, target));
         }
     }

@@ -117,6 +117,7 @@ pub fn plan(spec: &Spec) -> Result<Vec<DevicePlan>, DeviceError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn defaults_and_spec_devices() {
@@ -130,7 +131,7 @@ mod tests {
         .unwrap();
         let p = plan(&spec).unwrap();
         assert_eq!(p.len(), 9);
-        let find = |n: &str| p.iter().find(|d| d.path == PathBuf::from(n)).unwrap();
+        let find = |n: &str| p.iter().find(|d| d.path == Path::new(n)).unwrap();
         assert_eq!(find("/dev/tty").major, 5);
         assert_eq!(find("/dev/null").uid, 5);
         assert!(find("/dev/null").host_path.is_none());

@@ -428,10 +428,12 @@ fn bootstrap(fds: &Fds, unshare: CloneFlags, new_userns: bool, plan: &InitPlan) 
                 _ => child::exit(1),
             }
             // SAFETY: integer arguments only; checked.
-            if unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) } != 0
-                || unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) } != 0
-            {
+            if unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) } != 0 {
                 return Err(Failure::last(Stage::BecomeRoot, 0));
+            }
+            // SAFETY: integer arguments only; checked.
+            if unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) } != 0 {
+                return Err(Failure::last(Stage::BecomeRoot, 1));
             }
         }
         // SAFETY: the child runs `init_process`, which keeps to the contract and ends in _exit.

@@ -169,7 +169,7 @@ impl ProcessPlan {
                     IOPriorityClass::IoprioClassBe => 2,
                     IOPriorityClass::IoprioClassIdle => 3,
                 };
-                Some((class << 13) | prio as i32)
+                Some((class << 13) | i32::try_from(prio).unwrap_or(0))
             }
         };
         let console_size = p.console_size().map(|b| {

@@ -29,7 +29,7 @@ pub struct RlimitPlan {
 
 /// The `RLIMIT_*` number of a spec rlimit type.
 pub fn resource(t: PosixRlimitType) -> u32 {
-    let r = match t {
+    match t {
         PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
         PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
         PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
@@ -46,8 +46,7 @@ pub fn resource(t: PosixRlimitType) -> u32 {
         PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
         PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
         PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
-    };
-    r as u32
+    }
 }
 
 /// Validates and translates the list.
@@ -105,12 +104,12 @@ mod tests {
         assert_eq!(
             p[0],
             RlimitPlan {
-                resource: libc::RLIMIT_NOFILE as u32,
+                resource: libc::RLIMIT_NOFILE,
                 soft: 1024,
                 hard: 4096
             }
         );
-        assert_eq!(p[1].resource, libc::RLIMIT_CORE as u32);
+        assert_eq!(p[1].resource, libc::RLIMIT_CORE);
         assert_eq!(p[2].soft, libc::RLIM_INFINITY);
     }
 

@@ -216,7 +216,11 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
                 return Err(SeccompError::ArgIndex(rule.names().join(","), idx));
             }
             let (op, datum) = compare(a.op(), a.value(), a.value_two());
-            conds.push(ScmpArgCompare::new(idx as u32, op, datum));
+            conds.push(ScmpArgCompare::new(
+                u32::try_from(idx).unwrap_or(u32::MAX),
+                op,
+                datum,
+            ));
         }
         // libseccomp allows one comparison per argument in a rule: several on the same argument
         // mean "any of them" (runc's reading), so they become one rule each.
