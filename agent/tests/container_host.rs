@@ -716,3 +716,164 @@ fn refused_specs_are_errors_and_leave_nothing() {
         Err(ContainerError::Config(_))
     ));
 }
+
+#[test]
+fn second_container_joins_the_first_ones_namespaces_by_path() {
+    if !root_or_skip("second_container_joins_the_first_ones_namespaces_by_path") {
+        return;
+    }
+    // The pod case: a sandbox container owns net/ipc/uts; the next one joins them by path.
+    let env = Env::new("pod");
+    let s = spec(base_spec(&env.id, &["sleep", "30"]));
+    let mut sandbox = env
+        .create(
+            &s,
+            ProcessIo::Pipes {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            },
+        )
+        .unwrap();
+    sandbox.c().start().unwrap();
+    let pause = sandbox.c().init_pid();
+    let env2 = Env::new("pod2");
+    let mut v = base_spec(&env2.id, &["sh", "-c", "for n in net ipc uts pid mnt; do readlink /proc/self/ns/$n; done; hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start"]);
+    v["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "mount"}, {"type": "cgroup"},
+        {"type": "network", "path": format!("/proc/{pause}/ns/net")},
+        {"type": "ipc", "path": format!("/proc/{pause}/ns/ipc")},
+        {"type": "uts", "path": format!("/proc/{pause}/ns/uts")}
+    ]);
+    v["hostname"] = json!("hull-test");
+    v["linux"]["sysctl"] = json!({"net.ipv4.ip_unprivileged_port_start": "80"});
+    let (status, out, err) = run(&env2, v);
+    assert!(exited(0)(&status), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    for (i, n) in ["net", "ipc", "uts"].iter().enumerate() {
+        let theirs = fs::read_link(format!("/proc/{pause}/ns/{n}")).unwrap();
+        assert_eq!(lines[i], theirs.to_str().unwrap(), "{n} joined");
+    }
+    for (i, n) in ["pid", "mnt"].iter().enumerate() {
+        let theirs = fs::read_link(format!("/proc/{pause}/ns/{n}")).unwrap();
+        assert_ne!(lines[i + 3], theirs.to_str().unwrap(), "{n} is new");
+    }
+    assert_eq!(lines[5], "hull-test");
+    // The joined network namespace is the sandbox's (checked above), so this is its value.
+    assert_eq!(
+        lines[6], "80",
+        "the sysctl was written in the joined network namespace"
+    );
+    sandbox.destroy();
+}
+
+#[test]
+fn user_namespace_with_mappings() {
+    if !root_or_skip("user_namespace_with_mappings") {
+        return;
+    }
+    let env = Env::new("userns");
+    // The rootfs must be reachable by the mapped root: hand it to the mapped ids.
+    let host_base = 200_000u32;
+    for e in walk(&env.rootfs()) {
+        let _ = std::os::unix::fs::lchown(&e, Some(host_base), Some(host_base));
+    }
+    let mut v = base_spec(
+        &env.id,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; id -u; test -c /dev/null && echo null-ok",
+        ],
+    );
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": host_base, "size": 65536}]);
+    v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": host_base, "size": 65536}]);
+    // sysfs and cgroup2 need privileges over the namespaces' owners the test host may not grant.
+    v["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["type"] != "sysfs" && m["type"] != "cgroup");
+    v["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+    let (status, out, err) = run(&env, v);
+    assert!(exited(0)(&status), "{status:?} {err}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["0", &host_base.to_string(), "65536"]);
+    assert_eq!(lines[1], ["0", &host_base.to_string(), "65536"]);
+    assert_eq!(lines[2], ["0"]);
+    assert_eq!(lines[3], ["null-ok"]);
+}
+
+fn walk(d: &Path) -> Vec<PathBuf> {
+    let mut out = vec![d.to_path_buf()];
+    if let Ok(rd) = fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(walk(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn exec_with_a_terminal() {
+    if !root_or_skip("exec_with_a_terminal") {
+        return;
+    }
+    let env = Env::new("exectty");
+    let s = spec(base_spec(&env.id, &["sleep", "30"]));
+    let mut g = env
+        .create(
+            &s,
+            ProcessIo::Pipes {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            },
+        )
+        .unwrap();
+    g.c().start().unwrap();
+    let mut p: Process =
+        serde_json::from_value(base_spec(&env.id, &["sh"])["process"].clone()).unwrap();
+    p.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "[ -t 0 ] && [ -t 1 ] && echo exec-tty".into(),
+    ]));
+    p.set_terminal(Some(true));
+    // terminal: true with pipes is refused.
+    assert!(matches!(
+        g.c().exec(
+            &p,
+            ProcessIo::Pipes {
+                stdin: None,
+                stdout: None,
+                stderr: None
+            }
+        ),
+        Err(ContainerError::TerminalMismatch)
+    ));
+    let spawned = g.c().exec(&p, ProcessIo::Terminal).unwrap();
+    let master = spawned.pty_master.expect("pty master");
+    assert!(exited(0)(&wait_exit(spawned.pid)));
+    let mut f = fs::File::from(master);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 1024];
+    while let Ok(n) = f.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&out).contains("exec-tty"));
+    g.destroy();
+}

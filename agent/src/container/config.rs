@@ -20,7 +20,7 @@ pub enum ConfigError {
     #[error("the spec has no process")]
     NoProcess,
     /// hostname or domainname without a new UTS namespace.
-    #[error("{0} needs a new UTS namespace")]
+    #[error("{0} needs a UTS namespace of the container")]
     NeedsUts(&'static str),
     /// A sysctl name that is malformed or not namespaced by the container's namespaces.
     #[error("sysctl {0:?} is not allowed: {1}")]
@@ -93,9 +93,11 @@ pub fn check_supported(spec: &Spec) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Hostname/domainname need a new UTS namespace.
+/// Hostname/domainname need a UTS namespace of the container's own (new, or joined by path).
 pub fn check_uts(spec: &Spec, ns: &NamespacePlan) -> Result<(), ConfigError> {
-    let uts = ns.is_new(LinuxNamespaceType::Uts);
+    // Listed is enough (new or joined, as runc allows): containers of a pod join the sandbox's
+    // UTS namespace and still carry the pod's hostname.
+    let uts = ns.contains(LinuxNamespaceType::Uts);
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !uts {
         return Err(ConfigError::NeedsUts("hostname"));
     }
@@ -105,8 +107,8 @@ pub fn check_uts(spec: &Spec, ns: &NamespacePlan) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Validates the sysctls (only namespaced ones, and only when the container has that namespace
-/// of its own) and returns `(file, value)` pairs, file as seen inside the container.
+/// Validates the sysctls (only namespaced ones, and only when the container lists that namespace,
+/// new or joined) and returns `(file, value)` pairs, file as seen inside the container.
 pub fn sysctls(spec: &Spec, ns: &NamespacePlan) -> Result<Vec<(PathBuf, String)>, ConfigError> {
     let mut list: Vec<_> = spec
         .linux()
@@ -148,7 +150,7 @@ pub fn sysctls(spec: &Spec, ns: &NamespacePlan) -> Result<Vec<(PathBuf, String)>
         } else {
             return Err(bad("not namespaced"));
         };
-        if !ns.is_new(needed) {
+        if !ns.contains(needed) {
             return Err(bad("the container does not have its own namespace for it"));
         }
         let rel = if key.contains('/') {

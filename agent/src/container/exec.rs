@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
 use super::child::{self, ChildIo};
-use super::init::{pidfd_open, step_error, write_proc};
+use super::init::{step_error, write_proc};
 use super::namespaces::clone_flag;
 use super::process::ProcessPlan;
 use super::stage::{Failure, Stage};
@@ -43,8 +43,13 @@ pub(crate) fn exec(
     }
     let cio = ChildIo::prepare(io, plan.console_size)?;
     let procs = child::high_fd(c.cgroup.open_procs()?.into())?;
-    // A fresh pidfd: fails (ESRCH) once the init process is gone.
-    let pidfd = child::high_fd(pidfd_open(c.init_pid.as_raw())?)?;
+    // The pidfd taken at create time: setns through it fails (ESRCH) once the init process is
+    // gone, and never reaches another process that reused the pid.
+    let pidfd = c.pidfd.try_clone().map_err(|source| ContainerError::Proc {
+        file: "pidfd",
+        source,
+    })?;
+    let pidfd = child::high_fd(pidfd)?;
     let (parent_sock, child_sock) = sync::channel()?;
     let child_sock = child::high_fd(child_sock)?;
     let ns_flags = c

@@ -176,8 +176,8 @@ pub struct ContainerConfig<'a> {
 pub struct Container {
     id: String,
     init_pid: Pid,
-    /// Kept so the init process's pid cannot be reused under us while the container exists.
-    _pidfd: OwnedFd,
+    /// The init process, as a pidfd: `exec` joins its namespaces through it (no pid reuse race).
+    pidfd: OwnedFd,
     sock: Option<OwnedFd>,
     pty_master: Option<OwnedFd>,
     cgroup: cgroup::Cgroup,
@@ -203,7 +203,7 @@ impl Container {
         Container {
             id: config.id.to_string(),
             init_pid: c.init_pid,
-            _pidfd: c.pidfd,
+            pidfd: c.pidfd,
             sock: Some(c.sock),
             pty_master: c.master,
             cgroup,
