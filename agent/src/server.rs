@@ -1,6 +1,7 @@
 //! The agent service: ttrpc on vsock port 1024, stdio streams on 1025, the reaper and the OOM
 //! watcher, all on one tokio runtime.
 
+use std::io::Write;
 use std::sync::Arc;
 
 use hull_protocol::agent_ttrpc::create_agent;
@@ -45,7 +46,12 @@ async fn serve() -> Result<(), ServerError> {
     server.start().await.map_err(ServerError::Ttrpc)?;
     tokio::spawn(sandbox.clone().watch_oom());
     let stdio = tokio::spawn(crate::stdio::serve(sandbox.clone()));
-    println!("hull-agent: serving on vsock ports {AGENT_PORT} (ttrpc) and {STDIO_PORT} (stdio)");
+    // The host waits for this line before its first vsock connection (see the runtime's
+    // `sandbox::SERVING_LINE`). A console write error must not end PID 1.
+    let _ = writeln!(
+        std::io::stdout(),
+        "hull-agent: serving on vsock ports {AGENT_PORT} (ttrpc) and {STDIO_PORT} (stdio)"
+    );
     tokio::select! {
         r = reaper.run() => r.map_err(|e| ServerError::Task("the reaper", e)),
         r = stdio => r

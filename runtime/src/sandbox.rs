@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::{AgentClient, AgentError};
 use crate::images::GuestImages;
-use crate::vm::{Device, Hypervisor, Vm, VmConfig, VmError};
+use crate::vm::{console, Device, Hypervisor, Vm, VmConfig, VmError};
 use crate::vsock::{VsockBackend, VsockError};
 
 /// Sizing and places of one pod VM.
@@ -58,6 +58,9 @@ pub struct SandboxVm {
     boot_time: Duration,
 }
 
+/// What hull-agent prints on the console once its vsock listeners are bound.
+pub const SERVING_LINE: &str = "hull-agent: serving on vsock";
+
 /// How often the VMM is checked while the agent is awaited.
 const AGENT_POLL: Duration = Duration::from_millis(250);
 
@@ -79,6 +82,10 @@ impl SandboxVm {
             }],
             run_dir: config.run_dir.clone(),
         })?;
+        // Connecting before the guest's vsock driver is up can wedge vhost-device-vsock (a
+        // CONNECT that is never answered, and none after it), so wait for the agent to say it
+        // listens first.
+        console::wait_for_line_async(vm.as_mut(), SERVING_LINE, config.boot_timeout).await?;
         let agent = loop {
             match AgentClient::wait_ready(vsock.uds(), AGENT_POLL).await {
                 Ok(agent) => break agent,

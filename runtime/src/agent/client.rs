@@ -21,8 +21,8 @@ pub enum AgentError {
     #[error("cannot reach the agent")]
     Connect(#[from] VsockError),
     /// The agent did not answer in time after boot.
-    #[error("the agent did not answer within {0:?}")]
-    NotReady(Duration),
+    #[error("the agent did not answer within {0:?} (last attempt: {1})")]
+    NotReady(Duration, String),
     /// The request broke a limit before it was sent.
     #[error("invalid request")]
     Limit(#[from] LimitError),
@@ -104,20 +104,24 @@ impl AgentClient {
     pub async fn wait_ready(uds: &Path, within: Duration) -> Result<Self, AgentError> {
         let deadline = Instant::now() + within;
         loop {
-            if let Ok(client) = Self::connect(uds).await {
-                let probe = client
-                    .inner
-                    .check(
-                        context::with_timeout(nanos(Duration::from_secs(2))),
-                        &pb::CheckRequest::new(),
-                    )
-                    .await;
-                if probe.is_ok() {
-                    return Ok(client);
+            let last = match Self::connect(uds).await {
+                Ok(client) => {
+                    let probe = client
+                        .inner
+                        .check(
+                            context::with_timeout(nanos(Duration::from_secs(2))),
+                            &pb::CheckRequest::new(),
+                        )
+                        .await;
+                    match probe {
+                        Ok(_) => return Ok(client),
+                        Err(e) => format!("Check: {e}"),
+                    }
                 }
-            }
+                Err(e) => error_chain(&e),
+            };
             if Instant::now() >= deadline {
-                return Err(AgentError::NotReady(within));
+                return Err(AgentError::NotReady(within, last));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -430,6 +434,18 @@ impl AgentClient {
             .map_err(|_| AgentError::BadResponse("GetOomEvent"))?;
         Ok(r.container_id)
     }
+}
+
+/// An error and its sources, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn nanos(d: Duration) -> i64 {

@@ -9,34 +9,76 @@ use super::{Vm, VmError};
 /// How often the console file is polled.
 const POLL: Duration = Duration::from_millis(5);
 
-/// Waits until a line of the console starts with `prefix` (after any leading noise on the same
-/// line) and returns that line from the prefix on. Fails if the VMM exits first or `timeout` passes.
-pub fn wait_for_line(vm: &mut dyn Vm, prefix: &str, timeout: Duration) -> Result<String, VmError> {
-    let console = vm.console_path().to_owned();
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    let mut offset = 0u64;
-    loop {
-        offset += read_new(&console, offset, &mut seen)?;
-        if let Some(line) = find_line(&seen, prefix) {
-            return Ok(line);
+/// Follows a console log, remembering what was read.
+#[derive(Debug, Default)]
+pub struct ConsoleWatcher {
+    seen: Vec<u8>,
+    offset: u64,
+}
+
+impl ConsoleWatcher {
+    /// One look: `Some(line)` once a complete line holds `prefix`; an error once the VMM exited
+    /// without printing it.
+    pub fn poll(&mut self, vm: &mut dyn Vm, prefix: &str) -> Result<Option<String>, VmError> {
+        let console = vm.console_path().to_owned();
+        self.offset += read_new(&console, self.offset, &mut self.seen)?;
+        if let Some(line) = find_line(&self.seen, prefix) {
+            return Ok(Some(line));
         }
         if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
             // The guest may have printed the line just before the VMM exited.
-            read_new(&console, offset, &mut seen)?;
-            return find_line(&seen, prefix).ok_or_else(|| VmError::ExitedEarly {
-                status,
-                log: vm.log_path().to_owned(),
-            });
+            self.offset += read_new(&console, self.offset, &mut self.seen)?;
+            return find_line(&self.seen, prefix)
+                .map(Some)
+                .ok_or_else(|| VmError::ExitedEarly {
+                    status,
+                    log: vm.log_path().to_owned(),
+                });
+        }
+        Ok(None)
+    }
+}
+
+fn timeout_error(vm: &dyn Vm, prefix: &str, timeout: Duration) -> VmError {
+    VmError::Timeout {
+        what: prefix.to_owned(),
+        timeout,
+        console: vm.console_path().to_owned(),
+    }
+}
+
+/// Waits until a line of the console holds `prefix` and returns that line from the prefix on.
+/// Fails if the VMM exits first or `timeout` passes.
+pub fn wait_for_line(vm: &mut dyn Vm, prefix: &str, timeout: Duration) -> Result<String, VmError> {
+    let deadline = Instant::now() + timeout;
+    let mut watcher = ConsoleWatcher::default();
+    loop {
+        if let Some(line) = watcher.poll(vm, prefix)? {
+            return Ok(line);
         }
         if Instant::now() >= deadline {
-            return Err(VmError::Timeout {
-                what: prefix.to_owned(),
-                timeout,
-                console,
-            });
+            return Err(timeout_error(vm, prefix, timeout));
         }
         std::thread::sleep(POLL);
+    }
+}
+
+/// [`wait_for_line`] for async callers: sleeps on the runtime's timer between looks.
+pub async fn wait_for_line_async(
+    vm: &mut dyn Vm,
+    prefix: &str,
+    timeout: Duration,
+) -> Result<String, VmError> {
+    let deadline = Instant::now() + timeout;
+    let mut watcher = ConsoleWatcher::default();
+    loop {
+        if let Some(line) = watcher.poll(vm, prefix)? {
+            return Ok(line);
+        }
+        if Instant::now() >= deadline {
+            return Err(timeout_error(vm, prefix, timeout));
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
