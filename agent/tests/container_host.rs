@@ -877,3 +877,59 @@ fn exec_with_a_terminal() {
     assert!(String::from_utf8_lossy(&out).contains("exec-tty"));
     g.destroy();
 }
+
+#[test]
+fn device_cgroup_rules_are_enforced_and_updated() {
+    if !root_or_skip("device_cgroup_rules_are_enforced_and_updated") {
+        return;
+    }
+    let env = Env::new("devcg");
+    let check =
+        "echo hi > /dev/null && echo null-ok; head -c1 /dev/zero > /dev/null && echo zero-r-ok; \
+                 (echo x > /dev/zero) 2>/dev/null || echo zero-w-denied; \
+                 (head -c1 /dev/full > /dev/null) 2>/dev/null || echo full-denied";
+    let mut v = base_spec(
+        &env.id,
+        &["sh", "-c", &format!("{check}; read x; echo --; {check}")],
+    );
+    v["linux"]["resources"] = json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+        {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "r"},
+        {"allow": true, "type": "c", "access": "m"}
+    ]});
+    let s = spec(v);
+    let (in_r, in_w) = pipe();
+    let (out_r, out_w) = pipe();
+    let mut g = env
+        .create(
+            &s,
+            ProcessIo::Pipes {
+                stdin: Some(in_r),
+                stdout: Some(out_w),
+                stderr: None,
+            },
+        )
+        .unwrap();
+    g.c().start().unwrap();
+    // Wait for the first round, then open everything up and let the second round run.
+    let mut out = fs::File::from(out_r);
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("full-denied") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let all: oci_spec::runtime::LinuxResources =
+        serde_json::from_value(json!({"devices": [{"allow": true, "access": "rwm"}]})).unwrap();
+    g.c().update(&all).unwrap();
+    std::io::Write::write_all(&mut fs::File::from(in_w), b"go\n").unwrap();
+    let status = wait_exit(g.c().init_pid());
+    assert!(exited(0)(&status));
+    out.read_to_string(&mut seen).unwrap();
+    let (before, after) = seen.split_once("--\n").unwrap();
+    assert_eq!(before, "null-ok\nzero-r-ok\nzero-w-denied\nfull-denied\n");
+    assert_eq!(after, "null-ok\nzero-r-ok\n");
+    g.destroy();
+}

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::LinuxResources;
 
+use super::devcgroup::{self, DevCgroupError};
 use super::resources::{self, ResourceError};
 
 /// The controllers the agent enables for containers when the parent offers them.
@@ -53,6 +54,9 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
+    /// The device rules' program.
+    #[error("cannot enforce linux.resources.devices")]
+    Devices(#[from] DevCgroupError),
     /// The kernel did not finish in time.
     #[error("timed out waiting for {0}")]
     Timeout(&'static str),
@@ -141,13 +145,21 @@ impl Cgroup {
         &self.path
     }
 
-    /// Writes the resources.
+    /// Writes the resources (device rules excepted: see [`Cgroup::apply_devices`]).
     pub fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         let writes = resources::translate(r, &|f| self.path.join(f).exists())?;
         for (file, value) in writes {
             write_file(&self.path.join(file), &value)?;
         }
         Ok(())
+    }
+
+    /// Attaches the device rules' program, when the resources have rules.
+    pub fn apply_devices(&self, r: &LinuxResources) -> Result<(), CgroupError> {
+        match r.devices() {
+            Some(rules) => Ok(devcgroup::apply(&self.path, rules)?),
+            None => Ok(()),
+        }
     }
 
     /// Opens `cgroup.procs` for the child to write itself in.

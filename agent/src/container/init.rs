@@ -359,6 +359,16 @@ fn create_in(
             Received::Eof => return Err(sync::SyncError::Eof { expected }.into()),
         }
     }
+    // Device rules apply from here on: the init process has made its nodes (runc applies them at
+    // the same point).
+    if let Some(r) = config
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+    {
+        cg.apply_devices(r)?;
+    }
     match (init_pid, pidfd) {
         (Some(init_pid), Some(pidfd)) => Ok(Created {
             init_pid,

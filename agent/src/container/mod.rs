@@ -32,6 +32,7 @@ pub mod caps;
 pub mod cgroup;
 mod child;
 pub mod config;
+pub mod devcgroup;
 pub mod devices;
 mod exec;
 mod init;
@@ -267,9 +268,11 @@ impl Container {
         Ok(self.cgroup.set_frozen(false)?)
     }
 
-    /// Writes new resources to the cgroup.
+    /// Writes new resources to the cgroup (and replaces the device program when the resources
+    /// carry device rules).
     pub fn update(&self, resources: &LinuxResources) -> Result<(), ContainerError> {
-        Ok(self.cgroup.apply(resources)?)
+        self.cgroup.apply(resources)?;
+        Ok(self.cgroup.apply_devices(resources)?)
     }
 
     /// Reads the cgroup's statistics.

@@ -8,8 +8,8 @@
 //!   `io.weight = 1 + (weight - 10) * 9999 / 990`.
 //!
 //! Fields that only cgroup v1 has (kernel memory, swappiness, disableOOMKiller, realtime CPU,
-//! net_cls/net_prio, leaf weights) are refused. `devices` rules are validated here but cgroup v2 needs
-//! an eBPF program to enforce them; see [`device_rules_enforced`].
+//! net_cls/net_prio, leaf weights) are refused. `devices` rules are not files: they become an eBPF
+//! program (see `devcgroup`), compiled here only to refuse bad rules early.
 
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
@@ -27,15 +27,6 @@ pub enum ResourceError {
         /// What is wrong.
         why: String,
     },
-}
-
-/// Whether device cgroup rules are enforced (they are accepted either way).
-///
-/// They are not yet: cgroup v2 enforces device access with a `BPF_PROG_TYPE_CGROUP_DEVICE`
-/// program, which this library does not load yet. Inside hull's guest the container only sees the
-/// device nodes its spec lists, but a process with `CAP_MKNOD` could create others.
-pub const fn device_rules_enforced() -> bool {
-    false
 }
 
 /// Converts cpu shares to a cgroup v2 weight.
@@ -114,15 +105,11 @@ pub fn translate(
         }
         out.push(("rdma.max".into(), v));
     }
-    for d in r.devices().iter().flatten() {
-        if let Some(a) = d.access() {
-            if !a.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
-                return Err(ResourceError::Invalid {
-                    field: "devices",
-                    why: format!("access {a:?}"),
-                });
-            }
-        }
+    if let Some(rules) = r.devices() {
+        super::devcgroup::compile(rules).map_err(|e| ResourceError::Invalid {
+            field: "devices",
+            why: e.to_string(),
+        })?;
     }
     let mut unified: Vec<_> = r.unified().iter().flatten().collect();
     unified.sort();
