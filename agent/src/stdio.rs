@@ -19,6 +19,9 @@ use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
 use crate::container::ProcessIo;
 use crate::fdio::FdStream;
 
+/// Buffer for copying a process's output to its stream.
+const COPY_BUFFER: usize = 64 << 10;
+
 /// Our ends of one process's stdio, waiting for the host's streams.
 #[derive(Debug, Default)]
 pub struct ProcessStdio {
@@ -160,8 +163,9 @@ async fn handle(mut stream: VsockStream, lookup: &dyn StdioLookup) -> std::io::R
     stream.write_all(b"OK\n").await?;
     match endpoint {
         Endpoint::Output(fd) => {
-            let mut from = FdStream::new(fd)?;
-            tokio::io::copy(&mut from, &mut stream).await?;
+            // Large reads: each write to the vsock stream costs a round through the device.
+            let mut from = tokio::io::BufReader::with_capacity(COPY_BUFFER, FdStream::new(fd)?);
+            tokio::io::copy_buf(&mut from, &mut stream).await?;
             stream.flush().await?;
         }
         Endpoint::Input(fd) => {

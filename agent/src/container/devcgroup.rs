@@ -262,10 +262,39 @@ fn load(prog: &[Insn]) -> Result<OwnedFd, DevCgroupError> {
     Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) })
 }
 
-/// Loads the program for `rules` and attaches it to the cgroup at `cgroup` (replacing the
-/// program attached before, if any).
+/// The devices every container may use whatever its rules say, appended after them (so they win),
+/// as runc does: mknod of any node, and the default nodes (`null`, `zero`, `full`, `random`,
+/// `urandom`, `tty`, `console`, `ptmx`, `pts/*`, `net/tun`). Engines such as containerd send a
+/// deny-all rule and rely on this.
+pub fn with_default_allows(rules: &[LinuxDeviceCgroup]) -> Vec<LinuxDeviceCgroup> {
+    let allow = |typ: &str, major: i64, minor: i64, access: &str| {
+        serde_json::from_value::<LinuxDeviceCgroup>(serde_json::json!({
+            "allow": true, "type": typ, "major": major, "minor": minor, "access": access
+        }))
+        .expect("a well-formed device rule")
+    };
+    let mut all = rules.to_vec();
+    all.extend([
+        allow("c", -1, -1, "m"),
+        allow("b", -1, -1, "m"),
+        allow("c", 1, 3, "rwm"),
+        allow("c", 1, 5, "rwm"),
+        allow("c", 1, 7, "rwm"),
+        allow("c", 1, 8, "rwm"),
+        allow("c", 1, 9, "rwm"),
+        allow("c", 5, 0, "rwm"),
+        allow("c", 5, 1, "rwm"),
+        allow("c", 5, 2, "rwm"),
+        allow("c", 136, -1, "rwm"),
+        allow("c", 10, 200, "rwm"),
+    ]);
+    all
+}
+
+/// Loads the program for `rules` (plus [`with_default_allows`]) and attaches it to the cgroup at
+/// `cgroup` (replacing the program attached before, if any).
 pub fn apply(cgroup: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), DevCgroupError> {
-    let prog_fd = load(&compile(rules)?)?;
+    let prog_fd = load(&compile(&with_default_allows(rules))?)?;
     let attach_err = |source| DevCgroupError::Attach {
         path: cgroup.display().to_string(),
         source,
@@ -303,7 +332,11 @@ mod tests {
 
     /// Runs the program on one request, as the kernel would.
     /// (A tiny interpreter of the opcodes used: the 32-bit truncations are the point.)
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_possible_wrap)]
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_possible_wrap
+    )]
     fn run(p: &[Insn], typ: i32, access: i32, major: u32, minor: u32) -> i64 {
         let ctx = [((access << 16) | typ) as u32, major, minor];
         let mut r = [0u64; 11];
@@ -363,6 +396,20 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(run(&wild, DEV_BLOCK, ACC_WRITE, 4000, 1), 1);
+    }
+
+    #[test]
+    fn default_devices_stay_usable_under_a_deny_all_rule() {
+        let p = compile(&with_default_allows(&rules(
+            r#"[{"allow":false,"access":"rwm"}]"#,
+        )))
+        .unwrap();
+        assert_eq!(run(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 1, 3), 1, "null");
+        assert_eq!(run(&p, DEV_CHAR, ACC_READ, 1, 5), 1, "zero");
+        assert_eq!(run(&p, DEV_CHAR, ACC_READ | ACC_WRITE, 136, 4), 1, "pts/4");
+        assert_eq!(run(&p, DEV_CHAR, ACC_MKNOD, 8, 1), 1, "mknod is allowed");
+        assert_eq!(run(&p, DEV_BLOCK, ACC_READ, 8, 0), 0, "a disk is not");
+        assert_eq!(run(&p, DEV_CHAR, ACC_READ, 10, 229), 0, "fuse is not");
     }
 
     #[test]
