@@ -13,6 +13,8 @@ pub struct Summary {
     pub median: f64,
     /// 95th percentile, nearest rank.
     pub p95: f64,
+    /// 99th percentile, nearest rank.
+    pub p99: f64,
     /// Largest.
     pub max: f64,
     /// Arithmetic mean.
@@ -38,6 +40,7 @@ impl Summary {
             min: s[0],
             median,
             p95: percentile(&s, 95),
+            p99: percentile(&s, 99),
             max: s[n - 1],
             mean: s.iter().sum::<f64>() / s.len() as f64,
         })
@@ -61,6 +64,7 @@ mod tests {
         assert_eq!((s.n, s.min, s.max), (20, 1.0, 20.0));
         assert_eq!(s.median, 10.5);
         assert_eq!(s.p95, 19.0);
+        assert_eq!(s.p99, 20.0);
         assert_eq!(s.mean, 10.5);
     }
 
