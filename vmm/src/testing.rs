@@ -198,6 +198,41 @@ pub fn guest_elf(image: &[u8]) -> Vec<u8> {
     elf64(GUEST_BASE, GUEST_BASE, image)
 }
 
+fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
+    let size = u32::try_from(data.len()).expect("small file");
+    let namesize = u32::try_from(name.len() + 1).expect("short name");
+    let fields = [ino, mode, 0, 0, 1, 0, size, 0, 0, 0, 0, namesize, 0];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08x}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+    out.extend_from_slice(data);
+    while !out.len().is_multiple_of(4) {
+        out.push(0);
+    }
+}
+
+/// An uncompressed newc initramfs whose `/init` is a tiny static program calling `exit(0)`:
+/// enough for a kernel to reach "Run /init as init process".
+pub fn tiny_initramfs() -> Vec<u8> {
+    let code = [
+        0xb8, 60, 0, 0, 0, // mov eax, 60 (exit)
+        0x31, 0xff, //       xor edi, edi
+        0x0f, 0x05, //       syscall
+        0xeb, 0xfe, //       jmp $
+    ];
+    let init = elf64(0x40_0000, 0x40_0000, &code);
+    let mut out = Vec::new();
+    cpio_entry(&mut out, 1, "init", 0o100_755, &init);
+    cpio_entry(&mut out, 2, "TRAILER!!!", 0, &[]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +266,15 @@ mod tests {
         }
         assert_eq!(INTERPRETER.len(), 0x80);
         assert_eq!(&code[0x6c..0x74], &IDT_DESC.to_le_bytes());
+    }
+
+    #[test]
+    fn initramfs_is_newc_with_init_and_trailer() {
+        let c = tiny_initramfs();
+        assert_eq!(&c[..6], b"070701");
+        assert!(c.len().is_multiple_of(4));
+        let text = String::from_utf8_lossy(&c);
+        assert!(text.contains("init\0") && text.contains("TRAILER!!!"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{kvm_available, run_kernel};
 use hull_vmm::host::{self, KvmKind};
-use hull_vmm::testing::elf64;
+use hull_vmm::testing::tiny_initramfs;
 
 /// Arguments the test kernel needs on a PVM host (see FACTS.md): no CX16 in CPUID, no XSAVE,
 /// and the listed features hidden so the kernel stays off instructions PVM cannot emulate.
@@ -45,53 +45,6 @@ fn test_kernel() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("vmlinux")
-}
-
-fn cpio_entry(out: &mut Vec<u8>, ino: u32, name: &str, mode: u32, data: &[u8]) {
-    let namesize = name.len() + 1;
-    let fields = [
-        ino,
-        mode,
-        0,
-        0,
-        1,
-        0,
-        u32::try_from(data.len()).unwrap(),
-        0,
-        0,
-        0,
-        0,
-        u32::try_from(namesize).unwrap(),
-        0,
-    ];
-    out.extend_from_slice(b"070701");
-    for f in fields {
-        out.extend_from_slice(format!("{f:08x}").as_bytes());
-    }
-    out.extend_from_slice(name.as_bytes());
-    out.push(0);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-    out.extend_from_slice(data);
-    while !out.len().is_multiple_of(4) {
-        out.push(0);
-    }
-}
-
-/// An uncompressed newc initramfs whose /init is a tiny static program calling exit(0).
-fn tiny_initramfs() -> Vec<u8> {
-    let code = [
-        0xb8, 60, 0, 0, 0, // mov eax, 60 (exit)
-        0x31, 0xff, //       xor edi, edi
-        0x0f, 0x05, //       syscall
-        0xeb, 0xfe, //       jmp $
-    ];
-    let init = elf64(0x40_0000, 0x40_0000, &code);
-    let mut out = Vec::new();
-    cpio_entry(&mut out, 1, "init", 0o100_755, &init);
-    cpio_entry(&mut out, 2, "TRAILER!!!", 0, &[]);
-    out
 }
 
 #[test]
