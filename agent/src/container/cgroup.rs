@@ -70,8 +70,10 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     }
 }
 
-/// The cgroup path relative to the cgroup root: `cgroupsPath` (absolute or relative, no `..`,
-/// no systemd `slice:prefix:name` form) or `/hull/<id>`.
+/// The cgroup path relative to the cgroup root: `cgroupsPath` (absolute or relative, no `..`)
+/// or `/hull/<id>`. The systemd form `slice:prefix:name` (what containerd sends with
+/// `SystemdCgroup = true`) is laid out as systemd would, without systemd: `a-b.slice:p:n` →
+/// `a.slice/a-b.slice/p-n.scope`.
 pub fn relative_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf, CgroupError> {
     let p = match cgroups_path {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -79,7 +81,7 @@ pub fn relative_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf, C
     };
     let text = p.to_string_lossy();
     if text.contains(':') {
-        return Err(CgroupError::InvalidPath(p));
+        return systemd_path(&text).ok_or(CgroupError::InvalidPath(p));
     }
     let mut rel = PathBuf::new();
     for c in p.components() {
@@ -93,6 +95,39 @@ pub fn relative_path(cgroups_path: Option<&Path>, id: &str) -> Result<PathBuf, C
         return Err(CgroupError::InvalidPath(p));
     }
     Ok(rel)
+}
+
+fn systemd_path(text: &str) -> Option<PathBuf> {
+    let mut parts = text.split(':');
+    let (slice, prefix, name) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || name.is_empty() {
+        return None;
+    }
+    let ok = |s: &str| !s.contains(['/', '\0']) && s != "." && s != "..";
+    if !ok(slice) || !ok(prefix) || !ok(name) {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    if !slice.is_empty() && slice != "-.slice" {
+        let stem = slice.strip_suffix(".slice")?;
+        if stem.is_empty() || stem.starts_with('-') || stem.ends_with('-') || stem.contains("--") {
+            return None;
+        }
+        let mut acc = String::new();
+        for word in stem.split('-') {
+            if !acc.is_empty() {
+                acc.push('-');
+            }
+            acc.push_str(word);
+            out.push(format!("{acc}.slice"));
+        }
+    }
+    out.push(if prefix.is_empty() {
+        format!("{name}.scope")
+    } else {
+        format!("{prefix}-{name}.scope")
+    });
+    Some(out)
 }
 
 /// Writes a value to one cgroup file.
@@ -148,10 +183,24 @@ impl Cgroup {
     /// Writes the resources (device rules excepted: see [`Cgroup::apply_devices`]).
     pub fn apply(&self, r: &LinuxResources) -> Result<(), CgroupError> {
         let writes = resources::translate(r, &|f| self.path.join(f).exists())?;
+        let hugetlb = self.kernel_has("hugetlb");
         for (file, value) in writes {
-            write_file(&self.path.join(file), &value)?;
+            let path = self.path.join(&file);
+            // A kernel without hugetlb support hands out no huge pages at all, so any hugetlb
+            // limit (kubelet sends one per host page size) already holds.
+            if file.starts_with("hugetlb.") && !hugetlb && !path.exists() {
+                continue;
+            }
+            write_file(&path, &value)?;
         }
         Ok(())
+    }
+
+    /// Whether the kernel has a cgroup v2 controller (the root lists every controller of the
+    /// hierarchy; a fake tree without that file has none).
+    fn kernel_has(&self, controller: &str) -> bool {
+        fs::read_to_string(self.root.join("cgroup.controllers"))
+            .is_ok_and(|s| s.split_whitespace().any(|c| c == controller))
     }
 
     /// Attaches the device rules' program, when the resources have rules.
@@ -301,7 +350,22 @@ mod tests {
             PathBuf::from("rel/c")
         );
         assert!(relative_path(Some(Path::new("/a/../b")), "x").is_err());
-        assert!(relative_path(Some(Path::new("system.slice:hull:c1")), "x").is_err());
+        assert_eq!(
+            relative_path(Some(Path::new("kubepods-besteffort-pod12.slice:cri-containerd:c1")), "x").unwrap(),
+            PathBuf::from("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/cri-containerd-c1.scope")
+        );
+        assert_eq!(
+            relative_path(Some(Path::new("system.slice:hull:c1")), "x").unwrap(),
+            PathBuf::from("system.slice/hull-c1.scope")
+        );
+        assert_eq!(
+            relative_path(Some(Path::new(":hull:c1")), "x").unwrap(),
+            PathBuf::from("hull-c1.scope")
+        );
+        assert!(relative_path(Some(Path::new("a:b")), "x").is_err());
+        assert!(relative_path(Some(Path::new("x.slice:p:../c")), "x").is_err());
+        assert!(relative_path(Some(Path::new("a--b.slice:p:c")), "x").is_err());
+        assert!(relative_path(Some(Path::new("nosuffix:p:c")), "x").is_err());
         assert!(relative_path(Some(Path::new("/")), "x").is_err());
     }
 
@@ -347,6 +411,11 @@ mod tests {
         assert_eq!(read("cpu.max"), "20000 100000");
         assert_eq!(read("pids.max"), "10");
         assert_eq!(read("io.weight"), "910");
+        // Hugetlb limits hold trivially when the kernel has no hugetlb controller (this fake root
+        // lists none).
+        let huge: LinuxResources =
+            serde_json::from_str(r#"{"hugepageLimits":[{"pageSize":"2MB","limit":0}]}"#).unwrap();
+        cg.apply(&huge).unwrap();
         // A missing interface file is an error, not a silent skip.
         let r2: LinuxResources = serde_json::from_str(r#"{"cpu":{"cpus":"0"}}"#).unwrap();
         assert!(matches!(cg.apply(&r2), Err(CgroupError::Write { .. })));

@@ -130,6 +130,50 @@ impl ChildIo {
     }
 }
 
+/// Forked side: every signal back to its default disposition and unblocked. The agent's
+/// dispositions and mask would otherwise reach the container process: `execve` keeps ignored
+/// signals ignored (Rust ignores SIGPIPE) and keeps the signal mask (a reaper may block SIGCHLD).
+/// Doing it first also keeps the agent's handlers from running in the child.
+pub fn reset_signals() {
+    /// The kernel's `struct sigaction` on x86_64 (glibc's wrapper refuses signals 32 and 33,
+    /// which glibc reserves, so the raw syscall is used for all).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction(2) reads a live struct of the kernel's layout; the old action is
+        // not requested. Errors are irrelevant (every number here is valid).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+    }
+    // SAFETY: an empty, initialised set on the stack; sigprocmask cannot fail with SIG_SETMASK.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
 /// Forked side: closes every descriptor above 2 except `keep` (sorted, all >= 3). Other threads
 /// of the agent may have had descriptors open without close-on-exec at fork time (another
 /// container's pipes); holding them would keep those pipes open.
@@ -208,16 +252,35 @@ pub fn exit(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// `fork(2)` through glibc (which resets its malloc locks in the child).
+/// `fork(2)` through glibc (which resets its malloc locks in the child), with every signal
+/// blocked across it so none of the agent's handlers can run in the child before
+/// [`reset_signals`] (which the child calls first, and which unblocks them).
 ///
 /// # Safety
 /// The caller must only do what a forked child of a multi-threaded process may do in the child
 /// (see the module doc) and must end the child with `_exit`.
 pub unsafe fn fork() -> Result<libc::pid_t, Failure> {
+    // SAFETY: sigsets on the stack, initialised by sigfillset/pthread_sigmask before use.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
     // SAFETY: the caller upholds the child-side contract.
     let pid = unsafe { libc::fork() };
+    let errno = std::io::Error::last_os_error();
+    if pid != 0 {
+        // SAFETY: restores the mask saved above, in the parent only.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut()) };
+    }
     if pid < 0 {
-        return Err(Failure::last(Stage::Fork, 0));
+        return Err(Failure::new(
+            Stage::Fork,
+            0,
+            errno.raw_os_error().unwrap_or(libc::EAGAIN),
+        ));
     }
     Ok(pid)
 }

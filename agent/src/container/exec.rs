@@ -140,6 +140,7 @@ pub(crate) fn exec(
 
 fn bootstrap(fds: &Fds, plan: &ProcessPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
+        child::reset_signals();
         child::close_other_fds(&fds.keep)?;
         child::join_cgroup(fds.procs)?;
         if fds.ns_flags != 0 {
@@ -157,6 +158,7 @@ fn bootstrap(fds: &Fds, plan: &ProcessPlan) -> ! {
 
 fn exec_process(fds: &Fds, plan: &ProcessPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
+        child::reset_signals();
         child::setup_stdio(fds.stdio, fds.tty)?;
         plan.prepare()?;
         Err(plan.exec())

@@ -415,6 +415,7 @@ pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, ContainerError> {
 /// First child. Never returns.
 fn bootstrap(fds: &Fds, unshare: CloneFlags, new_userns: bool, plan: &InitPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
+        child::reset_signals();
         child::close_other_fds(&fds.keep)?;
         child::join_cgroup(fds.procs)?;
         for (i, (fd, flag)) in fds.joins.iter().enumerate() {
@@ -459,6 +460,7 @@ fn bootstrap(fds: &Fds, unshare: CloneFlags, new_userns: bool, plan: &InitPlan) 
 /// The container's init process. Never returns.
 fn init_process(fds: &Fds, plan: &InitPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
+        child::reset_signals();
         child::setup_stdio(fds.stdio, fds.tty)?;
         plan.rootfs.setup()?;
         plan.process.prepare()?;
