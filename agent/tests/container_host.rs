@@ -81,7 +81,7 @@ impl Env {
         fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
         for applet in [
             "sh", "cat", "echo", "mkdir", "touch", "sleep", "grep", "readlink", "hostname", "ls",
-            "stat", "true", "id", "head", "pwd", "test",
+            "stat", "true", "id", "head", "pwd", "test", "tty", "stty",
         ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
@@ -424,8 +424,13 @@ fn terminal_process_sees_a_tty() {
         return;
     }
     let env = Env::new("tty");
-    let mut v = base_spec(&env.id, &["sh", "-c", "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty-yes; test -c /dev/console && echo console-yes"]);
+    let mut v = base_spec(
+        &env.id,
+        &["sh", "-c", "[ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo tty-yes; test -c /dev/console && echo console-yes; \
+          echo name=$(tty); echo size=$(stty size); stat -c 'console=%t:%T' /dev/console; stat -c 'self=%t:%T' $(tty)"],
+    );
     v["process"]["terminal"] = json!(true);
+    v["process"]["consoleSize"] = json!({"height": 33, "width": 101});
     let s = spec(v);
     let mut g = env.create(&s, ProcessIo::Terminal).unwrap();
     let master = g.c().take_pty_master().expect("pty master");
@@ -445,6 +450,18 @@ fn terminal_process_sees_a_tty() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.contains("tty-yes"), "{out}");
     assert!(out.contains("console-yes"), "{out}");
+    // The pty comes from the container's own devpts: its name resolves inside the container.
+    assert!(out.contains("name=/dev/pts/0"), "{out}");
+    assert!(out.contains("size=33 101"), "{out}");
+    let console = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("console="))
+        .unwrap();
+    let own = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("self="))
+        .unwrap();
+    assert_eq!(console, own, "/dev/console is the process's pty");
     g.destroy();
 }
 

@@ -27,9 +27,6 @@ pub enum IoSetupError {
     /// Duplicating a descriptor failed.
     #[error("cannot duplicate a descriptor")]
     Dup(#[source] nix::Error),
-    /// Making the pty failed.
-    #[error("cannot make the pty")]
-    Pty(#[from] super::pty::PtyError),
 }
 
 /// A descriptor moved to a number of at least 3 (so `dup2` onto 0..=2 never clobbers a source),
@@ -47,22 +44,14 @@ pub fn high_fd(fd: OwnedFd) -> Result<OwnedFd, IoSetupError> {
 /// The stdio of the process to be, prepared in the agent.
 #[derive(Debug)]
 pub struct ChildIo {
-    /// Sources for fds 0, 1, 2 (held open until the fork is done).
-    pub fds: [OwnedFd; 3],
-    /// With a pty: the slave (also in `fds`), to make it the controlling terminal.
-    pub tty: bool,
-    /// With a pty: the master, for the caller.
-    pub master: Option<OwnedFd>,
-    /// With a pty: the slave's path (for `/dev/console`).
-    pub slave_path: Option<std::ffi::CString>,
+    /// Sources for fds 0, 1, 2 (held open until the fork is done); `None` with a pty, which the
+    /// process opens itself inside the container.
+    pub fds: Option<[OwnedFd; 3]>,
 }
 
 impl ChildIo {
-    /// Prepares the descriptors for `io`; `console_size` sets the pty's initial size.
-    pub fn prepare(
-        io: ProcessIo,
-        console_size: Option<(u16, u16)>,
-    ) -> Result<ChildIo, IoSetupError> {
+    /// Prepares the descriptors for `io`.
+    pub fn prepare(io: ProcessIo) -> Result<ChildIo, IoSetupError> {
         match io {
             ProcessIo::Pipes {
                 stdin,
@@ -83,50 +72,18 @@ impl ChildIo {
                     None => null(),
                 };
                 Ok(ChildIo {
-                    fds: [pick(stdin)?, pick(stdout)?, pick(stderr)?],
-                    tty: false,
-                    master: None,
-                    slave_path: None,
+                    fds: Some([pick(stdin)?, pick(stdout)?, pick(stderr)?]),
                 })
             }
-            ProcessIo::Terminal => {
-                let pty = super::pty::open()?;
-                if let Some((rows, cols)) = console_size {
-                    let ws = libc::winsize {
-                        ws_row: rows,
-                        ws_col: cols,
-                        ws_xpixel: 0,
-                        ws_ypixel: 0,
-                    };
-                    // SAFETY: TIOCSWINSZ reads a live winsize; a failure only leaves the default size.
-                    unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
-                }
-                let slave = high_fd(pty.slave)?;
-                let dup = |fd: &OwnedFd| {
-                    fd.try_clone().map_err(|e| {
-                        IoSetupError::Dup(nix::Error::from_raw(
-                            e.raw_os_error().unwrap_or(libc::EIO),
-                        ))
-                    })
-                };
-                let (a, b) = (dup(&slave)?, dup(&slave)?);
-                Ok(ChildIo {
-                    fds: [slave, a, b],
-                    tty: true,
-                    master: Some(pty.master),
-                    slave_path: Some(pty.slave_path),
-                })
-            }
+            ProcessIo::Terminal => Ok(ChildIo { fds: None }),
         }
     }
 
     /// Raw numbers, for the forked side.
-    pub fn raw(&self) -> [RawFd; 3] {
-        [
-            self.fds[0].as_raw_fd(),
-            self.fds[1].as_raw_fd(),
-            self.fds[2].as_raw_fd(),
-        ]
+    pub fn raw(&self) -> Option<[RawFd; 3]> {
+        self.fds
+            .as_ref()
+            .map(|f| [f[0].as_raw_fd(), f[1].as_raw_fd(), f[2].as_raw_fd()])
     }
 }
 
@@ -201,15 +158,16 @@ fn close_range(lo: u32, hi: u32) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Forked side: a new session, the pty as controlling terminal (when `tty`), stdio on 0..=2.
-pub fn setup_stdio(fds: [RawFd; 3], tty: bool) -> Result<(), Failure> {
+/// Forked side: a new session and, without a pty, the pipes on 0..=2 (with a pty, see
+/// [`super::pty::attach`]).
+pub fn setup_stdio(fds: Option<[RawFd; 3]>) -> Result<(), Failure> {
     // SAFETY: setsid(2) takes no arguments; checked.
     if unsafe { libc::setsid() } < 0 {
         return Err(Failure::last(Stage::Setsid, 0));
     }
-    if tty {
-        super::pty::make_controlling(fds[0])?;
-    }
+    let Some(fds) = fds else {
+        return Ok(());
+    };
     for (target, src) in fds.iter().enumerate() {
         // SAFETY: dup2(2) of a descriptor we hold onto 0..=2; checked. dup2 clears CLOEXEC on
         // the target, and every source is >= 3 so no source is overwritten.

@@ -26,8 +26,7 @@ struct Fds {
     procs: RawFd,
     pidfd: RawFd,
     ns_flags: libc::c_int,
-    stdio: [RawFd; 3],
-    tty: bool,
+    stdio: Option<[RawFd; 3]>,
     keep: Vec<RawFd>,
 }
 
@@ -41,7 +40,7 @@ pub(crate) fn exec(
     if plan.terminal != matches!(io, ProcessIo::Terminal) {
         return Err(ContainerError::TerminalMismatch);
     }
-    let cio = ChildIo::prepare(io, plan.console_size)?;
+    let cio = ChildIo::prepare(io)?;
     let procs = child::high_fd(c.cgroup.open_procs()?.into())?;
     // The pidfd taken at create time: setns through it fails (ESRCH) once the init process is
     // gone, and never reaches another process that reused the pid.
@@ -57,7 +56,7 @@ pub(crate) fn exec(
         .iter()
         .fold(0, |f, t| f | clone_flag(*t).bits());
     let mut keep = vec![child_sock.as_raw_fd(), procs.as_raw_fd(), pidfd.as_raw_fd()];
-    keep.extend(cio.raw());
+    keep.extend(cio.raw().into_iter().flatten());
     keep.sort_unstable();
     keep.dedup();
     let fds = Fds {
@@ -66,7 +65,6 @@ pub(crate) fn exec(
         pidfd: pidfd.as_raw_fd(),
         ns_flags,
         stdio: cio.raw(),
-        tty: cio.tty,
         keep,
     };
     // SAFETY: the child only runs `bootstrap`, which keeps to the forked-child contract and ends
@@ -79,10 +77,8 @@ pub(crate) fn exec(
     drop(child_sock);
     drop(procs);
     drop(pidfd);
-    let ChildIo {
-        fds: stdio, master, ..
-    } = cio;
-    drop(stdio);
+    drop(cio);
+    let mut master = None;
     let parent = parent_sock.as_fd();
     let mut spawned: Option<Pid> = None;
     loop {
@@ -109,6 +105,12 @@ pub(crate) fn exec(
                         return Err(e);
                     }
                 }
+            }
+            Received::Pty(fd) => {
+                if let Some((rows, cols)) = plan.console_size {
+                    super::pty::set_size(fd.as_raw_fd(), rows, cols);
+                }
+                master = Some(fd);
             }
             Received::Msg(m) => {
                 return Err(sync::SyncError::Unexpected {
@@ -159,7 +161,11 @@ fn bootstrap(fds: &Fds, plan: &ProcessPlan) -> ! {
 fn exec_process(fds: &Fds, plan: &ProcessPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
         child::reset_signals();
-        child::setup_stdio(fds.stdio, fds.tty)?;
+        child::setup_stdio(fds.stdio)?;
+        if fds.stdio.is_none() {
+            let (slave, _) = super::pty::open_in_container(fds.sock)?;
+            super::pty::attach(slave)?;
+        }
         plan.prepare()?;
         Err(plan.exec())
     })

@@ -111,7 +111,7 @@ pub(crate) fn plan(config: &ContainerConfig<'_>) -> Result<InitPlan, ContainerEr
         bind_devices: ns.is_new(LinuxNamespaceType::User),
         dev_symlinks: !dev_is_bind,
         default_shm,
-        console: None,
+        console: process.terminal,
         cwd: Some(process.cwd.clone()),
         sysctl: config::sysctls(spec, &ns)?,
         readonly_paths: paths(linux.readonly_paths())?,
@@ -212,8 +212,7 @@ pub(crate) fn step_error(f: Failure, detail: String, process: &ProcessPlan) -> C
 struct Fds {
     sock: RawFd,
     procs: RawFd,
-    stdio: [RawFd; 3],
-    tty: bool,
+    stdio: Option<[RawFd; 3]>,
     joins: Vec<(RawFd, libc::c_int)>,
     keep: Vec<RawFd>,
 }
@@ -268,8 +267,7 @@ fn create_in(
     {
         cg.apply(r)?;
     }
-    let cio = ChildIo::prepare(io, plan.process.console_size)?;
-    plan.rootfs.console = cio.slave_path.clone();
+    let cio = ChildIo::prepare(io)?;
     let procs = child::high_fd(cg.open_procs()?.into())?;
     let joins = plan.ns.open_joins()?;
     let joins: Vec<(OwnedFd, CloneFlags)> = joins
@@ -279,7 +277,7 @@ fn create_in(
     let (parent_sock, child_sock) = sync::channel()?;
     let child_sock = child::high_fd(child_sock)?;
     let mut keep: Vec<RawFd> = vec![child_sock.as_raw_fd(), procs.as_raw_fd()];
-    keep.extend(cio.raw());
+    keep.extend(cio.raw().into_iter().flatten());
     keep.extend(joins.iter().map(|(fd, _)| fd.as_raw_fd()));
     keep.sort_unstable();
     keep.dedup();
@@ -287,7 +285,6 @@ fn create_in(
         sock: child_sock.as_raw_fd(),
         procs: procs.as_raw_fd(),
         stdio: cio.raw(),
-        tty: cio.tty,
         joins: joins
             .iter()
             .map(|(fd, f)| (fd.as_raw_fd(), f.bits()))
@@ -306,10 +303,8 @@ fn create_in(
     drop(child_sock);
     drop(procs);
     drop(joins);
-    let ChildIo {
-        fds: stdio, master, ..
-    } = cio;
-    drop(stdio);
+    drop(cio);
+    let mut master = None;
     let parent = parent_sock.as_fd();
     let mut init_pid = None;
     let mut pidfd = None;
@@ -348,6 +343,12 @@ fn create_in(
                 kind: sync::MSG_READY,
                 ..
             }) => ready = true,
+            Received::Pty(fd) => {
+                if let Some((rows, cols)) = plan.process.console_size {
+                    super::pty::set_size(fd.as_raw_fd(), rows, cols);
+                }
+                master = Some(fd);
+            }
             Received::Msg(m) => {
                 return Err(sync::SyncError::Unexpected {
                     kind: m.kind,
@@ -461,8 +462,14 @@ fn bootstrap(fds: &Fds, unshare: CloneFlags, new_userns: bool, plan: &InitPlan) 
 fn init_process(fds: &Fds, plan: &InitPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
         child::reset_signals();
-        child::setup_stdio(fds.stdio, fds.tty)?;
+        child::setup_stdio(fds.stdio)?;
         plan.rootfs.setup()?;
+        if fds.stdio.is_none() {
+            let (slave, path) = super::pty::open_in_container(fds.sock)?;
+            super::rootfs::bind_console(&path)?;
+            super::pty::attach(slave)?;
+        }
+        plan.rootfs.finish()?;
         plan.process.prepare()?;
         if !sync::send_raw(fds.sock, Msg::new(sync::MSG_READY, 0)) {
             child::exit(1);

@@ -239,6 +239,11 @@ impl Container {
         match sync::recv(sock.as_fd(), sync::STEP_TIMEOUT, "the exec result")? {
             sync::Received::Eof => Ok(()),
             sync::Received::Failed(f) => Err(init::failure_error(f, &self.init_plan)),
+            sync::Received::Pty(_) => Err(SyncError::Unexpected {
+                kind: sync::MSG_PTY,
+                expected: "the exec result",
+            }
+            .into()),
             sync::Received::Msg(m) => Err(SyncError::Unexpected {
                 kind: m.kind,
                 expected: "the exec result",

@@ -36,8 +36,8 @@ pub struct RootfsPlan {
     pub dev_symlinks: bool,
     /// Mount a tmpfs on `/dev/shm` (the spec mounts nothing there).
     pub default_shm: bool,
-    /// The pty slave to bind on `/dev/console`.
-    pub console: Option<CString>,
+    /// Make `/dev/console` (the pty slave is bound on it after pivot_root, see [`bind_console`]).
+    pub console: bool,
     /// Working directory to create (container path).
     pub cwd: Option<PathBuf>,
     /// `(file under /proc/sys, value)`.
@@ -161,7 +161,8 @@ fn kept_flags(path: &Path) -> MsFlags {
 
 impl RootfsPlan {
     /// Forked side: builds the filesystem view and pivots into it. Runs in the container's
-    /// new mount namespace, as root.
+    /// new mount namespace, as root. [`RootfsPlan::finish`] does the rest after the pty (if any)
+    /// is open.
     pub fn setup(&self) -> Result<(), Failure> {
         // SAFETY: umask(2) cannot fail; nodes and mount points get exactly the modes asked for.
         unsafe { libc::umask(0) };
@@ -190,7 +191,12 @@ impl RootfsPlan {
             let p = resolve_in_root(root, cwd).map_err(fail_io(Stage::Cwd, 0))?;
             fs::create_dir_all(&p).map_err(fail_io(Stage::Cwd, 0))?;
         }
-        pivot(root)?;
+        pivot(root)
+    }
+
+    /// Forked side, after pivot_root: root propagation, sysctls, read-only and masked paths,
+    /// read-only root, hostname and domain name.
+    pub fn finish(&self) -> Result<(), Failure> {
         if let Some(p) = self.root_propagation {
             mount(None::<&str>, "/", None::<&str>, p, None::<&str>)
                 .map_err(fail_nix(Stage::MountPropagation, usize::MAX))?;
@@ -336,21 +342,27 @@ impl RootfsPlan {
             )
             .map_err(fail_nix(Stage::Mount, usize::MAX))?;
         }
-        if let Some(console) = &self.console {
+        if self.console {
+            // The pty is opened after pivot_root; its mount point is made now, while the rootfs
+            // may still be written to.
             let path = resolve_in_root(root, Path::new("/dev/console"))
                 .map_err(fail_io(Stage::Console, 0))?;
             create_target(&path, false).map_err(fail_io(Stage::Console, 0))?;
-            mount(
-                Some(console.as_c_str()),
-                &path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )
-            .map_err(fail_nix(Stage::Console, 0))?;
         }
         Ok(())
     }
+}
+
+/// Forked side, after pivot_root: binds the pty slave at `slave_path` on `/dev/console`.
+pub fn bind_console(slave_path: &CString) -> Result<(), Failure> {
+    mount(
+        Some(slave_path.as_c_str()),
+        "/dev/console",
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(fail_nix(Stage::Console, 0))
 }
 
 /// `pivot_root(".", ".")` in the rootfs, then the old root (now stacked on `/`) is made a slave

@@ -6,11 +6,14 @@
 //! end closing (by `CLOEXEC`) without an error record, so nobody ever has to `waitpid`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
 
 use super::stage::{Failure, Stage};
 
@@ -52,6 +55,8 @@ pub(crate) const MSG_READY: u32 = 3;
 pub(crate) const MSG_GO: u32 = 4;
 pub(crate) const MSG_USERNS: u32 = 5;
 pub(crate) const MSG_USERNS_DONE: u32 = 6;
+/// Carries the pty master (SCM_RIGHTS) of a `terminal: true` process.
+pub(crate) const MSG_PTY: u32 = 7;
 
 /// How long the parent waits for one step of the child (a safety net, not a normal path).
 pub(crate) const STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -125,6 +130,20 @@ pub(crate) fn send_raw(fd: i32, msg: Msg) -> bool {
     true
 }
 
+/// Child side: sends a descriptor (the pty master) with a [`MSG_PTY`] record.
+pub(crate) fn send_fd(sock: i32, fd: RawFd) -> bool {
+    let bytes = Msg::new(MSG_PTY, 0).to_bytes();
+    let iov = [io::IoSlice::new(&bytes)];
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    // One record of 16 bytes on a stream socket: a short write is not expected, and would show
+    // as a protocol error on the other side.
+    matches!(
+        sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None),
+        Ok(16)
+    )
+}
+
 /// Reports a failure from the child.
 pub(crate) fn send_failure(fd: i32, f: Failure) {
     send_raw(
@@ -160,12 +179,14 @@ pub(crate) fn recv_raw(fd: i32) -> Option<Msg> {
 }
 
 /// What the parent got from one read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Received {
     /// A record that is not an error.
     Msg(Msg),
     /// The child reported a failure.
     Failed(Failure),
+    /// The child sent its pty master.
+    Pty(OwnedFd),
     /// The other end closed (for an exec'd process: `execve` succeeded).
     Eof,
 }
@@ -188,6 +209,7 @@ pub(crate) fn recv(
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 16];
     let mut off = 0;
+    let mut passed: Option<OwnedFd> = None;
     while off < buf.len() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -201,20 +223,35 @@ pub(crate) fn recv(
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(SyncError::Io(e.into())),
         }
-        // SAFETY: reads into a live stack buffer within its bounds; the result is checked.
-        let n = unsafe {
-            libc::read(
-                fd.as_raw_fd(),
-                buf[off..].as_mut_ptr().cast(),
-                buf.len() - off,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
+        let mut iov = [io::IoSliceMut::new(&mut buf[off..])];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let r = recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        let (n, got) = match r {
+            Ok(m) => {
+                let mut got = None;
+                if let Ok(cmsgs) = m.cmsgs() {
+                    for c in cmsgs {
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for raw in fds {
+                                // SAFETY: SCM_RIGHTS installed a fresh descriptor for us.
+                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                                got.get_or_insert(owned);
+                            }
+                        }
+                    }
+                }
+                (m.bytes, got)
             }
-            return Err(SyncError::Io(e));
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(SyncError::Io(e.into())),
+        };
+        if got.is_some() {
+            passed = got;
         }
         if n == 0 {
             if off == 0 {
@@ -222,9 +259,18 @@ pub(crate) fn recv(
             }
             return Err(SyncError::Eof { expected });
         }
-        off += n.unsigned_abs();
+        off += n;
     }
     let msg = Msg::from_bytes(&buf);
+    if msg.kind == MSG_PTY {
+        return match passed {
+            Some(fd) => Ok(Received::Pty(fd)),
+            None => Err(SyncError::Unexpected {
+                kind: MSG_PTY,
+                expected,
+            }),
+        };
+    }
     if msg.kind == MSG_ERROR {
         return Ok(Received::Failed(Failure {
             stage: Stage::from_u32(msg.a),
@@ -254,19 +300,36 @@ mod tests {
         );
         drop(c);
         let t = Duration::from_secs(1);
-        assert_eq!(
+        assert!(matches!(
             recv(p.as_fd(), t, "pid").unwrap(),
-            Received::Msg(Msg::new(MSG_PID, 1234))
-        );
-        assert_eq!(
+            Received::Msg(m) if m == Msg::new(MSG_PID, 1234)
+        ));
+        assert!(matches!(
             recv(p.as_fd(), t, "x").unwrap(),
             Received::Failed(Failure {
                 stage: Stage::Mount,
                 index: 3,
                 errno: libc::EPERM
             })
-        );
-        assert_eq!(recv(p.as_fd(), t, "x").unwrap(), Received::Eof);
+        ));
+        assert!(matches!(recv(p.as_fd(), t, "x").unwrap(), Received::Eof));
+    }
+
+    #[test]
+    fn passes_a_descriptor() {
+        let (p, c) = channel().unwrap();
+        let f = std::fs::File::open("/dev/null").unwrap();
+        assert!(send_fd(c.as_raw_fd(), f.as_raw_fd()));
+        match recv(p.as_fd(), Duration::from_secs(1), "pty").unwrap() {
+            Received::Pty(fd) => {
+                let st = nix::sys::stat::fstat(&fd).unwrap();
+                assert_eq!(
+                    st.st_rdev,
+                    nix::sys::stat::stat("/dev/null").unwrap().st_rdev
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
