@@ -621,6 +621,19 @@ fn pause_resume_pids_and_destroy() {
     let st = g.c().stats().unwrap();
     assert!(st.cpu.is_some());
     g.c().pause().unwrap();
+    let p: Process =
+        serde_json::from_value(base_spec(&env.id, &["true"])["process"].clone()).unwrap();
+    assert!(matches!(
+        g.c().exec(
+            &p,
+            ProcessIo::Pipes {
+                stdin: None,
+                stdout: None,
+                stderr: None
+            }
+        ),
+        Err(ContainerError::Paused)
+    ));
     // Destroy kills a frozen container too.
     let c = g.0.take().unwrap();
     let cg = c.cgroup_path().to_path_buf();

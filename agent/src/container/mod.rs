@@ -12,11 +12,15 @@
 //! `resume` and `destroy` block (up to a few seconds in bad cases): call them from a blocking
 //! thread (`spawn_blocking`).
 //!
+//! Caveats for callers: `exec` into a paused container is refused ([`ContainerError::Paused`]:
+//! the new process would freeze on joining the cgroup); a `Container` dropped without `destroy`
+//! leaves its processes and cgroup behind; with `terminal: true` the spec must mount devpts on `/dev/pts`.
+//!
 //! | file | what it owns |
 //! |---|---|
 //! | `config.rs` | id validation, refusing unsupported spec parts, hostname/sysctl checks |
 //! | `namespaces.rs` | namespace list → unshare flags / paths to join |
-//! | `cgroup.rs`, `resources.rs`, `stats.rs` | the cgroup directory; resources → files; stats |
+//! | `cgroup.rs`, `resources.rs`, `devcgroup.rs`, `stats.rs` | the cgroup directory; resources → files; device rules → BPF; stats |
 //! | `mounts.rs`, `rootfs.rs`, `devices.rs` | mount options; the filesystem view; device nodes |
 //! | `process.rs`, `caps.rs`, `rlimits.rs`, `user.rs`, `seccomp.rs`, `pty.rs` | one process's attributes |
 //! | `init.rs`, `exec.rs`, `child.rs`, `sync.rs`, `stage.rs` | the fork sequences and their channel |
@@ -128,6 +132,9 @@ pub enum ContainerError {
         #[source]
         source: std::io::Error,
     },
+    /// `exec` into a paused (frozen) container.
+    #[error("the container is paused")]
+    Paused,
     /// `start` on a container that was started already.
     #[error("the container was started already")]
     AlreadyStarted,
@@ -260,6 +267,13 @@ impl Container {
         process: &oci_spec::runtime::Process,
         io: ProcessIo,
     ) -> Result<Spawned, ContainerError> {
+        if self
+            .cgroup
+            .read("cgroup.freeze")
+            .is_ok_and(|f| f.trim() == "1")
+        {
+            return Err(ContainerError::Paused);
+        }
         exec::exec(self, process, io)
     }
 

@@ -112,7 +112,7 @@ impl Stage {
             Stage::BecomeRoot => "becoming root in the user namespace",
             Stage::Fork => "forking the container process",
             Stage::Setsid => "starting a session",
-            Stage::Terminal => "making the pty the controlling terminal",
+            Stage::Terminal => "opening the pty in the container (it needs devpts on /dev/pts)",
             Stage::Stdio => "setting up stdio",
             Stage::RootPropagation => "making / a slave mount",
             Stage::BindRootfs => "bind-mounting the rootfs",
