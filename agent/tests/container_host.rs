@@ -81,7 +81,7 @@ impl Env {
         fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
         for applet in [
             "sh", "cat", "echo", "mkdir", "touch", "sleep", "grep", "readlink", "hostname", "ls",
-            "stat", "true", "id", "head", "pwd", "test", "tty", "stty",
+            "stat", "true", "id", "head", "pwd", "test", "tty", "stty", "tr", "wc", "awk", "tail",
         ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
@@ -985,4 +985,65 @@ fn device_cgroup_rules_are_enforced_and_updated() {
         "both allowed after update"
     );
     g.destroy();
+}
+
+#[test]
+fn concurrent_containers_keep_their_own_stdio_and_no_stray_fds() {
+    if !root_or_skip("concurrent_containers_keep_their_own_stdio_and_no_stray_fds") {
+        return;
+    }
+    // Several threads create containers at once, as the agent's blocking pool does: each output
+    // reaches EOF (no other container holds its pipe), and a container sees only fds 0-2.
+    let handles: Vec<_> = (0..4)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let env = Env::new(&format!("conc{i}"));
+                let mut v = base_spec(
+                    &env.id,
+                    &[
+                        "sh",
+                        "-c",
+                        &format!("echo {i}; ls /proc/self/fd | head -c 100 | tr '\\n' ' '"),
+                    ],
+                );
+                v["process"]["env"] = json!(["PATH=/bin"]);
+                let (status, out, _) = run(&env, v);
+                (i, status, out)
+            })
+        })
+        .collect();
+    for h in handles {
+        let (i, status, out) = h.join().unwrap();
+        assert!(exited(0)(&status), "{i}: {status:?}");
+        // ls lists its own directory fd as 3.
+        assert_eq!(out, format!("{i}\n0 1 2 3 "), "container {i}");
+    }
+}
+
+#[test]
+fn domainname_and_root_propagation() {
+    if !root_or_skip("domainname_and_root_propagation") {
+        return;
+    }
+    let env = Env::new("prop");
+    let mut v = base_spec(
+        &env.id,
+        &[
+            "sh",
+            "-c",
+            "cat /proc/sys/kernel/domainname; awk '$5 == \"/\"' /proc/self/mountinfo | tail -n 1",
+        ],
+    );
+    v["domainname"] = json!("hull.example");
+    v["linux"]["rootfsPropagation"] = json!("private");
+    let (status, out, err) = run(&env, v);
+    assert!(exited(0)(&status), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hull.example");
+    // A private mount has no "shared:" or "master:" tag in its optional fields.
+    assert!(
+        !lines[1].contains("shared:") && !lines[1].contains("master:"),
+        "{}",
+        lines[1]
+    );
 }
