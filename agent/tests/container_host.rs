@@ -82,6 +82,7 @@ impl Env {
         for applet in [
             "sh", "cat", "echo", "mkdir", "touch", "sleep", "grep", "readlink", "hostname", "ls",
             "stat", "true", "id", "head", "pwd", "test", "tty", "stty", "tr", "wc", "awk", "tail",
+            "cut",
         ] {
             std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
         }
@@ -1045,5 +1046,33 @@ fn domainname_and_root_propagation() {
         !lines[1].contains("shared:") && !lines[1].contains("master:"),
         "{}",
         lines[1]
+    );
+}
+
+#[test]
+fn time_namespace_with_offsets() {
+    if !root_or_skip("time_namespace_with_offsets") {
+        return;
+    }
+    let env = Env::new("timens");
+    let mut v = base_spec(&env.id, &["sh", "-c", "cut -d. -f1 /proc/uptime"]);
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "time"}));
+    v["linux"]["timeOffsets"] = json!({"boottime": {"secs": 1_000_000}});
+    let host_uptime: u64 = fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (status, out, err) = run(&env, v);
+    assert!(exited(0)(&status), "{err}");
+    let uptime: u64 = out.trim().parse().unwrap();
+    assert!(
+        uptime >= host_uptime + 1_000_000,
+        "{uptime} vs host {host_uptime}"
     );
 }

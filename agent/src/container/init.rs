@@ -428,6 +428,11 @@ fn bootstrap(fds: &Fds, unshare: CloneFlags, new_userns: bool, plan: &InitPlan) 
                 return Err(Failure::last(Stage::Unshare, 0));
             }
         }
+        if !plan.ns.time_offsets.is_empty() {
+            // The offsets of a new time namespace can be set until its first process exists.
+            std::fs::write("/proc/self/timens_offsets", plan.ns.time_offsets.as_bytes())
+                .map_err(|e| Failure::io(Stage::Unshare, 1, &e))?;
+        }
         if new_userns {
             if !sync::send_raw(fds.sock, Msg::new(sync::MSG_USERNS, 0)) {
                 return Err(Failure::last(Stage::UserMapping, 0));

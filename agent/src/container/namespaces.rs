@@ -3,7 +3,8 @@
 //!
 //! Rules we enforce: each type at most once; the mount namespace must be new (the container's
 //! rootfs is pivoted inside it; sharing the agent's would move the agent's root); id mappings only
-//! with a new user namespace; `timeOffsets` are not supported.
+//! with a new user namespace; `timeOffsets` only with a new time namespace, for the `monotonic`
+//! and `boottime` clocks.
 
 use std::fs::File;
 use std::os::fd::OwnedFd;
@@ -27,8 +28,10 @@ pub enum NamespaceError {
     /// A new user namespace without mappings.
     #[error("a new user namespace needs uid and gid mappings")]
     UsernsWithoutMappings,
-    /// `linux.timeOffsets` is set.
-    #[error("time namespace offsets are not supported")]
+    /// `linux.timeOffsets` without a new time namespace, or for another clock.
+    #[error(
+        "linux.timeOffsets needs a new time namespace and applies to monotonic and boottime only"
+    )]
     TimeOffsets,
     /// A namespace path cannot be opened.
     #[error("cannot open namespace {path}")]
@@ -84,6 +87,9 @@ pub struct NsEntry {
 pub struct NamespacePlan {
     /// In spec order.
     pub entries: Vec<NsEntry>,
+    /// What to write to `/proc/self/timens_offsets` after creating the time namespace (empty
+    /// when there are no offsets).
+    pub time_offsets: String,
 }
 
 impl NamespacePlan {
@@ -104,7 +110,10 @@ impl NamespacePlan {
                 path: ns.path().clone().filter(|p| !p.as_os_str().is_empty()),
             });
         }
-        let plan = NamespacePlan { entries };
+        let mut plan = NamespacePlan {
+            entries,
+            time_offsets: String::new(),
+        };
         if !plan.is_new(LinuxNamespaceType::Mount) {
             return Err(NamespaceError::MountNotNew);
         }
@@ -123,8 +132,23 @@ impl NamespacePlan {
         } else if has_maps {
             return Err(NamespaceError::MappingsWithoutUserns);
         }
-        if linux.is_some_and(|l| l.time_offsets().as_ref().is_some_and(|t| !t.is_empty())) {
-            return Err(NamespaceError::TimeOffsets);
+        let offsets = linux.and_then(|l| l.time_offsets().as_ref());
+        if let Some(offsets) = offsets.filter(|o| !o.is_empty()) {
+            if !plan.is_new(LinuxNamespaceType::Time) {
+                return Err(NamespaceError::TimeOffsets);
+            }
+            let mut clocks: Vec<_> = offsets.iter().collect();
+            clocks.sort_by_key(|(k, _)| k.as_str());
+            for (clock, o) in clocks {
+                if clock != "monotonic" && clock != "boottime" {
+                    return Err(NamespaceError::TimeOffsets);
+                }
+                plan.time_offsets.push_str(&format!(
+                    "{clock} {} {}\n",
+                    o.secs().unwrap_or(0),
+                    o.nanosecs().unwrap_or(0)
+                ));
+            }
         }
         Ok(plan)
     }
@@ -233,6 +257,30 @@ mod tests {
         );
         let p = NamespacePlan::from_spec(&bad_path).unwrap();
         assert!(matches!(p.open_joins(), Err(NamespaceError::Open { .. })));
+    }
+
+    #[test]
+    fn time_offsets() {
+        let s = spec(
+            r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"time"}],
+               "timeOffsets":{"monotonic":{"secs":86400},"boottime":{"secs":5,"nanosecs":7}}}}"#,
+        );
+        let p = NamespacePlan::from_spec(&s).unwrap();
+        assert_eq!(p.time_offsets, "boottime 5 7\nmonotonic 86400 0\n");
+        let no_ns = spec(
+            r#"{"linux":{"namespaces":[{"type":"mount"}],"timeOffsets":{"monotonic":{"secs":1}}}}"#,
+        );
+        assert!(matches!(
+            NamespacePlan::from_spec(&no_ns),
+            Err(NamespaceError::TimeOffsets)
+        ));
+        let bad_clock = spec(
+            r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"time"}],"timeOffsets":{"realtime":{"secs":1}}}}"#,
+        );
+        assert!(matches!(
+            NamespacePlan::from_spec(&bad_clock),
+            Err(NamespaceError::TimeOffsets)
+        ));
     }
 
     #[test]
