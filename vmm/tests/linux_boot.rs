@@ -1,9 +1,10 @@
 //! Linux boots under hull-vmm.
 //!
 //! - `test_kernel_boots_to_init_on_this_kvm`: the test-only kernel variant
-//!   (`guest-kernel/build-test-kernel.sh`) boots on any `/dev/kvm`, PVM included, to
+//!   (`guest-kernel/build-test-kernel.sh`) boots with 2 vCPUs on any `/dev/kvm`, PVM included, to
 //!   "Run /init as init process", and the guest's stop (panic → `reboot=k` → i8042 reset) ends
-//!   hull-vmm with status 0. About a minute on PVM. This proves the Linux boot path: PVH entry,
+//!   hull-vmm with status 0. About 70 s on PVM (the second vCPU's start-up is emulated too); the
+//!   KVM paravirtual hypercall features are hidden because PVM's emulator does not run them. This proves the Linux boot path: PVH entry,
 //!   start info, e820, CPUID, MP table, serial, initrd. Never skipped under CI.
 //! - `production_kernel_boots_to_ready_*`: the real kernel and initramfs to the agent's ready
 //!   line with 1 and 2 vCPUs. Needs hardware KVM; skips LOUDLY elsewhere (PVM cannot run it).
@@ -64,8 +65,10 @@ fn test_kernel_boots_to_init_on_this_kvm() {
             initrd.to_str().unwrap(),
             "--mem-mib",
             "128",
+            "--vcpus",
+            "2",
             "--cpuid-clear",
-            "cx16",
+            "cx16,kvm_pv_send_ipi,kvm_pv_tlb_flush,kvm_pv_sched_yield",
             "--cmdline",
             TEST_KERNEL_CMDLINE,
             "--exit-stats",
@@ -85,6 +88,7 @@ fn test_kernel_boots_to_init_on_this_kvm() {
         "Hypervisor detected: KVM",
         "found SMP MP-table",
         "MPTABLE: OEM ID: HULL",
+        "smp: Brought up 1 node, 2 CPUs",
         "Unpacking initramfs",
         "Run /init as init process",
     ] {

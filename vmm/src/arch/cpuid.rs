@@ -69,6 +69,11 @@ pub const FEATURES: &[Feature] = &[
     f("serialize", 7, 0, Reg::Edx, 14),
     f("pdpe1gb", 0x8000_0001, 0, Reg::Edx, 26),
     f("rdtscp", 0x8000_0001, 0, Reg::Edx, 27),
+    // KVM paravirtual features (leaf 0x4000_0001): the ones that are hypercalls, which a
+    // host's instruction emulator may not run (PVM: secondary CPUs never come up with PV IPIs).
+    f("kvm_pv_tlb_flush", 0x4000_0001, 0, Reg::Eax, 9),
+    f("kvm_pv_send_ipi", 0x4000_0001, 0, Reg::Eax, 11),
+    f("kvm_pv_sched_yield", 0x4000_0001, 0, Reg::Eax, 13),
 ];
 
 /// A feature name not in [`FEATURES`].
@@ -184,6 +189,17 @@ mod tests {
         assert_eq!(e[1].ebx, !(1 << 20));
         assert_eq!(e[1].edx, !(1 << 4));
         assert_eq!(e[2].ebx, u32::MAX, "sub-leaf 1 is not touched");
+    }
+
+    #[test]
+    fn kvm_paravirtual_hypercall_features_can_be_hidden() {
+        let mut e = vec![entry(0x4000_0001, 0, u32::MAX)];
+        let hidden: Vec<Feature> = ["kvm_pv_send_ipi", "kvm_pv_tlb_flush", "kvm_pv_sched_yield"]
+            .iter()
+            .map(|n| n.parse().unwrap())
+            .collect();
+        filter(&mut e, 0, 2, &hidden);
+        assert_eq!(e[0].eax, !((1 << 9) | (1 << 11) | (1 << 13)));
     }
 
     #[test]
