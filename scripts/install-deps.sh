@@ -10,6 +10,8 @@ packages=(
   qemu-system-x86 busybox-static
   # hull-agent links libseccomp statically (OCI seccomp profiles → BPF)
   libseccomp-dev
+  # building virtiofsd (scripts/install-tools.sh)
+  libcap-ng-dev
   # container engine and the baseline runtime
   containerd runc
 )

@@ -6,6 +6,7 @@ set -euo pipefail
 # name version
 tools=(
   "vhost-device-vsock 0.3.0"   # vsock for the QEMU backend (vhost-user), see docs/vsock.md
+  "virtiofsd 1.14.0"           # virtio-fs: container rootfs and volumes, see docs/virtio-fs.md
 )
 
 for entry in "${tools[@]}"; do

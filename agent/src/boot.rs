@@ -20,9 +20,40 @@ pub enum BootError {
     /// A base mount failed.
     #[error("cannot mount the base filesystems")]
     Mount(#[from] MountError),
+    /// The virtio-fs share could not be mounted.
+    #[error("cannot mount the virtio-fs share {tag} at /run/hull/shared")]
+    Share {
+        /// Its tag.
+        tag: String,
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
+    /// A directory could not be created.
+    #[error("cannot create {0}")]
+    CreateDir(&'static str, #[source] std::io::Error),
     /// Enabling controllers failed.
     #[error("cannot enable the cgroup controllers")]
     Cgroup(#[source] std::io::Error),
+}
+
+/// Where the pod's virtio-fs share is mounted.
+pub const SHARE_MOUNT: &str = "/run/hull/shared";
+
+/// Mounts the virtio-fs share with `tag` at [`SHARE_MOUNT`].
+pub fn mount_share(tag: &str) -> Result<(), BootError> {
+    std::fs::create_dir_all(SHARE_MOUNT).map_err(|e| BootError::CreateDir(SHARE_MOUNT, e))?;
+    mount(
+        Some(tag),
+        SHARE_MOUNT,
+        Some("virtiofs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        None::<&str>,
+    )
+    .map_err(|source| BootError::Share {
+        tag: tag.to_owned(),
+        source,
+    })
 }
 
 /// The controllers containers get.

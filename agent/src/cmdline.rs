@@ -5,6 +5,8 @@
 pub struct AgentOptions {
     /// `hull.selftest=1`: print the ready line and stop the VM.
     pub selftest: bool,
+    /// `hull.share=<tag>`: mount the virtio-fs share with this tag at `/run/hull/shared`.
+    pub share: Option<String>,
 }
 
 impl AgentOptions {
@@ -13,12 +15,24 @@ impl AgentOptions {
         let mut options = Self::default();
         for word in cmdline.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
-            if key == "hull.selftest" {
-                options.selftest = matches!(value, "1" | "y" | "yes" | "true" | "");
+            match key {
+                "hull.selftest" => {
+                    options.selftest = matches!(value, "1" | "y" | "yes" | "true" | "")
+                }
+                "hull.share" if is_tag(value) => options.share = Some(value.to_owned()),
+                _ => {}
             }
         }
         options
     }
+}
+
+/// A virtio-fs tag we accept: 1-36 characters of `[A-Za-z0-9_-]`.
+fn is_tag(value: &str) -> bool {
+    (1..=36).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]
@@ -36,6 +50,19 @@ mod tests {
         assert!(!AgentOptions::parse("console=ttyS0 quiet").selftest);
         assert!(!AgentOptions::parse("hull.selftest=0").selftest);
         assert!(!AgentOptions::parse("hull.selftestx=1").selftest);
+    }
+
+    #[test]
+    fn share_tag_is_read_and_checked() {
+        assert_eq!(
+            AgentOptions::parse("quiet hull.share=hull")
+                .share
+                .as_deref(),
+            Some("hull")
+        );
+        assert_eq!(AgentOptions::parse("hull.share=../x").share, None);
+        assert_eq!(AgentOptions::parse("hull.share=").share, None);
+        assert_eq!(AgentOptions::parse("quiet").share, None);
     }
 
     #[test]

@@ -21,12 +21,19 @@ fn main() {
         stop();
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if AgentOptions::parse(&cmdline).selftest {
+    let options = AgentOptions::parse(&cmdline);
+    if options.selftest {
         match GuestFacts::read() {
             Ok(facts) => say!("{facts}"),
             Err(e) => say!("hull-agent: self-test failed: {}", chain(&e)),
         }
         stop();
+    }
+    if let Some(tag) = &options.share {
+        if let Err(e) = boot::mount_share(tag) {
+            say!("hull-agent: {}", chain(&e));
+            stop();
+        }
     }
     if let Err(e) = server::run() {
         say!("hull-agent: {}", chain(&e));

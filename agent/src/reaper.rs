@@ -146,7 +146,7 @@ mod tests {
     #[test]
     fn unclaimed_exits_are_bounded() {
         let r = Reaper::default();
-        for pid in 0..(MAX_UNCLAIMED as i32 + 10) {
+        for pid in 0..(i32::try_from(MAX_UNCLAIMED).unwrap() + 10) {
             r.deliver(Pid::from_raw(pid + 100), exit(0));
         }
         let state = r.state.lock().unwrap();

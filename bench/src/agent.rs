@@ -190,6 +190,7 @@ pub async fn run(options: &AgentOptions, out: &Path) -> anyhow::Result<AgentResu
         run_dir: run_dir.path().to_owned(),
         cmdline: vec![],
         boot_timeout: Duration::from_secs(120),
+        share: None,
     };
     let vm = SandboxVm::start(&qemu, &config)
         .await

@@ -6,5 +6,6 @@ pub mod agent;
 pub mod images;
 pub mod sandbox;
 pub mod selftest;
+pub mod share;
 pub mod vm;
 pub mod vsock;

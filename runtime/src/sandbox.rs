@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::{AgentClient, AgentError};
 use crate::images::GuestImages;
+use crate::share::{self, mounts, CacheMode, ShareError, Virtiofsd};
 use crate::vm::{console, Device, Hypervisor, Vm, VmConfig, VmError};
 use crate::vsock::{VsockBackend, VsockError};
 
@@ -24,6 +25,8 @@ pub struct SandboxVmConfig {
     pub cmdline: Vec<String>,
     /// How long the agent may take to answer after the VMM starts.
     pub boot_timeout: Duration,
+    /// Share `<run_dir>/shared` with the guest over virtio-fs (mounted at `/run/hull/shared`).
+    pub share: Option<CacheMode>,
 }
 
 /// Starting a pod VM failed.
@@ -32,6 +35,9 @@ pub enum SandboxError {
     /// The vsock backend failed.
     #[error("vsock backend failed")]
     Vsock(#[from] VsockError),
+    /// The virtio-fs share failed.
+    #[error("virtio-fs share failed")]
+    Share(#[from] ShareError),
     /// The VM failed.
     #[error("VM failed")]
     Vm(#[from] VmError),
@@ -52,9 +58,11 @@ pub enum SandboxError {
 #[derive(Debug)]
 pub struct SandboxVm {
     agent: AgentClient,
-    // Field order is drop order: the VM goes before its vsock backend.
+    // Field order is drop order: the VM goes before its vsock backend and virtiofsd.
     vm: Box<dyn Vm>,
     vsock: VsockBackend,
+    virtiofsd: Option<Virtiofsd>,
+    shared_dir: Option<PathBuf>,
     boot_time: Duration,
 }
 
@@ -72,16 +80,46 @@ impl SandboxVm {
     ) -> Result<Self, SandboxError> {
         let started = Instant::now();
         let vsock = VsockBackend::start(&config.run_dir, Duration::from_secs(5))?;
-        let mut vm = hypervisor.start(&VmConfig {
+        let mut devices = vec![Device::VhostUserVsock {
+            socket: vsock.vhost_socket().to_owned(),
+        }];
+        let mut cmdline = config.cmdline.clone();
+        let (virtiofsd, shared_dir) = match config.share {
+            Some(cache) => {
+                let shared = config.run_dir.join("shared");
+                mounts::prepare_share(&shared)?;
+                let daemon =
+                    Virtiofsd::start(&config.run_dir, &shared, cache, Duration::from_secs(5))
+                        .inspect_err(|_| {
+                            let _ = mounts::unmount_all_under(&shared);
+                        })?;
+                devices.push(Device::VhostUserFs {
+                    socket: daemon.socket().to_owned(),
+                    tag: share::TAG.to_owned(),
+                });
+                cmdline.push(share::SHARE_ARG.to_owned());
+                (Some(daemon), Some(shared))
+            }
+            None => (None, None),
+        };
+        let vm = hypervisor.start(&VmConfig {
             images: config.images.clone(),
-            cmdline: config.cmdline.clone(),
+            cmdline,
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
-            devices: vec![Device::VhostUserVsock {
-                socket: vsock.vhost_socket().to_owned(),
-            }],
+            devices,
             run_dir: config.run_dir.clone(),
-        })?;
+        });
+        let mut vm = match vm {
+            Ok(vm) => vm,
+            Err(e) => {
+                drop(virtiofsd);
+                if let Some(shared) = &shared_dir {
+                    let _ = mounts::unmount_all_under(shared);
+                }
+                return Err(e.into());
+            }
+        };
         // Connecting before the guest's vsock driver is up can wedge vhost-device-vsock (a
         // CONNECT that is never answered, and none after it), so wait for the agent to say it
         // listens first.
@@ -106,6 +144,8 @@ impl SandboxVm {
             agent,
             vm,
             vsock,
+            virtiofsd,
+            shared_dir,
             boot_time: started.elapsed(),
         })
     }
@@ -125,9 +165,31 @@ impl SandboxVm {
         self.vm.as_mut()
     }
 
+    /// The VMM's pid.
+    pub fn vm_pid(&self) -> u32 {
+        self.vm.pid()
+    }
+
     /// The vsock backend's pid.
     pub fn vsock_pid(&self) -> u32 {
         self.vsock.pid()
+    }
+
+    /// The host side of the virtio-fs share, when there is one.
+    pub fn shared_dir(&self) -> Option<&Path> {
+        self.shared_dir.as_deref()
+    }
+
+    /// Whether the share's virtiofsd still runs (`true` without a share). A pod whose virtiofsd
+    /// died cannot recover: Linux 6.1's virtio-fs has no way to abort its requests (no fusectl
+    /// entry, no forced unmount), so guest I/O on the share blocks; the owner should stop the pod.
+    pub fn share_alive(&mut self) -> bool {
+        !self.virtiofsd.as_mut().is_some_and(Virtiofsd::has_exited)
+    }
+
+    /// virtiofsd's pid, when there is a share.
+    pub fn virtiofsd_pid(&self) -> Option<u32> {
+        self.virtiofsd.as_ref().map(Virtiofsd::pid)
     }
 
     /// VMM spawn → agent answered.
@@ -143,5 +205,19 @@ impl SandboxVm {
         // Best effort: the VM is stopped whatever the agent says.
         let _ = tokio::time::timeout(grace, self.agent.destroy_sandbox()).await;
         Ok(self.vm.stop(grace)?)
+    }
+}
+
+impl Drop for SandboxVm {
+    fn drop(&mut self) {
+        // The VM first (it holds virtiofsd's and the vsock backend's sockets), then virtiofsd,
+        // then every mount under the share; the vsock backend goes with the fields.
+        let _ = self.vm.stop(Duration::from_secs(2));
+        drop(self.virtiofsd.take());
+        if let Some(shared) = &self.shared_dir {
+            if let Err(e) = mounts::unmount_all_under(shared) {
+                tracing::warn!(error = %e, "cannot clean the pod share");
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! A pod VM for tests: the test initramfs booted through the QEMU backend with vsock, an agent
 //! client, and helpers to run containers and collect their output. Dropping it stops everything.
 
+use std::path::Path;
 use std::time::Duration;
 
 use hull_protocol::stdio::Channel;
@@ -9,6 +10,7 @@ use hull_runtime::agent::stdio::{attach, InputWriter};
 use hull_runtime::agent::{AgentClient, ExitInfo};
 use hull_runtime::images::GuestImages;
 use hull_runtime::sandbox::{SandboxVm, SandboxVmConfig};
+use hull_runtime::share::CacheMode;
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
 
@@ -59,6 +61,15 @@ impl TestPod {
     /// Boots a pod with `vcpus` and `memory_mib`; `None` (after the skip-or-fail rule) when the
     /// host cannot run one.
     pub async fn boot(vcpus: u32, memory_mib: u32) -> Option<Self> {
+        Self::boot_with(vcpus, memory_mib, None).await
+    }
+
+    /// Like [`TestPod::boot`], with a virtio-fs share in the given cache mode.
+    pub async fn boot_shared(vcpus: u32, memory_mib: u32, cache: CacheMode) -> Option<Self> {
+        Self::boot_with(vcpus, memory_mib, Some(cache)).await
+    }
+
+    async fn boot_with(vcpus: u32, memory_mib: u32, share: Option<CacheMode>) -> Option<Self> {
         let images = crate::guest_images()?;
         let qemu = crate::qemu()?;
         let initramfs = test_initramfs().unwrap_or_else(|e| panic!("test initramfs: {e}"));
@@ -73,6 +84,7 @@ impl TestPod {
             run_dir: run_dir.path().to_owned(),
             cmdline: vec![],
             boot_timeout: Duration::from_secs(60),
+            share,
         };
         let vm = match SandboxVm::start(&qemu, &config).await {
             Ok(vm) => vm,
@@ -86,6 +98,11 @@ impl TestPod {
             vm,
             _run_dir: run_dir,
         })
+    }
+
+    /// The run directory.
+    pub fn run_dir(&self) -> &Path {
+        self._run_dir.path()
     }
 
     /// The agent.
@@ -103,8 +120,13 @@ impl TestPod {
     /// Creates container `cid` from `spec` on the busybox rootfs with stdout/stderr attached,
     /// starts it, and returns its output and exit once it exits.
     pub async fn run(&self, cid: &str, spec: &serde_json::Value) -> Finished {
+        self.run_on(cid, spec, GUEST_ROOTFS).await
+    }
+
+    /// [`TestPod::run`] with the root filesystem at guest path `rootfs`.
+    pub async fn run_on(&self, cid: &str, spec: &serde_json::Value, rootfs: &str) -> Finished {
         self.agent()
-            .create_container(cid, spec::to_bytes(spec), GUEST_ROOTFS, pipes(false))
+            .create_container(cid, spec::to_bytes(spec), rootfs, pipes(false))
             .await
             .unwrap_or_else(|e| panic!("create {cid}: {e:?}"));
         let out = self.collect(cid, "", Channel::Stdout);
@@ -171,4 +193,11 @@ async fn out_future(
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await.expect("read output");
     buf
+}
+
+/// `name` on `PATH`, if there.
+pub fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
 }

@@ -1,0 +1,272 @@
+//! virtio-fs: container root filesystems and volumes from the host, through virtiofsd and the
+//! QEMU backend, with POSIX behaviour checked from both sides.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hull_runtime::share::{guest_rootfs, mounts, spec as share_spec, CacheMode};
+use hull_tests::pod::TestPod;
+use hull_tests::rootfs::busybox_rootfs;
+use hull_tests::spec::spec;
+use serde_json::json;
+
+/// A container root as containerd's overlay snapshotter would give it: busybox as the lower
+/// layer, an empty upper layer.
+struct Layers {
+    _dir: tempfile::TempDir,
+    lower: PathBuf,
+    upper: PathBuf,
+    work: PathBuf,
+}
+
+fn layers() -> Layers {
+    let dir = tempfile::tempdir().unwrap();
+    let (lower, upper, work) = (
+        dir.path().join("lower"),
+        dir.path().join("upper"),
+        dir.path().join("work"),
+    );
+    busybox_rootfs(&lower).unwrap();
+    std::fs::write(lower.join("etc/hostname"), "inside\n").unwrap();
+    std::fs::create_dir_all(&upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    Layers {
+        _dir: dir,
+        lower,
+        upper,
+        work,
+    }
+}
+
+/// Mounts `layers` as container `cid`'s rootfs in the pod's share.
+fn mount_overlay(pod: &TestPod, cid: &str, l: &Layers) -> PathBuf {
+    let shared = pod.vm.shared_dir().expect("a share");
+    let target = shared.join(cid).join("rootfs");
+    let m = mounts::RootfsMount {
+        kind: "overlay".into(),
+        source: "overlay".into(),
+        options: vec![
+            format!("lowerdir={}", l.lower.display()),
+            format!("upperdir={}", l.upper.display()),
+            format!("workdir={}", l.work.display()),
+        ],
+    };
+    mounts::mount_rootfs(&[m], &target).unwrap();
+    target
+}
+
+/// `spec` for `cid` rewritten as the shim does: root on the share, bind volumes moved into it.
+fn shared_spec(pod: &TestPod, cid: &str, mut s: serde_json::Value) -> serde_json::Value {
+    let mut spec: oci_spec::runtime::Spec = serde_json::from_value(s.take()).unwrap();
+    let binds = share_spec::rewrite(&mut spec, cid, pod.vm.shared_dir().unwrap()).unwrap();
+    share_spec::apply(&binds).unwrap();
+    serde_json::to_value(&spec).unwrap()
+}
+
+fn mounted_under(dir: &Path) -> Vec<PathBuf> {
+    mounts::mounts_under(
+        &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+        dir,
+    )
+}
+
+async fn boot() -> Option<TestPod> {
+    TestPod::boot_shared(1, 256, CacheMode::Auto).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busybox_rootfs_from_the_host_runs_and_writes_reach_the_host() {
+    let Some(pod) = boot().await else {
+        return;
+    };
+    let l = layers();
+    let host_root = mount_overlay(&pod, "c1", &l);
+    std::fs::write(host_root.join("from-host"), "written on the host\n").unwrap();
+    let s = shared_spec(
+        &pod,
+        "c1",
+        spec(&["sh", "-c", "ls /bin/busybox && cat /from-host && cat /etc/hostname && echo from-guest > /from-guest"]),
+    );
+    let done = pod.run_on("c1", &s, &guest_rootfs("c1")).await;
+    assert_eq!(done.exit.exit_status, 0, "{}", done.err());
+    assert_eq!(done.out(), "/bin/busybox\nwritten on the host\ninside\n");
+    // The guest's write went through the overlay to its upper layer on the host.
+    assert_eq!(
+        std::fs::read_to_string(l.upper.join("from-guest")).unwrap(),
+        "from-guest\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_root.join("from-guest")).unwrap(),
+        "from-guest\n"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posix_semantics_on_a_volume_match_the_host() {
+    let Some(pod) = boot().await else {
+        return;
+    };
+    let l = layers();
+    mount_overlay(&pod, "c2", &l);
+    let vol = tempfile::tempdir().unwrap();
+    let mut s = spec(&["sh", "-c", "cd /vol && echo data > f && chmod 640 f && chown 1000:2000 f \
+        && ln -s f sl && ln f hl && mv f g && sync && mkdir d && rmdir d && stat -c '%a %u %g %h' g \
+        && readlink sl && cat hl && cat ../../../vol/../etc/hostname"]);
+    s["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/vol", "type": "bind", "source": vol.path(), "options": ["rbind", "rw"]
+    }));
+    let s = shared_spec(&pod, "c2", s);
+    let done = pod.run_on("c2", &s, &guest_rootfs("c2")).await;
+    assert_eq!(done.exit.exit_status, 0, "{}", done.err());
+    // Inside: mode, owner, link count, symlink target, hard link content; `..` stops at the
+    // container's root (its own /etc/hostname, not the host's).
+    assert_eq!(done.out(), "640 1000 2000 2\nf\ndata\ninside\n");
+    // On the host: the same.
+    let g = std::fs::symlink_metadata(vol.path().join("g")).unwrap();
+    assert_eq!(
+        (g.mode() & 0o7777, g.uid(), g.gid(), g.nlink()),
+        (0o640, 1000, 2000, 2)
+    );
+    assert_eq!(
+        std::fs::read_link(vol.path().join("sl")).unwrap(),
+        Path::new("f")
+    );
+    assert!(!vol.path().join("f").exists(), "renamed away");
+    assert!(!vol.path().join("d").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_volume_gives_erofs_and_symlinks_resolve_inside() {
+    let Some(pod) = boot().await else {
+        return;
+    };
+    let l = layers();
+    let host_root = mount_overlay(&pod, "c3", &l);
+    // An absolute symlink made on the host resolves inside the container, not on the host.
+    std::os::unix::fs::symlink("/etc/hostname", host_root.join("escape")).unwrap();
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("kept"), "kept\n").unwrap();
+    let mut s = spec(&[
+        "sh",
+        "-c",
+        "cat /ro/kept; touch /ro/new; echo rc=$?; cat /escape",
+    ]);
+    s["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/ro", "type": "bind", "source": vol.path(), "options": ["rbind", "ro"]
+    }));
+    let s = shared_spec(&pod, "c3", s);
+    let done = pod.run_on("c3", &s, &guest_rootfs("c3")).await;
+    assert_eq!(done.out(), "kept\nrc=1\ninside\n", "{}", done.err());
+    assert!(
+        done.err().contains("Read-only file system"),
+        "{}",
+        done.err()
+    );
+    assert!(!vol.path().join("new").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtiofsd_death_is_noticed_and_the_pod_still_stops_clean() {
+    let Some(mut pod) = boot().await else {
+        return;
+    };
+    let l = layers();
+    mount_overlay(&pod, "c4", &l);
+    let s = shared_spec(&pod, "c4", spec(&["sleep", "1000"]));
+    let agent = pod.agent();
+    agent
+        .create_container(
+            "c4",
+            hull_tests::spec::to_bytes(&s),
+            &guest_rootfs("c4"),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    agent.start_container("c4").await.unwrap();
+    let pid = pod.vm.virtiofsd_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // The host notices. (Guest I/O on the share would now block: Linux 6.1's virtio-fs cannot
+    // abort its requests, so a pod whose virtiofsd died is stopped rather than used.)
+    let mut noticed = false;
+    for _ in 0..500 {
+        if !pod.vm.share_alive() {
+            noticed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(noticed, "virtiofsd's death went unnoticed");
+    assert!(!l.upper.join("after-death").exists());
+    let run_dir = pod.run_dir().to_owned();
+    let vm_pid = pod.vm.vm_pid();
+    let vsock_pid = pod.vm.vsock_pid();
+    drop(pod);
+    for p in [vm_pid, vsock_pid, pid] {
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), None).is_err(),
+            "pid {p} left running"
+        );
+    }
+    assert!(
+        mounted_under(&run_dir).is_empty(),
+        "{:?}",
+        mounted_under(&run_dir)
+    );
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_pod_leaves_no_mount_and_no_process() {
+    let Some(pod) = boot().await else {
+        return;
+    };
+    let l = layers();
+    mount_overlay(&pod, "c5", &l);
+    let vol = tempfile::tempdir().unwrap();
+    let mut s = spec(&["true"]);
+    s["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/vol", "type": "bind", "source": vol.path(), "options": ["rbind"]
+    }));
+    let s = shared_spec(&pod, "c5", s);
+    assert_eq!(
+        pod.run_on("c5", &s, &guest_rootfs("c5"))
+            .await
+            .exit
+            .exit_status,
+        0
+    );
+    let run_dir = pod.run_dir().to_owned();
+    assert_eq!(
+        mounted_under(&run_dir).len(),
+        3,
+        "share, rootfs, volume: {:?}",
+        mounted_under(&run_dir)
+    );
+    let pids = [
+        pod.vm.vm_pid(),
+        pod.vm.vsock_pid(),
+        pod.vm.virtiofsd_pid().unwrap(),
+    ];
+    pod.vm.shutdown(Duration::from_secs(5)).await.unwrap();
+    for p in pids {
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), None).is_err(),
+            "pid {p} left running"
+        );
+    }
+    assert!(
+        mounted_under(&run_dir).is_empty(),
+        "{:?}",
+        mounted_under(&run_dir)
+    );
+    assert!(!run_dir.join("shared").exists());
+    // The layers and the volume themselves are untouched.
+    assert!(l.lower.join("bin/busybox").exists());
+    assert!(vol.path().exists());
+}
