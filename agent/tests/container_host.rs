@@ -1073,3 +1073,45 @@ fn time_namespace_with_offsets() {
         "{uptime} vs host {host_uptime}"
     );
 }
+
+/// Unmounts on drop.
+struct MountGuard(PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn recursive_read_only_bind() {
+    if !root_or_skip("recursive_read_only_bind") {
+        return;
+    }
+    // "rro" makes the whole tree read-only, submounts included (a plain "ro" remount would only
+    // reach the top mount).
+    let env = Env::new("rro");
+    let vol = env.dir.path().join("vol");
+    fs::create_dir_all(vol.join("sub")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &vol.join("sub"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=1m"),
+    )
+    .unwrap();
+    let _guard = MountGuard(vol.join("sub"));
+    let script =
+        "touch /vol/a 2>/dev/null || echo top-ro; touch /vol/sub/b 2>/dev/null || echo sub-ro; \
+                  touch /plain/sub/c 2>/dev/null && echo plain-sub-rw";
+    let mut v = base_spec(&env.id, &["sh", "-c", script]);
+    v["mounts"].as_array_mut().unwrap().extend([
+        json!({"destination": "/vol", "type": "bind", "source": vol, "options": ["rbind", "rro"]}),
+        json!({"destination": "/plain", "type": "bind", "source": vol, "options": ["rbind", "ro"]}),
+    ]);
+    let (status, out, err) = run(&env, v);
+    assert!(exited(0)(&status), "{err}");
+    assert_eq!(out, "top-ro\nsub-ro\nplain-sub-rw\n");
+    assert!(!vol.join("a").exists() && !vol.join("sub/b").exists());
+}

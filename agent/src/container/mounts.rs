@@ -74,6 +74,8 @@ pub struct MountPlan {
     pub data: CString,
     /// Whether the source is a directory (binds of files need a file as mount point).
     pub source_is_dir: bool,
+    /// Recursive attributes to set / clear with `mount_setattr(2)` (both 0: none).
+    pub recursive_attrs: (u64, u64),
 }
 
 /// Flag options: name → (flag, set or clear).
@@ -108,6 +110,38 @@ const FLAG_OPTIONS: &[(&str, MsFlags, bool)] = &[
         MsFlags::from_bits_retain(libc::MS_NOSYMFOLLOW),
         true,
     ),
+];
+
+/// `MOUNT_ATTR_*` of `mount_setattr(2)`.
+const ATTR_RDONLY: u64 = 0x1;
+const ATTR_NOSUID: u64 = 0x2;
+const ATTR_NODEV: u64 = 0x4;
+const ATTR_NOEXEC: u64 = 0x8;
+const ATTR_ATIME_MASK: u64 = 0x70;
+const ATTR_NOATIME: u64 = 0x10;
+const ATTR_STRICTATIME: u64 = 0x20;
+const ATTR_NODIRATIME: u64 = 0x80;
+const ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// Recursive options (OCI 1.1), applied to the whole mount tree with `mount_setattr(2)`:
+/// name → (attributes to set, attributes to clear).
+const RECURSIVE_OPTIONS: &[(&str, u64, u64)] = &[
+    ("rro", ATTR_RDONLY, 0),
+    ("rrw", 0, ATTR_RDONLY),
+    ("rnosuid", ATTR_NOSUID, 0),
+    ("rsuid", 0, ATTR_NOSUID),
+    ("rnodev", ATTR_NODEV, 0),
+    ("rdev", 0, ATTR_NODEV),
+    ("rnoexec", ATTR_NOEXEC, 0),
+    ("rexec", 0, ATTR_NOEXEC),
+    ("rnodiratime", ATTR_NODIRATIME, 0),
+    ("rdiratime", 0, ATTR_NODIRATIME),
+    ("rnoatime", ATTR_NOATIME, ATTR_ATIME_MASK),
+    ("ratime", 0, ATTR_ATIME_MASK),
+    ("rrelatime", 0, ATTR_ATIME_MASK),
+    ("rstrictatime", ATTR_STRICTATIME, ATTR_ATIME_MASK),
+    ("rnosymfollow", ATTR_NOSYMFOLLOW, 0),
+    ("rsymfollow", 0, ATTR_NOSYMFOLLOW),
 ];
 
 /// Propagation options.
@@ -164,9 +198,17 @@ pub fn parse(m: &Mount) -> Result<MountPlan, MountError> {
     let mut propagation = Vec::new();
     let mut data: Vec<String> = Vec::new();
     let mut bind = None;
+    let (mut rec_set, mut rec_clr) = (0u64, 0u64);
     let typ = m.typ().clone().unwrap_or_default();
     for o in &options {
-        if let Some((_, f, set)) = FLAG_OPTIONS.iter().find(|(n, _, _)| n == o) {
+        if let Some((_, set, clr)) = RECURSIVE_OPTIONS.iter().find(|(n, _, _)| n == o) {
+            // Atime modes replace each other; other attributes are a set and a clear bit.
+            if *clr == ATTR_ATIME_MASK {
+                rec_set &= !ATTR_ATIME_MASK;
+            }
+            rec_set = (rec_set & !clr) | set;
+            rec_clr = (rec_clr & !set) | clr;
+        } else if let Some((_, f, set)) = FLAG_OPTIONS.iter().find(|(n, _, _)| n == o) {
             if *set {
                 flags |= *f;
             } else {
@@ -224,6 +266,7 @@ pub fn parse(m: &Mount) -> Result<MountPlan, MountError> {
             propagation,
             data: CString::default(),
             source_is_dir: std::fs::metadata(src).map(|md| md.is_dir()).unwrap_or(true),
+            recursive_attrs: (rec_set, rec_clr),
             dest,
         });
     }
@@ -252,6 +295,7 @@ pub fn parse(m: &Mount) -> Result<MountPlan, MountError> {
         propagation,
         data: cstring(&data.join(","), &dest)?,
         source_is_dir: true,
+        recursive_attrs: (rec_set, rec_clr),
         dest,
     })
 }
@@ -340,7 +384,7 @@ mod tests {
             MountError::Option { .. }
         ));
         assert!(matches!(
-            err(r#"{"destination":"/x","type":"tmpfs","options":["rro"]}"#),
+            err(r#"{"destination":"/x","type":"tmpfs","options":["rnorelatime"]}"#),
             MountError::Option { .. }
         ));
         assert!(matches!(
@@ -363,6 +407,20 @@ mod tests {
             err(r#"{"destination":"/x","type":"bind","source":"rel"}"#),
             MountError::BindSource(_)
         ));
+    }
+
+    #[test]
+    fn recursive_attributes() {
+        let p = parse(&mount(
+            r#"{"destination":"/v","type":"bind","source":"/tmp","options":["rbind","rro","rnosuid","rnoatime","rstrictatime","rrw","rro"]}"#,
+        ))
+        .unwrap();
+        let (set, clr) = p.recursive_attrs;
+        assert_eq!(set, ATTR_RDONLY | ATTR_NOSUID | ATTR_STRICTATIME);
+        assert_eq!(clr, ATTR_ATIME_MASK);
+        assert_eq!(p.remount, None, "recursive options are not remount flags");
+        let plain = parse(&mount(r#"{"destination":"/v","type":"tmpfs"}"#)).unwrap();
+        assert_eq!(plain.recursive_attrs, (0, 0));
     }
 
     #[test]

@@ -264,6 +264,10 @@ impl RootfsPlan {
                 .map_err(fail_nix(Stage::Mount, i))?;
             }
         }
+        if m.recursive_attrs != (0, 0) {
+            set_recursive_attrs(&dest, m.recursive_attrs)
+                .map_err(|e| Failure::io(Stage::Mount, i, &e))?;
+        }
         for p in &m.propagation {
             mount(None::<&str>, &dest, None::<&str>, *p, None::<&str>)
                 .map_err(fail_nix(Stage::MountPropagation, i))?;
@@ -351,6 +355,41 @@ impl RootfsPlan {
         }
         Ok(())
     }
+}
+
+/// `mount_setattr(2)` with `AT_RECURSIVE` on the mount at `path`.
+fn set_recursive_attrs(path: &Path, (set, clr): (u64, u64)) -> std::io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clr,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: mount_setattr(2) reads a live C string and a live struct of the size passed;
+    // checked.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Forked side, after pivot_root: binds the pty slave at `slave_path` on `/dev/console`.
