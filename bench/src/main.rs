@@ -2,6 +2,7 @@
 
 mod agent;
 mod boot;
+mod fs;
 mod host;
 mod stats;
 mod vmm;
@@ -22,6 +23,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Suite {
+    /// virtio-fs against the host directory behind it: sequential write/read and small-file
+    /// create/stat/unlink, for each virtiofsd cache mode.
+    Fs {
+        /// Cache modes to measure.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "auto,always,never,metadata"
+        )]
+        cache: Vec<String>,
+        /// MiB of the sequential file.
+        #[arg(long, default_value_t = 512)]
+        mib: usize,
+        /// Small files.
+        #[arg(long, default_value_t = 10_000)]
+        files: usize,
+    },
     /// Inside a running pod VM: vsock throughput (1 and 8 streams each way), agent RPC round
     /// trip, container create + start + wait of /bin/true.
     Agent {
@@ -65,6 +83,19 @@ enum Suite {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.suite {
+        Suite::Fs { cache, mib, files } => {
+            let modes = cache
+                .iter()
+                .map(|c| c.parse().map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            let results = runtime.block_on(fs::run(&modes, mib, files, &cli.out))?;
+            print!("{}", fs::report(&results));
+            eprintln!(
+                "hull-bench: figures in {}",
+                cli.out.join("fs.json").display()
+            );
+        }
         Suite::Agent {
             rpcs,
             runs,

@@ -71,6 +71,8 @@ pub fn args(socket: &Path, shared_dir: &Path, cache: CacheMode) -> Vec<std::ffi:
         // Mounts made under the share after start-up (container root filesystems) show as
         // submounts.
         "--announce-submounts".into(),
+        // Extended attributes (file capabilities, SELinux-free labels, user.*) pass through.
+        "--xattr".into(),
         "--sandbox".into(),
         "namespace".into(),
     ]
@@ -150,7 +152,7 @@ mod tests {
         .collect();
         assert_eq!(
             a.join(" "),
-            "--socket-path /r/v.sock --shared-dir /r/shared --cache auto --announce-submounts --sandbox namespace"
+            "--socket-path /r/v.sock --shared-dir /r/shared --cache auto --announce-submounts --xattr --sandbox namespace"
         );
     }
 
