@@ -143,7 +143,7 @@ async fn guest_run(
     agent.start_container(cid).await?;
     let mut t = [0.0; 5];
     for (i, (script, what)) in steps("/work", mib, files, true).iter().enumerate() {
-        let eid = format!("{what}");
+        let eid = (*what).to_owned();
         let started = Instant::now();
         let process = serde_json::to_vec(&hull_tests::spec::process(&["sh", "-c", script]))?;
         agent
