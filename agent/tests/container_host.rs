@@ -491,8 +491,9 @@ fn exec_joins_the_container_namespaces_and_cgroup() {
     p.set_args(Some(vec![
         "sh".into(),
         "-c".into(),
-        format!("for n in {}; do readlink /proc/self/ns/$n; done; hostname; cat /proc/self/cgroup; echo $FOO", kinds.join(" ")),
+        format!("for n in {}; do readlink /proc/self/ns/$n; done; hostname; cat /proc/self/cgroup; cat /proc/self/oom_score_adj; echo $FOO", kinds.join(" ")),
     ]));
+    p.set_oom_score_adj(Some(250));
     let (out_r, out_w) = pipe();
     let spawned = g
         .c()
@@ -523,6 +524,11 @@ fn exec_joins_the_container_namespaces_and_cgroup() {
         "exec'd process is in the container's cgroup (its ns root)"
     );
     assert_eq!(*lines.last().unwrap(), "bar");
+    assert_eq!(
+        lines[lines.len() - 2],
+        "250",
+        "the exec'd process's oomScoreAdj"
+    );
 
     // A missing binary is an exec error, and the container keeps running.
     p.set_args(Some(vec!["/no/such/binary".into()]));

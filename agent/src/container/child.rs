@@ -178,6 +178,18 @@ pub fn setup_stdio(fds: Option<[RawFd; 3]>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Forked side, in the bootstrap process before it forks the container process (which inherits
+/// the value): sets `oom_score_adj`. Done here, still in the agent's mount namespace and with all
+/// capabilities, so it holds from the container process's first instruction and needs no /proc
+/// inside the container.
+pub fn set_oom_score_adj(adj: Option<i32>) -> Result<(), Failure> {
+    let Some(adj) = adj else {
+        return Ok(());
+    };
+    std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+        .map_err(|e| Failure::io(Stage::OomScoreAdj, 0, &e))
+}
+
 /// Forked side: moves this process into the cgroup through an open `cgroup.procs`.
 pub fn join_cgroup(procs: RawFd) -> Result<(), Failure> {
     // SAFETY: writes a 1-byte static buffer to a descriptor we hold; checked.

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
 use super::child::{self, ChildIo};
-use super::init::{step_error, write_proc};
+use super::init::step_error;
 use super::namespaces::clone_flag;
 use super::process::ProcessPlan;
 use super::stage::{Failure, Stage};
@@ -98,13 +98,6 @@ pub(crate) fn exec(
                     expected,
                 })?;
                 spawned = Some(Pid::from_raw(raw));
-                if let Some(adj) = plan.oom_score_adj {
-                    if let Err(e) = write_proc(raw, "oom_score_adj", &adj.to_string()) {
-                        // SAFETY: kill(2) of the process we just forked; it has not exec'd yet.
-                        unsafe { libc::kill(raw, libc::SIGKILL) };
-                        return Err(e);
-                    }
-                }
             }
             Received::Pty(fd) => {
                 if let Some((rows, cols)) = plan.console_size {
@@ -144,6 +137,7 @@ fn bootstrap(fds: &Fds, plan: &ProcessPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
         child::reset_signals();
         child::close_other_fds(&fds.keep)?;
+        child::set_oom_score_adj(plan.oom_score_adj)?;
         child::join_cgroup(fds.procs)?;
         if fds.ns_flags != 0 {
             child::setns(fds.pidfd, fds.ns_flags, 0)?;

@@ -307,7 +307,6 @@ fn create_in(
     let mut master = None;
     let parent = parent_sock.as_fd();
     let mut init_pid = None;
-    let mut pidfd = None;
     let mut ready = false;
     // The pid (from the bootstrap) and "ready" (from init) may arrive in either order.
     while !(ready && init_pid.is_some()) {
@@ -334,10 +333,6 @@ fn create_in(
                     expected,
                 })?;
                 init_pid = Some(Pid::from_raw(pid));
-                pidfd = Some(pidfd_open(pid)?);
-                if let Some(adj) = plan.process.oom_score_adj {
-                    write_proc(pid, "oom_score_adj", &adj.to_string())?;
-                }
             }
             Received::Msg(Msg {
                 kind: sync::MSG_READY,
@@ -370,18 +365,17 @@ fn create_in(
     {
         cg.apply_devices(r)?;
     }
-    match (init_pid, pidfd) {
-        (Some(init_pid), Some(pidfd)) => Ok(Created {
-            init_pid,
-            pidfd,
-            sock: parent_sock,
-            master,
-        }),
-        _ => Err(sync::SyncError::Eof {
-            expected: "the init pid",
-        }
-        .into()),
-    }
+    let init_pid = init_pid.ok_or(sync::SyncError::Eof {
+        expected: "the init pid",
+    })?;
+    // The init process waits at the barrier now, so it is alive for the pidfd.
+    let pidfd = pidfd_open(init_pid.as_raw())?;
+    Ok(Created {
+        init_pid,
+        pidfd,
+        sock: parent_sock,
+        master,
+    })
 }
 
 fn write_id_maps(pid: i32, plan: &InitPlan) -> Result<(), ContainerError> {
@@ -391,7 +385,7 @@ fn write_id_maps(pid: i32, plan: &InitPlan) -> Result<(), ContainerError> {
     write_proc(pid, "gid_map", &plan.gid_map)
 }
 
-pub(crate) fn write_proc(pid: i32, file: &'static str, value: &str) -> Result<(), ContainerError> {
+fn write_proc(pid: i32, file: &'static str, value: &str) -> Result<(), ContainerError> {
     std::fs::write(format!("/proc/{pid}/{file}"), value)
         .map_err(|source| ContainerError::Proc { file, source })
 }
@@ -418,6 +412,7 @@ fn bootstrap(fds: &Fds, unshare: CloneFlags, new_userns: bool, plan: &InitPlan) 
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
         child::reset_signals();
         child::close_other_fds(&fds.keep)?;
+        child::set_oom_score_adj(plan.process.oom_score_adj)?;
         child::join_cgroup(fds.procs)?;
         for (i, (fd, flag)) in fds.joins.iter().enumerate() {
             child::setns(*fd, *flag, i)?;

@@ -36,6 +36,7 @@ pub enum Stage {
     Domainname,
     Rlimit,
     IoPriority,
+    OomScoreAdj,
     NoNewPrivs,
     Seccomp,
     Bounding,
@@ -49,7 +50,7 @@ pub enum Stage {
     Exec,
 }
 
-const ALL: [Stage; 39] = [
+const ALL: [Stage; 40] = [
     Stage::Unknown,
     Stage::CloseFds,
     Stage::JoinCgroup,
@@ -78,6 +79,7 @@ const ALL: [Stage; 39] = [
     Stage::Domainname,
     Stage::Rlimit,
     Stage::IoPriority,
+    Stage::OomScoreAdj,
     Stage::NoNewPrivs,
     Stage::Seccomp,
     Stage::Bounding,
@@ -131,6 +133,7 @@ impl Stage {
             Stage::Domainname => "setting the domain name",
             Stage::Rlimit => "setting an rlimit",
             Stage::IoPriority => "setting the I/O priority",
+            Stage::OomScoreAdj => "setting oom_score_adj",
             Stage::NoNewPrivs => "setting no_new_privs",
             Stage::Seccomp => "loading the seccomp filter",
             Stage::Bounding => "dropping from the bounding set",
