@@ -29,5 +29,10 @@ RUSTFLAGS='-C target-feature=+crt-static' \
   --target x86_64-unknown-linux-gnu -p hull-agent
 cp target/x86_64-unknown-linux-gnu/agent/hull-agent "$out/bin/hull-agent"
 
+echo "hull: building the static test probe" >&2
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile agent \
+  --target x86_64-unknown-linux-gnu -p hull-fs-probe
+cp target/x86_64-unknown-linux-gnu/agent/hull-fs-probe "$out/bin/hull-fs-probe"
+
 "$out/bin/hull-initramfs" --agent "$out/bin/hull-agent" --output "$out/initramfs.img"
 echo "hull: built in $(( $(date +%s) - t0 ))s into $out" >&2

@@ -57,6 +57,11 @@ pub fn agent_binary() -> PathBuf {
     )
 }
 
+/// The static `hull-fs-probe` (xattrs, shared mmap), built beside the agent by `scripts/build.sh`.
+pub fn fs_probe_binary() -> PathBuf {
+    agent_binary().with_file_name("hull-fs-probe")
+}
+
 /// The test initramfs (agent + busybox tree), built once per test binary under the target dir.
 pub fn test_initramfs() -> Result<PathBuf, String> {
     static IMAGE: OnceLock<Result<PathBuf, String>> = OnceLock::new();

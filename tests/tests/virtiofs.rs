@@ -29,6 +29,9 @@ fn layers() -> Layers {
     );
     busybox_rootfs(&lower).unwrap();
     std::fs::write(lower.join("etc/hostname"), "inside\n").unwrap();
+    let probe = hull_tests::rootfs::fs_probe_binary();
+    std::fs::copy(&probe, lower.join("bin/hull-fs-probe"))
+        .unwrap_or_else(|e| panic!("{}: {e} (scripts/build.sh builds it)", probe.display()));
     std::fs::create_dir_all(&upper).unwrap();
     std::fs::create_dir_all(&work).unwrap();
     Layers {
@@ -134,6 +137,49 @@ async fn posix_semantics_on_a_volume_match_the_host() {
     );
     assert!(!vol.path().join("f").exists(), "renamed away");
     assert!(!vol.path().join("d").exists());
+}
+
+fn host_xattr(path: &Path, name: &str) -> Option<String> {
+    let (p, n) = (
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap(),
+        std::ffi::CString::new(name).unwrap(),
+    );
+    let mut buf = [0u8; 256];
+    // SAFETY: NUL-terminated strings and a writable buffer of the given length; checked.
+    let rc = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let len = usize::try_from(rc).ok()?;
+    Some(String::from_utf8_lossy(&buf[..len]).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xattrs_and_shared_mmap_cross_the_share() {
+    let Some(pod) = boot().await else {
+        return;
+    };
+    let l = layers();
+    mount_overlay(&pod, "c6", &l);
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("from-host"), "host bytes for mmap").unwrap();
+    std::fs::write(vol.path().join("mapped"), vec![b'.'; 4096]).unwrap();
+    let script = "hull-fs-probe mmap-read /vol/from-host 10 \
+        && echo x > /vol/tagged && hull-fs-probe xattr-set /vol/tagged user.hull from-guest \
+        && hull-fs-probe xattr-get /vol/tagged user.hull \
+        && hull-fs-probe mmap-write /vol/mapped guest-mmap";
+    let mut s = spec(&["sh", "-c", script]);
+    s["mounts"].as_array_mut().unwrap().push(json!({
+        "destination": "/vol", "type": "bind", "source": vol.path(), "options": ["rbind", "rw"]
+    }));
+    let s = shared_spec(&pod, "c6", s);
+    let done = pod.run_on("c6", &s, &guest_rootfs("c6")).await;
+    assert_eq!(done.exit.exit_status, 0, "{}", done.err());
+    assert_eq!(done.out(), "host bytes\nfrom-guest\n");
+    assert_eq!(
+        host_xattr(&vol.path().join("tagged"), "user.hull").as_deref(),
+        Some("from-guest")
+    );
+    let mapped = std::fs::read(vol.path().join("mapped")).unwrap();
+    assert_eq!(&mapped[..10], b"guest-mmap");
+    assert_eq!(mapped.len(), 4096);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
