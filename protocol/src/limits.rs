@@ -147,6 +147,29 @@ pub fn check_hostname(value: &str) -> Result<(), LimitError> {
     }
 }
 
+/// Checks a whole `CreateSandboxRequest`: ids, hostname, DNS lists and their entries (host names
+/// and IP addresses: letters, digits, `.`, `:` and `-`).
+pub fn check_sandbox(req: &crate::agent::CreateSandboxRequest) -> Result<(), LimitError> {
+    check_id("sandbox id", &req.sandbox_id)?;
+    check_hostname(&req.hostname)?;
+    check_count("dns servers", req.dns_servers.len(), MAX_DNS_ENTRIES)?;
+    check_count("dns search", req.dns_search.len(), MAX_DNS_ENTRIES)?;
+    for entry in req.dns_servers.iter().chain(&req.dns_search) {
+        check_len("dns entry", entry.len(), MAX_DNS_ENTRY_LEN)?;
+        let ok = !entry.is_empty()
+            && entry
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".:-".contains(&b));
+        if !ok {
+            return Err(LimitError::BadId {
+                what: "dns entry",
+                value: shown(entry),
+            });
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +208,26 @@ mod tests {
         ] {
             assert!(check_abs_path("rootfs", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn sandbox_requests() {
+        let mut req = crate::agent::CreateSandboxRequest {
+            sandbox_id: "pod1".into(),
+            hostname: "pod1".into(),
+            dns_servers: vec!["10.0.0.10".into(), "fd00::a".into()],
+            dns_search: vec!["svc.cluster.local".into()],
+            ..Default::default()
+        };
+        assert!(check_sandbox(&req).is_ok());
+        req.dns_servers.push("1.2.3.4\nnameserver 6.6.6.6".into());
+        assert!(
+            check_sandbox(&req).is_err(),
+            "no line injection into resolv.conf"
+        );
+        req.dns_servers.pop();
+        req.dns_search = vec!["x".into(); 17];
+        assert!(check_sandbox(&req).is_err());
     }
 
     #[test]

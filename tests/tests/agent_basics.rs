@@ -193,3 +193,44 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
     }
     assert!(agent.check().await.is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_is_created_once_and_destroy_removes_every_container() {
+    let Some(pod) = TestPod::boot(1, 256).await else {
+        return;
+    };
+    let agent = pod.agent();
+    let req = |dns: &str| hull_protocol::agent::CreateSandboxRequest {
+        sandbox_id: "pod-1".into(),
+        hostname: "pod-1".into(),
+        dns_servers: vec![dns.into()],
+        ..Default::default()
+    };
+    agent.create_sandbox(req("10.0.0.10")).await.unwrap();
+    let err = agent.create_sandbox(req("10.0.0.10")).await.unwrap_err();
+    assert_eq!(err.code(), Some(ttrpc::Code::ALREADY_EXISTS));
+    // A container without its own UTS namespace sees the sandbox's hostname.
+    let mut s = spec(&["hostname"]);
+    s["linux"]["namespaces"] = serde_json::json!([{ "type": "pid" }, { "type": "mount" }]);
+    s.as_object_mut().unwrap().remove("hostname");
+    assert_eq!(pod.run("host", &s).await.out(), "pod-1\n");
+    for id in ["a", "b"] {
+        agent
+            .create_container(
+                id,
+                to_bytes(&spec(&["sleep", "100"])),
+                GUEST_ROOTFS,
+                pipes(false),
+            )
+            .await
+            .unwrap();
+        agent.start_container(id).await.unwrap();
+    }
+    agent.destroy_sandbox().await.unwrap();
+    for id in ["a", "b", "host"] {
+        let err = agent.list_processes(id).await.unwrap_err();
+        assert_eq!(err.code(), Some(ttrpc::Code::NOT_FOUND), "{id}");
+    }
+    // After destroy a new sandbox may be created.
+    agent.create_sandbox(req("10.0.0.11")).await.unwrap();
+}

@@ -39,23 +39,7 @@ impl ContainerEntry {
 impl Sandbox {
     /// `CreateSandbox`: hostname and DNS of the pod.
     pub fn create_sandbox(&self, req: &CreateSandboxRequest) -> Result<(), AgentError> {
-        limits::check_id("sandbox id", &req.sandbox_id)?;
-        limits::check_hostname(&req.hostname)?;
-        limits::check_count(
-            "dns servers",
-            req.dns_servers.len(),
-            limits::MAX_DNS_ENTRIES,
-        )?;
-        limits::check_count("dns search", req.dns_search.len(), limits::MAX_DNS_ENTRIES)?;
-        for entry in req.dns_servers.iter().chain(&req.dns_search) {
-            limits::check_len("dns entry", entry.len(), limits::MAX_DNS_ENTRY_LEN)?;
-            if !entry
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".:-".contains(&b))
-            {
-                return Err(AgentError::InvalidArgument(format!("dns entry {entry:?}")));
-            }
-        }
+        limits::check_sandbox(req)?;
         let mut id = lock(&self.sandbox_id);
         if let Some(existing) = id.as_ref() {
             return Err(AgentError::AlreadyExists(format!("sandbox {existing}")));

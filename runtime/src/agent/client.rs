@@ -170,14 +170,7 @@ impl AgentClient {
 
     /// `CreateSandbox`.
     pub async fn create_sandbox(&self, req: pb::CreateSandboxRequest) -> Result<(), AgentError> {
-        limits::check_id("sandbox id", &req.sandbox_id)?;
-        limits::check_hostname(&req.hostname)?;
-        limits::check_count(
-            "dns servers",
-            req.dns_servers.len(),
-            limits::MAX_DNS_ENTRIES,
-        )?;
-        limits::check_count("dns search", req.dns_search.len(), limits::MAX_DNS_ENTRIES)?;
+        limits::check_sandbox(&req)?;
         self.inner
             .create_sandbox(self.ctx(), &req)
             .await
