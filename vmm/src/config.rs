@@ -43,6 +43,8 @@ pub struct VmmConfig {
     pub cpuid_clear: Vec<Feature>,
     /// Enter an ELF kernel at its 64-bit entry even when it has a PVH note.
     pub linux64: bool,
+    /// Install the per-thread seccomp filters (off only to debug).
+    pub seccomp: bool,
 }
 
 /// A configuration mistake.
@@ -94,6 +96,7 @@ impl VmmConfig {
             vsock: None,
             cpuid_clear: Vec::new(),
             linux64: false,
+            seccomp: true,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod devices;
 pub mod host;
 pub mod layout;
 pub mod memory;
+pub mod seccomp;
 pub mod testing;
 pub mod vcpu;
 pub mod vmm;

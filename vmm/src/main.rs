@@ -46,6 +46,9 @@ struct Args {
     /// Enter an ELF kernel at its 64-bit entry point even when it has a PVH note.
     #[arg(long)]
     linux64: bool,
+    /// Run without the seccomp filters (to debug a filter violation, which kills with SIGSYS).
+    #[arg(long)]
+    no_seccomp: bool,
     /// Print vCPU exit counters to stderr when the VM stops.
     #[arg(long)]
     exit_stats: bool,
@@ -89,6 +92,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         }),
         cpuid_clear: args.cpuid_clear,
         linux64: args.linux64,
+        seccomp: !args.no_seccomp,
     };
     let vmm = Vmm::build(&config).context("cannot start the VM")?;
     let stats = vmm.stats();

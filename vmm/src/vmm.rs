@@ -26,6 +26,7 @@ use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::{ExitReason, ExitSignal};
 use crate::layout;
 use crate::memory::{self, GuestMemory};
+use crate::seccomp::{self, ThreadKind};
 use crate::vcpu::{ExitStats, Vcpu};
 
 /// Building or running the VM failed.
@@ -67,6 +68,9 @@ pub enum VmmError {
     /// vsock.
     #[error("vsock device")]
     Vsock(#[from] vsock::VsockError),
+    /// seccomp.
+    #[error("seccomp")]
+    Seccomp(#[from] seccomp::SeccompError),
     /// An OS call (eventfd, epoll, signals, threads).
     #[error("cannot {0}")]
     Os(&'static str, #[source] std::io::Error),
@@ -92,6 +96,7 @@ pub struct Vmm {
     virtio: Vec<VirtioSlot>,
     vsock: Option<Arc<Mutex<VsockDevice>>>,
     stats: Arc<ExitStats>,
+    seccomp: bool,
     _vm: VmFd,
     _mem: GuestMemory,
 }
@@ -240,6 +245,7 @@ impl Vmm {
             virtio,
             vsock: vsock_dev,
             stats,
+            seccomp: config.seccomp,
             _vm: vm,
             _mem: mem,
         })
@@ -275,15 +281,37 @@ impl Vmm {
             add(lock(v).backend_fd(), TOKEN_VSOCK)?;
         }
 
+        // Built before any thread starts, so a filter that cannot be built stops the VM here.
+        let vcpu_filter = self
+            .seccomp
+            .then(|| seccomp::filter(ThreadKind::Vcpu))
+            .transpose()?;
         let mut threads: Vec<JoinHandle<ExitReason>> = Vec::new();
         for vcpu in self.vcpus.drain(..) {
             let name = format!("vcpu{}", vcpu.id);
+            let filter = vcpu_filter.clone();
+            let exit = self.exit.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(name)
-                    .spawn(move || vcpu.run())
+                    .spawn(move || {
+                        if let Some(bpf) = filter {
+                            if let Err(e) = seccompiler::apply_filter(&bpf) {
+                                eprintln!(
+                                    "hull-vmm: vCPU {}: cannot install seccomp: {e}",
+                                    vcpu.id
+                                );
+                                exit.exit(ExitReason::Crash);
+                                return ExitReason::Crash;
+                            }
+                        }
+                        vcpu.run()
+                    })
                     .map_err(os("start a vCPU thread"))?,
             );
+        }
+        if self.seccomp {
+            seccomp::install(ThreadKind::EventLoop)?;
         }
 
         let mut events = vec![EpollEvent::default(); 64];

@@ -68,6 +68,7 @@ pub struct Muxer {
     control: VecDeque<Control>,
     next_local_port: u32,
     stats: MuxerStats,
+    closed: bool,
 }
 
 fn os(what: &'static str) -> impl FnOnce(std::io::Error) -> VsockError {
@@ -124,6 +125,7 @@ impl Muxer {
             control: VecDeque::new(),
             next_local_port: LOCAL_PORT_BASE,
             stats: MuxerStats::default(),
+            closed: false,
         })
     }
 
@@ -479,13 +481,20 @@ impl Muxer {
     /// Closes every connection and removes the listening socket's file.
     pub fn close(&mut self) {
         self.reset_all();
-        let _ = std::fs::remove_file(&self.uds);
+        if !self.closed {
+            self.closed = true;
+            let _ = std::fs::remove_file(&self.uds);
+        }
     }
 }
 
 impl Drop for Muxer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.uds);
+        // After `close` the last reference may be dropped on a vCPU thread, whose seccomp filter
+        // has no unlink: nothing to do then.
+        if !self.closed {
+            let _ = std::fs::remove_file(&self.uds);
+        }
     }
 }
 
