@@ -14,6 +14,8 @@ packages=(
   libcap-ng-dev
   # container engine and the baseline runtime
   containerd runc
+  # containerd end-to-end tests: a terminal for `ctr run -t` (tmux; `script` is in bsdutils)
+  tmux
 )
 
 missing=()

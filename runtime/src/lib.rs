@@ -1,11 +1,14 @@
-//! hull's host side. Today: the hypervisor seam ([`vm`]) with its QEMU backend, the guest image
-//! locations ([`images`]), and the `hull` CLI built on them. The containerd shim joins here.
+//! hull's host side: the hypervisor seam ([`vm`]) with its backends, the guest image locations
+//! ([`images`]), pod VMs ([`sandbox`]) and their file sharing ([`share`]), the containerd shim
+//! ([`shim`]), and the host checks of the `hull` CLI ([`hostcheck`]).
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod hostcheck;
 pub mod images;
 pub mod sandbox;
 pub mod selftest;
 pub mod share;
+pub mod shim;
 pub mod vm;
 pub mod vsock;

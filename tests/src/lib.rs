@@ -1,6 +1,7 @@
 //! Shared helpers of hull's VM tests: where the guest images are, which backend to use, and the
 //! rule for missing parts (skip loudly on a developer machine, fail under `CI=true`).
 
+pub mod containerd;
 pub mod data;
 pub mod pod;
 pub mod rootfs;

@@ -1,12 +1,17 @@
-//! `hull`: the command-line tool. `hull check` says which backend runs pods here and why;
-//! `hull boot` boots the installed guest once in self-test mode and prints its ready line.
+//! `hull`: the command-line tool. `hull check` says whether this host can run hull pods (which
+//! KVM, which backend and why, guest images, tools, containerd registration), one line per check
+//! with a fix for each failure; `hull version`; `hull boot` boots the installed guest once in
+//! self-test mode and prints its ready line.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+use hull_runtime::hostcheck;
 use hull_runtime::images::GuestImages;
 use hull_runtime::selftest::{boot_selftest, SelftestSpec};
+use hull_runtime::shim::config::HullConfig;
+use hull_runtime::shim::RUNTIME_NAME;
 use hull_runtime::vm::{accel, qemu::Qemu, Accel, Hypervisor};
 
 #[derive(Debug, Parser)]
@@ -18,8 +23,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Say which hypervisor backend and accelerator this host gets, and why.
-    Check,
+    /// Say whether this host can run hull pods: which KVM, which backend and why, guest images,
+    /// tools, containerd's registration; one line per check, a fix for each failure.
+    Check {
+        /// hull's configuration file (default: `HULL_CONFIG` or /etc/hull/config.toml).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// containerd's configuration file.
+        #[arg(long, default_value = "/etc/containerd/config.toml")]
+        containerd_config: std::path::PathBuf,
+    },
+    /// Print hull's version and what it speaks.
+    Version,
     /// Boot the guest once with hull.selftest=1 and print what it reports.
     Boot {
         /// vCPUs.
@@ -40,7 +55,14 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Check => check(),
+        Command::Check {
+            config,
+            containerd_config,
+        } => check(config, &containerd_config),
+        Command::Version => {
+            version();
+            Ok(())
+        }
         Command::Boot {
             vcpus,
             memory,
@@ -49,25 +71,38 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn check() -> anyhow::Result<()> {
-    let choice = accel::detect()?;
-    let qemu = Qemu::for_host(choice.accel);
-    println!("backend: {} ({})", qemu.name(), choice.reason);
-    if choice.accel == Accel::Tcg {
-        println!(
-            "warning: guests run under software emulation (TCG): slow, but every feature works"
-        );
+fn check(
+    config: Option<std::path::PathBuf>,
+    containerd_config: &std::path::Path,
+) -> anyhow::Result<()> {
+    let config = config.unwrap_or_else(HullConfig::path);
+    let checks = hostcheck::run(&config, containerd_config);
+    for c in &checks {
+        println!("{c}");
     }
-    match qemu.resolve_binary() {
-        Ok(path) => println!("qemu: {}", path.display()),
-        Err(e) => println!("qemu: {e}"),
+    let failed = checks
+        .iter()
+        .filter(|c| c.outcome == hostcheck::Outcome::Fail)
+        .count();
+    if failed > 0 {
+        eprintln!("hull: {failed} check(s) failed: hull cannot run pods on this host yet");
+        std::process::exit(1);
     }
-    let images = GuestImages::from_env();
-    for (what, path) in [("kernel", &images.kernel), ("initramfs", &images.initramfs)] {
-        let state = if path.is_file() { "ok" } else { "MISSING" };
-        println!("{what}: {} ({state})", path.display());
-    }
+    println!("hull can run pods on this host");
     Ok(())
+}
+
+fn version() {
+    println!("hull {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "runtime: {} (containerd-shim-hull-v2, shim API task v2)",
+        RUNTIME_NAME
+    );
+    println!(
+        "agent protocol: hull.agent.v1 over vsock ports {} (ttrpc) and {} (stdio)",
+        hull_protocol::AGENT_PORT,
+        hull_protocol::STDIO_PORT
+    );
 }
 
 fn boot(vcpus: u32, memory_mib: u32, timeout: Duration) -> anyhow::Result<()> {

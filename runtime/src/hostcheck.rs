@@ -1,0 +1,319 @@
+//! `hull check`: can this host run hull pods, and with what? One [`Check`] per question, each
+//! failure with the fix.
+
+use std::path::{Path, PathBuf};
+
+use crate::shim::config::{HullConfig, HypervisorChoice};
+use crate::vm::accel::{self, HostProbe, ProbePaths};
+use crate::vm::hull_vmm;
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Fine.
+    Ok,
+    /// Works, with a caveat.
+    Warn,
+    /// hull cannot run pods until this is fixed.
+    Fail,
+}
+
+/// One line of `hull check`.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// What was checked.
+    pub what: &'static str,
+    /// The outcome.
+    pub outcome: Outcome,
+    /// What was found.
+    pub detail: String,
+    /// How to fix it (failures and warnings).
+    pub fix: Option<String>,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tag = match self.outcome {
+            Outcome::Ok => "ok  ",
+            Outcome::Warn => "warn",
+            Outcome::Fail => "FAIL",
+        };
+        write!(f, "{tag} {}: {}", self.what, self.detail)?;
+        if let Some(fix) = &self.fix {
+            write!(f, "\n     fix: {fix}")?;
+        }
+        Ok(())
+    }
+}
+
+fn check(what: &'static str, outcome: Outcome, detail: String, fix: Option<&str>) -> Check {
+    Check {
+        what,
+        outcome,
+        detail,
+        fix: fix.map(str::to_owned),
+    }
+}
+
+/// Finds `name` on `PATH`.
+pub fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn has_magic(path: &Path, offset: u64, magic: &[u8]) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut buf = vec![0u8; magic.len()];
+    f.seek(SeekFrom::Start(offset)).is_ok() && f.read_exact(&mut buf).is_ok() && buf == magic
+}
+
+/// Runs every check. `containerd_config` is containerd's configuration file.
+pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
+    let mut out = Vec::new();
+    let config = match HullConfig::load_from(config_path) {
+        Ok(c) => {
+            let detail = if config_path.is_file() {
+                format!("{} is valid", config_path.display())
+            } else {
+                format!("{} absent: compiled-in defaults", config_path.display())
+            };
+            out.push(check("config", Outcome::Ok, detail, None));
+            c
+        }
+        Err(e) => {
+            out.push(check(
+                "config",
+                Outcome::Fail,
+                crate::agent::client::error_chain(&e),
+                Some("correct the key named above (docs/shim.md lists the keys)"),
+            ));
+            HullConfig::default()
+        }
+    };
+
+    let probe = HostProbe::read(&ProbePaths::default());
+    let modules = probe.kvm_modules.join(",");
+    let has = |m: &str| probe.kvm_modules.iter().any(|x| x == m);
+    let kvm = if !probe.kvm_device {
+        check(
+            "kvm",
+            Outcome::Warn,
+            "none (/dev/kvm missing or not accessible): guests run under TCG, slowly".into(),
+            Some("enable VT-x/AMD-V (or nested virtualization) and load kvm_intel/kvm_amd"),
+        )
+    } else if (has("kvm_intel") || has("kvm_amd")) && probe.cpu_virt_flag {
+        check("kvm", Outcome::Ok, format!("hardware ({modules})"), None)
+    } else if has("kvm_pvm") {
+        check(
+            "kvm",
+            Outcome::Warn,
+            "PVM (kvm_pvm): cannot run an unmodified Linux guest; guests run under TCG".into(),
+            Some("use a host with hardware virtualization for KVM speed"),
+        )
+    } else {
+        check(
+            "kvm",
+            Outcome::Warn,
+            format!("/dev/kvm without a hardware KVM module ({modules}): guests run under TCG"),
+            Some("load kvm_intel or kvm_amd"),
+        )
+    };
+    out.push(kvm);
+
+    let use_hull_vmm = match config.hypervisor {
+        HypervisorChoice::HullVmm => true,
+        HypervisorChoice::Qemu => false,
+        HypervisorChoice::Auto => hull_vmm::usable().is_ok(),
+    };
+    if use_hull_vmm {
+        let binary = config
+            .hull_vmm
+            .clone()
+            .or_else(|| on_path(hull_vmm::DEFAULT_BINARY));
+        match binary.filter(|b| b.is_file()) {
+            Some(b) => out.push(check(
+                "backend",
+                Outcome::Ok,
+                format!("hull-vmm ({})", b.display()),
+                None,
+            )),
+            None => out.push(check(
+                "backend",
+                Outcome::Fail,
+                "hull-vmm not found".into(),
+                Some("run scripts/setup.sh (installs hull-vmm in /usr/local/bin)"),
+            )),
+        }
+    } else {
+        let choice = accel::detect().map_or_else(
+            |e| format!("HULL_ACCEL: {e}"),
+            |c| format!("qemu-{} ({})", c.accel, c.reason),
+        );
+        let qemu = config
+            .qemu
+            .clone()
+            .or_else(|| on_path(crate::vm::qemu::DEFAULT_BINARY));
+        match qemu.filter(|q| q.is_file()) {
+            Some(q) => out.push(check(
+                "backend",
+                Outcome::Ok,
+                format!("{choice}, {}", q.display()),
+                None,
+            )),
+            None => out.push(check(
+                "backend",
+                Outcome::Fail,
+                format!("{choice}, but qemu-system-x86_64 is not installed"),
+                Some("apt-get install qemu-system-x86"),
+            )),
+        }
+        let vsock = std::env::var_os("HULL_VSOCK_BACKEND")
+            .map(PathBuf::from)
+            .or_else(|| on_path("vhost-device-vsock"));
+        match vsock.filter(|v| v.is_file()) {
+            Some(v) => out.push(check("vsock", Outcome::Ok, v.display().to_string(), None)),
+            None => out.push(check(
+                "vsock",
+                Outcome::Fail,
+                "vhost-device-vsock not found".into(),
+                Some("scripts/install-tools.sh (cargo install vhost-device-vsock --locked)"),
+            )),
+        }
+    }
+
+    for (what, path, offset, magic, kind) in [
+        (
+            "kernel",
+            &config.kernel,
+            0x202u64,
+            &b"HdrS"[..],
+            "a bzImage",
+        ),
+        (
+            "initramfs",
+            &config.initramfs,
+            0,
+            &[0x1f, 0x8b][..],
+            "a gzip cpio",
+        ),
+    ] {
+        let c = if !path.is_file() {
+            check(
+                what,
+                Outcome::Fail,
+                format!("{} is missing", path.display()),
+                Some("run scripts/setup.sh (or set the key in the hull config)"),
+            )
+        } else if !has_magic(path, offset, magic) {
+            check(
+                what,
+                Outcome::Fail,
+                format!("{} is not {kind}", path.display()),
+                Some("rebuild with scripts/build.sh and reinstall with scripts/setup.sh"),
+            )
+        } else {
+            check(what, Outcome::Ok, path.display().to_string(), None)
+        };
+        out.push(c);
+    }
+
+    let virtiofsd = config
+        .virtiofsd
+        .clone()
+        .or_else(|| std::env::var_os("HULL_VIRTIOFSD").map(PathBuf::from))
+        .or_else(|| on_path(crate::share::virtiofsd::DEFAULT_BINARY));
+    match virtiofsd.filter(|v| v.is_file()) {
+        Some(v) => out.push(check(
+            "virtiofsd",
+            Outcome::Ok,
+            v.display().to_string(),
+            None,
+        )),
+        None => out.push(check(
+            "virtiofsd",
+            Outcome::Fail,
+            "not found (container root filesystems reach the guest through it)".into(),
+            Some("scripts/install-tools.sh (cargo install virtiofsd --locked)"),
+        )),
+    }
+
+    match on_path("containerd-shim-hull-v2") {
+        Some(p) => out.push(check("shim", Outcome::Ok, p.display().to_string(), None)),
+        None => out.push(check(
+            "shim",
+            Outcome::Fail,
+            "containerd-shim-hull-v2 is not on PATH (containerd looks it up there)".into(),
+            Some("run scripts/setup.sh (installs it in /usr/local/bin)"),
+        )),
+    }
+
+    let text = std::fs::read_to_string(containerd_config).unwrap_or_default();
+    if text.contains(crate::shim::RUNTIME_NAME) {
+        out.push(check(
+            "containerd",
+            Outcome::Ok,
+            format!(
+                "{} registers {}",
+                containerd_config.display(),
+                crate::shim::RUNTIME_NAME
+            ),
+            None,
+        ));
+    } else {
+        out.push(check(
+            "containerd",
+            Outcome::Warn,
+            format!(
+                "{} does not register {} (ctr --runtime works without it; CRI needs it)",
+                containerd_config.display(),
+                crate::shim::RUNTIME_NAME
+            ),
+            Some(
+                "add [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.hull] \
+                 runtime_type = \"io.containerd.hull.v2\" (scripts/setup.sh does)",
+            ),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_images_fail_with_a_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "kernel = \"{0}/nope\"\ninitramfs = \"{0}/config.toml\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let checks = run(&cfg, &dir.path().join("containerd.toml"));
+        let kernel = checks.iter().find(|c| c.what == "kernel").unwrap();
+        assert_eq!(kernel.outcome, Outcome::Fail);
+        assert!(kernel.to_string().contains("fix: "));
+        let initramfs = checks.iter().find(|c| c.what == "initramfs").unwrap();
+        assert!(initramfs.detail.contains("not a gzip cpio"), "{initramfs}");
+        let containerd = checks.iter().find(|c| c.what == "containerd").unwrap();
+        assert_eq!(containerd.outcome, Outcome::Warn);
+    }
+
+    #[test]
+    fn bad_config_fails_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, "max_vcpus = -1\n").unwrap();
+        let checks = run(&cfg, Path::new("/nonexistent"));
+        assert_eq!(checks[0].outcome, Outcome::Fail);
+        assert!(checks[0].detail.contains("max_vcpus"), "{}", checks[0]);
+    }
+}

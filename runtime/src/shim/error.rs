@@ -1,0 +1,132 @@
+//! The shim's error type and how each kind reaches containerd (a ttrpc status code that
+//! containerd's errdefs understand, with the whole error chain as the message).
+
+use std::path::PathBuf;
+
+use crate::agent::client::error_chain;
+use crate::agent::AgentError;
+use crate::sandbox::SandboxError;
+use crate::share::ShareError;
+
+use super::config::ConfigError;
+use super::rootfs::RootfsError;
+use super::stdio::StdioError;
+
+/// A Task call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ShimError {
+    /// No such container or process.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The container or process exists already.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    /// The request cannot be honoured as asked.
+    #[error("invalid request: {0}")]
+    InvalidArgument(String),
+    /// The object is not in a state that allows the call.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// hull does not do this.
+    #[error("{0} is not supported by hull")]
+    Unsupported(&'static str),
+    /// The bundle's `config.json` is unreadable or not an OCI spec.
+    #[error("bad OCI spec {path}")]
+    Spec {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `/etc/hull/config.toml` is bad.
+    #[error("hull configuration")]
+    Config(#[from] ConfigError),
+    /// The pod VM did not start.
+    #[error("cannot start the pod VM")]
+    Boot(#[from] SandboxError),
+    /// The guest's agent refused or failed.
+    #[error("guest agent")]
+    Agent(#[from] AgentError),
+    /// The root filesystem could not be prepared.
+    #[error("root filesystem")]
+    Rootfs(#[from] RootfsError),
+    /// containerd's stdio could not be connected.
+    #[error("stdio")]
+    Stdio(#[from] StdioError),
+    /// A host file operation failed.
+    #[error("{0}")]
+    Io(String, #[source] std::io::Error),
+}
+
+impl ShimError {
+    /// The ttrpc status code containerd gets for this error.
+    pub fn code(&self) -> ttrpc::Code {
+        use ttrpc::Code;
+        match self {
+            ShimError::NotFound(_) => Code::NOT_FOUND,
+            ShimError::AlreadyExists(_) => Code::ALREADY_EXISTS,
+            ShimError::InvalidArgument(_) | ShimError::Spec { .. } => Code::INVALID_ARGUMENT,
+            ShimError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
+            ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
+            ShimError::Config(_) => Code::FAILED_PRECONDITION,
+            ShimError::Agent(e) => match e.code() {
+                Some(
+                    c @ (Code::NOT_FOUND
+                    | Code::ALREADY_EXISTS
+                    | Code::INVALID_ARGUMENT
+                    | Code::FAILED_PRECONDITION),
+                ) => c,
+                _ => Code::INTERNAL,
+            },
+            ShimError::Rootfs(RootfsError::Spec(_)) => Code::INVALID_ARGUMENT,
+            ShimError::Rootfs(RootfsError::Share(
+                _,
+                ShareError::Unsupported(_) | ShareError::Spec(_),
+            )) => Code::INVALID_ARGUMENT,
+            ShimError::Boot(_) | ShimError::Rootfs(_) | ShimError::Stdio(_) | ShimError::Io(..) => {
+                Code::INTERNAL
+            }
+        }
+    }
+
+    /// The error as containerd receives it.
+    pub fn to_ttrpc(&self) -> ttrpc::Error {
+        ttrpc::Error::RpcStatus(ttrpc::get_status(self.code(), error_chain(self)))
+    }
+}
+
+impl From<ShimError> for ttrpc::Error {
+    fn from(e: ShimError) -> Self {
+        e.to_ttrpc()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages_reach_containerd() {
+        let e = ShimError::NotFound("container x".into());
+        assert_eq!(e.code(), ttrpc::Code::NOT_FOUND);
+        let e = ShimError::Spec {
+            path: "/b/config.json".into(),
+            source: std::io::Error::other("expected value at line 1"),
+        };
+        match e.to_ttrpc() {
+            ttrpc::Error::RpcStatus(s) => {
+                assert_eq!(s.code(), ttrpc::Code::INVALID_ARGUMENT);
+                assert_eq!(
+                    s.message(),
+                    "bad OCI spec /b/config.json: expected value at line 1"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            ShimError::Unsupported("checkpoint").code(),
+            ttrpc::Code::UNIMPLEMENTED
+        );
+    }
+}

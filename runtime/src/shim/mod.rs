@@ -1,0 +1,34 @@
+//! `containerd-shim-hull-v2`: containerd's shim v2 Task API (task v2, as containerd 1.6 speaks it)
+//! mapped onto a pod VM and its agent.
+//!
+//! One shim process serves one pod: the first container it is asked to create is the sandbox, whose
+//! VM boots in `Create`; containers naming it (CRI's `io.kubernetes.cri.sandbox-id`) join that VM,
+//! and the VM stops when the last container is deleted. Layout:
+//! - [`lifecycle`]: the shim binary's `start`/`delete` sub-commands and the server's life;
+//! - [`service`]: the ttrpc `Task` impl, which only converts types and calls [`task`];
+//! - [`task`]: one file per Task verb, holding the logic;
+//! - [`pod`]: the state of the pod (its VM, containers and processes);
+//! - [`stdio`]: containerd's fifos ↔ the agent's vsock stdio streams;
+//! - [`rootfs`]: a container's root filesystem and its spec, as the guest sees them;
+//! - [`config`], [`sizing`], [`metrics`], [`events`]: the pieces around them.
+
+pub mod config;
+pub mod events;
+pub mod lifecycle;
+pub mod metrics;
+pub mod pod;
+pub mod rootfs;
+pub mod service;
+pub mod sizing;
+pub mod stdio;
+pub mod task;
+
+mod error;
+
+pub use error::ShimError;
+
+/// The runtime name containerd knows the shim by.
+pub const RUNTIME_NAME: &str = "io.containerd.hull.v2";
+
+/// The annotation CRI puts on a pod's containers naming their sandbox.
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";

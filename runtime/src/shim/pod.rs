@@ -1,0 +1,465 @@
+//! The state one shim keeps: its pod's VM (booted by the first `Create`, stopped after the last
+//! `Delete`), the containers in it and their processes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use containerd_shim::ExitSignal;
+use containerd_shim_protos::events::task::TaskOOM;
+use containerd_shim_protos::topics::TASK_OOM_EVENT_TOPIC;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::agent::AgentClient;
+use crate::sandbox::{SandboxVm, SandboxVmConfig};
+use crate::vm::hull_vmm::{self, HullVmm};
+use crate::vm::qemu::{HostShape, Qemu};
+use crate::vm::{accel, Hypervisor};
+
+use super::config::{HullConfig, HypervisorChoice};
+use super::events::EventSink;
+use super::rootfs::{RootfsSource, Undo};
+use super::sizing::vm_size;
+use super::stdio::{Attached, StdioPaths};
+use super::ShimError;
+
+/// How long a stopping VM gets before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How long a finished process's output may take to drain before its exit is reported anyway.
+pub const DRAIN_BOUND: Duration = Duration::from_secs(5);
+
+/// The pod one shim serves.
+pub struct Pod {
+    /// The sandbox id (the first container's id).
+    pub id: String,
+    /// The configuration.
+    pub config: HullConfig,
+    /// `<run_dir>/<id>`: the pod's private files.
+    pub run_dir: PathBuf,
+    /// Where task events go.
+    pub events: Arc<dyn EventSink>,
+    /// Set when the shim may exit.
+    pub exit: Arc<ExitSignal>,
+    vm: tokio::sync::Mutex<Option<PodVm>>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    execs_started: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Pod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pod")
+            .field("id", &self.id)
+            .field("run_dir", &self.run_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running pod VM.
+#[derive(Debug)]
+struct PodVm {
+    sandbox: SandboxVm,
+    handle: VmHandle,
+    oom_watch: JoinHandle<()>,
+}
+
+/// What Task calls need of the VM.
+#[derive(Debug, Clone)]
+pub struct VmHandle {
+    /// The agent.
+    pub agent: AgentClient,
+    /// The VM's hybrid vsock socket.
+    pub uds: PathBuf,
+    /// The VMM's host pid: the pid containerd sees for every process of the pod.
+    pub vmm_pid: u32,
+}
+
+/// A container.
+#[derive(Debug)]
+pub struct Container {
+    /// Its id.
+    pub id: String,
+    /// containerd's bundle directory.
+    pub bundle: PathBuf,
+    /// The init process.
+    pub init: Arc<Process>,
+    /// Exec'd processes by exec id.
+    pub execs: Mutex<HashMap<String, Arc<Process>>>,
+    /// Frozen by `Pause`.
+    pub paused: std::sync::atomic::AtomicBool,
+    /// What to undo on the host at delete.
+    pub rootfs_undo: Mutex<Option<Undo>>,
+}
+
+/// Where a process is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Created (init) or registered (exec), not started. Execs keep their OCI process JSON.
+    Created(Option<Vec<u8>>),
+    /// Running.
+    Running,
+    /// Exited.
+    Exited(Exit),
+}
+
+/// How a process ended, as containerd is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// Exit code, or 128 + signal.
+    pub status: u32,
+    /// When the shim saw it.
+    pub at: SystemTime,
+}
+
+/// A process: a container's init (empty exec id) or an exec.
+#[derive(Debug)]
+pub struct Process {
+    /// Its container.
+    pub container_id: String,
+    /// containerd's exec id, empty for the init process.
+    pub exec_id: String,
+    /// The id the agent knows the process by: containerd reuses exec ids once deleted, the agent
+    /// keeps exited processes, so every exec gets a fresh one (empty for the init process).
+    pub agent_id: String,
+    /// containerd's stdio.
+    pub stdio: StdioPaths,
+    /// The host pid containerd is given (the VMM's).
+    pub host_pid: u32,
+    /// Where it is.
+    pub state: Mutex<ProcessState>,
+    /// The attached streams.
+    pub io: tokio::sync::Mutex<Option<Attached>>,
+    exit_tx: watch::Sender<Option<Exit>>,
+}
+
+impl Process {
+    /// A new process in state `Created(spec)`.
+    pub fn new(
+        container_id: &str,
+        (exec_id, agent_id): (&str, &str),
+        stdio: StdioPaths,
+        host_pid: u32,
+        spec: Option<Vec<u8>>,
+    ) -> Self {
+        Self {
+            container_id: container_id.to_owned(),
+            exec_id: exec_id.to_owned(),
+            agent_id: agent_id.to_owned(),
+            stdio,
+            host_pid,
+            state: Mutex::new(ProcessState::Created(spec)),
+            io: tokio::sync::Mutex::new(None),
+            exit_tx: watch::channel(None).0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> ProcessState {
+        lock(&self.state).clone()
+    }
+
+    /// Sets the state.
+    pub fn set_state(&self, state: ProcessState) {
+        if let ProcessState::Exited(exit) = &state {
+            self.exit_tx.send_replace(Some(*exit));
+        }
+        *lock(&self.state) = state;
+    }
+
+    /// The exit, once there is one.
+    pub fn exit(&self) -> Option<Exit> {
+        *self.exit_tx.borrow()
+    }
+
+    /// Waits for the exit.
+    pub async fn wait(&self) -> Exit {
+        let mut rx = self.exit_tx.subscribe();
+        loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                // The sender lives in self, so this cannot happen while self is borrowed.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// A name for messages.
+    pub fn name(&self) -> String {
+        if self.exec_id.is_empty() {
+            format!("container {}", self.container_id)
+        } else {
+            format!("exec {} of {}", self.exec_id, self.container_id)
+        }
+    }
+}
+
+/// Locks a std mutex, ignoring poisoning (no invariant spans a panic here).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pod {
+    /// The pod `id` under `config.run_dir`.
+    pub fn new(
+        id: &str,
+        config: HullConfig,
+        events: Arc<dyn EventSink>,
+        exit: Arc<ExitSignal>,
+    ) -> Self {
+        let run_dir = config.run_dir.join(id);
+        Self {
+            id: id.to_owned(),
+            config,
+            run_dir,
+            events,
+            exit,
+            vm: tokio::sync::Mutex::new(None),
+            containers: Mutex::new(HashMap::new()),
+            execs_started: Default::default(),
+        }
+    }
+
+    /// A fresh agent id for an exec.
+    pub fn next_agent_exec_id(&self) -> String {
+        let n = self
+            .execs_started
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        format!("x{n}")
+    }
+
+    /// Where containers' files come from.
+    pub fn rootfs_source(&self) -> RootfsSource {
+        self.config
+            .guest_rootfs
+            .clone()
+            .map_or(RootfsSource::Shared, RootfsSource::GuestPath)
+    }
+
+    /// The running VM, or an error when there is none.
+    pub async fn vm(&self) -> Result<VmHandle, ShimError> {
+        self.vm
+            .lock()
+            .await
+            .as_ref()
+            .map(|v| v.handle.clone())
+            .ok_or_else(|| ShimError::FailedPrecondition(format!("pod {} has no VM", self.id)))
+    }
+
+    /// The running VM, booting it for a sandbox with OCI spec `spec` when there is none.
+    pub async fn ensure_vm(&self, spec: &Value) -> Result<VmHandle, ShimError> {
+        let mut vm = self.vm.lock().await;
+        if let Some(v) = vm.as_ref() {
+            return Ok(v.handle.clone());
+        }
+        let started = self.boot(spec).await?;
+        let handle = started.handle.clone();
+        *vm = Some(started);
+        Ok(handle)
+    }
+
+    async fn boot(&self, spec: &Value) -> Result<PodVm, ShimError> {
+        let images = self.config.images();
+        for (what, p) in [("kernel", &images.kernel), ("initramfs", &images.initramfs)] {
+            if !p.is_file() {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "the guest {what} {} is missing (set `{what}` in {} or run hull's set-up)",
+                    p.display(),
+                    HullConfig::path().display()
+                )));
+            }
+        }
+        let size = vm_size(&self.config, spec);
+        std::fs::create_dir_all(&self.run_dir)
+            .map_err(|e| ShimError::Io(format!("cannot create {}", self.run_dir.display()), e))?;
+        let hypervisor = hypervisor(&self.config)?;
+        let config = SandboxVmConfig {
+            images,
+            vcpus: size.vcpus,
+            memory_mib: size.memory_mib,
+            run_dir: self.run_dir.clone(),
+            cmdline: self.config.kernel_params.clone(),
+            boot_timeout: self.config.boot_timeout(),
+            share: match self.rootfs_source() {
+                RootfsSource::Shared => Some(self.config.virtio_fs_cache.into()),
+                RootfsSource::GuestPath(_) => None,
+            },
+        };
+        tracing::info!(
+            pod = %self.id,
+            vcpus = size.vcpus,
+            memory_mib = size.memory_mib,
+            "booting the pod VM"
+        );
+        // `SandboxVm::start` holds a `&dyn Hypervisor` (not `Sync`) across awaits, so its future
+        // is not `Send`: run it on a blocking thread of this runtime.
+        let rt = tokio::runtime::Handle::current();
+        let booted = tokio::task::spawn_blocking(move || {
+            rt.block_on(SandboxVm::start(hypervisor.as_ref(), &config))
+        })
+        .await
+        .map_err(|e| ShimError::Io("boot task".into(), std::io::Error::other(e)))?;
+        let mut sandbox = match booted {
+            Ok(s) => s,
+            Err(e) => {
+                let console =
+                    std::fs::read_to_string(self.run_dir.join("console.log")).unwrap_or_default();
+                let tail: String = tail_lines(&console, 20);
+                tracing::error!(pod = %self.id, "boot failed; console tail:\n{tail}");
+                remove_pod_dir(&self.run_dir);
+                return Err(e.into());
+            }
+        };
+        let vmm_pid = sandbox.vm().pid();
+        let mut pids = format!("{vmm_pid}\n{}\n", sandbox.vsock_pid());
+        if let Some(pid) = sandbox.virtiofsd_pid() {
+            pids.push_str(&format!("{pid}\n"));
+        }
+        if let Err(e) = std::fs::write(self.run_dir.join(PIDS_FILE), pids) {
+            tracing::warn!("cannot record the pod's pids: {e}");
+        }
+        tracing::info!(pod = %self.id, boot_ms = u64::try_from(sandbox.boot_time().as_millis()).unwrap_or(u64::MAX), "pod VM ready");
+        let handle = VmHandle {
+            agent: sandbox.agent().clone(),
+            uds: sandbox.vsock_uds().to_owned(),
+            vmm_pid,
+        };
+        let oom_watch = tokio::spawn(watch_oom(handle.agent.clone(), self.events.clone()));
+        Ok(PodVm {
+            sandbox,
+            handle,
+            oom_watch,
+        })
+    }
+
+    /// Stops the VM (if any) and removes the pod's run directory.
+    pub async fn stop_vm(&self) {
+        if let Some(vm) = self.vm.lock().await.take() {
+            vm.oom_watch.abort();
+            match vm.sandbox.shutdown(STOP_GRACE).await {
+                Ok(status) => tracing::info!(pod = %self.id, "pod VM stopped ({status})"),
+                Err(e) => tracing::warn!(pod = %self.id, "stopping the pod VM: {e}"),
+            }
+        }
+        remove_pod_dir(&self.run_dir);
+    }
+
+    /// Container `id`.
+    pub fn container(&self, id: &str) -> Result<Arc<Container>, ShimError> {
+        lock(&self.containers)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ShimError::NotFound(format!("container {id}")))
+    }
+
+    /// Process `exec_id` (empty: init) of container `id`.
+    pub fn process(&self, id: &str, exec_id: &str) -> Result<Arc<Process>, ShimError> {
+        let c = self.container(id)?;
+        if exec_id.is_empty() {
+            return Ok(c.init.clone());
+        }
+        let p = lock(&c.execs).get(exec_id).cloned();
+        p.ok_or_else(|| ShimError::NotFound(format!("exec {exec_id} of container {id}")))
+    }
+
+    /// Adds a container; fails when the id is taken.
+    pub fn insert(&self, c: Arc<Container>) -> Result<(), ShimError> {
+        let mut all = lock(&self.containers);
+        if all.contains_key(&c.id) {
+            return Err(ShimError::AlreadyExists(format!("container {}", c.id)));
+        }
+        all.insert(c.id.clone(), c);
+        Ok(())
+    }
+
+    /// Reserves `id` while it is being created (a placeholder is not visible to other calls).
+    pub fn is_taken(&self, id: &str) -> bool {
+        lock(&self.containers).contains_key(id)
+    }
+
+    /// Removes a container.
+    pub fn remove(&self, id: &str) -> Option<Arc<Container>> {
+        lock(&self.containers).remove(id)
+    }
+
+    /// Whether no container is left.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.containers).is_empty()
+    }
+}
+
+/// Unmounts whatever is left under a pod's directory (never deleting through a mount) and
+/// removes it.
+pub fn remove_pod_dir(dir: &Path) {
+    if let Err(e) = crate::share::mounts::unmount_all_under(dir) {
+        tracing::warn!("cannot clean {}: {e}", dir.display());
+    }
+}
+
+/// The file in a pod's run directory listing the host pids it started (for `shim delete`).
+pub const PIDS_FILE: &str = "pids";
+
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The hypervisor the configuration asks for.
+pub fn hypervisor(config: &HullConfig) -> Result<Box<dyn Hypervisor + Send>, ShimError> {
+    let choice = match config.hypervisor {
+        HypervisorChoice::Auto => {
+            if hull_vmm::usable().is_ok() {
+                HypervisorChoice::HullVmm
+            } else {
+                HypervisorChoice::Qemu
+            }
+        }
+        other => other,
+    };
+    if choice == HypervisorChoice::HullVmm {
+        let vmm = config
+            .hull_vmm
+            .as_ref()
+            .map_or_else(HullVmm::for_host, HullVmm::new);
+        return Ok(Box::new(vmm));
+    }
+    let accel = accel::detect()
+        .map_err(|e| ShimError::InvalidArgument(format!("HULL_ACCEL: {e}")))?
+        .accel;
+    let qemu = match &config.qemu {
+        None => Qemu::for_host(accel),
+        Some(binary) => Qemu::new(
+            binary.clone(),
+            HostShape {
+                accel,
+                host_cpus: std::thread::available_parallelism()
+                    .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+                tsc_khz: accel::host_tsc_khz(Path::new("/proc/cpuinfo")),
+            },
+        ),
+    };
+    Ok(Box::new(qemu))
+}
+
+async fn watch_oom(agent: AgentClient, events: Arc<dyn EventSink>) {
+    loop {
+        match agent.get_oom_event().await {
+            Ok(container_id) => {
+                tracing::info!(container = %container_id, "OOM kill in the guest");
+                let event = TaskOOM {
+                    container_id,
+                    ..Default::default()
+                };
+                events.publish(TASK_OOM_EVENT_TOPIC, Box::new(event)).await;
+            }
+            Err(e) => {
+                tracing::debug!("OOM watch ended: {e}");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! A container's root filesystem and OCI spec as the guest sees them: one call
+//! ([`prepare`]) that makes containerd's rootfs mounts and host bind mounts visible in the guest
+//! and rewrites the spec's paths to guest paths, and one ([`release`]) that undoes it.
+//!
+//! Two sources: the pod's virtio-fs share (containerd's snapshot mounted under
+//! `<pod>/shared/<cid>/rootfs`, volumes under `<pod>/shared/<cid>/mounts/<n>`, see
+//! `crate::share`), and, for tests, a fixed tree inside the guest (`guest_rootfs` in the
+//! configuration).
+
+use std::path::{Path, PathBuf};
+
+use containerd_shim_protos::api::Mount;
+use serde_json::Value;
+
+use crate::share::{self, mounts, ShareError};
+
+/// Preparing a root filesystem failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    /// The spec cannot be used.
+    #[error("{0}")]
+    Spec(String),
+    /// containerd's rootfs or a volume cannot reach the guest.
+    #[error("cannot share container {0}'s files with the guest")]
+    Share(String, #[source] ShareError),
+}
+
+/// Where a container's files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootfsSource {
+    /// containerd's rootfs mounts, shared with the guest through virtio-fs.
+    Shared,
+    /// A tree already in the guest (tests: the busybox tree packed into the initramfs).
+    GuestPath(String),
+}
+
+/// A prepared container: what to send to the agent, and what to undo at delete.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Guest path of the root filesystem.
+    pub guest_rootfs: String,
+    /// The spec with guest paths.
+    pub spec: Value,
+    /// What [`release`] undoes.
+    pub undo: Undo,
+}
+
+/// What [`prepare`] set up on the host.
+#[derive(Debug, Default)]
+pub struct Undo {
+    /// The container's directory in the share (everything under it is unmounted, then removed).
+    container_dir: Option<PathBuf>,
+}
+
+/// Makes container `cid`'s root filesystem visible to the guest and rewrites `spec` for it.
+/// `pod_dir` is the pod's run directory, `bundle` containerd's bundle (a relative `root.path`
+/// is relative to it).
+pub fn prepare(
+    source: &RootfsSource,
+    pod_dir: &Path,
+    bundle: &Path,
+    cid: &str,
+    rootfs_mounts: &[Mount],
+    mut spec: Value,
+) -> Result<Prepared, RootfsError> {
+    if !spec.is_object() {
+        return Err(RootfsError::Spec(
+            "the OCI spec is not a JSON object".into(),
+        ));
+    }
+    match source {
+        RootfsSource::GuestPath(guest) => {
+            spec["root"]["path"] = Value::String(guest.clone());
+            drop_host_binds(&mut spec);
+            Ok(Prepared {
+                guest_rootfs: guest.clone(),
+                spec,
+                undo: Undo::default(),
+            })
+        }
+        RootfsSource::Shared => {
+            let shared = pod_dir.join("shared");
+            let container_dir = shared.join(cid);
+            let undo = Undo {
+                container_dir: Some(container_dir.clone()),
+            };
+            match share_container(&shared, bundle, cid, rootfs_mounts, spec) {
+                Ok(spec) => Ok(Prepared {
+                    guest_rootfs: share::guest_rootfs(cid),
+                    spec,
+                    undo,
+                }),
+                Err(e) => {
+                    if let Err(e) = release(undo) {
+                        tracing::warn!("undoing a failed share of {cid}: {e}");
+                    }
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+fn share_container(
+    shared: &Path,
+    bundle: &Path,
+    cid: &str,
+    rootfs_mounts: &[Mount],
+    spec: Value,
+) -> Result<Value, RootfsError> {
+    let share_err = |e| RootfsError::Share(cid.to_owned(), e);
+    let target = shared.join(cid).join("rootfs");
+    if rootfs_mounts.is_empty() {
+        // No snapshot (e.g. `ctr run --rootfs`/`--config`): the spec's root is a host path.
+        let root = spec["root"]["path"]
+            .as_str()
+            .ok_or_else(|| RootfsError::Spec("the spec has no root.path".into()))?;
+        let root = bundle.join(root);
+        let read_only = spec["root"]["readonly"].as_bool().unwrap_or(false);
+        mounts::bind(&root, &target, read_only).map_err(share_err)?;
+    } else {
+        let list: Vec<mounts::RootfsMount> = rootfs_mounts
+            .iter()
+            .map(|m| mounts::RootfsMount {
+                kind: m.type_.clone(),
+                source: m.source.clone(),
+                options: m.options.clone(),
+            })
+            .collect();
+        mounts::mount_rootfs(&list, &target).map_err(share_err)?;
+    }
+    let mut typed: oci_spec::runtime::Spec = serde_json::from_value(spec)
+        .map_err(|e| RootfsError::Spec(format!("not an OCI runtime spec: {e}")))?;
+    let binds = share::spec::rewrite(&mut typed, cid, shared).map_err(share_err)?;
+    share::spec::apply(&binds).map_err(share_err)?;
+    serde_json::to_value(&typed).map_err(|e| RootfsError::Spec(format!("OCI spec: {e}")))
+}
+
+/// Undoes [`prepare`]: unmounts everything under the container's share directory and removes it.
+pub fn release(undo: Undo) -> Result<(), ShareError> {
+    match undo.container_dir {
+        Some(dir) => mounts::unmount_all_under(&dir),
+        None => Ok(()),
+    }
+}
+
+/// Removes bind mounts of host paths (the guest cannot see them without a share).
+fn drop_host_binds(spec: &mut Value) {
+    if let Some(mounts) = spec["mounts"].as_array_mut() {
+        mounts.retain(|m| {
+            let bind = m["type"] == "bind"
+                || m["options"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
+            if bind {
+                tracing::warn!(
+                    "dropping bind mount {} → {}: host paths are not shared in guest_rootfs mode",
+                    m["source"],
+                    m["destination"]
+                );
+            }
+            !bind
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn guest_path_rewrites_root_and_drops_binds() {
+        let spec = json!({
+            "root": {"path": "rootfs"},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts", "options": ["rbind", "ro"]},
+                {"destination": "/data", "source": "/srv", "options": ["bind"]}
+            ]
+        });
+        let p = prepare(
+            &RootfsSource::GuestPath("/testroot/busybox".into()),
+            Path::new("/run/hull/p"),
+            Path::new("/bundle"),
+            "c1",
+            &[],
+            spec,
+        )
+        .unwrap();
+        assert_eq!(p.guest_rootfs, "/testroot/busybox");
+        assert_eq!(p.spec["root"]["path"], "/testroot/busybox");
+        assert_eq!(p.spec["mounts"].as_array().unwrap().len(), 1);
+        release(p.undo).unwrap();
+    }
+
+    #[test]
+    fn not_an_object_is_refused() {
+        let e = prepare(
+            &RootfsSource::GuestPath("/x".into()),
+            Path::new("/run/hull/p"),
+            Path::new("/bundle"),
+            "c1",
+            &[],
+            json!([1]),
+        )
+        .unwrap_err();
+        assert!(matches!(e, RootfsError::Spec(_)));
+    }
+
+    #[test]
+    fn shared_binds_the_root_and_rewrites_the_spec() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("skipped: mounting needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("bundle");
+        std::fs::create_dir_all(bundle.join("rootfs/etc")).unwrap();
+        std::fs::write(bundle.join("rootfs/etc/marker"), "m").unwrap();
+        let volume = dir.path().join("volume");
+        std::fs::create_dir_all(&volume).unwrap();
+        std::fs::write(volume.join("v"), "v").unwrap();
+        let pod = dir.path().join("pod");
+        let spec = json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs"},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/data", "type": "bind", "source": volume, "options": ["rbind", "ro"]}
+            ]
+        });
+        let p = prepare(&RootfsSource::Shared, &pod, &bundle, "c1", &[], spec).unwrap();
+        assert_eq!(p.guest_rootfs, "/run/hull/shared/c1/rootfs");
+        assert_eq!(p.spec["root"]["path"], "/run/hull/shared/c1/rootfs");
+        assert_eq!(
+            p.spec["mounts"][1]["source"],
+            "/run/hull/shared/c1/mounts/1"
+        );
+        let shared = pod.join("shared/c1");
+        assert_eq!(
+            std::fs::read_to_string(shared.join("rootfs/etc/marker")).unwrap(),
+            "m"
+        );
+        assert_eq!(
+            std::fs::read_to_string(shared.join("mounts/1/v")).unwrap(),
+            "v"
+        );
+        release(p.undo).unwrap();
+        assert!(!shared.exists());
+        assert_eq!(
+            std::fs::read_to_string(bundle.join("rootfs/etc/marker")).unwrap(),
+            "m"
+        );
+        assert_eq!(std::fs::read_to_string(volume.join("v")).unwrap(), "v");
+    }
+}

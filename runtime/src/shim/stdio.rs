@@ -1,0 +1,363 @@
+//! containerd's stdio (fifos, or `file://` paths) ↔ the agent's vsock stdio streams.
+//!
+//! Without a terminal each channel is its own stream; with one, a single pty stream carries the
+//! output to containerd's stdout and the input from its stdin. Input goes through an
+//! [`InputWriter`] (framed, end of input in band); `CloseIO` and the end of the stdin fifo both
+//! end it. Output streams end when the guest pipe reaches EOF, so a process's output is complete
+//! once they have ([`Attached::drain`]).
+
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hull_protocol::stdio::Channel;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::{pipe, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use crate::agent::client::StdioConfig;
+use crate::agent::stdio::{attach, split_pty, InputWriter, StdioAttachError};
+
+/// Connecting or copying stdio failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StdioError {
+    /// The agent's stream could not be attached.
+    #[error("cannot attach the guest's stream")]
+    Attach(#[from] StdioAttachError),
+    /// containerd's end could not be opened.
+    #[error("cannot open {0}")]
+    Open(String, #[source] std::io::Error),
+    /// The kind of stdio path is not supported.
+    #[error("unsupported stdio {0:?} (fifos and file:// paths are)")]
+    Unsupported(String),
+}
+
+/// containerd's stdio of one process.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdioPaths {
+    /// stdin fifo, empty for none.
+    pub stdin: String,
+    /// stdout fifo or `file://` path, empty for none.
+    pub stdout: String,
+    /// stderr fifo or `file://` path, empty for none (and unused with a terminal).
+    pub stderr: String,
+    /// A pty instead of pipes.
+    pub terminal: bool,
+}
+
+impl StdioPaths {
+    /// Which streams the host will attach.
+    pub fn agent_config(&self) -> StdioConfig {
+        if self.terminal {
+            StdioConfig {
+                terminal: true,
+                ..Default::default()
+            }
+        } else {
+            StdioConfig {
+                stdin: !self.stdin.is_empty(),
+                stdout: !self.stdout.is_empty(),
+                stderr: !self.stderr.is_empty(),
+                ..Default::default()
+            }
+        }
+    }
+}
+
+/// The input side of a process.
+#[derive(Debug)]
+enum Input {
+    Pipe(InputWriter<UnixStream>),
+    Pty(InputWriter<OwnedWriteHalf>),
+}
+
+impl Input {
+    async fn write(&mut self, data: &[u8]) -> Result<(), StdioAttachError> {
+        match self {
+            Input::Pipe(w) => w.write(data).await,
+            Input::Pty(w) => w.write(data).await,
+        }
+    }
+
+    async fn close(self) -> Result<(), StdioAttachError> {
+        match self {
+            Input::Pipe(w) => w.close().await.map(drop),
+            // Dropping the write half would shut the socket down for writing, which ends the
+            // whole hybrid vsock connection (and so the pty's output): keep it open.
+            Input::Pty(w) => w.close().await.map(OwnedWriteHalf::forget),
+        }
+    }
+}
+
+type Shared<T> = Arc<Mutex<Option<T>>>;
+
+/// The host ends of one process's stdio, copying in the background.
+#[derive(Debug, Default)]
+pub struct Attached {
+    input: Shared<Input>,
+    stdin_copy: Option<JoinHandle<()>>,
+    outputs: Vec<JoinHandle<()>>,
+}
+
+type Writer = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Attaches `cid`/`eid`'s streams through the VM's vsock socket `uds` and starts copying
+/// between them and containerd's `paths`.
+pub async fn attach_process(
+    uds: &Path,
+    cid: &str,
+    eid: &str,
+    paths: &StdioPaths,
+) -> Result<Attached, StdioError> {
+    let mut attached = Attached::default();
+    if paths.terminal {
+        let stream = attach(uds, cid, eid, Channel::Pty).await?;
+        let (out, input) = split_pty(stream);
+        if !paths.stdout.is_empty() {
+            let sink = open_output(&paths.stdout).await?;
+            attached.outputs.push(tokio::spawn(copy_out(out, sink)));
+        }
+        *attached.input.lock().await = Some(Input::Pty(input));
+    } else {
+        for (path, channel) in [
+            (&paths.stdout, Channel::Stdout),
+            (&paths.stderr, Channel::Stderr),
+        ] {
+            if path.is_empty() {
+                continue;
+            }
+            let sink = open_output(path).await?;
+            let stream = attach(uds, cid, eid, channel).await?;
+            attached.outputs.push(tokio::spawn(copy_out(stream, sink)));
+        }
+        if !paths.stdin.is_empty() {
+            let stream = attach(uds, cid, eid, Channel::Stdin).await?;
+            *attached.input.lock().await = Some(Input::Pipe(InputWriter::new(stream)));
+        }
+    }
+    if !paths.stdin.is_empty() {
+        let input = attached.input.clone();
+        let path = paths.stdin.clone();
+        let close_at_eof = !paths.terminal;
+        attached.stdin_copy = Some(tokio::spawn(copy_in(path, input, close_at_eof)));
+    }
+    Ok(attached)
+}
+
+impl Attached {
+    /// The output copies, to [`drain`] without holding `self`.
+    pub fn take_outputs(&mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.outputs)
+    }
+
+    /// Ends the process's input (`CloseIO`); nothing happens when it has ended already.
+    pub async fn close_input(&self) -> Result<(), StdioError> {
+        if let Some(copy) = &self.stdin_copy {
+            copy.abort();
+        }
+        if let Some(input) = self.input.lock().await.take() {
+            input.close().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` to the process's input (tests and tools).
+    pub async fn write_input(&self, data: &[u8]) -> Result<(), StdioError> {
+        if let Some(input) = self.input.lock().await.as_mut() {
+            input.write(data).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every copy (the process is gone).
+    pub fn abort(&mut self) {
+        if let Some(copy) = self.stdin_copy.take() {
+            copy.abort();
+        }
+        for o in self.outputs.drain(..) {
+            o.abort();
+        }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Waits until every output copy has ended, at most `bound`; true when they all did. Copies
+/// still running go on in the background.
+pub async fn drain(outputs: Vec<JoinHandle<()>>, bound: Duration) -> bool {
+    let all = async {
+        for h in outputs {
+            let _ = h.await;
+        }
+    };
+    tokio::time::timeout(bound, all).await.is_ok()
+}
+
+async fn copy_out(mut from: impl AsyncRead + Unpin, mut to: Writer) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!("stdio stream read ended: {e}");
+                break;
+            }
+        };
+        if let Err(e) = to.write_all(&buf[..n]).await {
+            tracing::warn!("cannot write process output to containerd: {e}");
+            break;
+        }
+    }
+    let _ = to.flush().await;
+}
+
+async fn copy_in(path: String, input: Shared<Input>, close_at_eof: bool) {
+    let mut fifo = match open_input(&path).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return;
+        }
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match fifo.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("reading {path}: {e}");
+                break;
+            }
+        };
+        let mut guard = input.lock().await;
+        let Some(w) = guard.as_mut() else { return };
+        if let Err(e) = w.write(&buf[..n]).await {
+            tracing::warn!("cannot forward input: {e}");
+            return;
+        }
+    }
+    if close_at_eof {
+        if let Some(w) = input.lock().await.take() {
+            if let Err(e) = w.close().await {
+                tracing::debug!("cannot end input: {e}");
+            }
+        }
+    }
+}
+
+/// Opens containerd's end of an output channel. Fifos are opened read-write: the open never
+/// blocks and writes never fail while containerd reopens its end.
+async fn open_output(path: &str) -> Result<Writer, StdioError> {
+    let open_err = |e| StdioError::Open(path.to_owned(), e);
+    if let Some(file) = path.strip_prefix("file://") {
+        let f = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+            .await
+            .map_err(open_err)?;
+        return Ok(Box::pin(f));
+    }
+    if path.contains("://") {
+        return Err(StdioError::Unsupported(path.to_owned()));
+    }
+    let meta = std::fs::metadata(path).map_err(open_err)?;
+    if meta.file_type().is_fifo() {
+        let sender = pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(path)
+            .map_err(open_err)?;
+        Ok(Box::pin(sender))
+    } else {
+        let f = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .await
+            .map_err(open_err)?;
+        Ok(Box::pin(f))
+    }
+}
+
+/// Opens containerd's stdin fifo for reading, without blocking. Until a writer has opened the
+/// fifo it is neither readable nor hung up, so reads wait for the client rather than ending.
+async fn open_input(path: &str) -> Result<pipe::Receiver, StdioError> {
+    pipe::OpenOptions::new()
+        .open_receiver(path)
+        .map_err(|e| StdioError::Open(path.to_owned(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_follow_the_paths() {
+        let p = StdioPaths {
+            stdin: String::new(),
+            stdout: "/f/out".into(),
+            stderr: "/f/err".into(),
+            terminal: false,
+        };
+        let c = p.agent_config();
+        assert!(!c.stdin && c.stdout && c.stderr && !c.terminal);
+        let p = StdioPaths {
+            stdin: "/f/in".into(),
+            terminal: true,
+            ..p
+        };
+        let c = p.agent_config();
+        assert!(c.terminal && !c.stdin && !c.stdout && !c.stderr);
+    }
+
+    #[tokio::test]
+    async fn input_waits_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("in");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let mut r = open_input(fifo.to_str().unwrap()).await.unwrap();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            r.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!reader.is_finished(), "EOF before any writer");
+        let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+        std::io::Write::write_all(&mut w, b"data").unwrap();
+        drop(w);
+        assert_eq!(reader.await.unwrap(), b"data");
+    }
+
+    #[tokio::test]
+    async fn output_to_fifo_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let mut w = open_output(fifo.to_str().unwrap()).await.unwrap();
+        w.write_all(b"hello").await.unwrap();
+        let mut r = std::fs::File::open(&fifo).unwrap();
+        let mut buf = [0u8; 5];
+        std::io::Read::read_exact(&mut r, &mut buf).unwrap();
+        assert_eq!(&buf, b"hello");
+        let file = dir.path().join("log");
+        let mut w = open_output(&format!("file://{}", file.display()))
+            .await
+            .unwrap();
+        w.write_all(b"line\n").await.unwrap();
+        w.flush().await.unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "line\n");
+        assert!(matches!(
+            open_output("binary:///usr/bin/logger").await,
+            Err(StdioError::Unsupported(_))
+        ));
+    }
+}

@@ -1,0 +1,194 @@
+//! containerd end to end: `ctr run --rm` through hull's shim — exit codes, stdout and stderr
+//! apart, a stdin round trip, a terminal with a resize, and nothing left behind.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hull_tests::containerd::{Containerd, IMAGE, RUNTIME};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn run_rm_exit_codes() {
+    let Some(c) = Containerd::start() else { return };
+    for (id, code) in [("exit-0", 0), ("exit-1", 1), ("exit-42", 42)] {
+        let script = format!("exit {code}");
+        let out = c.run_rm(id, &["sh", "-c", &script]);
+        assert_eq!(out.status.code(), Some(code), "{id}: {}", c.explain(&out));
+        c.assert_clean(id, Duration::from_secs(10));
+    }
+    let out = c.run_rm("true", &["true"]);
+    assert!(out.status.success(), "{}", c.explain(&out));
+    c.assert_clean("true", Duration::from_secs(10));
+}
+
+#[test]
+fn run_signalled_exit_code() {
+    let Some(c) = Containerd::start() else { return };
+    // The container's init ignores signals from inside its pid namespace, so kill it from
+    // outside: `ctr run` (attached) reports 128 + SIGKILL.
+    let run = c
+        .ctr_command()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            IMAGE,
+            "killed",
+            "sleep",
+            "600",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.wait_status("killed", "RUNNING", Duration::from_secs(60));
+    let out = c.ctr(&["task", "kill", "-s", "KILL", "killed"]);
+    assert!(out.status.success(), "{}", c.explain(&out));
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(137), "{}", c.explain(&out));
+    c.assert_clean("killed", Duration::from_secs(10));
+}
+
+#[test]
+fn stdout_and_stderr_apart() {
+    let Some(c) = Containerd::start() else { return };
+    let out = c.run_rm(
+        "streams",
+        &[
+            "sh",
+            "-c",
+            "echo to-out; echo to-err >&2; seq 1 20000 | tail -n 1; exit 3",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", c.explain(&out));
+    assert_eq!(text(&out.stdout), "to-out\n20000\n", "{}", c.explain(&out));
+    assert_eq!(text(&out.stderr), "to-err\n", "{}", c.explain(&out));
+    // A fast exit after a lot of output: nothing may be lost.
+    let out = c.run_rm("bulk", &["sh", "-c", "seq 1 100000"]);
+    assert!(out.status.success(), "{}", c.explain(&out));
+    let lines: Vec<&str> = std::str::from_utf8(&out.stdout).unwrap().lines().collect();
+    assert_eq!(lines.len(), 100_000);
+    assert_eq!(lines.last(), Some(&"100000"));
+}
+
+#[test]
+fn stdin_round_trip() {
+    let Some(c) = Containerd::start() else { return };
+    let mut child = c
+        .ctr_command()
+        .args([
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            IMAGE,
+            "cat",
+            "sh",
+            "-c",
+            "cat; echo done",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let data: String = (0..2000).map(|i| format!("line {i}\n")).collect();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(data.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", c.explain(&out));
+    assert_eq!(text(&out.stdout), format!("{data}done\n"));
+    c.assert_clean("cat", Duration::from_secs(10));
+}
+
+/// A tmux server on a private socket, killed on drop.
+struct Tmux(std::path::PathBuf);
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.arg("-S").arg(&self.0);
+        c
+    }
+    fn pane(&self) -> String {
+        text(
+            &self
+                .cmd()
+                .args(["capture-pane", "-p", "-t", "t"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+    }
+    fn wait_for(&self, what: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let pane = self.pane();
+            if pane.contains(what) {
+                return pane;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what:?} in the pane:\n{pane}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    fn keys(&self, keys: &str) {
+        let ok = self
+            .cmd()
+            .args(["send-keys", "-t", "t", keys, "Enter"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+#[test]
+fn terminal_prompt_and_resize() {
+    let Some(c) = Containerd::start() else { return };
+    let tmux = Tmux(c.dir().join("tmux.sock"));
+    let run = format!(
+        "{} run --rm -t --runtime {RUNTIME} {IMAGE} tty sh; echo ctr-exit=$?; sleep 600",
+        c.ctr_shell()
+    );
+    let ok = tmux
+        .cmd()
+        .args(["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", &run])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    tmux.wait_for("/ #", Duration::from_secs(60));
+    tmux.keys("stty size; tty");
+    let pane = tmux.wait_for("/dev/pts/", Duration::from_secs(20));
+    assert!(pane.contains("24 80"), "initial size:\n{pane}");
+    let ok = tmux
+        .cmd()
+        .args(["resize-window", "-t", "t", "-x", "100", "-y", "40"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys("stty size");
+    let pane = tmux.wait_for("40 100", Duration::from_secs(20));
+    tmux.keys("exit 7");
+    let pane2 = tmux.wait_for("ctr-exit=", Duration::from_secs(30));
+    assert!(pane2.contains("ctr-exit=7"), "{pane}\n---\n{pane2}");
+    c.assert_clean("tty", Duration::from_secs(10));
+}
