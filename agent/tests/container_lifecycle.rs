@@ -53,6 +53,20 @@ fn start_reports_a_missing_binary() {
     assert!(matches!(g.c().start(), Err(ContainerError::AlreadyStarted)));
     let status = wait_exit(g.c().init_pid());
     assert!(!exited(0)(&status));
+    // Nothing runs in the container any more: exec says so.
+    let p: Process =
+        serde_json::from_value(base_spec(&env.id, &["true"])["process"].clone()).unwrap();
+    assert!(matches!(
+        g.c().exec(
+            &p,
+            ProcessIo::Pipes {
+                stdin: None,
+                stdout: None,
+                stderr: None
+            }
+        ),
+        Err(ContainerError::NotRunning)
+    ));
     g.destroy();
 }
 

@@ -132,6 +132,9 @@ pub enum ContainerError {
         #[source]
         source: std::io::Error,
     },
+    /// `exec` into a container whose init process is gone.
+    #[error("the container is not running")]
+    NotRunning,
     /// `exec` into a paused (frozen) container.
     #[error("the container is paused")]
     Paused,
@@ -223,6 +226,30 @@ impl Container {
         }
     }
 
+    /// Whether the init process still runs (a zombie counts as gone).
+    fn init_alive(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        // SAFETY: pidfd_send_signal(2) with signal 0 only checks; integer arguments and a pidfd
+        // we own.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        r == 0
+            && std::fs::read_to_string(format!("/proc/{}/stat", self.init_pid))
+                .map(|s| {
+                    // The state follows the ")" that ends the command name.
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(false)
+    }
+
     /// The container id.
     pub fn id(&self) -> &str {
         &self.id
@@ -267,6 +294,9 @@ impl Container {
         process: &oci_spec::runtime::Process,
         io: ProcessIo,
     ) -> Result<Spawned, ContainerError> {
+        if !self.init_alive() {
+            return Err(ContainerError::NotRunning);
+        }
         if self
             .cgroup
             .read("cgroup.freeze")

@@ -74,9 +74,11 @@ impl UserPlan {
     }
 }
 
-/// The home directory of `uid` in the rootfs's `/etc/passwd`, if the file and the entry exist.
+/// The home directory of `uid` in the rootfs's `/etc/passwd`, if the file and the entry exist
+/// (symlinks in the image are followed inside the rootfs, never out of it).
 pub fn home_dir(rootfs: &Path, uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).ok()?;
+    let path = super::rootfs::resolve_in_root(rootfs, Path::new("/etc/passwd")).ok()?;
+    let passwd = std::fs::read_to_string(path).ok()?;
     passwd_home(&passwd, uid)
 }
 
@@ -108,6 +110,21 @@ mod tests {
         std::fs::write(dir.path().join("etc/passwd"), text).unwrap();
         assert_eq!(home_dir(dir.path(), 33).as_deref(), Some("/var/www"));
         assert_eq!(home_dir(Path::new("/nonexistent"), 0), None);
+        // An absolute symlink in the image points into the rootfs, not at the agent's file.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(other.path().join("etc/real")).unwrap();
+        std::fs::write(
+            other.path().join("etc/real/passwd"),
+            "x:x:5:5::/inside:/bin/sh\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("/etc/real/passwd", other.path().join("etc/passwd")).unwrap();
+        assert_eq!(home_dir(other.path(), 5).as_deref(), Some("/inside"));
+        assert_eq!(
+            home_dir(other.path(), 0),
+            None,
+            "not the agent's /etc/passwd"
+        );
     }
 
     #[test]
