@@ -484,3 +484,76 @@ fn init_process(fds: &Fds, plan: &InitPlan) -> ! {
         Err(plan.process.exec())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config_for<'a>(spec: &'a oci_spec::runtime::Spec, rootfs: &'a Path) -> ContainerConfig<'a> {
+        ContainerConfig {
+            id: "abc",
+            spec,
+            rootfs,
+            cgroup_root: Path::new("/sys/fs/cgroup"),
+        }
+    }
+
+    #[test]
+    fn a_cri_style_spec_is_accepted_whole() {
+        // The shape containerd's CRI plugin sends for a pod sandbox (defaults of its spec
+        // generator, the runtime-default seccomp profile cut down): nothing in it is refused.
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_str(include_str!("testdata/cri-spec.json")).unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let plan = plan(&config_for(&spec, rootfs.path())).unwrap();
+        assert_eq!(plan.rootfs.mounts.len(), 8);
+        assert!(plan.rootfs.readonly_root);
+        assert!(!plan.rootfs.default_shm, "the spec mounts /dev/shm itself");
+        assert_eq!(plan.rootfs.sysctl.len(), 2);
+        assert_eq!(plan.rootfs.masked_paths.len(), 10);
+        assert_eq!(plan.process.oom_score_adj, Some(-998));
+        assert_eq!(plan.process.caps.bounding.count_ones(), 14);
+        assert!(plan.process.seccomp.as_ref().is_some_and(|s| s.len() > 100));
+        assert_eq!(plan.process.user.groups.len(), 11);
+        assert_eq!(
+            cgroup::relative_path(
+                spec.linux().as_ref().unwrap().cgroups_path().as_deref(),
+                "abc"
+            )
+            .unwrap(),
+            Path::new("kubepods/besteffort/pod1234/abc")
+        );
+    }
+
+    #[test]
+    fn plan_refuses_bad_ids_and_rootfs() {
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_str(include_str!("testdata/cri-spec.json")).unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let mut cfg = config_for(&spec, rootfs.path());
+        cfg.id = "../evil";
+        assert!(matches!(plan(&cfg), Err(ContainerError::Config(_))));
+        let cfg = config_for(&spec, Path::new("relative/rootfs"));
+        assert!(matches!(plan(&cfg), Err(ContainerError::Rootfs(_))));
+        let cfg = config_for(&spec, Path::new("/nonexistent/rootfs"));
+        assert!(matches!(plan(&cfg), Err(ContainerError::Rootfs(_))));
+    }
+
+    #[test]
+    fn failures_name_their_item() {
+        let spec: oci_spec::runtime::Spec =
+            serde_json::from_str(include_str!("testdata/cri-spec.json")).unwrap();
+        let rootfs = tempfile::tempdir().unwrap();
+        let plan = plan(&config_for(&spec, rootfs.path())).unwrap();
+        let e = failure_error(Failure::new(Stage::Mount, 2, libc::EINVAL), &plan);
+        assert_eq!(e.to_string(), "container set-up failed mounting (/dev/pts)");
+        let e = failure_error(Failure::new(Stage::Exec, 0, libc::ENOENT), &plan);
+        assert!(matches!(e, ContainerError::Exec { ref path, .. } if path == "/pause"));
+        let e = failure_error(Failure::new(Stage::Sysctl, 0, libc::EACCES), &plan);
+        assert!(
+            e.to_string()
+                .contains("/proc/sys/net/ipv4/ip_unprivileged_port_start"),
+            "{e}"
+        );
+    }
+}
