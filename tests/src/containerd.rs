@@ -128,10 +128,29 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             b = base.display()
         );
         std::fs::write(base.join("containerd.toml"), config).unwrap();
-        let log = std::fs::File::create(base.join("containerd.log")).unwrap();
+        let mut me = Self { dir, child: None };
+        me.spawn();
+        let image = busybox_image().unwrap_or_else(|e| panic!("busybox image: {e}"));
+        let out = me.ctr(&["images", "import", image.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "ctr images import: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(me)
+    }
+
+    fn spawn(&mut self) {
+        let base = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(base.join("containerd.log"))
+            .unwrap();
         let path = format!(
             "{}:{}",
-            bin.display(),
+            base.join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
         let child = Command::new("containerd")
@@ -144,13 +163,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .stderr(log)
             .spawn()
             .expect("spawn containerd");
-        let me = Self {
-            dir,
-            child: Some(child),
-        };
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let out = me.ctr(&["version"]);
+            let out = self.ctr(&["version"]);
             if out.status.success() {
                 break;
             }
@@ -158,19 +174,28 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
                 Instant::now() < deadline,
                 "containerd did not come up: {}\n--- log ---\n{}",
                 String::from_utf8_lossy(&out.stderr),
-                me.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let image = busybox_image().unwrap_or_else(|e| panic!("busybox image: {e}"));
-        let out = me.ctr(&["images", "import", image.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "ctr images import: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(me)
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops containerd (its shims and their pods keep running) and starts it again.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
     }
 
     /// The private directory (root, state, sockets, logs, hull's run dir).
@@ -355,15 +380,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
         // Shims, VMMs and vsock backends of this containerd all name its directory.
         let marker = self.dir().display().to_string();
         let socket = self.socket();

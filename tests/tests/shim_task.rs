@@ -1,5 +1,7 @@
 //! containerd end to end: `ctr task …` on running hull containers — exec with and without a
-//! terminal, kill with TERM and KILL, pause/resume, metrics, ps, two containers at once.
+//! terminal, kill with TERM and KILL, pause/resume, metrics, ps, checkpoint (refused), an OOM
+//! kill's event, two containers at once, a containerd restart under a running task.
+//! (ctr 1.6 has no `task update`; the shim's Update is not driven from here.)
 
 use std::process::Command;
 use std::time::Duration;
@@ -149,4 +151,73 @@ fn two_containers_at_once() {
     assert_eq!(c.task_status("two").as_deref(), Some("RUNNING"));
     assert_eq!(c.remove("two"), Some(137));
     c.assert_clean("two", Duration::from_secs(10));
+}
+
+#[test]
+fn checkpoint_refused_and_oom_event() {
+    let Some(c) = Containerd::start() else { return };
+    c.run_detached("up", LOOP);
+    c.wait_status("up", "RUNNING", Duration::from_secs(60));
+    let out = c.ctr(&["task", "checkpoint", "up"]);
+    assert!(!out.status.success(), "{}", c.explain(&out));
+    assert!(
+        text(&out.stderr).contains("not supported"),
+        "{}",
+        c.explain(&out)
+    );
+    assert_eq!(c.remove("up"), Some(137));
+
+    // An OOM kill in the guest: exit 137 and a TaskOOM event.
+    let mut events = c
+        .ctr_command()
+        .arg("events")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--memory-limit",
+        "33554432",
+        "--runtime",
+        hull_tests::containerd::RUNTIME,
+        hull_tests::containerd::IMAGE,
+        "oom",
+        "tail",
+        "/dev/zero",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", c.explain(&out));
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = events.kill();
+    let seen = text(&events.wait_with_output().unwrap().stdout);
+    assert!(seen.contains("/tasks/oom"), "no OOM event in:\n{seen}");
+    c.assert_clean("oom", Duration::from_secs(10));
+}
+
+#[test]
+fn containerd_restart_keeps_the_task_manageable() {
+    let Some(mut c) = Containerd::start() else {
+        return;
+    };
+    c.run_detached("survivor", &strs(&named_loop("survivor")));
+    c.wait_status("survivor", "RUNNING", Duration::from_secs(60));
+    c.restart();
+    c.wait_status("survivor", "RUNNING", Duration::from_secs(20));
+    let out = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "after",
+        "survivor",
+        "cat",
+        "/tmp/name",
+    ]);
+    assert_eq!(text(&out.stdout), "survivor\n", "{}", c.explain(&out));
+    let out = c.ctr(&["task", "kill", "-s", "TERM", "survivor"]);
+    assert!(out.status.success(), "{}", c.explain(&out));
+    c.wait_status("survivor", "STOPPED", Duration::from_secs(20));
+    assert_eq!(c.delete_task("survivor"), Some(7));
+    let _ = c.ctr(&["container", "delete", "survivor"]);
+    c.assert_clean("survivor", Duration::from_secs(10));
 }
