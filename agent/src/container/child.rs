@@ -9,6 +9,15 @@
 //! namespaces requires. It joins the cgroup and namespaces, forks the container process (so a new
 //! PID namespace applies to it), reports its pid and exits; the agent's reaper collects it. Nothing
 //! here ever waits for a process.
+//!
+//! Every child starts the same way: signals are blocked across `fork` and the child resets every
+//! disposition to the default and unblocks them ([`reset_signals`]), so the agent's handlers never
+//! run in it and its ignored signals (Rust ignores SIGPIPE) or blocked ones never reach the
+//! workload; then it closes every descriptor except the few it was handed
+//! ([`close_other_fds`]), because another agent thread may have forked at the same moment with
+//! pipes of another container open. We chose this over re-executing `/proc/self/exe` as a
+//! single-threaded helper (runc's way): no second entry point in `main`, no serialising of the
+//! plan, and the host tests run the same code as the guest.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

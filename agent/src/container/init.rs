@@ -1,13 +1,16 @@
 //! `create`: from a validated spec to a container process waiting at its start barrier.
 //!
 //! Agent side: validate, build every plan, create the cgroup, prepare descriptors, fork.
-//! First child ("bootstrap"): close inherited descriptors, join the cgroup, join the namespaces
-//! given by path (user first), `unshare` the new ones, get its id maps written by the agent (new
-//! user namespace), fork the init process, report its pid, `_exit`.
-//! Init process: stdio/session/tty, rootfs (mounts, /dev, pivot_root, …), process attributes
-//! (rlimits, user, capabilities, …), then "ready"; it waits on the sync socket for "go" and
-//! `execve`s. Its end of the socket is close-on-exec, so EOF without an error record tells the
-//! agent the exec succeeded.
+//! First child ("bootstrap"): reset signals, close inherited descriptors, set oom_score_adj, join
+//! the cgroup, join the namespaces given by path (user first), `unshare` the new ones (time
+//! offsets written), get its id maps written by the agent (new user namespace), fork the init
+//! process, report its pid, `_exit`.
+//! Init process: session and stdio, rootfs up to `pivot_root` (mounts, /dev), the pty from the
+//! container's devpts (master sent to the agent), the rest of the rootfs (sysctls, masked and
+//! read-only paths, read-only root, hostname), process attributes (rlimits, user, capabilities,
+//! …), then "ready". The agent attaches the device cgroup program, and the init process waits on
+//! the sync socket for "go" and `execve`s. Its end of the socket is close-on-exec, so EOF without
+//! an error record tells the agent the exec succeeded.
 
 use std::convert::Infallible;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
