@@ -228,3 +228,34 @@ fn rlimits_and_oom_score_adj_applied() {
     assert!(exited(0)(&status));
     assert_eq!(out, "123\n456\n300\n");
 }
+
+#[test]
+fn user_namespace_with_a_joined_network_namespace_gets_sysfs_by_bind() {
+    if !root_or_skip("user_namespace_with_a_joined_network_namespace_gets_sysfs_by_bind") {
+        return;
+    }
+    let env = Env::new("usernet");
+    let host_base = 300_000u32;
+    for e in walk(&env.rootfs()) {
+        let _ = std::os::unix::fs::lchown(&e, Some(host_base), Some(host_base));
+    }
+    let mut v = base_spec(
+        &env.id,
+        &[
+            "sh",
+            "-c",
+            "test -d /sys/class/net && echo sys-ok; touch /sys/x 2>/dev/null || echo sys-ro",
+        ],
+    );
+    let me = std::process::id();
+    v["linux"]["namespaces"] = json!([
+        {"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"},
+        {"type": "network", "path": format!("/proc/{me}/ns/net")},
+        {"type": "user"}
+    ]);
+    v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": host_base, "size": 65536}]);
+    v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": host_base, "size": 65536}]);
+    let (status, out, err) = run(&env, v);
+    assert!(exited(0)(&status), "{status:?} {err}");
+    assert_eq!(out, "sys-ok\nsys-ro\n");
+}

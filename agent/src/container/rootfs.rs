@@ -254,14 +254,35 @@ impl RootfsPlan {
                 }
             }
             MountKind::Fs => {
-                mount(
+                let r = mount(
                     Some(m.source.as_c_str()),
                     &dest,
                     Some(m.fstype.as_c_str()),
                     m.flags,
                     data,
-                )
-                .map_err(fail_nix(Stage::Mount, i))?;
+                );
+                match r {
+                    // In a new user namespace sysfs can only be mounted when the network
+                    // namespace belongs to it too; with a joined one, fall back to binding the
+                    // agent's /sys with the same flags, as runc does.
+                    Err(nix::Error::EPERM)
+                        if self.bind_devices && m.fstype.as_bytes() == b"sysfs" =>
+                    {
+                        mount(
+                            Some("/sys"),
+                            &dest,
+                            None::<&str>,
+                            MsFlags::MS_BIND | MsFlags::MS_REC,
+                            None::<&str>,
+                        )
+                        .map_err(fail_nix(Stage::Mount, i))?;
+                        let flags =
+                            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | m.flags | kept_flags(&dest);
+                        mount(None::<&str>, &dest, None::<&str>, flags, None::<&str>)
+                            .map_err(fail_nix(Stage::Mount, i))?;
+                    }
+                    r => r.map_err(fail_nix(Stage::Mount, i))?,
+                }
             }
         }
         if m.recursive_attrs != (0, 0) {
