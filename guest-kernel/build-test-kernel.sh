@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the TEST-ONLY variant of hull's guest kernel: hull.config + hull-test.config on top of
-# tinyconfig, plus two source changes, so that hull-vmm's Linux boot path can be tested on a PVM
+# tinyconfig, plus three source changes, so that hull-vmm's Linux boot path can be tested on a PVM
 # /dev/kvm (see ../../shared/FACTS.md, "Guest kernel on this host"). It is never installed.
 #
 #   build-test-kernel.sh       build (or reuse) and print the output directory
@@ -46,6 +46,31 @@ if [[ ! -f $src/.hull-patched ]]; then
   grep -q '"1: fwait\\n"' "$fpu" || { log "error: fwait not found in $fpu"; exit 1; }
   sed -i 's/"1: fwait\\n"/"1:\\n"/' "$fpu"
   touch "$src/.hull-patched"
+fi
+if [[ ! -f $src/.hull-patched-syscall ]]; then
+  # 3. PVM delivers a user-mode `syscall` of a non-PVM guest as an instruction-fetch page fault on
+  #    entry_SYSCALL_64 (the CPU is still at user privilege there). Recognise that fault and run the
+  #    system call from it, so /init can run (slowly: every system call is a fault).
+  fault="$src/arch/x86/mm/fault.c"
+  anchor='	prefetchw(&current->mm->mmap_lock);'
+  grep -qxF "$anchor" "$fault" || { log "error: anchor not found in $fault"; exit 1; }
+  snippet=$(mktemp)
+  cat >"$snippet" <<'C'
+	/* hull test kernel: a user `syscall` that faulted on the entry point (PVM). */
+	if (user_mode(regs) && address == (unsigned long)entry_SYSCALL_64 &&
+	    regs->ip == address) {
+		regs->ip = regs->cx;
+		regs->flags = regs->r11;
+		regs->orig_ax = regs->ax;
+		regs->ax = -ENOSYS;
+		do_syscall_64(regs, (int)regs->orig_ax);
+		return;
+	}
+C
+  sed -i "\|^${anchor}\$|r $snippet" "$fault"
+  rm -f "$snippet"
+  sed -i 's|^#include <asm/irq_stack.h>$|#include <asm/irq_stack.h>\n#include <asm/proto.h>\n#include <asm/syscall.h>|' "$fault"
+  touch "$src/.hull-patched-syscall"
 fi
 mkdir -p "$obj"
 

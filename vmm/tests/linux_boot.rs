@@ -1,10 +1,11 @@
 //! Linux boots under hull-vmm.
 //!
 //! - `test_kernel_boots_to_init_on_this_kvm`: the test-only kernel variant
-//!   (`guest-kernel/build-test-kernel.sh`) boots with 2 vCPUs on any `/dev/kvm`, PVM included, to
-//!   "Run /init as init process", and the guest's stop (panic → `reboot=k` → i8042 reset) ends
-//!   hull-vmm with status 0. About 70 s on PVM (the second vCPU's start-up is emulated too); the
-//!   KVM paravirtual hypercall features are hidden because PVM's emulator does not run them. This proves the Linux boot path: PVH entry,
+//!   (`guest-kernel/build-test-kernel.sh`) boots with 2 vCPUs and hull's initramfs on any
+//!   `/dev/kvm`, PVM included, runs the agent's self-test to its ready line, and the guest's stop
+//!   (`reboot=k` → i8042 reset) ends hull-vmm with status 0. 1.5–2 min on PVM (guest kernel mode
+//!   is emulated, and every system call is a fault there); the KVM paravirtual hypercall features
+//!   are hidden because PVM's emulator does not run them. This proves the Linux boot path: PVH entry,
 //!   start info, e820, CPUID, MP table, serial, initrd. Never skipped under CI.
 //! - `production_kernel_boots_to_ready_*`: the real kernel and initramfs to the agent's ready
 //!   line with 1 and 2 vCPUs. Needs hardware KVM; skips LOUDLY elsewhere (PVM cannot run it).
@@ -48,6 +49,30 @@ fn test_kernel() -> PathBuf {
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim()).join("vmlinux")
 }
 
+/// The initramfs for the test-kernel boot: hull's real one (`HULL_INITRAMFS`, else
+/// `target/hull/initramfs.img`; required under CI), or a tiny one whose /init only exits.
+fn test_initramfs(dir: &Path) -> (PathBuf, bool) {
+    let real = std::env::var_os("HULL_INITRAMFS").map_or_else(
+        || repo_root().join("target/hull/initramfs.img"),
+        PathBuf::from,
+    );
+    if real.is_file() {
+        return (real, true);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "{} is missing under CI (scripts/build.sh builds it)",
+        real.display()
+    );
+    eprintln!(
+        "NOTE: {} not built; booting a tiny initramfs instead",
+        real.display()
+    );
+    let tiny = dir.join("initramfs.cpio");
+    std::fs::write(&tiny, tiny_initramfs()).unwrap();
+    (tiny, false)
+}
+
 #[test]
 fn test_kernel_boots_to_init_on_this_kvm() {
     if !kvm_available() {
@@ -55,8 +80,8 @@ fn test_kernel_boots_to_init_on_this_kvm() {
     }
     let kernel = test_kernel();
     let dir = tempfile::tempdir().unwrap();
-    let initrd = dir.path().join("initramfs.cpio");
-    std::fs::write(&initrd, tiny_initramfs()).unwrap();
+    let (initrd, real_agent) = test_initramfs(dir.path());
+    let cmdline = format!("{TEST_KERNEL_CMDLINE} hull.selftest=1");
     let run = run_kernel(
         dir.path(),
         &kernel,
@@ -70,10 +95,10 @@ fn test_kernel_boots_to_init_on_this_kvm() {
             "--cpuid-clear",
             "cx16,kvm_pv_send_ipi,kvm_pv_tlb_flush,kvm_pv_sched_yield",
             "--cmdline",
-            TEST_KERNEL_CMDLINE,
+            &cmdline,
             "--exit-stats",
         ],
-        Duration::from_secs(300),
+        Duration::from_secs(400),
     );
     eprintln!(
         "test kernel: {:?} to exit; {}",
@@ -81,7 +106,7 @@ fn test_kernel_boots_to_init_on_this_kvm() {
         run.stderr.trim()
     );
     let c = &run.console;
-    for expected in [
+    let mut expected = vec![
         "Command line: console=ttyS0",
         "BIOS-e820: [mem 0x0000000000000000-0x000000000009fbff] usable",
         "BIOS-e820: [mem 0x0000000000100000-0x0000000007ffffff] usable",
@@ -91,8 +116,14 @@ fn test_kernel_boots_to_init_on_this_kvm() {
         "smp: Brought up 1 node, 2 CPUs",
         "Unpacking initramfs",
         "Run /init as init process",
-    ] {
-        assert!(c.contains(expected), "no {expected:?} on the console:\n{c}");
+    ];
+    if real_agent {
+        // The agent's self-test (hull.selftest=1): it ran, saw both CPUs, and stopped the VM.
+        expected.push("hull-agent ready: cpus=2 ");
+        expected.push("reboot: Restarting system");
+    }
+    for e in expected {
+        assert!(c.contains(e), "no {e:?} on the console:\n{c}");
     }
     run.assert_exit(0);
 }
