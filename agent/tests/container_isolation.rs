@@ -118,6 +118,62 @@ fn user_namespace_with_mappings() {
     assert_eq!(lines[2], ["0"]);
     assert_eq!(lines[3], ["null-ok"]);
     assert_eq!(lines[4], ["mounts-ok"]);
+
+    // exec joins the user namespace too, and its uid 1000 maps to host_base + 1000.
+    let mut v = base_spec(&env.id, &["sleep", "30"]);
+    v["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": host_base, "size": 65536}]);
+    v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": host_base, "size": 65536}]);
+    let s = spec(v);
+    let mut g = env
+        .create(
+            &s,
+            ProcessIo::Pipes {
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            },
+        )
+        .unwrap();
+    g.c().start().unwrap();
+    let mut p: Process =
+        serde_json::from_value(base_spec(&env.id, &["sh"])["process"].clone()).unwrap();
+    p.set_args(Some(vec![
+        "sh".into(),
+        "-c".into(),
+        "id -u; sleep 1".into(),
+    ]));
+    p.user_mut().set_uid(1000);
+    p.user_mut().set_gid(1000);
+    let (out_r, out_w) = pipe();
+    let spawned = g
+        .c()
+        .exec(
+            &p,
+            ProcessIo::Pipes {
+                stdin: None,
+                stdout: Some(out_w),
+                stderr: None,
+            },
+        )
+        .unwrap();
+    let host_status = fs::read_to_string(format!("/proc/{}/status", spawned.pid)).unwrap();
+    let uid_line = host_status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    assert!(exited(0)(&wait_exit(spawned.pid)));
+    assert_eq!(read_all(out_r), "1000\n");
+    let host_uid = (host_base + 1000).to_string();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == host_uid),
+        "{uid_line}"
+    );
+    g.destroy();
 }
 
 #[test]
