@@ -308,7 +308,8 @@ impl Cgroup {
     }
 }
 
-/// Enables, in `dir`'s `cgroup.subtree_control`, those of our controllers that `dir` offers.
+/// Enables, in `dir`'s `cgroup.subtree_control`, those of our controllers that `dir` offers
+/// (as many as the kernel accepts).
 /// A directory without `cgroup.controllers` (a fake tree) is left alone.
 fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     let offered = match fs::read_to_string(dir.join("cgroup.controllers")) {
@@ -324,7 +325,17 @@ fn enable_controllers(dir: &Path) -> Result<(), CgroupError> {
     if want.is_empty() {
         return Ok(());
     }
-    write_file(&dir.join("cgroup.subtree_control"), &want.join(" "))
+    let control = dir.join("cgroup.subtree_control");
+    if write_file(&control, &want.join(" ")).is_ok() {
+        return Ok(());
+    }
+    // The kernel refuses the whole write if one controller cannot be enabled here (a cgroup
+    // with processes of its own, say). Enable what can be: a resource that needs a missing
+    // controller fails later, on its own interface file, with its own error.
+    for c in &want {
+        let _ = write_file(&control, c);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
