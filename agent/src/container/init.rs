@@ -182,6 +182,13 @@ pub(crate) fn failure_error(f: Failure, plan: &InitPlan) -> ContainerError {
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
         Stage::Cwd | Stage::Chdir => plan.process.cwd.display().to_string(),
+        Stage::JoinNamespace => plan
+            .ns
+            .joins()
+            .get(i)
+            .and_then(|e| e.path.as_ref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
         _ => String::new(),
     };
     step_error(f, detail, &plan.process)

@@ -173,11 +173,17 @@ impl NamespacePlan {
             .fold(CloneFlags::empty(), |f, e| f | clone_flag(e.typ))
     }
 
-    /// Opens the namespaces to join, the user namespace first (it decides what may join the rest).
-    pub fn open_joins(&self) -> Result<Vec<(OwnedFd, CloneFlags)>, NamespaceError> {
+    /// The namespaces to join, in joining order: the user namespace first (it decides what may
+    /// join the rest).
+    pub fn joins(&self) -> Vec<&NsEntry> {
         let mut joined: Vec<&NsEntry> = self.entries.iter().filter(|e| e.path.is_some()).collect();
         joined.sort_by_key(|e| e.typ != LinuxNamespaceType::User);
         joined
+    }
+
+    /// Opens the namespaces to join, in [`NamespacePlan::joins`] order.
+    pub fn open_joins(&self) -> Result<Vec<(OwnedFd, CloneFlags)>, NamespaceError> {
+        self.joins()
             .into_iter()
             .map(|e| {
                 let path = e.path.as_ref().expect("filtered on Some");
