@@ -234,18 +234,13 @@ impl ProcessPlan {
         Ok(())
     }
 
-    /// Forked side: loads seccomp (when no_new_privs is on), marks every inherited descriptor
-    /// above 2 close-on-exec and tries each candidate. Returns only on failure.
+    /// Forked side: marks every inherited descriptor above 2 close-on-exec, loads seccomp (when
+    /// no_new_privs is on) and tries each candidate. Returns only on failure.
     pub fn exec(&self) -> Failure {
-        if self.no_new_privs {
-            if let Some(s) = &self.seccomp {
-                if let Err(f) = s.load() {
-                    return f;
-                }
-            }
-        }
+        // Before seccomp: a profile may not allow close_range, and a descriptor handed to us
+        // without close-on-exec (a caller's pipe above 2) must not reach the workload.
         // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets flags; integers only.
-        unsafe {
+        let r = unsafe {
             libc::syscall(
                 libc::SYS_close_range,
                 3u32,
@@ -253,6 +248,16 @@ impl ProcessPlan {
                 libc::CLOSE_RANGE_CLOEXEC,
             )
         };
+        if r != 0 {
+            return Failure::last(Stage::CloseFds, 1);
+        }
+        if self.no_new_privs {
+            if let Some(s) = &self.seccomp {
+                if let Err(f) = s.load() {
+                    return f;
+                }
+            }
+        }
         let mut argv: Vec<*const libc::c_char> = self.args.iter().map(|a| a.as_ptr()).collect();
         argv.push(std::ptr::null());
         let mut envp: Vec<*const libc::c_char> = self.env.iter().map(|a| a.as_ptr()).collect();
