@@ -2,7 +2,7 @@
 
 use hull_protocol::limits::LimitError;
 
-use crate::container::ContainerError;
+use crate::container::{CgroupError, ContainerError};
 
 /// A failed agent request.
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +67,11 @@ fn container_code(e: &ContainerError) -> ttrpc::Code {
         | ContainerError::Process(_)
         | ContainerError::Seccomp(_)
         | ContainerError::TerminalMismatch => ttrpc::Code::INVALID_ARGUMENT,
-        ContainerError::Exec { .. } | ContainerError::AlreadyStarted => {
-            ttrpc::Code::FAILED_PRECONDITION
-        }
+        ContainerError::Exec { .. }
+        | ContainerError::AlreadyStarted
+        | ContainerError::NotRunning
+        | ContainerError::Paused => ttrpc::Code::FAILED_PRECONDITION,
+        ContainerError::Cgroup(CgroupError::Exists(_)) => ttrpc::Code::ALREADY_EXISTS,
         _ => ttrpc::Code::INTERNAL,
     }
 }
