@@ -71,8 +71,12 @@ pub struct LinuxBoot {
 pub struct TestKernelBoot {
     /// The kernel.
     pub kernel: String,
+    /// The initramfs booted (hull's, or a tiny one whose /init only exits).
+    pub initramfs: String,
     /// Spawn → "Run /init as init process", ms.
     pub to_init_ms: Option<f64>,
+    /// Spawn → the agent's self-test ready line, ms (hull's initramfs only).
+    pub to_ready_ms: Option<f64>,
     /// Spawn → hull-vmm exit, ms.
     pub to_exit_ms: f64,
     /// vCPU exits of the boot.
@@ -237,8 +241,14 @@ fn memory(bin: &Path, mib: u32) -> anyhow::Result<VmmMemory> {
 
 fn test_kernel_boot(bin: &Path, kernel: &Path) -> anyhow::Result<TestKernelBoot> {
     let dir = tempfile::tempdir()?;
-    let initrd = dir.path().join("initramfs.cpio");
-    std::fs::write(&initrd, tiny_initramfs())?;
+    let real = GuestImages::from_env().initramfs;
+    let initrd = if real.is_file() {
+        real
+    } else {
+        let tiny = dir.path().join("initramfs.cpio");
+        std::fs::write(&tiny, tiny_initramfs())?;
+        tiny
+    };
     let start = Instant::now();
     let mut child = Command::new(bin)
         .arg("--kernel")
@@ -257,7 +267,7 @@ fn test_kernel_boot(bin: &Path, kernel: &Path) -> anyhow::Result<TestKernelBoot>
         ])
         .arg(
             "console=ttyS0 reboot=k panic=-1 noxsave nopti clearcpuid=smap,smep,popcnt,pku,rdpid,\
-             serialize,umip,erms,fsrm pty.legacy_count=0 8250.nr_uarts=1",
+             serialize,umip,erms,fsrm pty.legacy_count=0 8250.nr_uarts=1 hull.selftest=1",
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -268,10 +278,19 @@ fn test_kernel_boot(bin: &Path, kernel: &Path) -> anyhow::Result<TestKernelBoot>
         Duration::from_secs(300),
         &mut child,
     );
+    let to_ready = wait_console(
+        dir.path(),
+        "hull-agent ready:",
+        Duration::from_secs(300),
+        &mut child,
+    )
+    .map(|d| d + to_init.unwrap_or_default());
     let stderr = finish(child)?;
     Ok(TestKernelBoot {
         kernel: kernel.display().to_string(),
+        initramfs: initrd.display().to_string(),
         to_init_ms: to_init.map(ms),
+        to_ready_ms: to_ready.map(ms),
         to_exit_ms: ms(start.elapsed()),
         exits: parse_exits(&stderr),
     })
@@ -402,8 +421,10 @@ pub fn report(r: &VmmResults) -> String {
     if let Some(k) = &r.test_kernel_boot {
         let _ = writeln!(
             s,
-            "- test kernel variant: /init after {:?} ms, exit after {:.0} ms, exits {:?}",
+            "- test kernel variant (1 vCPU, {}): /init after {:?} ms, ready after {:?} ms, exit after {:.0} ms, exits {:?}",
+            k.initramfs,
             k.to_init_ms.map(|v| v.round()),
+            k.to_ready_ms.map(|v| v.round()),
             k.to_exit_ms,
             k.exits
         );
