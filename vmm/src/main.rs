@@ -57,11 +57,11 @@ struct Args {
     check: bool,
 }
 
-fn run(args: Args) -> anyhow::Result<ExitCode> {
+fn run(args: Args) -> anyhow::Result<i32> {
     if args.check {
         let h = host::check();
         println!("{:?}: {}", h.kind, h.reason);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(0);
     }
     if let Some(fs) = &args.fs_socket {
         anyhow::bail!(
@@ -101,17 +101,13 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("hull-vmm: exits {}", stats.summary());
     }
     eprintln!("hull-vmm: guest stopped: {reason:?}");
-    Ok(ExitCode::from(
-        u8::try_from(reason.exit_code()).unwrap_or(1),
-    ))
+    Ok(reason.exit_code())
 }
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
-        Ok(code) => {
-            // vCPU threads may still be inside KVM_RUN: leave without waiting for them.
-            std::process::exit(i32::from(code != ExitCode::SUCCESS));
-        }
+        // vCPU threads may still be inside KVM_RUN: leave without waiting for them.
+        Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("hull-vmm: error: {e:#}");
             ExitCode::from(2)
