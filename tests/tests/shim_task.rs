@@ -191,7 +191,11 @@ fn checkpoint_refused_and_oom_event() {
     std::thread::sleep(Duration::from_millis(500));
     let _ = events.kill();
     let seen = text(&events.wait_with_output().unwrap().stdout);
-    assert!(seen.contains("/tasks/oom"), "no OOM event in:\n{seen}");
+    assert_eq!(
+        seen.matches("/tasks/oom").count(),
+        1,
+        "one OOM event expected in:\n{seen}"
+    );
     c.assert_clean("oom", Duration::from_secs(10));
 }
 

@@ -10,12 +10,14 @@
 //! - [`pod`]: the state of the pod (its VM, containers and processes);
 //! - [`stdio`]: containerd's fifos ↔ the agent's vsock stdio streams;
 //! - [`rootfs`]: a container's root filesystem and its spec, as the guest sees them;
+//! - [`namespaces`]: a pod container's namespace paths, as the guest knows them;
 //! - [`config`], [`sizing`], [`metrics`], [`events`]: the pieces around them.
 
 pub mod config;
 pub mod events;
 pub mod lifecycle;
 pub mod metrics;
+pub mod namespaces;
 pub mod pod;
 pub mod rootfs;
 pub mod service;

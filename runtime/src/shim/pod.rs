@@ -44,6 +44,8 @@ pub struct Pod {
     pub events: Arc<dyn EventSink>,
     /// Set when the shim may exit.
     pub exit: Arc<ExitSignal>,
+    /// OOM kills reported per container.
+    pub ooms: Arc<OomLedger>,
     vm: tokio::sync::Mutex<Option<PodVm>>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     execs_started: std::sync::atomic::AtomicU64,
@@ -128,6 +130,8 @@ pub struct Process {
     pub stdio: StdioPaths,
     /// The host pid containerd is given (the VMM's).
     pub host_pid: u32,
+    /// The pid in the guest (0 until known).
+    pub guest_pid: std::sync::atomic::AtomicU32,
     /// Where it is.
     pub state: Mutex<ProcessState>,
     /// The attached streams.
@@ -150,6 +154,7 @@ impl Process {
             agent_id: agent_id.to_owned(),
             stdio,
             host_pid,
+            guest_pid: Default::default(),
             state: Mutex::new(ProcessState::Created(spec)),
             io: tokio::sync::Mutex::new(None),
             exit_tx: watch::channel(None).0,
@@ -218,6 +223,7 @@ impl Pod {
             run_dir,
             events,
             exit,
+            ooms: Default::default(),
             vm: tokio::sync::Mutex::new(None),
             containers: Mutex::new(HashMap::new()),
             execs_started: Default::default(),
@@ -328,7 +334,11 @@ impl Pod {
             uds: sandbox.vsock_uds().to_owned(),
             vmm_pid,
         };
-        let oom_watch = tokio::spawn(watch_oom(handle.agent.clone(), self.events.clone()));
+        let oom_watch = tokio::spawn(watch_oom(
+            handle.agent.clone(),
+            self.events.clone(),
+            self.ooms.clone(),
+        ));
         Ok(PodVm {
             sandbox,
             handle,
@@ -445,16 +455,59 @@ pub fn hypervisor(config: &HullConfig) -> Result<Box<dyn Hypervisor + Send>, Shi
     Ok(Box::new(qemu))
 }
 
-async fn watch_oom(agent: AgentClient, events: Arc<dyn EventSink>) {
+/// How many OOM kills containerd was told of, per container: the agent's OOM watch (polled) and
+/// a process's exit (which checks the cgroup's `oom_kill` count before `TaskExit`) both report,
+/// and each kill is reported once.
+#[derive(Debug, Default)]
+pub struct OomLedger(Mutex<HashMap<String, u64>>);
+
+impl OomLedger {
+    /// One more kill seen by the watch.
+    pub fn bump(&self, cid: &str) {
+        *lock(&self.0).entry(cid.to_owned()).or_default() += 1;
+    }
+
+    /// The cgroup counted `total` kills: true (and now recorded) when some were not reported.
+    pub fn catch_up(&self, cid: &str, total: u64) -> bool {
+        let mut all = lock(&self.0);
+        let seen = all.entry(cid.to_owned()).or_default();
+        if total > *seen {
+            *seen = total;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Publishes `TaskOOM` for `container_id`.
+pub async fn publish_oom(events: &dyn EventSink, container_id: &str) {
+    tracing::info!(container = %container_id, "OOM kill in the guest");
+    let event = TaskOOM {
+        container_id: container_id.to_owned(),
+        ..Default::default()
+    };
+    events.publish(TASK_OOM_EVENT_TOPIC, Box::new(event)).await;
+}
+
+async fn watch_oom(agent: AgentClient, events: Arc<dyn EventSink>, ooms: Arc<OomLedger>) {
     loop {
         match agent.get_oom_event().await {
             Ok(container_id) => {
-                tracing::info!(container = %container_id, "OOM kill in the guest");
-                let event = TaskOOM {
-                    container_id,
-                    ..Default::default()
+                // The exit path may have reported this kill already: count from the cgroup.
+                let fresh = match agent.stats_container(&container_id).await {
+                    Ok(stats) => {
+                        let kills = stats.memory.as_ref().map_or(1, |m| m.events_oom_kill);
+                        ooms.catch_up(&container_id, kills)
+                    }
+                    Err(_) => {
+                        ooms.bump(&container_id);
+                        true
+                    }
                 };
-                events.publish(TASK_OOM_EVENT_TOPIC, Box::new(event)).await;
+                if fresh {
+                    publish_oom(events.as_ref(), &container_id).await;
+                }
             }
             Err(e) => {
                 tracing::debug!("OOM watch ended: {e}");

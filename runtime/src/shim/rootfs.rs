@@ -146,7 +146,7 @@ pub fn release(undo: Undo) -> Result<(), ShareError> {
 
 /// Removes bind mounts of host paths (the guest cannot see them without a share).
 fn drop_host_binds(spec: &mut Value) {
-    if let Some(mounts) = spec["mounts"].as_array_mut() {
+    if let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) {
         mounts.retain(|m| {
             let bind = m["type"] == "bind"
                 || m["options"]

@@ -10,10 +10,13 @@ use containerd_shim_protos::topics::TASK_CREATE_EVENT_TOPIC;
 use hull_protocol::limits;
 use serde_json::Value;
 
+use std::sync::atomic::Ordering;
+
 use crate::shim::pod::{lock, Container, Pod, Process};
 use crate::shim::rootfs;
 use crate::shim::stdio::{attach_process, StdioPaths};
 use crate::shim::ShimError;
+use crate::shim::{namespaces, SANDBOX_ID_ANNOTATION};
 
 /// What `Create` is asked.
 #[derive(Debug, Clone)]
@@ -47,9 +50,17 @@ pub async fn create(pod: &Pod, args: CreateArgs) -> Result<u32, ShimError> {
 async fn create_in_vm(
     pod: &Pod,
     args: &CreateArgs,
-    spec: Value,
+    mut spec: Value,
     vm: &crate::shim::pod::VmHandle,
 ) -> Result<u32, ShimError> {
+    // A pod container joins its sandbox's namespaces in the guest.
+    let sandbox_pid = spec["annotations"][SANDBOX_ID_ANNOTATION]
+        .as_str()
+        .filter(|s| *s != args.id)
+        .and_then(|s| pod.container(s).ok())
+        .map(|c| c.init.guest_pid.load(Ordering::SeqCst))
+        .filter(|pid| *pid != 0);
+    namespaces::rewrite(&mut spec, vm.vmm_pid, sandbox_pid);
     let source = pod.rootfs_source();
     let (dir, id, mounts) = (pod.run_dir.clone(), args.id.clone(), args.rootfs.clone());
     let bundle = args.bundle.clone();
@@ -70,10 +81,13 @@ async fn create_in_vm(
             args.stdio.agent_config(),
         )
         .await;
-    if let Err(e) = created {
-        release(undo);
-        return Err(e.into());
-    }
+    let guest_pid = match created {
+        Ok(pid) => pid,
+        Err(e) => {
+            release(undo);
+            return Err(e.into());
+        }
+    };
     let io = match attach_process(&vm.uds, &args.id, "", &args.stdio).await {
         Ok(io) => io,
         Err(e) => {
@@ -90,6 +104,7 @@ async fn create_in_vm(
         None,
     ));
     *init.io.lock().await = Some(io);
+    init.guest_pid.store(guest_pid, Ordering::SeqCst);
     let container = Arc::new(Container {
         id: args.id.clone(),
         bundle: args.bundle.clone(),

@@ -32,7 +32,12 @@ pub async fn start(pod: &Pod, id: &str, exec_id: &str) -> Result<u32, ShimError>
             return Err(e.into());
         }
         process.set_state(ProcessState::Running);
-        watch_exit(vm.agent.clone(), process.clone(), pod.events.clone());
+        watch_exit(
+            vm.agent.clone(),
+            process.clone(),
+            pod.events.clone(),
+            pod.ooms.clone(),
+        );
         let event = TaskStart {
             container_id: id.to_owned(),
             pid: process.host_pid,
@@ -45,9 +50,14 @@ pub async fn start(pod: &Pod, id: &str, exec_id: &str) -> Result<u32, ShimError>
         let json = spec.unwrap_or_default();
         let stdio = process.stdio.agent_config();
         let agent_id = process.agent_id.as_str();
-        if let Err(e) = vm.agent.exec_process(id, agent_id, json, stdio).await {
-            failed(&process);
-            return Err(e.into());
+        match vm.agent.exec_process(id, agent_id, json, stdio).await {
+            Ok(pid) => process
+                .guest_pid
+                .store(pid, std::sync::atomic::Ordering::SeqCst),
+            Err(e) => {
+                failed(&process);
+                return Err(e.into());
+            }
         }
         match attach_process(&vm.uds, id, agent_id, &process.stdio).await {
             Ok(io) => *process.io.lock().await = Some(io),
@@ -58,7 +68,12 @@ pub async fn start(pod: &Pod, id: &str, exec_id: &str) -> Result<u32, ShimError>
             }
         }
         process.set_state(ProcessState::Running);
-        watch_exit(vm.agent.clone(), process.clone(), pod.events.clone());
+        watch_exit(
+            vm.agent.clone(),
+            process.clone(),
+            pod.events.clone(),
+            pod.ooms.clone(),
+        );
         let event = TaskExecStarted {
             container_id: id.to_owned(),
             exec_id: exec_id.to_owned(),

@@ -10,7 +10,7 @@ use containerd_shim_protos::topics::TASK_EXIT_EVENT_TOPIC;
 
 use crate::agent::AgentClient;
 use crate::shim::events::EventSink;
-use crate::shim::pod::{Exit, Pod, Process, ProcessState, DRAIN_BOUND};
+use crate::shim::pod::{publish_oom, Exit, OomLedger, Pod, Process, ProcessState, DRAIN_BOUND};
 use crate::shim::stdio::drain;
 use crate::shim::ShimError;
 
@@ -23,7 +23,12 @@ pub async fn wait(pod: &Pod, id: &str, exec_id: &str) -> Result<Exit, ShimError>
 }
 
 /// Watches a started process in the background until it exits.
-pub fn watch_exit(agent: AgentClient, process: Arc<Process>, events: Arc<dyn EventSink>) {
+pub fn watch_exit(
+    agent: AgentClient,
+    process: Arc<Process>,
+    events: Arc<dyn EventSink>,
+    ooms: Arc<OomLedger>,
+) {
     tokio::spawn(async move {
         let status = match agent
             .wait_process(&process.container_id, &process.agent_id)
@@ -40,6 +45,16 @@ pub fn watch_exit(agent: AgentClient, process: Arc<Process>, events: Arc<dyn Eve
             }
         };
         let at = SystemTime::now();
+        if status == 128 + 9 {
+            // Killed: if by the OOM killer, say so before the exit (the agent's OOM watch polls
+            // and may not have reported it yet).
+            if let Ok(stats) = agent.stats_container(&process.container_id).await {
+                let kills = stats.memory.as_ref().map_or(0, |m| m.events_oom_kill);
+                if ooms.catch_up(&process.container_id, kills) {
+                    publish_oom(events.as_ref(), &process.container_id).await;
+                }
+            }
+        }
         let outputs = match process.io.lock().await.as_mut() {
             Some(io) => io.take_outputs(),
             None => Vec::new(),

@@ -1,0 +1,92 @@
+//! Namespace paths in a pod container's spec, made to mean something in the guest.
+//!
+//! CRI gives a pod's sandbox container a network namespace file of the host
+//! (`/var/run/netns/cni-…`) and its other containers the sandbox's namespaces as
+//! `/proc/<pid>/ns/<type>`, where `<pid>` is the pid the shim reported for the sandbox — the
+//! VMM's. In the guest the sandbox container's init is the pod's namespace holder, so
+//! `/proc/<vmm pid>/ns/x` becomes `/proc/<sandbox init's guest pid>/ns/x`, and host paths are
+//! dropped: the namespace is created fresh in the guest (the VM is the pod's boundary).
+
+use serde_json::Value;
+
+/// Rewrites `spec`'s `linux.namespaces[].path`: `/proc/<host_pid>/ns/<t>` → the sandbox's
+/// guest pid (when known), anything else → no path.
+pub fn rewrite(spec: &mut Value, host_pid: u32, sandbox_guest_pid: Option<u32>) {
+    let Some(list) = spec
+        .get_mut("linux")
+        .and_then(|l| l.get_mut("namespaces"))
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    for ns in list.iter_mut() {
+        let Some(path) = ns.get("path").and_then(Value::as_str).map(str::to_owned) else {
+            continue;
+        };
+        let joined = parse_proc_ns(&path)
+            .filter(|(pid, _)| *pid == host_pid)
+            .and_then(|(_, kind)| Some(format!("/proc/{}/ns/{kind}", sandbox_guest_pid?)));
+        match (joined, ns.as_object_mut()) {
+            (Some(guest), Some(obj)) => {
+                obj.insert("path".into(), Value::String(guest));
+            }
+            (None, Some(obj)) => {
+                tracing::debug!("namespace path {path} has no meaning in the guest: dropped");
+                obj.remove("path");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn parse_proc_ns(path: &str) -> Option<(u32, &str)> {
+    let rest = path.strip_prefix("/proc/")?;
+    let (pid, rest) = rest.split_once('/')?;
+    let kind = rest.strip_prefix("ns/")?;
+    if kind.is_empty() || kind.contains('/') {
+        return None;
+    }
+    Some((pid.parse().ok()?, kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn pod_paths_map_to_the_sandbox_in_the_guest() {
+        let mut spec = json!({"linux": {"namespaces": [
+            {"type": "pid"},
+            {"type": "ipc", "path": "/proc/4242/ns/ipc"},
+            {"type": "uts", "path": "/proc/4242/ns/uts"},
+            {"type": "network", "path": "/var/run/netns/cni-1234"},
+            {"type": "mount"},
+            {"type": "cgroup", "path": "/proc/99/ns/cgroup"}
+        ]}});
+        rewrite(&mut spec, 4242, Some(7));
+        let ns = &spec["linux"]["namespaces"];
+        assert_eq!(ns[0], json!({"type": "pid"}));
+        assert_eq!(ns[1]["path"], "/proc/7/ns/ipc");
+        assert_eq!(ns[2]["path"], "/proc/7/ns/uts");
+        assert_eq!(ns[3], json!({"type": "network"}));
+        assert_eq!(ns[4], json!({"type": "mount"}));
+        assert_eq!(ns[5], json!({"type": "cgroup"}));
+    }
+
+    #[test]
+    fn without_a_sandbox_every_path_goes() {
+        let mut spec = json!({"linux": {"namespaces": [
+            {"type": "ipc", "path": "/proc/4242/ns/ipc"}
+        ]}});
+        rewrite(&mut spec, 4242, None);
+        assert_eq!(spec["linux"]["namespaces"][0], json!({"type": "ipc"}));
+        let mut spec = json!({"process": {}});
+        rewrite(&mut spec, 1, Some(2));
+        assert_eq!(spec, json!({"process": {}}));
+        assert_eq!(parse_proc_ns("/proc/12/ns/net"), Some((12, "net")));
+        assert_eq!(parse_proc_ns("/proc/x/ns/net"), None);
+        assert_eq!(parse_proc_ns("/proc/12/ns/a/b"), None);
+    }
+}
