@@ -124,21 +124,27 @@ fn sandbox_of_bundle(bundle: &Path) -> Option<String> {
 /// Kills what a dead shim left of pod `dir` (its VMM and vsock backend, found through the pids
 /// file and checked against their command lines) and removes the directory.
 pub fn cleanup_dead_pod(dir: &Path) {
+    let mut killed = false;
     if let Ok(text) = std::fs::read_to_string(dir.join(PIDS_FILE)) {
         let marker = dir.display().to_string();
         for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             if String::from_utf8_lossy(&cmdline).contains(&marker) {
-                let _ = nix::sys::signal::kill(
+                killed |= nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid),
                     nix::sys::signal::Signal::SIGKILL,
-                );
+                )
+                .is_ok();
             }
         }
     }
-    // Give the killed processes a moment to let go of the share, then unmount and remove.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    super::pod::remove_pod_dir(dir);
+    if killed {
+        // Let the killed processes let go of the share before it is unmounted.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if dir.exists() {
+        super::pod::remove_pod_dir(dir);
+    }
 }
 
 /// Logs to the bundle's `log` fifo, where containerd collects shim logs (stderr when absent).
