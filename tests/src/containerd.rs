@@ -259,6 +259,39 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         );
     }
 
+    /// `ctr run -d` with extra `flags` (before the image) of `args` as container `id`; panics
+    /// when it fails.
+    pub fn run_detached_with(&self, id: &str, flags: &[&str], args: &[&str]) {
+        let mut all = vec!["run", "-d", "--runtime", RUNTIME];
+        all.extend_from_slice(flags);
+        all.extend_from_slice(&[IMAGE, id]);
+        all.extend_from_slice(args);
+        let out = self.ctr(&all);
+        assert!(
+            out.status.success(),
+            "ctr run -d {id}: {}",
+            self.explain(&out)
+        );
+    }
+
+    /// The PID column of `ctr task ls` for `id` (hull reports the pod's VMM).
+    pub fn task_pid(&self, id: &str) -> Option<u32> {
+        let out = self.ctr(&["task", "ls"]);
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.first() == Some(&id)).then(|| cols.get(1)?.parse().ok())?
+        })
+    }
+
+    /// Runs `args` in container `id` with `ctr task exec`; its stdout, panicking on failure.
+    pub fn exec_out(&self, id: &str, exec_id: &str, args: &[&str]) -> String {
+        let mut all = vec!["task", "exec", "--exec-id", exec_id, id];
+        all.extend_from_slice(args);
+        let out = self.ctr(&all);
+        assert!(out.status.success(), "exec in {id}: {}", self.explain(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// The status column of `ctr task ls` for `id` (`RUNNING`, `PAUSED`, `STOPPED`, …).
     pub fn task_status(&self, id: &str) -> Option<String> {
         let out = self.ctr(&["task", "ls"]);
