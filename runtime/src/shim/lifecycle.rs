@@ -72,6 +72,10 @@ impl Shim for HullShim {
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let config = HullConfig::load().unwrap_or_default();
         cleanup_dead_pod(&config.run_dir.join(&self.id));
+        // The dead server's socket (its address is in the bundle, our working directory).
+        if let Ok(address) = std::fs::read_to_string("address") {
+            remove_stale_socket(address.trim());
+        }
         Ok(DeleteResponse {
             pid: 0,
             exit_status: 128 + 9,
@@ -119,6 +123,16 @@ fn sandbox_of_bundle(bundle: &Path) -> Option<String> {
     let id = spec["annotations"][SANDBOX_ID_ANNOTATION].as_str()?;
     hull_protocol::limits::check_id("sandbox id", id).ok()?;
     Some(id.to_owned())
+}
+
+/// Removes the unix socket of `address` (`unix://…`) when nothing serves it any more.
+fn remove_stale_socket(address: &str) {
+    use std::os::unix::fs::FileTypeExt;
+    let path = Path::new(address.strip_prefix("unix://").unwrap_or(address));
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    if is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Kills what a dead shim left of pod `dir` (its VMM and vsock backend, found through the pids
