@@ -7,6 +7,17 @@ use hull_runtime::shim::RUNTIME_NAME;
 
 #[tokio::main]
 async fn main() {
+    if std::env::args()
+        .skip(1)
+        .any(|a| a == "-v" || a == "-version" || a == "--version")
+    {
+        println!(
+            "containerd-shim-hull-v2 (hull {})",
+            env!("CARGO_PKG_VERSION")
+        );
+        println!("runtime: {RUNTIME_NAME}, shim API task v2");
+        return;
+    }
     containerd_shim::asynchronous::run::<HullShim>(RUNTIME_NAME, Some(shim_config())).await;
     // Exit now rather than wait for the runtime's blocking threads: nothing is left to do.
     std::process::exit(0);
