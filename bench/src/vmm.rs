@@ -267,7 +267,7 @@ fn test_kernel_boot(bin: &Path, kernel: &Path) -> anyhow::Result<TestKernelBoot>
         ])
         .arg(
             "console=ttyS0 reboot=k panic=-1 noxsave nopti clearcpuid=smap,smep,popcnt,pku,rdpid,\
-             serialize,umip,erms,fsrm pty.legacy_count=0 8250.nr_uarts=1 hull.selftest=1",
+             serialize,umip,erms,fsrm pty.legacy_count=0 8250.nr_uarts=1 rcupdate.rcu_cpu_stall_suppress=1 hull.selftest=1",
         )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

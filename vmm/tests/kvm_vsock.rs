@@ -252,6 +252,11 @@ fn guest_connects_sends_ping_and_receives_pong_through_real_queues() {
     run.assert_exit(0);
     assert_eq!(&server.join().unwrap(), b"ping");
     assert_eq!(run.console_bytes, b"A\x02pong\n", "{run:#?}");
+    assert!(
+        run.stderr.contains("virtio device (id 19) activated"),
+        "{}",
+        run.stderr
+    );
     assert!(!uds.exists(), "the VMM removes its socket");
 }
 

@@ -21,10 +21,12 @@ use hull_vmm::host::{self, KvmKind};
 use hull_vmm::testing::tiny_initramfs;
 
 /// Arguments the test kernel needs on a PVM host (see FACTS.md): no CX16 in CPUID, no XSAVE,
-/// and the listed features hidden so the kernel stays off instructions PVM cannot emulate.
+/// and the listed features hidden so the kernel stays off instructions PVM cannot emulate. RCU
+/// stall reports are off: on a loaded host the emulated CPUs stall, and the NMI backtrace they
+/// trigger runs code PVM's emulator cannot.
 const TEST_KERNEL_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 noxsave nopti \
      clearcpuid=smap,smep,popcnt,pku,rdpid,serialize,umip,erms,fsrm pty.legacy_count=0 \
-     8250.nr_uarts=1";
+     8250.nr_uarts=1 rcupdate.rcu_cpu_stall_suppress=1";
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

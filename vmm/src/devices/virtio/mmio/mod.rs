@@ -254,8 +254,17 @@ impl MmioTransport {
         }
         let fresh = new_queues(&*lock(&self.device));
         let queues = std::mem::replace(&mut self.queues, fresh);
-        match lock(&self.device).activate(self.mem.clone(), queues, self.interrupt.clone()) {
-            Ok(()) => self.activated = true,
+        // The guard must be gone before the match: the arms lock the device again.
+        let (result, id) = {
+            let mut dev = lock(&self.device);
+            let r = dev.activate(self.mem.clone(), queues, self.interrupt.clone());
+            (r, dev.device_type())
+        };
+        match result {
+            Ok(()) => {
+                self.activated = true;
+                eprintln!("hull-vmm: virtio device (id {id}) activated by the driver");
+            }
             Err(e) => {
                 eprintln!("hull-vmm: virtio device activation failed: {e}");
                 self.status |= status::DEVICE_NEEDS_RESET;
