@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use hull_guest_image::kconfig;
+
 use crate::shim::config::{HullConfig, HypervisorChoice};
 use crate::vm::accel::{self, HostProbe, ProbePaths};
 use crate::vm::hull_vmm;
@@ -69,6 +71,87 @@ fn has_magic(path: &Path, offset: u64, magic: &[u8]) -> bool {
     };
     let mut buf = vec![0u8; magic.len()];
     f.seek(SeekFrom::Start(offset)).is_ok() && f.read_exact(&mut buf).is_ok() && buf == magic
+}
+
+/// The kernel: present, a bzImage, and (when its `kernel.config` is installed beside it) built
+/// with every option hull needs.
+fn kernel_check(path: &Path) -> Check {
+    let fix_missing = "run scripts/setup.sh (or set `kernel` in the hull config)";
+    if !path.is_file() {
+        let detail = format!("{} is missing", path.display());
+        return check("kernel", Outcome::Fail, detail, Some(fix_missing));
+    }
+    if !has_magic(path, 0x202, b"HdrS") {
+        let detail = format!("{} is not a bzImage", path.display());
+        return check("kernel", Outcome::Fail, detail, Some(fix_missing));
+    }
+    let config = path.with_file_name("kernel.config");
+    let Ok(text) = std::fs::read_to_string(&config) else {
+        let detail = format!("{} (no kernel.config beside it to check)", path.display());
+        return check("kernel", Outcome::Ok, detail, None);
+    };
+    let fragment = kconfig::parse(kconfig::FRAGMENT);
+    let mismatches = kconfig::check(&fragment, &kconfig::parse(&text));
+    if mismatches.is_empty() {
+        let detail = format!("{} (config has hull's options)", path.display());
+        return check("kernel", Outcome::Ok, detail, None);
+    }
+    let list: Vec<String> = mismatches
+        .iter()
+        .take(5)
+        .map(|m| format!("{}={} (wants {})", m.option, m.got, m.wanted))
+        .collect();
+    let detail = format!(
+        "{} does not match hull's kernel options: {}{}",
+        config.display(),
+        list.join(", "),
+        if mismatches.len() > 5 { ", …" } else { "" }
+    );
+    check(
+        "kernel",
+        Outcome::Fail,
+        detail,
+        Some("rebuild with scripts/build.sh and reinstall with scripts/setup.sh"),
+    )
+}
+
+/// The initramfs: present, a gzip'd cpio, with a static `/init` (hull-agent).
+fn initramfs_check(path: &Path) -> Check {
+    use std::io::Read;
+    let fix = "rebuild with scripts/build.sh and reinstall with scripts/setup.sh";
+    let Ok(file) = std::fs::File::open(path) else {
+        let detail = format!("{} is missing", path.display());
+        return check("initramfs", Outcome::Fail, detail, Some(fix));
+    };
+    let mut bytes = Vec::new();
+    // An initramfs is a few MiB; refuse to unpack more than 256 MiB.
+    let read = flate2::read::GzDecoder::new(file)
+        .take(256 << 20)
+        .read_to_end(&mut bytes);
+    let entries = read
+        .ok()
+        .and_then(|_| hull_guest_image::cpio::read(&bytes).ok());
+    let Some(entries) = entries else {
+        let detail = format!("{} is not a gzip-compressed cpio", path.display());
+        return check("initramfs", Outcome::Fail, detail, Some(fix));
+    };
+    let init = entries
+        .iter()
+        .find(|e| e.path == "init" || e.path == "/init");
+    match init {
+        Some(e) if hull_guest_image::initramfs::is_static_elf(&e.data) => check(
+            "initramfs",
+            Outcome::Ok,
+            format!("{} (static /init)", path.display()),
+            None,
+        ),
+        _ => check(
+            "initramfs",
+            Outcome::Fail,
+            format!("{} has no static /init (hull-agent)", path.display()),
+            Some(fix),
+        ),
+    }
 }
 
 /// Runs every check. `containerd_config` is containerd's configuration file.
@@ -185,41 +268,8 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
         }
     }
 
-    for (what, path, offset, magic, kind) in [
-        (
-            "kernel",
-            &config.kernel,
-            0x202u64,
-            &b"HdrS"[..],
-            "a bzImage",
-        ),
-        (
-            "initramfs",
-            &config.initramfs,
-            0,
-            &[0x1f, 0x8b][..],
-            "a gzip cpio",
-        ),
-    ] {
-        let c = if !path.is_file() {
-            check(
-                what,
-                Outcome::Fail,
-                format!("{} is missing", path.display()),
-                Some("run scripts/setup.sh (or set the key in the hull config)"),
-            )
-        } else if !has_magic(path, offset, magic) {
-            check(
-                what,
-                Outcome::Fail,
-                format!("{} is not {kind}", path.display()),
-                Some("rebuild with scripts/build.sh and reinstall with scripts/setup.sh"),
-            )
-        } else {
-            check(what, Outcome::Ok, path.display().to_string(), None)
-        };
-        out.push(c);
-    }
+    out.push(kernel_check(&config.kernel));
+    out.push(initramfs_check(&config.initramfs));
 
     let virtiofsd = config
         .virtiofsd
@@ -302,7 +352,10 @@ mod tests {
         assert_eq!(kernel.outcome, Outcome::Fail);
         assert!(kernel.to_string().contains("fix: "));
         let initramfs = checks.iter().find(|c| c.what == "initramfs").unwrap();
-        assert!(initramfs.detail.contains("not a gzip cpio"), "{initramfs}");
+        assert!(
+            initramfs.detail.contains("not a gzip-compressed cpio"),
+            "{initramfs}"
+        );
         let containerd = checks.iter().find(|c| c.what == "containerd").unwrap();
         assert_eq!(containerd.outcome, Outcome::Warn);
     }

@@ -54,11 +54,15 @@ pub async fn delete(pod: &Pod, id: &str, exec_id: &str) -> Result<Deleted, ShimE
             )))
         }
         ProcessState::Exited(exit) => exit,
-        // Never started: removing it kills it.
-        ProcessState::Created(_) => Exit {
-            status: 128 + 9,
-            at: SystemTime::now(),
-        },
+        // Never started: removing it kills it; a waiter learns so.
+        ProcessState::Created(_) => {
+            let exit = Exit {
+                status: 128 + 9,
+                at: SystemTime::now(),
+            };
+            init.set_state(ProcessState::Exited(exit));
+            exit
+        }
     };
     if let Ok(vm) = pod.vm().await {
         if let Err(e) = vm.agent.remove_container(id).await {
