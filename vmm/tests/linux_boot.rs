@@ -2,7 +2,8 @@
 //!
 //! - `test_kernel_boots_to_init_on_this_kvm`: the test-only kernel variant
 //!   (`guest-kernel/build-test-kernel.sh`) boots with 2 vCPUs and hull's initramfs on any
-//!   `/dev/kvm`, PVM included, runs the agent's self-test to its ready line, and the guest's stop
+//!   `/dev/kvm`, PVM included, with a vsock device that Linux's virtio-mmio driver must activate,
+//!   runs the agent's self-test to its ready line, and the guest's stop
 //!   (`reboot=k` → i8042 reset) ends hull-vmm with status 0. 1.5–2 min on PVM (guest kernel mode
 //!   is emulated, and every system call is a fault there); the KVM paravirtual hypercall features
 //!   are hidden because PVM's emulator does not run them. This proves the Linux boot path: PVH entry,
@@ -84,10 +85,13 @@ fn test_kernel_boots_to_init_on_this_kvm() {
     let dir = tempfile::tempdir().unwrap();
     let (initrd, real_agent) = test_initramfs(dir.path());
     let cmdline = format!("{TEST_KERNEL_CMDLINE} hull.selftest=1");
+    let vsock = dir.path().join("vsock.sock");
     let run = run_kernel(
         dir.path(),
         &kernel,
         &[
+            "--vsock-uds",
+            vsock.to_str().unwrap(),
             "--initrd",
             initrd.to_str().unwrap(),
             "--mem-mib",
@@ -127,6 +131,14 @@ fn test_kernel_boots_to_init_on_this_kvm() {
     for e in expected {
         assert!(c.contains(e), "no {e:?} on the console:\n{c}");
     }
+    // Linux's virtio-mmio and virtio-vsock drivers found the device on the command line and
+    // completed the handshake with hull-vmm's transport.
+    assert!(
+        run.stderr
+            .contains("virtio device (id 19) activated by the driver"),
+        "{}",
+        run.stderr
+    );
     run.assert_exit(0);
 }
 
