@@ -516,3 +516,39 @@ async fn watch_oom(agent: AgentClient, events: Arc<dyn EventSink>, ooms: Arc<Oom
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_oom_kill_is_reported_once() {
+        let ooms = OomLedger::default();
+        // The exit path saw the cgroup count one kill first; the watch's event for it is old.
+        assert!(ooms.catch_up("c", 1));
+        assert!(!ooms.catch_up("c", 1));
+        // A second kill, seen by the watch.
+        assert!(ooms.catch_up("c", 2));
+        ooms.bump("d");
+        assert!(!ooms.catch_up("d", 1));
+        assert!(ooms.catch_up("d", 2));
+    }
+
+    #[tokio::test]
+    async fn a_process_exit_wakes_its_waiters() {
+        let p = Arc::new(Process::new("c", ("", ""), StdioPaths::default(), 1, None));
+        let waiter = tokio::spawn({
+            let p = p.clone();
+            async move { p.wait().await }
+        });
+        assert_eq!(p.state(), ProcessState::Created(None));
+        let exit = Exit {
+            status: 3,
+            at: SystemTime::now(),
+        };
+        p.set_state(ProcessState::Exited(exit));
+        assert_eq!(waiter.await.unwrap(), exit);
+        assert_eq!(p.exit(), Some(exit));
+        assert_eq!(p.name(), "container c");
+    }
+}
