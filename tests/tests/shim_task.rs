@@ -61,6 +61,37 @@ fn exec_with_and_without_terminal() {
         "{}",
         c.explain(&out)
     );
+    // stdin of an exec: data through, then end of input (ctr's CloseIO) ends `cat`.
+    let mut child = c
+        .ctr_command()
+        .args([
+            "task",
+            "exec",
+            "--exec-id",
+            "e3",
+            "ex",
+            "sh",
+            "-c",
+            "cat; echo eof",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"via exec stdin\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", c.explain(&out));
+    assert_eq!(
+        text(&out.stdout),
+        "via exec stdin\neof\n",
+        "{}",
+        c.explain(&out)
+    );
     // The exec ids are gone after they ended; a new exec with the same id works.
     let out = c.ctr(&["task", "exec", "--exec-id", "e1", "ex", "true"]);
     assert!(out.status.success(), "{}", c.explain(&out));
