@@ -28,6 +28,14 @@ if ! grep -q 'io.containerd.hull.v2' "$config"; then
     # Right under the CRI plugin's table header.
     sed -i "/^[[:space:]]*\\[plugins.\"io.containerd.grpc.v1.cri\"\\][[:space:]]*$/a\\    restrict_oom_score_adj = true" "$config"
   fi
+  # A runtimes table replaces CRI's built-in one: keep runc, its default handler.
+  if ! grep -qF 'containerd.runtimes.runc]' "$config"; then
+    cat >>"$config" <<'TOML'
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+TOML
+  fi
   cat >>"$config" <<'TOML'
 
 # hull: VM-isolated containers (`ctr run --runtime io.containerd.hull.v2`, CRI handler "hull")

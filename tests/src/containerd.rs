@@ -122,6 +122,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 # Registered for CRI too (disabled in these tests: ctr needs none of it).
 [plugins."io.containerd.grpc.v1.cri"]
   restrict_oom_score_adj = true
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]
   runtime_type = "{RUNTIME}"
 "#,
