@@ -129,9 +129,10 @@ impl TestPod {
             .create_container(cid, spec::to_bytes(spec), rootfs, pipes(false))
             .await
             .unwrap_or_else(|e| panic!("create {cid}: {e:?}"));
-        let out = self.collect(cid, "", Channel::Stdout);
-        let err = self.collect(cid, "", Channel::Stderr);
-        let (out, err) = (tokio::spawn(out_future(out)), tokio::spawn(out_future(err)));
+        let (out, err) = (
+            self.output(cid, "", Channel::Stdout),
+            self.output(cid, "", Channel::Stderr),
+        );
         self.agent()
             .start_container(cid)
             .await
@@ -144,18 +145,21 @@ impl TestPod {
         }
     }
 
-    fn collect(
-        &self,
-        cid: &str,
-        eid: &str,
-        channel: Channel,
-    ) -> (std::path::PathBuf, String, String, Channel) {
-        (
+    /// Attaches `cid`/`eid`'s output `channel` and reads it to its end, in a task.
+    fn output(&self, cid: &str, eid: &str, channel: Channel) -> tokio::task::JoinHandle<Vec<u8>> {
+        let (uds, cid, eid) = (
             self.vm.vsock_uds().to_owned(),
             cid.to_owned(),
             eid.to_owned(),
-            channel,
-        )
+        );
+        tokio::spawn(async move {
+            let mut stream = attach(&uds, &cid, &eid, channel)
+                .await
+                .unwrap_or_else(|e| panic!("attach {channel}: {e:?}"));
+            let mut buf = Vec::new();
+            stream.read_to_end(&mut buf).await.expect("read output");
+            buf
+        })
     }
 
     /// Execs `process` in running container `cid` with stdout/stderr, and waits for it.
@@ -164,8 +168,10 @@ impl TestPod {
             .exec_process(cid, eid, serde_json::to_vec(process).unwrap(), pipes(false))
             .await
             .unwrap_or_else(|e| panic!("exec {eid}: {e:?}"));
-        let out = tokio::spawn(out_future(self.collect(cid, eid, Channel::Stdout)));
-        let err = tokio::spawn(out_future(self.collect(cid, eid, Channel::Stderr)));
+        let (out, err) = (
+            self.output(cid, eid, Channel::Stdout),
+            self.output(cid, eid, Channel::Stderr),
+        );
         let exit = self
             .agent()
             .wait_process(cid, eid)
@@ -182,17 +188,6 @@ impl TestPod {
     pub async fn stdin(&self, cid: &str, eid: &str) -> InputWriter<UnixStream> {
         InputWriter::new(self.attach(cid, eid, Channel::Stdin).await)
     }
-}
-
-async fn out_future(
-    (uds, cid, eid, channel): (std::path::PathBuf, String, String, Channel),
-) -> Vec<u8> {
-    let mut stream = attach(&uds, &cid, &eid, channel)
-        .await
-        .unwrap_or_else(|e| panic!("attach {channel}: {e:?}"));
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await.expect("read output");
-    buf
 }
 
 /// `name` on `PATH`, if there.
