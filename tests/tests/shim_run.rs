@@ -192,3 +192,59 @@ fn terminal_prompt_and_resize() {
     assert!(pane2.contains("ctr-exit=7"), "{pane}\n---\n{pane2}");
     c.assert_clean("tty", Duration::from_secs(10));
 }
+
+#[test]
+fn host_rootfs_and_bind_volumes() {
+    let Some(c) = Containerd::start() else { return };
+    // A root filesystem from a host directory (no snapshot: the shim shares root.path).
+    let root = c.dir().join("hostroot");
+    hull_tests::rootfs::busybox_rootfs(&root).unwrap();
+    std::fs::write(root.join("etc/marker"), "from the host\n").unwrap();
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--rootfs",
+        "--runtime",
+        RUNTIME,
+        root.to_str().unwrap(),
+        "hostroot",
+        "cat",
+        "/etc/marker",
+    ]);
+    assert_eq!(text(&out.stdout), "from the host\n", "{}", c.explain(&out));
+    c.assert_clean("hostroot", Duration::from_secs(10));
+
+    // Volumes: read-only and read-write host directories.
+    let ro = c.dir().join("vol-ro");
+    let rw = c.dir().join("vol-rw");
+    std::fs::create_dir_all(&ro).unwrap();
+    std::fs::create_dir_all(&rw).unwrap();
+    std::fs::write(ro.join("in"), "read me\n").unwrap();
+    let ro_mount = format!("type=bind,src={},dst=/ro,options=rbind:ro", ro.display());
+    let rw_mount = format!("type=bind,src={},dst=/rw,options=rbind:rw", rw.display());
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--mount",
+        &ro_mount,
+        "--mount",
+        &rw_mount,
+        "--runtime",
+        RUNTIME,
+        IMAGE,
+        "volumes",
+        "sh",
+        "-c",
+        "cat /ro/in; echo written >/rw/out; touch /ro/x 2>/dev/null && echo ro-writable; true",
+    ]);
+    assert!(out.status.success(), "{}", c.explain(&out));
+    assert_eq!(text(&out.stdout), "read me\n", "{}", c.explain(&out));
+    assert_eq!(
+        std::fs::read_to_string(rw.join("out")).unwrap(),
+        "written\n"
+    );
+    assert!(!ro.join("x").exists());
+    c.assert_clean("volumes", Duration::from_secs(10));
+    // The volumes themselves are untouched by the clean-up.
+    assert_eq!(std::fs::read_to_string(ro.join("in")).unwrap(), "read me\n");
+}
