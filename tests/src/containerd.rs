@@ -35,6 +35,8 @@ pub struct Options {
     pub kernel: Option<PathBuf>,
     /// Extra lines appended to the hull configuration.
     pub extra_config: String,
+    /// The `hypervisor` key (default `qemu`).
+    pub hypervisor: Option<String>,
     /// Run containers from the busybox tree in the test initramfs instead of containerd's
     /// snapshot shared over virtio-fs.
     pub guest_rootfs: bool,
@@ -96,8 +98,9 @@ impl Containerd {
             String::new()
         };
         let hull_config = format!(
-            "hypervisor = \"qemu\"\nkernel = \"{}\"\ninitramfs = \"{}\"\nrun_dir = \"{}\"\n\
+            "hypervisor = \"{}\"\nkernel = \"{}\"\ninitramfs = \"{}\"\nrun_dir = \"{}\"\n\
              log_level = \"debug\"\n{guest_rootfs}{}\n",
+            options.hypervisor.as_deref().unwrap_or("qemu"),
             kernel.display(),
             initramfs.display(),
             base.join("run").display(),

@@ -1,6 +1,6 @@
 //! containerd end to end: what hull's shim leaves behind — nothing after a delete, nothing after
-//! a failed create — and the errors containerd gets for a broken spec, a missing kernel and a
-//! bad hull configuration.
+//! a failed create — and the errors containerd gets for a broken spec, a missing kernel, a bad
+//! hull configuration, and hull-vmm asked for on a host without hardware KVM.
 
 use std::time::Duration;
 
@@ -87,4 +87,27 @@ fn bad_hull_config_names_the_key() {
     let err = text(&out.stderr);
     assert!(err.contains("default_vcpus"), "{}", c.explain(&out));
     c.assert_clean("badconf", Duration::from_secs(10));
+}
+
+#[test]
+fn hull_vmm_without_hardware_kvm_is_a_clear_error() {
+    if hull_runtime::vm::hull_vmm::usable().is_ok() {
+        eprintln!("this host has hardware KVM: hull-vmm would run; nothing to check");
+        return;
+    }
+    let Some(c) = Containerd::start_with(&Options {
+        hypervisor: Some("hull-vmm".into()),
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let out = c.run_rm("nokvm", &["true"]);
+    assert!(!out.status.success(), "{}", c.explain(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("needs hardware KVM") && err.contains("/dev/kvm"),
+        "{}",
+        c.explain(&out)
+    );
+    c.assert_clean("nokvm", Duration::from_secs(10));
 }

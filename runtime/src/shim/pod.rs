@@ -431,6 +431,14 @@ pub fn hypervisor(config: &HullConfig) -> Result<Box<dyn Hypervisor + Send>, Shi
         other => other,
     };
     if choice == HypervisorChoice::HullVmm {
+        // hull-vmm has no software fallback: refuse before anything starts.
+        if let Err(reason) = hull_vmm::usable() {
+            return Err(ShimError::FailedPrecondition(format!(
+                "hypervisor = \"hull-vmm\" needs hardware KVM, and this host has none: {reason}; \
+                 set hypervisor = \"auto\" or \"qemu\" in {}",
+                HullConfig::path().display()
+            )));
+        }
         let vmm = config
             .hull_vmm
             .as_ref()
