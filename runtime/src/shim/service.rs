@@ -40,6 +40,16 @@ impl TaskService {
     }
 }
 
+/// Logs a finished call and how long it took (debug level: the shim's time breakdown).
+fn took(call: &'static str, id: &str, started: std::time::Instant) {
+    tracing::debug!(
+        call,
+        id,
+        ms = started.elapsed().as_secs_f64() * 1e3,
+        "task call done"
+    );
+}
+
 fn status(e: ShimError) -> ttrpc::Error {
     tracing::warn!("{}", crate::agent::client::error_chain(&e));
     e.to_ttrpc()
@@ -92,9 +102,11 @@ impl Task for TaskService {
                 terminal: req.terminal,
             },
         };
+        let (started, id) = (std::time::Instant::now(), args.id.clone());
         let pid = task::create::create(&self.pod, args)
             .await
             .map_err(status)?;
+        took("create", &id, started);
         Ok(CreateTaskResponse {
             pid,
             ..Default::default()
@@ -102,9 +114,11 @@ impl Task for TaskService {
     }
 
     async fn start(&self, _: &TtrpcContext, req: StartRequest) -> TtrpcResult<StartResponse> {
+        let started = std::time::Instant::now();
         let pid = task::start::start(&self.pod, &req.id, &req.exec_id)
             .await
             .map_err(status)?;
+        took("start", &req.id, started);
         Ok(StartResponse {
             pid,
             ..Default::default()
@@ -112,9 +126,11 @@ impl Task for TaskService {
     }
 
     async fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> TtrpcResult<DeleteResponse> {
+        let started = std::time::Instant::now();
         let d = task::delete::delete(&self.pod, &req.id, &req.exec_id)
             .await
             .map_err(status)?;
+        took("delete", &req.id, started);
         Ok(DeleteResponse {
             pid: d.pid,
             exit_status: d.exit.status,
@@ -204,9 +220,11 @@ impl Task for TaskService {
     }
 
     async fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> TtrpcResult<WaitResponse> {
+        let started = std::time::Instant::now();
         let exit = task::wait::wait(&self.pod, &req.id, &req.exec_id)
             .await
             .map_err(status)?;
+        took("wait", &req.id, started);
         Ok(WaitResponse {
             exit_status: exit.status,
             exited_at: Some(timestamp(exit.at)).into(),
@@ -234,8 +252,10 @@ impl Task for TaskService {
         })
     }
 
-    async fn shutdown(&self, _: &TtrpcContext, _: ShutdownRequest) -> TtrpcResult<Empty> {
+    async fn shutdown(&self, _: &TtrpcContext, req: ShutdownRequest) -> TtrpcResult<Empty> {
+        let started = std::time::Instant::now();
         task::shutdown::shutdown(&self.pod).await;
+        took("shutdown", &req.id, started);
         Ok(Empty::new())
     }
 }
