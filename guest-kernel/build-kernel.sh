@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds hull's guest kernel from Debian's linux-source-6.1: `make tinyconfig`, then the fragment
-# hull.config on top, then bzImage + vmlinux. Results are cached outside the checkout, keyed by the
-# fragment, this script and the source package version; a cache hit costs nothing.
+# Builds hull's guest kernel from Debian's linux-source-6.1 plus hull's patches (patches/*.patch):
+# `make tinyconfig`, then the fragment hull.config on top, then bzImage + vmlinux. Results are cached
+# outside the checkout, keyed by the fragment, the patches, this script and the source package
+# version; a cache hit costs nothing.
 #
 #   build-kernel.sh            build (or reuse) and print the output directory
 #   HULL_CACHE=/path ...       cache root (default /var/cache/hull)
@@ -19,7 +20,10 @@ log() { echo "[guest-kernel] $*" >&2; }
 
 [[ -f $tarball ]] || { log "error: $tarball is missing (run scripts/install-deps.sh)"; exit 1; }
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
-key=$( { cat "$fragment" "$0"; echo "$srcver"; } | sha256sum | cut -c1-16)
+patches=("$here"/patches/*.patch)
+[[ -e ${patches[0]} ]] || patches=()
+patchsum=$(cat /dev/null "${patches[@]}" | sha256sum | cut -c1-8)
+key=$( { cat "$fragment" "$0" "${patches[@]}"; echo "$srcver"; } | sha256sum | cut -c1-16)
 out="$cache/out/$key"
 
 if [[ -f $out/bzImage && -f $out/vmlinux && -f $out/config ]]; then
@@ -28,13 +32,17 @@ if [[ -f $out/bzImage && -f $out/vmlinux && -f $out/config ]]; then
   exit 0
 fi
 
-src="$cache/src-$srcver"
-obj="$cache/obj-$srcver"
+src="$cache/src-$srcver-$patchsum"
+obj="$cache/obj-$srcver-$patchsum"
 mkdir -p "$cache/out"
 if [[ ! -f $src/.hull-extracted ]]; then
   log "extracting $tarball (Debian linux-source $srcver)"
   rm -rf "$src" && mkdir -p "$src"
   tar -xf "$tarball" -C "$src" --strip-components=1
+  for p in "${patches[@]}"; do
+    log "applying $(basename "$p")"
+    patch -s -p1 -d "$src" <"$p"
+  done
   touch "$src/.hull-extracted"
 fi
 mkdir -p "$obj"

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # guest kernel build
-  linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev cpio lz4 xz-utils kmod
+  linux-source-6.1 build-essential flex bison bc libelf-dev libssl-dev cpio lz4 xz-utils kmod patch
   # running guests (QEMU backend) and the busybox used by tests and the demo image
   qemu-system-x86 busybox-static
   # hull-agent links libseccomp statically (OCI seccomp profiles → BPF)

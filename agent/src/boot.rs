@@ -56,6 +56,16 @@ pub fn mount_share(tag: &str) -> Result<(), BootError> {
     })
 }
 
+/// Aborts the share's FUSE connection: a forced unmount (hull's guest kernel lets virtio-fs take
+/// one, see guest-kernel/patches) ends every pending request and fails new ones. The mount stays
+/// (it is busy); only its connection is gone.
+pub fn abort_share() -> Result<(), nix::Error> {
+    match nix::mount::umount2(SHARE_MOUNT, nix::mount::MntFlags::MNT_FORCE) {
+        Ok(()) | Err(nix::Error::EBUSY) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// The controllers containers get.
 pub const CONTROLLERS: &str = "+cpuset +cpu +io +memory +pids";
 

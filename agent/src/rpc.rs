@@ -191,6 +191,13 @@ impl Agent for AgentService {
         })
     }
 
+    async fn abort_share(&self, _: &TtrpcContext, _: pb::Empty) -> Reply<pb::Empty> {
+        crate::boot::abort_share().map_err(|e| {
+            crate::sandbox::AgentError::Io("cannot abort the share".into(), e.into())
+        })?;
+        Ok(empty())
+    }
+
     async fn get_oom_event(&self, _: &TtrpcContext, _: pb::Empty) -> Reply<pb::OomEvent> {
         let container_id = self.sandbox.next_oom_event().await?;
         Ok(pb::OomEvent {

@@ -180,11 +180,20 @@ impl SandboxVm {
         self.shared_dir.as_deref()
     }
 
-    /// Whether the share's virtiofsd still runs (`true` without a share). A pod whose virtiofsd
-    /// died cannot recover: Linux 6.1's virtio-fs has no way to abort its requests (no fusectl
-    /// entry, no forced unmount), so guest I/O on the share blocks; the owner should stop the pod.
+    /// Whether the share's virtiofsd still runs (`true` without a share).
     pub fn share_alive(&mut self) -> bool {
         !self.virtiofsd.as_mut().is_some_and(Virtiofsd::has_exited)
+    }
+
+    /// Checks the share's virtiofsd; if it died, has the agent abort the share (guest I/O on it
+    /// then fails instead of blocking) and returns `false`. A pod in that state cannot recover
+    /// its files; its owner should stop it.
+    pub async fn check_share(&mut self) -> Result<bool, SandboxError> {
+        if self.share_alive() {
+            return Ok(true);
+        }
+        self.agent.abort_share().await?;
+        Ok(false)
     }
 
     /// virtiofsd's pid, when there is a share.

@@ -213,7 +213,7 @@ async fn read_only_volume_gives_erofs_and_symlinks_resolve_inside() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn virtiofsd_death_is_noticed_and_the_pod_still_stops_clean() {
+async fn virtiofsd_death_fails_guest_io_and_the_pod_still_stops_clean() {
     let Some(mut pod) = boot().await else {
         return;
     };
@@ -237,17 +237,39 @@ async fn virtiofsd_death_is_noticed_and_the_pod_still_stops_clean() {
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    // The host notices. (Guest I/O on the share would now block: Linux 6.1's virtio-fs cannot
-    // abort its requests, so a pod whose virtiofsd died is stopped rather than used.)
-    let mut noticed = false;
+    // The host notices and has the agent abort the share.
+    let mut alive = true;
     for _ in 0..500 {
-        if !pod.vm.share_alive() {
-            noticed = true;
+        alive = pod.vm.check_share().await.unwrap();
+        if !alive {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(noticed, "virtiofsd's death went unnoticed");
+    assert!(!alive, "virtiofsd's death went unnoticed");
+    // I/O on the share now fails with an error instead of hanging: the exec cannot even start
+    // (its root is on the share), or it starts and its write fails. Either way, within bounds.
+    let process = hull_tests::spec::process(&["sh", "-c", "echo x > /after-death"]);
+    let process = serde_json::to_vec(&process).unwrap();
+    let attempt = tokio::time::timeout(Duration::from_secs(20), async {
+        match pod
+            .agent()
+            .exec_process("c4", "io", process, Default::default())
+            .await
+        {
+            Err(e) => format!("exec refused: {e:?}"),
+            Ok(_) => format!(
+                "exit {:?}",
+                pod.agent().wait_process("c4", "io").await.unwrap()
+            ),
+        }
+    })
+    .await
+    .expect("guest I/O on a dead share must fail, not hang");
+    assert!(
+        attempt.contains("exec refused") || !attempt.contains("exit_status: 0,"),
+        "{attempt}"
+    );
     assert!(!l.upper.join("after-death").exists());
     let run_dir = pod.run_dir().to_owned();
     let vm_pid = pod.vm.vm_pid();

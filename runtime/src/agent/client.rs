@@ -416,6 +416,16 @@ impl AgentClient {
         Ok(r.pids)
     }
 
+    /// `AbortShare`: the share's virtiofsd died; make the guest fail I/O on the share instead of
+    /// blocking on it.
+    pub async fn abort_share(&self) -> Result<(), AgentError> {
+        self.inner
+            .abort_share(self.ctx(), &pb::Empty::new())
+            .await
+            .map_err(rpc("AbortShare"))?;
+        Ok(())
+    }
+
     /// `GetOomEvent`: blocks until a container is OOM-killed; returns its id.
     pub async fn get_oom_event(&self) -> Result<String, AgentError> {
         let r = self
