@@ -13,8 +13,9 @@ use super::ShareError;
 /// The binary, unless `HULL_VIRTIOFSD` names another.
 pub const DEFAULT_BINARY: &str = "virtiofsd";
 
-/// virtiofsd's cache policy (`--cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// virtiofsd's cache policy (`--cache`); in `/etc/hull/config.toml` as `virtio_fs_cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CacheMode {
     /// Metadata and data may be cached for a while.
     Auto,

@@ -2,6 +2,7 @@
 //! Every key has a compiled-in default, so the file may be absent; a bad file is an error naming
 //! the key. `HULL_CONFIG` points at another file (tests use it).
 
+use crate::share::CacheMode;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,43 +49,6 @@ pub enum HypervisorChoice {
     HullVmm,
     /// Always QEMU.
     Qemu,
-}
-
-/// virtio-fs cache mode (virtiofsd `--cache`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheMode {
-    /// virtiofsd's `auto`.
-    Auto,
-    /// `always`.
-    Always,
-    /// `never`.
-    Never,
-    /// `metadata`.
-    Metadata,
-}
-
-impl From<CacheMode> for crate::share::CacheMode {
-    fn from(c: CacheMode) -> Self {
-        match c {
-            CacheMode::Auto => Self::Auto,
-            CacheMode::Always => Self::Always,
-            CacheMode::Never => Self::Never,
-            CacheMode::Metadata => Self::Metadata,
-        }
-    }
-}
-
-impl CacheMode {
-    /// The word virtiofsd takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheMode::Auto => "auto",
-            CacheMode::Always => "always",
-            CacheMode::Never => "never",
-            CacheMode::Metadata => "metadata",
-        }
-    }
 }
 
 /// The configuration, defaults filled in.
@@ -145,7 +109,7 @@ impl Default for HullConfig {
             qemu: None,
             hull_vmm: None,
             virtiofsd: None,
-            virtio_fs_cache: CacheMode::Auto,
+            virtio_fs_cache: CacheMode::default(),
             default_vcpus: 1,
             default_memory_mib: 256,
             max_vcpus: 8,
@@ -287,7 +251,7 @@ mod tests {
         assert_eq!(c.hypervisor, HypervisorChoice::Qemu);
         assert_eq!(c.images().kernel, Path::new("/k"));
         assert_eq!((c.default_vcpus, c.default_memory_mib), (2, 512));
-        assert_eq!(c.virtio_fs_cache.as_str(), "never");
+        assert_eq!(c.virtio_fs_cache, CacheMode::Never);
         assert_eq!(c.guest_rootfs.as_deref(), Some("/testroot/busybox"));
     }
 

@@ -291,7 +291,7 @@ impl Pod {
             cmdline: self.config.kernel_params.clone(),
             boot_timeout: self.config.boot_timeout(),
             share: match self.rootfs_source() {
-                RootfsSource::Shared => Some(self.config.virtio_fs_cache.into()),
+                RootfsSource::Shared => Some(self.config.virtio_fs_cache),
                 RootfsSource::GuestPath(_) => None,
             },
         };
