@@ -10,13 +10,9 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
-
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 use super::accel::{self, HostProbe, ProbePaths};
+use super::process::VmmProcess;
 use super::{Device, Hypervisor, Vm, VmConfig, VmError};
 
 /// The binary looked up next to the running executable, then on `PATH`, unless `HULL_VMM`
@@ -151,98 +147,12 @@ impl Hypervisor for HullVmm {
         config.validate()?;
         let args = self.args(config)?;
         let binary = self.resolve_binary()?;
-        let console = super::qemu::cmdline::console_path(&config.run_dir);
-        let log = config.run_dir.join("vmm.log");
-        let _ = std::fs::remove_file(&console);
-        let log_file = std::fs::File::create(&log).map_err(|e| VmError::Spawn(log.clone(), e))?;
-        let child = Command::new(&binary)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| VmError::Spawn(binary.clone(), e))?;
-        tracing::debug!(pid = child.id(), backend = "hull-vmm", "VMM started");
-        Ok(Box::new(HullVmmVm {
-            child,
-            console,
-            log,
-            exited: None,
-        }))
-    }
-}
-
-/// A running hull-vmm process.
-#[derive(Debug)]
-pub struct HullVmmVm {
-    child: Child,
-    console: PathBuf,
-    log: PathBuf,
-    exited: Option<ExitStatus>,
-}
-
-impl HullVmmVm {
-    fn try_reap(&mut self) -> Result<Option<ExitStatus>, VmError> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait().map_err(VmError::Process)?;
-        }
-        Ok(self.exited)
-    }
-
-    fn signal(&self, signal: Signal) {
-        if self.exited.is_none() {
-            if let Ok(pid) = i32::try_from(self.child.id()) {
-                let _ = kill(Pid::from_raw(pid), signal);
-            }
-        }
-    }
-}
-
-impl Vm for HullVmmVm {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn console_path(&self) -> &Path {
-        &self.console
-    }
-
-    fn log_path(&self) -> &Path {
-        &self.log
-    }
-
-    fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, VmError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.try_reap()? {
-                return Ok(Some(status));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn stop(&mut self, grace: Duration) -> Result<ExitStatus, VmError> {
-        // hull-vmm turns SIGTERM into an orderly stop (console flushed, sockets removed).
-        self.signal(Signal::SIGTERM);
-        if let Some(status) = self.wait_timeout(grace)? {
-            return Ok(status);
-        }
-        self.signal(Signal::SIGKILL);
-        let status = self.child.wait().map_err(VmError::Process)?;
-        self.exited = Some(status);
-        Ok(status)
-    }
-}
-
-impl Drop for HullVmmVm {
-    fn drop(&mut self) {
-        if self.exited.is_none() {
-            self.signal(Signal::SIGKILL);
-            let _ = self.child.wait();
-        }
+        Ok(Box::new(VmmProcess::spawn(
+            &binary,
+            args,
+            &config.run_dir,
+            "hull-vmm",
+        )?))
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod accel;
 pub mod console;
 pub mod hull_vmm;
+pub mod process;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};

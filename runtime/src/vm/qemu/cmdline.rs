@@ -23,10 +23,7 @@ pub struct HostShape {
     pub tsc_khz: Option<u64>,
 }
 
-/// The console log inside the run directory.
-pub fn console_path(run_dir: &Path) -> std::path::PathBuf {
-    run_dir.join("console.log")
-}
+pub use super::super::process::console_path;
 
 /// Builds the argument list (without the binary) for `config` on a host shaped as `host`.
 pub fn build(config: &VmConfig, host: HostShape) -> Vec<OsString> {

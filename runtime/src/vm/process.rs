@@ -1,0 +1,123 @@
+//! A VMM as a child process: how both backends (QEMU and hull-vmm) start, watch and stop theirs.
+//! The VMM's stderr goes to `<run_dir>/vmm.log`, the guest console to `<run_dir>/console.log`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use super::{Vm, VmError};
+
+/// Poll interval while waiting for the VMM to exit.
+const REAP_POLL: Duration = Duration::from_millis(2);
+
+/// The console log inside a run directory.
+pub fn console_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("console.log")
+}
+
+/// A running VMM process. Dropping it kills and reaps the VMM if it still runs.
+#[derive(Debug)]
+pub struct VmmProcess {
+    child: Child,
+    console: PathBuf,
+    log: PathBuf,
+    exited: Option<ExitStatus>,
+}
+
+impl VmmProcess {
+    /// Starts `binary` with `args` for a VM whose private directory is `run_dir`. A stale console
+    /// from an earlier VM in the same directory is removed first.
+    pub fn spawn(
+        binary: &Path,
+        args: Vec<OsString>,
+        run_dir: &Path,
+        backend: &str,
+    ) -> Result<Self, VmError> {
+        let console = console_path(run_dir);
+        let log = run_dir.join("vmm.log");
+        let _ = std::fs::remove_file(&console);
+        let log_file = std::fs::File::create(&log).map_err(|e| VmError::Spawn(log.clone(), e))?;
+        let child = Command::new(binary)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .map_err(|e| VmError::Spawn(binary.to_owned(), e))?;
+        tracing::debug!(pid = child.id(), backend, "VMM started");
+        Ok(Self {
+            child,
+            console,
+            log,
+            exited: None,
+        })
+    }
+
+    fn try_reap(&mut self) -> Result<Option<ExitStatus>, VmError> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().map_err(VmError::Process)?;
+        }
+        Ok(self.exited)
+    }
+
+    fn signal(&self, signal: Signal) {
+        if self.exited.is_none() {
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                // ESRCH only means it is already gone; reaping tells the rest.
+                let _ = kill(Pid::from_raw(pid), signal);
+            }
+        }
+    }
+}
+
+impl Vm for VmmProcess {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn console_path(&self) -> &Path {
+        &self.console
+    }
+
+    fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, VmError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_reap()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(REAP_POLL);
+        }
+    }
+
+    fn stop(&mut self, grace: Duration) -> Result<ExitStatus, VmError> {
+        // Both VMMs turn SIGTERM into an orderly stop.
+        self.signal(Signal::SIGTERM);
+        if let Some(status) = self.wait_timeout(grace)? {
+            return Ok(status);
+        }
+        self.signal(Signal::SIGKILL);
+        let status = self.child.wait().map_err(VmError::Process)?;
+        self.exited = Some(status);
+        Ok(status)
+    }
+}
+
+impl Drop for VmmProcess {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            self.signal(Signal::SIGKILL);
+            let _ = self.child.wait();
+        }
+    }
+}
