@@ -37,18 +37,7 @@ fn second_container_joins_the_first_ones_namespaces_by_path() {
     }
     // The pod case: a sandbox container owns net/ipc/uts; the next one joins them by path.
     let env = Env::new("pod");
-    let s = spec(base_spec(&env.id, &["sleep", "30"]));
-    let mut sandbox = env
-        .create(
-            &s,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            },
-        )
-        .unwrap();
-    sandbox.c().start().unwrap();
+    let mut sandbox = env.start_sleeping();
     let pause = sandbox.c().init_pid();
     let env2 = Env::new("pod2");
     let mut v = base_spec(&env2.id, &["sh", "-c", "for n in net ipc uts pid mnt; do readlink /proc/self/ns/$n; done; hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start"]);
@@ -128,16 +117,7 @@ fn user_namespace_with_mappings() {
     v["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": host_base, "size": 65536}]);
     v["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": host_base, "size": 65536}]);
     let s = spec(v);
-    let mut g = env
-        .create(
-            &s,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            },
-        )
-        .unwrap();
+    let mut g = env.create(&s, no_io()).unwrap();
     g.c().start().unwrap();
     let mut p: Process =
         serde_json::from_value(base_spec(&env.id, &["sh"])["process"].clone()).unwrap();

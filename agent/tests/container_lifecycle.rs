@@ -33,16 +33,7 @@ fn start_reports_a_missing_binary() {
     }
     let env = Env::new("enoent");
     let s = spec(base_spec(&env.id, &["/bin/does-not-exist"]));
-    let mut g = env
-        .create(
-            &s,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            },
-        )
-        .unwrap();
+    let mut g = env.create(&s, no_io()).unwrap();
     match g.c().start() {
         Err(ContainerError::Exec { path, source }) => {
             assert_eq!(path, "/bin/does-not-exist");
@@ -57,14 +48,7 @@ fn start_reports_a_missing_binary() {
     let p: Process =
         serde_json::from_value(base_spec(&env.id, &["true"])["process"].clone()).unwrap();
     assert!(matches!(
-        g.c().exec(
-            &p,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None
-            }
-        ),
+        g.c().exec(&p, no_io()),
         Err(ContainerError::NotRunning)
     ));
     g.destroy();
@@ -77,16 +61,7 @@ fn pause_resume_pids_and_destroy() {
     }
     let env = Env::new("pause");
     let s = spec(base_spec(&env.id, &["sh", "-c", "sleep 30 & sleep 30"]));
-    let mut g = env
-        .create(
-            &s,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            },
-        )
-        .unwrap();
+    let mut g = env.create(&s, no_io()).unwrap();
     let init = g.c().init_pid();
     // The bootstrap process leaves the cgroup when it exits, just after reporting the pid.
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -118,14 +93,7 @@ fn pause_resume_pids_and_destroy() {
     let p: Process =
         serde_json::from_value(base_spec(&env.id, &["true"])["process"].clone()).unwrap();
     assert!(matches!(
-        g.c().exec(
-            &p,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None
-            }
-        ),
+        g.c().exec(&p, no_io()),
         Err(ContainerError::Paused)
     ));
     // Destroy kills a frozen container too.
@@ -156,14 +124,7 @@ fn refused_specs_are_errors_and_leave_nothing() {
         .push(json!({"destination": "/x", "type": "tmpfs", "options": ["tmpcopyup"]}));
     let s = spec(v);
     assert!(matches!(
-        env.create(
-            &s,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None
-            }
-        ),
+        env.create(&s, no_io()),
         Err(ContainerError::Mount(_))
     ));
     // A mount that fails in the container process names the mount and cleans up the cgroup.
@@ -173,14 +134,7 @@ fn refused_specs_are_errors_and_leave_nothing() {
         .unwrap()
         .push(json!({"destination": "/x", "type": "tmpfs", "options": ["bogusopt=1"]}));
     let s = spec(v);
-    match env.create(
-        &s,
-        ProcessIo::Pipes {
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        },
-    ) {
+    match env.create(&s, no_io()) {
         Err(ContainerError::Step { step, detail, .. }) => {
             assert_eq!(step, "mounting");
             assert_eq!(detail, "/x");
@@ -244,18 +198,7 @@ fn exec_joins_the_container_namespaces_and_cgroup() {
         return;
     }
     let env = Env::new("exec");
-    let s = spec(base_spec(&env.id, &["sleep", "30"]));
-    let mut g = env
-        .create(
-            &s,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            },
-        )
-        .unwrap();
-    g.c().start().unwrap();
+    let mut g = env.start_sleeping();
     let init = g.c().init_pid();
     let kinds = ["pid", "mnt", "uts", "ipc", "net", "cgroup"];
     let mut p: Process =
@@ -304,14 +247,7 @@ fn exec_joins_the_container_namespaces_and_cgroup() {
 
     // A missing binary is an exec error, and the container keeps running.
     p.set_args(Some(vec!["/no/such/binary".into()]));
-    match g.c().exec(
-        &p,
-        ProcessIo::Pipes {
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        },
-    ) {
+    match g.c().exec(&p, no_io()) {
         Err(ContainerError::Exec { source, .. }) => {
             assert_eq!(source.raw_os_error(), Some(libc::ENOENT))
         }

@@ -32,28 +32,14 @@ fn cycles_leave_nothing_behind() {
         let io = if i % 2 == 0 {
             ProcessIo::Terminal
         } else {
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            }
+            no_io()
         };
         let mut g = env.create(&s, io).unwrap();
         drop(g.c().take_pty_master());
         g.c().start().unwrap();
         let p: Process =
             serde_json::from_value(base_spec(&env.id, &["true"])["process"].clone()).unwrap();
-        let spawned = g
-            .c()
-            .exec(
-                &p,
-                ProcessIo::Pipes {
-                    stdin: None,
-                    stdout: None,
-                    stderr: None,
-                },
-            )
-            .unwrap();
+        let spawned = g.c().exec(&p, no_io()).unwrap();
         assert!(exited(0)(&wait_exit(spawned.pid)));
         g.destroy();
     }

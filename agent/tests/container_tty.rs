@@ -58,18 +58,7 @@ fn exec_with_a_terminal() {
         return;
     }
     let env = Env::new("exectty");
-    let s = spec(base_spec(&env.id, &["sleep", "30"]));
-    let mut g = env
-        .create(
-            &s,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None,
-            },
-        )
-        .unwrap();
-    g.c().start().unwrap();
+    let mut g = env.start_sleeping();
     let mut p: Process =
         serde_json::from_value(base_spec(&env.id, &["sh"])["process"].clone()).unwrap();
     p.set_args(Some(vec![
@@ -80,14 +69,7 @@ fn exec_with_a_terminal() {
     p.set_terminal(Some(true));
     // terminal: true with pipes is refused.
     assert!(matches!(
-        g.c().exec(
-            &p,
-            ProcessIo::Pipes {
-                stdin: None,
-                stdout: None,
-                stderr: None
-            }
-        ),
+        g.c().exec(&p, no_io()),
         Err(ContainerError::TerminalMismatch)
     ));
     let spawned = g.c().exec(&p, ProcessIo::Terminal).unwrap();

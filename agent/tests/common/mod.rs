@@ -100,6 +100,15 @@ impl Env {
         }
     }
 
+    /// A started container running `sleep 30` with no stdio.
+    pub fn start_sleeping(&self) -> Guard {
+        let mut g = self
+            .create(&spec(base_spec(&self.id, &["sleep", "30"])), no_io())
+            .unwrap();
+        g.c().start().unwrap();
+        g
+    }
+
     pub fn rootfs(&self) -> PathBuf {
         self.dir.path().join("rootfs")
     }
@@ -208,6 +217,15 @@ pub fn read_all(fd: OwnedFd) -> String {
 }
 
 pub const CAPS: [&str; 3] = ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+
+/// Stdio for a process that needs none (the library gives it /dev/null).
+pub fn no_io() -> ProcessIo {
+    ProcessIo::Pipes {
+        stdin: None,
+        stdout: None,
+        stderr: None,
+    }
+}
 
 pub fn base_spec(id: &str, args: &[&str]) -> Value {
     let caps = json!(CAPS);
