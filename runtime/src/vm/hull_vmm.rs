@@ -131,6 +131,7 @@ impl HullVmm {
                 }
                 Device::VhostUserFs { socket, .. } => return Err(unsupported("virtio-fs", socket)),
                 Device::Block { path, .. } => return Err(unsupported("virtio-blk", path)),
+                Device::Net { netns, .. } => return Err(unsupported("virtio-net", netns)),
             }
         }
         args.extend(self.extra_args.iter().cloned());
@@ -151,6 +152,7 @@ impl Hypervisor for HullVmm {
             &binary,
             args,
             &config.run_dir,
+            config.netns(),
             "hull-vmm",
         )?))
     }

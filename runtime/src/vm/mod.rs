@@ -23,6 +23,41 @@ pub const MAX_VCPUS: u32 = 64;
 /// Smallest guest RAM that boots the hull kernel with room for a workload.
 pub const MIN_MEMORY_MIB: u32 = 64;
 
+/// Longest network interface name Linux accepts (`IFNAMSIZ` - 1).
+pub const MAX_IFNAME_LEN: usize = 15;
+
+/// An Ethernet MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl std::fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl std::str::FromStr for MacAddr {
+    type Err = VmError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || VmError::InvalidDevice(format!("MAC address {s:?}"));
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut mac {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(Self(mac))
+    }
+}
+
 /// Everything a backend needs to boot one pod's VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
@@ -55,6 +90,16 @@ pub enum Device {
         /// The backend's socket.
         socket: PathBuf,
     },
+    /// A virtio-net NIC on a tap that the VMM creates by name and owns (the tap goes away with the
+    /// VMM). The VMM process runs in `netns`, the pod's network namespace, so the tap is born there.
+    Net {
+        /// The tap's name (at most 15 bytes).
+        tap: String,
+        /// The guest NIC's MAC address.
+        mac: MacAddr,
+        /// The network namespace (a path such as `/var/run/netns/cni-…`).
+        netns: PathBuf,
+    },
     /// A virtio-blk disk backed by a host file.
     Block {
         /// The image file.
@@ -82,6 +127,9 @@ pub enum VmError {
     /// A size is out of range.
     #[error("invalid VM sizing: {0}")]
     InvalidSizing(String),
+    /// A device is described wrongly.
+    #[error("invalid device: {0}")]
+    InvalidDevice(String),
     /// A device's backing file or socket is not there.
     #[error("device backing {0} does not exist")]
     DeviceMissing(PathBuf),
@@ -142,12 +190,40 @@ impl VmConfig {
             let backing = match device {
                 Device::VhostUserFs { socket, .. } | Device::VhostUserVsock { socket } => socket,
                 Device::Block { path, .. } => path,
+                Device::Net { tap, netns, .. } => {
+                    if tap.is_empty()
+                        || tap.len() > MAX_IFNAME_LEN
+                        || !tap
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                    {
+                        return Err(VmError::InvalidDevice(format!("tap name {tap:?}")));
+                    }
+                    netns
+                }
             };
             if !backing.exists() {
                 return Err(VmError::DeviceMissing(backing.clone()));
             }
         }
+        let nics = self
+            .devices
+            .iter()
+            .filter(|d| matches!(d, Device::Net { .. }));
+        if nics.count() > 1 {
+            return Err(VmError::InvalidDevice(
+                "more than one NIC (one per pod)".to_owned(),
+            ));
+        }
         Ok(())
+    }
+
+    /// The network namespace the VMM must run in: the one its NIC's tap lives in, if it has a NIC.
+    pub fn netns(&self) -> Option<&Path> {
+        self.devices.iter().find_map(|d| match d {
+            Device::Net { netns, .. } => Some(netns.as_path()),
+            _ => None,
+        })
     }
 }
 
@@ -171,4 +247,73 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, VmError>;
     /// Asks the VMM to stop (SIGTERM), kills it after `grace`, and reaps it.
     fn stop(&mut self, grace: Duration) -> Result<ExitStatus, VmError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_addresses_parse_and_print_in_the_usual_form() {
+        let mac: MacAddr = "02:42:0A:58:00:ff".parse().unwrap();
+        assert_eq!(mac.0, [0x02, 0x42, 0x0a, 0x58, 0x00, 0xff]);
+        assert_eq!(mac.to_string(), "02:42:0a:58:00:ff");
+        for bad in [
+            "",
+            "02:42:0a:58:00",
+            "02:42:0a:58:00:ff:01",
+            "2:42:0a:58:00:ff",
+            "zz:42:0a:58:00:ff",
+        ] {
+            assert!(bad.parse::<MacAddr>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    fn config_with(devices: Vec<Device>) -> (VmConfig, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("image");
+        std::fs::write(&file, b"x").unwrap();
+        let config = VmConfig {
+            images: GuestImages {
+                kernel: file.clone(),
+                initramfs: file,
+            },
+            cmdline: vec![],
+            vcpus: 1,
+            memory_mib: 128,
+            devices,
+            run_dir: dir.path().to_owned(),
+        };
+        (config, dir)
+    }
+
+    fn nic(tap: &str, netns: &str) -> Device {
+        Device::Net {
+            tap: tap.into(),
+            mac: MacAddr([2, 0, 0, 0, 0, 1]),
+            netns: netns.into(),
+        }
+    }
+
+    #[test]
+    fn a_nic_names_its_netns_and_one_valid_tap() {
+        let (config, _dir) = config_with(vec![nic("hull0", "/proc/self/ns/net")]);
+        config.validate().unwrap();
+        assert_eq!(config.netns(), Some(Path::new("/proc/self/ns/net")));
+
+        for tap in ["", "a-name-that-is-too-long", "tap,x", "tap/0"] {
+            let (config, _dir) = config_with(vec![nic(tap, "/proc/self/ns/net")]);
+            assert!(
+                matches!(config.validate(), Err(VmError::InvalidDevice(_))),
+                "{tap:?}"
+            );
+        }
+        let (config, _dir) = config_with(vec![nic("hull0", "/nonexistent/netns")]);
+        assert!(matches!(config.validate(), Err(VmError::DeviceMissing(_))));
+        let (config, _dir) = config_with(vec![
+            nic("hull0", "/proc/self/ns/net"),
+            nic("hull1", "/proc/self/ns/net"),
+        ]);
+        assert!(matches!(config.validate(), Err(VmError::InvalidDevice(_))));
+    }
 }

@@ -29,25 +29,31 @@ pub struct VmmProcess {
 }
 
 impl VmmProcess {
-    /// Starts `binary` with `args` for a VM whose private directory is `run_dir`. A stale console
-    /// from an earlier VM in the same directory is removed first.
+    /// Starts `binary` with `args` for a VM whose private directory is `run_dir`, inside the
+    /// network namespace `netns` when given. A stale console from an earlier VM in the same
+    /// directory is removed first.
     pub fn spawn(
         binary: &Path,
         args: Vec<OsString>,
         run_dir: &Path,
+        netns: Option<&Path>,
         backend: &str,
     ) -> Result<Self, VmError> {
         let console = console_path(run_dir);
         let log = run_dir.join("vmm.log");
         let _ = std::fs::remove_file(&console);
         let log_file = std::fs::File::create(&log).map_err(|e| VmError::Spawn(log.clone(), e))?;
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .map_err(|e| VmError::Spawn(binary.to_owned(), e))?;
+            .stderr(log_file);
+        let child = match netns {
+            None => command.spawn(),
+            Some(netns) => spawn_in_netns(command, netns),
+        }
+        .map_err(|e| VmError::Spawn(binary.to_owned(), e))?;
         tracing::debug!(pid = child.id(), backend, "VMM started");
         Ok(Self {
             child,
@@ -72,6 +78,22 @@ impl VmmProcess {
             }
         }
     }
+}
+
+/// Spawns `command` from a short-lived thread that first enters `netns`: a child inherits the
+/// namespaces of the thread that forks it, and the caller's threads stay where they are.
+fn spawn_in_netns(mut command: Command, netns: &Path) -> std::io::Result<Child> {
+    let netns = std::fs::File::open(netns)?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                command.spawn()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+    })
 }
 
 impl Vm for VmmProcess {

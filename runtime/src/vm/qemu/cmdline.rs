@@ -103,6 +103,15 @@ fn push_device(args: &mut Args, index: usize, device: &Device) {
             args.push("-device");
             args.push(format!("vhost-user-vsock-device,chardev=vsock{index}"));
         }
+        Device::Net { tap, mac, .. } => {
+            // The tap is created by name in the VMM's network namespace; hull wires it up with tc.
+            args.push("-netdev");
+            args.push(format!(
+                "tap,id=net{index},ifname={tap},script=no,downscript=no"
+            ));
+            args.push("-device");
+            args.push(format!("virtio-net-device,netdev=net{index},mac={mac}"));
+        }
         Device::Block { path, read_only } => {
             let mut drive = OsString::from(format!("id=blk{index},if=none,format=raw,file="));
             drive.push(escape_commas(path));
@@ -259,6 +268,19 @@ mod tests {
         ));
         assert!(joined.contains(
             "-drive id=blk2,if=none,format=raw,file=/var/disk.img,readonly=on -device virtio-blk-device,drive=blk2"
+        ));
+    }
+
+    #[test]
+    fn a_nic_is_a_named_tap_and_a_virtio_net_device_with_the_pods_mac() {
+        let devices = vec![Device::Net {
+            tap: "hull0".into(),
+            mac: "02:42:0a:58:00:05".parse().unwrap(),
+            netns: "/var/run/netns/cni-1".into(),
+        }];
+        let joined = strings(build(&config(1, 256, devices), tcg(2))).join(" ");
+        assert!(joined.contains(
+            "-netdev tap,id=net0,ifname=hull0,script=no,downscript=no -device virtio-net-device,netdev=net0,mac=02:42:0a:58:00:05"
         ));
     }
 }

@@ -79,6 +79,7 @@ impl Hypervisor for Qemu {
             &binary,
             args,
             &config.run_dir,
+            config.netns(),
             &self.name(),
         )?))
     }
