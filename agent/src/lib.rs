@@ -8,6 +8,7 @@ pub mod container;
 pub mod fdio;
 pub mod guest;
 pub mod mounts;
+pub mod network;
 pub mod power;
 pub mod reaper;
 pub mod rpc;

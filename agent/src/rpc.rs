@@ -198,6 +198,19 @@ impl Agent for AgentService {
         Ok(empty())
     }
 
+    async fn configure_network(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ConfigureNetworkRequest,
+    ) -> Reply<pb::Empty> {
+        let net = hull_protocol::network::PodNetwork::from_request(&req)
+            .map_err(crate::sandbox::AgentError::from)?;
+        crate::network::configure(&net)
+            .await
+            .map_err(crate::sandbox::AgentError::from)?;
+        Ok(empty())
+    }
+
     async fn get_oom_event(&self, _: &TtrpcContext, _: pb::Empty) -> Reply<pb::OomEvent> {
         let container_id = self.sandbox.next_oom_event().await?;
         Ok(pb::OomEvent {

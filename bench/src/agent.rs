@@ -191,6 +191,7 @@ pub async fn run(options: &AgentOptions, out: &Path) -> anyhow::Result<AgentResu
         cmdline: vec![],
         boot_timeout: Duration::from_secs(120),
         share: None,
+        netns: None,
     };
     let vm = SandboxVm::start(&qemu, &config)
         .await

@@ -209,6 +209,7 @@ pub async fn run(
             cmdline: vec![],
             boot_timeout: Duration::from_secs(120),
             share: Some(*cache),
+            netns: None,
         };
         let vm = SandboxVm::start(&qemu, &config)
             .await

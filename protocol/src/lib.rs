@@ -2,7 +2,8 @@
 //! - [`agent`] / [`agent_ttrpc`]: the agent API (`protos/agent.proto`), served by the agent with
 //!   ttrpc on vsock port [`AGENT_PORT`];
 //! - [`stdio`]: the stdio streams, one vsock stream per channel on port [`STDIO_PORT`];
-//! - [`limits`]: the caps and checks every message goes through on both sides.
+//! - [`limits`]: the caps and checks every message goes through on both sides;
+//! - [`network`]: the pod network request in typed, checked form.
 #![warn(missing_docs)]
 
 #[allow(warnings, missing_docs, clippy::all, clippy::pedantic)]
@@ -18,6 +19,7 @@ pub mod agent_ttrpc {
 }
 
 pub mod limits;
+pub mod network;
 pub mod stdio;
 
 /// The vsock port the agent serves its ttrpc API on.

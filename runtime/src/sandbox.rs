@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::{AgentClient, AgentError};
 use crate::images::GuestImages;
+use crate::network::{self, NetworkError, PodInterface};
 use crate::share::{self, mounts, CacheMode, ShareError, Virtiofsd};
 use crate::vm::{console, Device, Hypervisor, Vm, VmConfig, VmError};
 use crate::vsock::{VsockBackend, VsockError};
@@ -27,7 +28,15 @@ pub struct SandboxVmConfig {
     pub boot_timeout: Duration,
     /// Share `<run_dir>/shared` with the guest over virtio-fs (mounted at `/run/hull/shared`).
     pub share: Option<CacheMode>,
+    /// The pod's network namespace (CNI's, e.g. `/var/run/netns/cni-…`): the VM takes over the
+    /// interface CNI made there (see [`crate::network`]). `None`: the guest has no NIC.
+    pub netns: Option<PathBuf>,
 }
+
+/// The tap each pod VM gets inside its pod's network namespace (one VM per namespace).
+pub const TAP_NAME: &str = "tap0_hull";
+/// How long the VMM may take to create its tap.
+const TAP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Starting a pod VM failed.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +53,9 @@ pub enum SandboxError {
     /// The agent did not come up.
     #[error("agent failed")]
     Agent(#[from] AgentError),
+    /// The pod network could not be extended into the VM.
+    #[error("pod network failed")]
+    Network(#[from] NetworkError),
     /// The VMM exited while the agent was awaited.
     #[error("the VMM exited ({status}) before the agent answered; console: {console}")]
     VmExited {
@@ -63,7 +75,23 @@ pub struct SandboxVm {
     vsock: VsockBackend,
     virtiofsd: Option<Virtiofsd>,
     shared_dir: Option<PathBuf>,
+    network: Option<PodNic>,
     boot_time: Duration,
+}
+
+/// The pod interface a VM took over, to unwire it when the VM goes.
+#[derive(Debug)]
+struct PodNic {
+    netns: PathBuf,
+    veth: PodInterface,
+}
+
+impl Drop for PodNic {
+    fn drop(&mut self) {
+        if let Err(e) = network::unwire(&self.netns, self.veth.index) {
+            tracing::warn!(error = %e, netns = %self.netns.display(), "cannot unwire the pod network");
+        }
+    }
 }
 
 /// What hull-agent prints on the console once its vsock listeners are bound.
@@ -102,6 +130,36 @@ impl SandboxVm {
             }
             None => (None, None),
         };
+        let discovered = match &config.netns {
+            Some(netns) => match network::discover(netns) {
+                Ok(None) => {
+                    tracing::info!(netns = %netns.display(), "the pod network has no interface: the VM gets no NIC");
+                    None
+                }
+                Ok(Some((veth, net))) => {
+                    devices.push(Device::Net {
+                        tap: TAP_NAME.to_owned(),
+                        mac: crate::vm::MacAddr(veth.mac),
+                        netns: netns.clone(),
+                    });
+                    Some((
+                        PodNic {
+                            netns: netns.clone(),
+                            veth,
+                        },
+                        net,
+                    ))
+                }
+                Err(e) => {
+                    drop(virtiofsd);
+                    if let Some(shared) = &shared_dir {
+                        let _ = mounts::unmount_all_under(shared);
+                    }
+                    return Err(e.into());
+                }
+            },
+            None => None,
+        };
         let vm = hypervisor.start(&VmConfig {
             images: config.images.clone(),
             cmdline,
@@ -119,6 +177,15 @@ impl SandboxVm {
                 }
                 return Err(e.into());
             }
+        };
+        // On any error from here, dropping `nic` unwires the pod network and dropping `vm`
+        // stops the VMM (and with it the tap).
+        let (nic, pod_network) = match discovered {
+            Some((nic, net)) => {
+                network::wire(&nic.netns, &nic.veth, TAP_NAME, TAP_TIMEOUT)?;
+                (Some(nic), Some(net))
+            }
+            None => (None, None),
         };
         // Connecting before the guest's vsock driver is up can wedge vhost-device-vsock (a
         // CONNECT that is never answered, and none after it), so wait for the agent to say it
@@ -140,12 +207,16 @@ impl SandboxVm {
                 }
             }
         };
+        if let Some(net) = &pod_network {
+            agent.configure_network(net).await?;
+        }
         Ok(Self {
             agent,
             vm,
             vsock,
             virtiofsd,
             shared_dir,
+            network: nic,
             boot_time: started.elapsed(),
         })
     }
@@ -222,6 +293,7 @@ impl Drop for SandboxVm {
         // The VM first (it holds virtiofsd's and the vsock backend's sockets), then virtiofsd,
         // then every mount under the share; the vsock backend goes with the fields.
         let _ = self.vm.stop(Duration::from_secs(2));
+        drop(self.network.take());
         drop(self.virtiofsd.take());
         if let Some(shared) = &self.shared_dir {
             if let Err(e) = mounts::unmount_all_under(shared) {

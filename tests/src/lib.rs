@@ -3,6 +3,7 @@
 
 pub mod containerd;
 pub mod data;
+pub mod netns;
 pub mod pod;
 pub mod rootfs;
 pub mod spec;

@@ -69,7 +69,21 @@ impl TestPod {
         Self::boot_with(vcpus, memory_mib, Some(cache)).await
     }
 
+    /// Like [`TestPod::boot`], taking over the interface in the network namespace `netns`.
+    pub async fn boot_in_netns(vcpus: u32, memory_mib: u32, netns: &Path) -> Option<Self> {
+        Self::boot_full(vcpus, memory_mib, None, Some(netns.to_owned())).await
+    }
+
     async fn boot_with(vcpus: u32, memory_mib: u32, share: Option<CacheMode>) -> Option<Self> {
+        Self::boot_full(vcpus, memory_mib, share, None).await
+    }
+
+    async fn boot_full(
+        vcpus: u32,
+        memory_mib: u32,
+        share: Option<CacheMode>,
+        netns: Option<std::path::PathBuf>,
+    ) -> Option<Self> {
         let images = crate::guest_images()?;
         let qemu = crate::qemu()?;
         let initramfs = test_initramfs().unwrap_or_else(|e| panic!("test initramfs: {e}"));
@@ -85,6 +99,7 @@ impl TestPod {
             cmdline: vec![],
             boot_timeout: Duration::from_secs(60),
             share,
+            netns,
         };
         let vm = match SandboxVm::start(&qemu, &config).await {
             Ok(vm) => vm,

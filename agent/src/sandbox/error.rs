@@ -28,6 +28,12 @@ pub enum AgentError {
     /// A system call failed.
     #[error("{0}")]
     Io(String, #[source] std::io::Error),
+    /// The network request is malformed.
+    #[error("invalid network request")]
+    NetworkRequest(#[from] hull_protocol::network::NetworkError),
+    /// Configuring the network failed.
+    #[error("cannot configure the pod network")]
+    Network(#[from] crate::network::NetworkError),
 }
 
 impl AgentError {
@@ -39,7 +45,11 @@ impl AgentError {
             AgentError::InvalidArgument(_) | AgentError::Limit(_) => ttrpc::Code::INVALID_ARGUMENT,
             AgentError::FailedPrecondition(_) => ttrpc::Code::FAILED_PRECONDITION,
             AgentError::Container(e) => container_code(e),
-            AgentError::Io(..) => ttrpc::Code::INTERNAL,
+            AgentError::NetworkRequest(_) => ttrpc::Code::INVALID_ARGUMENT,
+            AgentError::Network(crate::network::NetworkError::NoSuchInterface(_)) => {
+                ttrpc::Code::FAILED_PRECONDITION
+            }
+            AgentError::Io(..) | AgentError::Network(_) => ttrpc::Code::INTERNAL,
         }
     }
 

@@ -426,6 +426,18 @@ impl AgentClient {
         Ok(())
     }
 
+    /// `ConfigureNetwork`: gives the guest NIC the pod's addresses, MTU and routes.
+    pub async fn configure_network(
+        &self,
+        network: &hull_protocol::network::PodNetwork,
+    ) -> Result<(), AgentError> {
+        self.inner
+            .configure_network(self.ctx(), &network.to_request())
+            .await
+            .map_err(rpc("ConfigureNetwork"))?;
+        Ok(())
+    }
+
     /// `GetOomEvent`: blocks until a container is OOM-killed; returns its id.
     pub async fn get_oom_event(&self) -> Result<String, AgentError> {
         let r = self

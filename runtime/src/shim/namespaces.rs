@@ -6,6 +6,12 @@
 //! VMM's. In the guest the sandbox container's init is the pod's namespace holder, so
 //! `/proc/<vmm pid>/ns/x` becomes `/proc/<sandbox init's guest pid>/ns/x`, and host paths are
 //! dropped: the namespace is created fresh in the guest (the VM is the pod's boundary).
+//!
+//! The network namespace is the exception: a pod's containers join the pod's network, and in the
+//! guest that is the guest's own (root) network namespace, where the agent gave the NIC the pod's
+//! addresses (see `crate::network`). So a `network` entry that names any path is removed: the
+//! container stays in the guest's network namespace. One without a path (a container of its own,
+//! as `ctr run` makes) still gets a fresh, empty one.
 
 use serde_json::Value;
 
@@ -19,6 +25,9 @@ pub fn rewrite(spec: &mut Value, host_pid: u32, sandbox_guest_pid: Option<u32>) 
     else {
         return;
     };
+    list.retain(|ns| {
+        !(ns.get("type").and_then(Value::as_str) == Some("network") && ns.get("path").is_some())
+    });
     for ns in list.iter_mut() {
         let Some(path) = ns.get("path").and_then(Value::as_str).map(str::to_owned) else {
             continue;
@@ -70,9 +79,29 @@ mod tests {
         assert_eq!(ns[0], json!({"type": "pid"}));
         assert_eq!(ns[1]["path"], "/proc/7/ns/ipc");
         assert_eq!(ns[2]["path"], "/proc/7/ns/uts");
-        assert_eq!(ns[3], json!({"type": "network"}));
-        assert_eq!(ns[4], json!({"type": "mount"}));
-        assert_eq!(ns[5], json!({"type": "cgroup"}));
+        assert_eq!(
+            ns[3],
+            json!({"type": "mount"}),
+            "the pod network is the guest's own"
+        );
+        assert_eq!(ns[4], json!({"type": "cgroup"}));
+        assert_eq!(ns.as_array().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn app_containers_join_the_guest_network_and_private_ones_keep_their_own() {
+        let mut spec = json!({"linux": {"namespaces": [
+            {"type": "network", "path": "/proc/4242/ns/net"},
+            {"type": "ipc", "path": "/proc/4242/ns/ipc"}
+        ]}});
+        rewrite(&mut spec, 4242, Some(7));
+        assert_eq!(
+            spec["linux"]["namespaces"],
+            json!([{"type": "ipc", "path": "/proc/7/ns/ipc"}])
+        );
+        let mut spec = json!({"linux": {"namespaces": [{"type": "network"}]}});
+        rewrite(&mut spec, 4242, Some(7));
+        assert_eq!(spec["linux"]["namespaces"], json!([{"type": "network"}]));
     }
 
     #[test]

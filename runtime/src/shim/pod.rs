@@ -294,6 +294,7 @@ impl Pod {
                 RootfsSource::Shared => Some(self.config.virtio_fs_cache),
                 RootfsSource::GuestPath(_) => None,
             },
+            netns: pod_netns(spec),
         };
         tracing::info!(
             pod = %self.id,
@@ -523,6 +524,18 @@ async fn watch_oom(agent: AgentClient, events: Arc<dyn EventSink>, ooms: Arc<Oom
             }
         }
     }
+}
+
+/// The pod's network namespace: the path the sandbox spec's `network` namespace names (CNI's, for a
+/// Kubernetes pod). The VM takes over the interface CNI made there.
+fn pod_netns(spec: &Value) -> Option<PathBuf> {
+    spec["linux"]["namespaces"]
+        .as_array()?
+        .iter()
+        .find(|ns| ns["type"] == "network")?["path"]
+        .as_str()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 #[cfg(test)]

@@ -32,8 +32,7 @@ pub struct MacAddr(pub [u8; 6]);
 
 impl std::fmt::Display for MacAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let [a, b, c, d, e, g] = self.0;
-        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+        f.write_str(&hull_protocol::network::format_mac(self.0))
     }
 }
 
@@ -41,20 +40,9 @@ impl std::str::FromStr for MacAddr {
     type Err = VmError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || VmError::InvalidDevice(format!("MAC address {s:?}"));
-        let mut mac = [0u8; 6];
-        let mut parts = s.split(':');
-        for byte in &mut mac {
-            let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
-                return Err(bad());
-            }
-            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
-        }
-        if parts.next().is_some() {
-            return Err(bad());
-        }
-        Ok(Self(mac))
+        hull_protocol::network::parse_mac(s)
+            .map(Self)
+            .map_err(|e| VmError::InvalidDevice(e.to_string()))
     }
 }
 
