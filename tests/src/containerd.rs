@@ -1,14 +1,18 @@
-//! A private containerd for end-to-end tests: its own root, state, socket and configuration,
+//! A private containerd for end-to-end tests (and `hull bench`): its own root, state, socket and configuration,
 //! hull's shim on its `PATH`, a hull configuration running containers from the test initramfs's
 //! busybox tree, and a busybox OCI image built offline and imported. Dropping it stops
 //! containerd and kills, unmounts and removes everything it and its shims left.
 
 use std::io::Write;
 use std::os::unix::fs::symlink;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use hull_runtime::images::GuestImages;
+use hull_runtime::vm::{accel, qemu::Qemu};
 
 use crate::rootfs::{busybox_rootfs, test_initramfs, GUEST_ROOTFS};
 
@@ -40,7 +44,34 @@ pub struct Options {
     /// Run containers from the busybox tree in the test initramfs instead of containerd's
     /// snapshot shared over virtio-fs.
     pub guest_rootfs: bool,
+    /// Boot pods from this initramfs instead of the test initramfs (the benchmark uses the
+    /// production one).
+    pub initramfs: Option<PathBuf>,
+    /// The shim binary (default: [`shim_binary`]).
+    pub shim: Option<PathBuf>,
+    /// The shim's `log_level` (default `debug`).
+    pub log_level: Option<String>,
 }
+
+/// Why a private containerd could not be had.
+#[derive(Debug)]
+pub enum LaunchError {
+    /// Something the host lacks (a tool, the guest images, QEMU, the shim): tests skip on it.
+    Missing(String),
+    /// Something that should have worked failed.
+    Failed(String),
+}
+
+impl std::fmt::Display for LaunchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LaunchError::Missing(what) => write!(f, "missing: {what}"),
+            LaunchError::Failed(what) => f.write_str(what),
+        }
+    }
+}
+
+impl std::error::Error for LaunchError {}
 
 /// The shim binary: `HULL_SHIM`, else `target/hull/bin/containerd-shim-hull-v2` of this checkout.
 pub fn shim_binary() -> PathBuf {
@@ -64,33 +95,59 @@ impl Containerd {
 
     /// Starts containerd with `options`.
     pub fn start_with(options: &Options) -> Option<Self> {
+        match Self::launch(options) {
+            Ok(me) => Some(me),
+            Err(LaunchError::Missing(why)) => {
+                crate::skip_or_fail(&why);
+                None
+            }
+            Err(LaunchError::Failed(why)) => panic!("{why}"),
+        }
+    }
+
+    /// Starts containerd with `options`, as a `Result` (for callers that are not tests).
+    pub fn launch(options: &Options) -> Result<Self, LaunchError> {
+        use LaunchError::{Failed, Missing};
         for tool in ["containerd", "ctr"] {
             if !on_path(tool) {
-                crate::skip_or_fail(&format!(
+                return Err(Missing(format!(
                     "{tool} is not installed (scripts/install-deps.sh)"
-                ));
-                return None;
+                )));
             }
         }
-        let images = crate::guest_images()?;
-        crate::qemu()?;
-        let shim = shim_binary();
+        let images = GuestImages::from_env();
+        for path in [&images.kernel, &images.initramfs] {
+            if !path.is_file() {
+                return Err(Missing(format!(
+                    "{} is missing; run scripts/test.sh (it builds the images) or the set-up",
+                    path.display()
+                )));
+            }
+        }
+        let choice = accel::detect().map_err(|e| Failed(e.to_string()))?;
+        if let Err(e) = Qemu::for_host(choice.accel).resolve_binary() {
+            return Err(Missing(format!("no VMM to run a guest: {e}")));
+        }
+        let shim = options.shim.clone().unwrap_or_else(shim_binary);
         if !shim.is_file() {
-            crate::skip_or_fail(&format!(
+            return Err(Missing(format!(
                 "{} is missing; run scripts/build.sh or set HULL_SHIM",
                 shim.display()
-            ));
-            return None;
+            )));
         }
-        let initramfs = test_initramfs().unwrap_or_else(|e| panic!("test initramfs: {e}"));
+        let initramfs = match &options.initramfs {
+            Some(path) => path.clone(),
+            None => test_initramfs().map_err(|e| Failed(format!("test initramfs: {e}")))?,
+        };
+        let io = |e: std::io::Error| Failed(e.to_string());
         let dir = tempfile::Builder::new()
             .prefix("hull-ctrd-")
             .tempdir_in("/tmp")
-            .expect("temp dir");
+            .map_err(io)?;
         let base = dir.path();
         let bin = base.join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        symlink(&shim, bin.join("containerd-shim-hull-v2")).unwrap();
+        std::fs::create_dir_all(&bin).map_err(io)?;
+        symlink(&shim, bin.join("containerd-shim-hull-v2")).map_err(io)?;
         let kernel = options.kernel.clone().unwrap_or(images.kernel);
         let guest_rootfs = if options.guest_rootfs {
             format!("guest_rootfs = \"{GUEST_ROOTFS}\"\n")
@@ -99,14 +156,15 @@ impl Containerd {
         };
         let hull_config = format!(
             "hypervisor = \"{}\"\nkernel = \"{}\"\ninitramfs = \"{}\"\nrun_dir = \"{}\"\n\
-             log_level = \"debug\"\n{guest_rootfs}{}\n",
+             log_level = \"{}\"\n{guest_rootfs}{}\n",
             options.hypervisor.as_deref().unwrap_or("qemu"),
             kernel.display(),
             initramfs.display(),
             base.join("run").display(),
+            options.log_level.as_deref().unwrap_or("debug"),
             options.extra_config
         );
-        std::fs::write(base.join("hull.toml"), hull_config).unwrap();
+        std::fs::write(base.join("hull.toml"), hull_config).map_err(io)?;
         let config = format!(
             r#"version = 2
 root = "{b}/root"
@@ -132,55 +190,74 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 "#,
             b = base.display()
         );
-        std::fs::write(base.join("containerd.toml"), config).unwrap();
+        std::fs::write(base.join("containerd.toml"), config).map_err(io)?;
         let mut me = Self { dir, child: None };
-        me.spawn();
-        let image = busybox_image().unwrap_or_else(|e| panic!("busybox image: {e}"));
-        let out = me.ctr(&["images", "import", image.to_str().unwrap()]);
-        assert!(
-            out.status.success(),
-            "ctr images import: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Some(me)
+        me.spawn().map_err(Failed)?;
+        let image = busybox_image().map_err(|e| Failed(format!("busybox image: {e}")))?;
+        me.import(&image).map_err(Failed)?;
+        Ok(me)
     }
 
-    fn spawn(&mut self) {
+    /// `ctr images import` of an OCI archive.
+    pub fn import(&self, archive: &Path) -> Result<(), String> {
+        let out = self
+            .ctr_command()
+            .arg("images")
+            .arg("import")
+            .arg(archive)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("ctr: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ctr images import: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
         let base = self.dir.path();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(base.join("containerd.log"))
-            .unwrap();
+            .map_err(|e| format!("containerd.log: {e}"))?;
         let path = format!(
             "{}:{}",
             base.join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        let stderr = log.try_clone().map_err(|e| e.to_string())?;
+        // Its own process group: a Ctrl-C in the terminal reaches the caller, which then stops
+        // containerd and cleans up, instead of killing containerd under running shims.
         let child = Command::new("containerd")
             .arg("--config")
             .arg(base.join("containerd.toml"))
             .env("PATH", path)
             .env("HULL_CONFIG", base.join("hull.toml"))
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+            .stdout(log)
+            .stderr(stderr)
+            .process_group(0)
             .spawn()
-            .expect("spawn containerd");
+            .map_err(|e| format!("spawn containerd: {e}"))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let out = self.ctr(&["version"]);
             if out.status.success() {
-                break;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "containerd did not come up: {}\n--- log ---\n{}",
-                String::from_utf8_lossy(&out.stderr),
-                self.log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "containerd did not come up: {}\n--- log ---\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    self.log()
+                ));
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -200,7 +277,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// Stops containerd (its shims and their pods keep running) and starts it again.
     pub fn restart(&mut self) {
         self.stop();
-        self.spawn();
+        if let Err(e) = self.spawn() {
+            panic!("{e}");
+        }
     }
 
     /// The private directory (root, state, sockets, logs, hull's run dir).
@@ -563,9 +642,23 @@ fn sha256_file(path: &Path) -> Result<String, String> {
 /// Builds an OCI image archive (`oci-layout`, `index.json`, `blobs/sha256/…`) of a busybox root
 /// filesystem made from the host's busybox-static, named `name`, without any registry.
 pub fn build_busybox_image(out: &Path, name: &str) -> Result<(), String> {
+    build_busybox_image_with(out, name, &[])
+}
+
+/// [`build_busybox_image`] with `extra` host files copied in, each to a path in the image
+/// (e.g. a static probe to `bin/probe`).
+pub fn build_busybox_image_with(
+    out: &Path,
+    name: &str,
+    extra: &[(&Path, &str)],
+) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs).map_err(|e| format!("busybox rootfs: {e}"))?;
+    for (from, to) in extra {
+        std::fs::copy(from, rootfs.join(to))
+            .map_err(|e| format!("{} → {to}: {e}", from.display()))?;
+    }
     let image = work.path().join("image");
     let blobs = image.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(|e| e.to_string())?;
