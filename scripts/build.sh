@@ -4,6 +4,7 @@
 #                                                  host tools (release)
 #   bin/containerd-shim-hull-v2                    the containerd runtime io.containerd.hull.v2
 #   bin/hull-agent                                 the guest's /init (static, profile "agent")
+#   bin/hull-fs-probe, bin/hull-bench-probe        static probes copied into test/benchmark containers
 #   vmlinuz, vmlinux, kernel.config                the guest kernel (cached, see guest-kernel/)
 #   initramfs.img                                  hull-agent packed as /init
 set -euo pipefail
@@ -31,10 +32,11 @@ RUSTFLAGS='-C target-feature=+crt-static' \
   --target x86_64-unknown-linux-gnu -p hull-agent
 cp target/x86_64-unknown-linux-gnu/agent/hull-agent "$out/bin/hull-agent"
 
-echo "hull: building the static test probe" >&2
+echo "hull: building the static test and benchmark probes" >&2
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --locked --profile agent \
-  --target x86_64-unknown-linux-gnu -p hull-fs-probe
+  --target x86_64-unknown-linux-gnu -p hull-fs-probe -p hull-bench-probe
 cp target/x86_64-unknown-linux-gnu/agent/hull-fs-probe "$out/bin/hull-fs-probe"
+cp target/x86_64-unknown-linux-gnu/agent/hull-bench-probe "$out/bin/hull-bench-probe"
 
 "$out/bin/hull-initramfs" --agent "$out/bin/hull-agent" --output "$out/initramfs.img"
 echo "hull: built in $(( $(date +%s) - t0 ))s into $out" >&2

@@ -72,6 +72,10 @@ pub struct AgentResults {
     pub rpc_round_trip_us: Summary,
     /// create + start + wait of `/bin/true`, ms.
     pub container_true_ms: Summary,
+    /// Every `Check` round trip, µs.
+    pub rpc_samples_us: Vec<f64>,
+    /// Every container run, ms.
+    pub container_true_samples_ms: Vec<f64>,
 }
 
 async fn new_container(
@@ -175,6 +179,18 @@ async fn throughput(
 
 /// Runs the suite and writes `agent.json` and `agent.md` into `out`.
 pub async fn run(options: &AgentOptions, out: &Path) -> anyhow::Result<AgentResults> {
+    let results = measure(options).await?;
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join("agent.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    std::fs::write(out.join("agent.md"), report(&results))?;
+    Ok(results)
+}
+
+/// Runs the suite.
+pub async fn measure(options: &AgentOptions) -> anyhow::Result<AgentResults> {
     let choice = accel::detect()?;
     let qemu = Qemu::for_host(choice.accel);
     let images = GuestImages::from_env();
@@ -262,14 +278,10 @@ pub async fn run(options: &AgentOptions, out: &Path) -> anyhow::Result<AgentResu
         throughput: figures,
         rpc_round_trip_us: Summary::of(&rpc).context("no RPC samples")?,
         container_true_ms: Summary::of(&runs).context("no container samples")?,
+        rpc_samples_us: rpc,
+        container_true_samples_ms: runs,
     };
     vm.shutdown(Duration::from_secs(5)).await?;
-    std::fs::create_dir_all(out)?;
-    std::fs::write(
-        out.join("agent.json"),
-        serde_json::to_string_pretty(&results)?,
-    )?;
-    std::fs::write(out.join("agent.md"), report(&results))?;
     Ok(results)
 }
 

@@ -178,6 +178,15 @@ pub async fn run(
     files: usize,
     out: &Path,
 ) -> anyhow::Result<FsResults> {
+    let results = measure(modes, mib, files).await?;
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("fs.json"), serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(out.join("fs.md"), report(&results))?;
+    Ok(results)
+}
+
+/// Runs the suite.
+pub async fn measure(modes: &[CacheMode], mib: usize, files: usize) -> anyhow::Result<FsResults> {
     let choice = accel::detect()?;
     let qemu = Qemu::for_host(choice.accel);
     let images = GuestImages::from_env();
@@ -232,9 +241,6 @@ pub async fn run(
             guest,
         });
     }
-    std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("fs.json"), serde_json::to_string_pretty(&results)?)?;
-    std::fs::write(out.join("fs.md"), report(&results))?;
     Ok(results)
 }
 

@@ -1,28 +1,72 @@
-//! `hull-bench`: hull's benchmark command. Each suite writes `<suite>.json` and `<suite>.md`.
+//! `hull-bench` (also `hull bench`): hull's benchmark command. Without a sub-command it compares
+//! hull with runc (and crun) through a private containerd and writes `results.json`,
+//! `report.md` and SVG plots; `report` re-renders those from a `results.json`. The single
+//! suites (`boot`, `agent`, `fs`, `vmm`) each write `<suite>.json` and `<suite>.md`.
 
 mod agent;
 mod boot;
+mod compare;
 mod fs;
 mod host;
+mod report;
 mod stats;
 mod vmm;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(about = "Measure hull on this host")]
+#[command(
+    about = "Measure hull on this host: hull against runc through a private containerd (no \
+             sub-command), or one suite",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
-    /// Directory for the JSON figures and the report.
-    #[arg(long, global = true, default_value = "bench-results")]
-    out: PathBuf,
+    /// Directory for the JSON figures and the report (default: bench-results; for `report`,
+    /// the directory of the results file).
+    #[arg(long, global = true)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    compare: CompareArgs,
     #[command(subcommand)]
-    suite: Suite,
+    suite: Option<Suite>,
+}
+
+/// Options of the comparison (the default command).
+#[derive(Debug, Args)]
+struct CompareArgs {
+    /// Small counts and sizes: finishes in a few minutes.
+    #[arg(long)]
+    quick: bool,
+    /// `ctr run --rm … true` runs per runtime (default 30, quick 10).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Boots for the boot split (each quiet and timestamped; default 10, quick 3).
+    #[arg(long)]
+    boots: Option<usize>,
+    /// Most idle containers in the density series (default 20, quick 4; also bounded by host
+    /// memory).
+    #[arg(long)]
+    max_pods: Option<usize>,
+    /// Guest RAM per pod, MiB.
+    #[arg(long, default_value_t = 128)]
+    guest_memory: u32,
+    /// Guest vCPUs per pod.
+    #[arg(long, default_value_t = 1)]
+    guest_vcpus: u32,
+    /// Only these steps (start, memory, cpu, stdio, density, boot, fs, agent).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum Suite {
+    /// Re-render `report.md` and the plots from a `results.json` of the comparison.
+    Report {
+        /// The results file.
+        results: PathBuf,
+    },
     /// virtio-fs against the host directory behind it: sequential write/read and small-file
     /// create/stat/unlink, for each virtiofsd cache mode.
     Fs {
@@ -80,21 +124,82 @@ enum Suite {
     },
 }
 
+fn compare(args: &CompareArgs, out: PathBuf) -> anyhow::Result<()> {
+    let mut opts = compare::Options::new(args.quick, out);
+    if let Some(n) = args.runs {
+        opts.runs = n.max(1);
+    }
+    if let Some(n) = args.boots {
+        opts.boots = n.max(1);
+    }
+    if let Some(n) = args.max_pods {
+        opts.max_pods = n.max(1);
+    }
+    opts.guest_memory_mib = args.guest_memory;
+    opts.guest_vcpus = args.guest_vcpus;
+    if !args.only.is_empty() {
+        for p in &args.only {
+            anyhow::ensure!(
+                compare::PHASES.contains(&p.as_str()),
+                "unknown step {p:?} (steps: {})",
+                compare::PHASES.join(", ")
+            );
+        }
+        opts.phases.clone_from(&args.only);
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let results = compare::run(&opts, command)?;
+    print!("{}", report::headline(&results));
+    eprintln!(
+        "hull-bench: {} and report.md with plots in {}",
+        opts.out.join("results.json").display(),
+        opts.out.display()
+    );
+    anyhow::ensure!(
+        results.errors.is_empty(),
+        "{} step(s) failed: {}",
+        results.errors.len(),
+        results.errors.join("; ")
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.suite {
+    let Some(suite) = cli.suite else {
+        return compare(
+            &cli.compare,
+            cli.out.unwrap_or_else(|| PathBuf::from("bench-results")),
+        );
+    };
+    let out = cli
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("bench-results"));
+    match suite {
+        Suite::Report { results } => {
+            let r = report::read(&results)?;
+            let dir = cli.out.unwrap_or_else(|| {
+                results
+                    .parent()
+                    .map_or_else(|| PathBuf::from("."), PathBuf::from)
+            });
+            report::write(&r, &dir)?;
+            print!("{}", report::headline(&r));
+            eprintln!(
+                "hull-bench: {} re-rendered",
+                dir.join("report.md").display()
+            );
+        }
         Suite::Fs { cache, mib, files } => {
             let modes = cache
                 .iter()
                 .map(|c| c.parse().map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let runtime = tokio::runtime::Runtime::new()?;
-            let results = runtime.block_on(fs::run(&modes, mib, files, &cli.out))?;
+            let results = runtime.block_on(fs::run(&modes, mib, files, &out))?;
             print!("{}", fs::report(&results));
-            eprintln!(
-                "hull-bench: figures in {}",
-                cli.out.join("fs.json").display()
-            );
+            eprintln!("hull-bench: figures in {}", out.join("fs.json").display());
         }
         Suite::Agent {
             rpcs,
@@ -108,11 +213,11 @@ fn main() -> anyhow::Result<()> {
                 runs,
                 stream_mib,
             };
-            let results = runtime.block_on(agent::run(&options, &cli.out))?;
+            let results = runtime.block_on(agent::run(&options, &out))?;
             print!("{}", agent::report(&results));
             eprintln!(
                 "hull-bench: figures in {}",
-                cli.out.join("agent.json").display()
+                out.join("agent.json").display()
             );
         }
         Suite::Boot {
@@ -127,13 +232,10 @@ fn main() -> anyhow::Result<()> {
                     vcpus,
                     memory_mib: memory,
                 },
-                &cli.out,
+                &out,
             )?;
             print!("{}", boot::report(&results));
-            eprintln!(
-                "hull-bench: figures in {}",
-                cli.out.join("boot.json").display()
-            );
+            eprintln!("hull-bench: figures in {}", out.join("boot.json").display());
         }
         Suite::Vmm {
             runs,
@@ -147,13 +249,10 @@ fn main() -> anyhow::Result<()> {
                     memory_mib: memory,
                     test_kernel,
                 },
-                &cli.out,
+                &out,
             )?;
             print!("{}", vmm::report(&results));
-            eprintln!(
-                "hull-bench: figures in {}",
-                cli.out.join("vmm.json").display()
-            );
+            eprintln!("hull-bench: figures in {}", out.join("vmm.json").display());
         }
     }
     Ok(())

@@ -1,9 +1,9 @@
 //! Summaries of samples, in milliseconds.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A summary of one series.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Sample count.
     pub n: usize,

@@ -1,7 +1,8 @@
 //! `hull`: the command-line tool. `hull check` says whether this host can run hull pods (which
 //! KVM, which backend and why, guest images, tools, containerd registration), one line per check
 //! with a fix for each failure; `hull version`; `hull boot` boots the installed guest once in
-//! self-test mode and prints its ready line.
+//! self-test mode and prints its ready line; `hull bench …` runs `hull-bench` (the benchmark
+//! against runc, `bench/`), found beside `hull` or on `PATH`.
 
 use std::time::Duration;
 
@@ -47,6 +48,14 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
+    /// Measure hull against runc on this host (`hull-bench`; `hull bench --help` for its options,
+    /// `hull bench --quick` for a run of a few minutes, `hull bench report results.json`).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments for hull-bench.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,7 +77,27 @@ fn main() -> anyhow::Result<()> {
             memory,
             timeout,
         } => boot(vcpus, memory, Duration::from_secs(timeout)),
+        Command::Bench { args } => bench(&args),
     }
+}
+
+/// Runs `hull-bench` with `args` (beside this binary, else on `PATH`) and exits with its status.
+fn bench(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("hull-bench")))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| "hull-bench".into());
+    let status = std::process::Command::new(&program)
+        .args(args)
+        .status()
+        .with_context(|| {
+            format!(
+                "cannot run {} (scripts/build.sh builds it)",
+                program.display()
+            )
+        })?;
+    std::process::exit(status.code().unwrap_or(1));
 }
 
 fn check(

@@ -1,0 +1,341 @@
+//! The report's plots, as SVG (plotters; text as SVG `<text>`, no font files needed):
+//! start-latency distributions, density curves, per-pod memory stacks and the boot split.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::figures::{median, memory_segments, pod_pss_mib};
+use crate::compare::schema::Results;
+
+type Res = anyhow::Result<()>;
+
+const SIZE: (u32, u32) = (860, 420);
+
+fn color(i: usize) -> RGBColor {
+    const C: [RGBColor; 7] = [
+        RGBColor(0xd6, 0x27, 0x28),
+        RGBColor(0x1f, 0x77, 0xb4),
+        RGBColor(0x2c, 0xa0, 0x2c),
+        RGBColor(0xff, 0x7f, 0x0e),
+        RGBColor(0x94, 0x67, 0xbd),
+        RGBColor(0x8c, 0x56, 0x4b),
+        RGBColor(0x7f, 0x7f, 0x7f),
+    ];
+    C[i % C.len()]
+}
+
+fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("plot: {e}")
+}
+
+/// The empirical distribution of each runtime's `ctr run --rm … true` (log time axis).
+pub fn start_latency(r: &Results, path: &Path) -> Res {
+    let all: Vec<f64> = r.start.iter().flat_map(|l| l.samples_ms.clone()).collect();
+    let (lo, hi) = all
+        .iter()
+        .fold((f64::MAX, 0f64), |(a, b), v| (a.min(*v), b.max(*v)));
+    if all.is_empty() {
+        return Ok(());
+    }
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "ctr run --rm busybox true: distribution of start latency",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0f64..1.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_labels(12)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("ms (log scale)")
+        .y_desc("fraction of runs ≤ x")
+        .draw()
+        .map_err(err)?;
+    for (i, l) in r.start.iter().enumerate() {
+        let mut s = l.samples_ms.clone();
+        s.sort_by(f64::total_cmp);
+        let n = s.len() as f64;
+        let mut pts = Vec::new();
+        for (k, v) in s.iter().enumerate() {
+            pts.push((*v, k as f64 / n));
+            pts.push((*v, (k + 1) as f64 / n));
+        }
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(pts, c.stroke_width(2)))
+            .map_err(err)?
+            .label(format!("{} (median {:.0} ms)", l.runtime, l.summary.median))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Start latency of the k-th container and PSS per container as containers accumulate.
+pub fn density(r: &Results, path: &Path) -> Res {
+    if r.density.is_empty() {
+        return Ok(());
+    }
+    let root = SVGBackend::new(path, (SIZE.0, SIZE.1 + 40)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (left, right) = root.split_horizontally(SIZE.0 / 2);
+    let n = r
+        .density
+        .iter()
+        .map(|d| d.start_ms.len())
+        .max()
+        .unwrap_or(1) as f64;
+    let max_ms = r
+        .density
+        .iter()
+        .flat_map(|d| d.start_ms.iter())
+        .fold(1f64, |a, v| a.max(*v));
+    let max_mib = r
+        .density
+        .iter()
+        .flat_map(|d| d.steps.iter())
+        .fold(1f64, |a, s| a.max(s.pss_per_pod_kib as f64 / 1024.0));
+    let mut a = ChartBuilder::on(&left)
+        .caption(
+            "start latency of the k-th idle container",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.5..n + 0.5, 0f64..max_ms * 1.15)
+        .map_err(err)?;
+    a.configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("k (containers already running: k−1)")
+        .y_desc("ctr run -d, ms")
+        .draw()
+        .map_err(err)?;
+    let mut b = ChartBuilder::on(&right)
+        .caption("host PSS per container", ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0.5..n + 0.5, 0f64..max_mib * 1.15)
+        .map_err(err)?;
+    b.configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("containers running")
+        .y_desc("MiB per container")
+        .draw()
+        .map_err(err)?;
+    for (i, d) in r.density.iter().enumerate() {
+        let c = color(i);
+        let pts: Vec<(f64, f64)> = d
+            .start_ms
+            .iter()
+            .enumerate()
+            .map(|(k, v)| ((k + 1) as f64, *v))
+            .collect();
+        a.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(d.runtime.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        a.draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
+            .map_err(err)?;
+        let mem: Vec<(f64, f64)> = d
+            .steps
+            .iter()
+            .map(|s| (s.pods as f64, s.pss_per_pod_kib as f64 / 1024.0))
+            .collect();
+        b.draw_series(LineSeries::new(mem.clone(), c.stroke_width(2)))
+            .map_err(err)?
+            .label(d.runtime.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+        b.draw_series(mem.iter().map(|p| Circle::new(*p, 3, c.filled())))
+            .map_err(err)?;
+    }
+    for chart in [&mut a, &mut b] {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// Horizontal stacked bars: where each runtime's idle-container memory is.
+pub fn memory(r: &Results, path: &Path) -> Res {
+    if r.memory.is_empty() {
+        return Ok(());
+    }
+    let names = [
+        "shim",
+        "VMM",
+        "virtiofsd",
+        "vsock backend",
+        "guest RAM touched",
+        "container process",
+        "other",
+    ];
+    let max = r.memory.iter().map(pod_pss_mib).fold(1f64, f64::max);
+    let rows = r.memory.len() as f64;
+    let root = SVGBackend::new(
+        path,
+        (
+            SIZE.0,
+            120 + 70 * u32::try_from(r.memory.len()).unwrap_or(4),
+        ),
+    )
+    .into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "host memory of one idle container (PSS)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0f64..max * 1.45, 0f64..rows)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .disable_y_axis()
+        .light_line_style(TRANSPARENT)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("MiB")
+        .draw()
+        .map_err(err)?;
+    let mut legend_done = [false; 7];
+    for (row, m) in r.memory.iter().enumerate() {
+        let y0 = rows - row as f64 - 0.8;
+        let y1 = rows - row as f64 - 0.2;
+        let mut x = 0.0;
+        for (seg, mib) in memory_segments(m) {
+            let i = names.iter().position(|n| *n == seg).unwrap_or(6);
+            let c = color(i);
+            let s = chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(x, y0), (x + mib, y1)],
+                    c.filled(),
+                )))
+                .map_err(err)?;
+            if !legend_done[i] {
+                legend_done[i] = true;
+                s.label(seg).legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
+                });
+            }
+            x += mib;
+        }
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("{}: {:.1} MiB", m.runtime, pod_pss_mib(m)),
+                (x + max * 0.02, (y0 + y1) / 2.0),
+                ("sans-serif", 14).into_font(),
+            )))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// One stacked bar of the median boot split, with the quiet boots' median total beside it.
+pub fn boot(r: &Results, path: &Path) -> Res {
+    let Some(b) = &r.boot else { return Ok(()) };
+    let verbose: Vec<_> = b.runs.iter().filter(|x| x.verbose).collect();
+    let part = |f: &dyn Fn(&crate::compare::schema::BootRun) -> Option<f64>| {
+        median(&verbose.iter().filter_map(|x| f(x)).collect::<Vec<_>>())
+    };
+    let parts = [
+        ("VMM set-up + kernel load", part(&|x| x.vmm_ms)),
+        ("kernel → /init", part(&|x| x.kernel_ms)),
+        ("/init → agent serving", part(&|x| x.userspace_ms)),
+        ("vsock connect + first RPC", part(&|x| x.connect_ms)),
+    ];
+    let quiet = median(
+        &b.runs
+            .iter()
+            .filter(|x| !x.verbose)
+            .map(|x| x.total_ms)
+            .collect::<Vec<_>>(),
+    );
+    let total: f64 = parts.iter().map(|p| p.1).sum::<f64>().max(quiet).max(1.0);
+    let root = SVGBackend::new(path, (SIZE.0, 280)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "pod VM boot, {} (medians; split from timestamped boots)",
+                b.backend
+            ),
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(10)
+        .build_cartesian_2d(0f64..total * 1.75, 0f64..2.0)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .disable_y_axis()
+        .light_line_style(TRANSPARENT)
+        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_desc("ms")
+        .draw()
+        .map_err(err)?;
+    let mut x = 0.0;
+    for (i, (name, ms)) in parts.iter().enumerate() {
+        let c = color(i);
+        chart
+            .draw_series(std::iter::once(Rectangle::new(
+                [(x, 1.1), (x + ms, 1.7)],
+                c.filled(),
+            )))
+            .map_err(err)?
+            .label(format!("{name}: {ms:.0} ms"))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+        x += ms;
+    }
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(0.0, 0.3), (quiet, 0.9)],
+            color(6).filled(),
+        )))
+        .map_err(err)?
+        .label(format!("quiet boot total: {quiet:.0} ms"))
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color(6).filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)
+}
