@@ -3,7 +3,8 @@
 /// Options the agent understands; everything else on the command line belongs to the kernel.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentOptions {
-    /// `hull.selftest=1`: print the ready line and stop the VM.
+    /// `hull.selftest=1`: print the ready line and stop the VM (with `hull.share`, first mount
+    /// the share and print its probe file: see `selftest::read_share`).
     pub selftest: bool,
     /// `hull.share=<tag>`: mount the virtio-fs share with this tag at `/run/hull/shared`.
     pub share: Option<String>,

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 
-use hull_agent::{boot, cmdline::AgentOptions, power, selftest::GuestFacts, server};
+use hull_agent::{boot, cmdline::AgentOptions, power, selftest, selftest::GuestFacts, server};
 
 /// Writes one line to the console. Errors are ignored: PID 1 must not die because the console is
 /// missing, and `println!` would panic.
@@ -23,6 +23,12 @@ fn main() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     let options = AgentOptions::parse(&cmdline);
     if options.selftest {
+        if let Some(tag) = &options.share {
+            match selftest::read_share(tag) {
+                Ok(line) => say!("{line}"),
+                Err(e) => say!("hull-agent: self-test share failed: {}", chain(&e)),
+            }
+        }
         match GuestFacts::read() {
             Ok(facts) => say!("{facts}"),
             Err(e) => say!("hull-agent: self-test failed: {}", chain(&e)),

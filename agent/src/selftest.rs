@@ -1,11 +1,21 @@
 //! `hull.selftest=1`: prove the guest is whole and report what it sees.
 //!
 //! The host boots the guest, waits for the ready line on the serial console, and checks the vCPU
-//! count and memory it asked for against what the guest reports.
+//! count and memory it asked for against what the guest reports. With `hull.share=<tag>` too,
+//! the self-test first mounts the virtio-fs share and prints the start of the file the host put
+//! there ([`SHARE_PROBE`]), proving the share end to end.
 
 use std::fmt;
 
+use std::io::Read;
+
+use crate::boot::{self, BootError, SHARE_MOUNT};
 use crate::READY_PREFIX;
+
+/// The file the self-test reads from the share, relative to its root.
+pub const SHARE_PROBE: &str = "hull-selftest.txt";
+/// Most bytes of it printed.
+pub const SHARE_PROBE_MAX: u64 = 128;
 
 /// What the guest sees of itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +46,40 @@ pub enum SelftestError {
         /// The file.
         path: &'static str,
     },
+    /// The share could not be mounted.
+    #[error("share")]
+    Share(#[from] BootError),
+    /// The probe file on the share could not be read.
+    #[error("cannot read {SHARE_PROBE} on the share")]
+    Probe(#[source] std::io::Error),
+}
+
+/// Mounts the share `tag` and returns the line that proves it: `hull-agent share <tag>: <the
+/// probe file's first line>`.
+pub fn read_share(tag: &str) -> Result<String, SelftestError> {
+    boot::mount_share(tag)?;
+    let path = std::path::Path::new(SHARE_MOUNT).join(SHARE_PROBE);
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(SHARE_PROBE_MAX).read_to_end(&mut bytes))
+        .map_err(SelftestError::Probe)?;
+    Ok(share_line(tag, &bytes))
+}
+
+/// The share line for `tag` and the probe's bytes: its first line, printable ASCII only.
+pub fn share_line(tag: &str, probe: &[u8]) -> String {
+    let first = probe.split(|&b| b == b'\n').next().unwrap_or_default();
+    let text: String = first
+        .iter()
+        .map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                char::from(b)
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    format!("hull-agent share {tag}: {text}")
 }
 
 impl GuestFacts {
@@ -114,6 +158,16 @@ mod tests {
         let text = "MemTotal:         492132 kB\nMemFree:          470000 kB\n";
         assert_eq!(parse_mem_total(text), Some(492_132));
         assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn share_line_is_the_first_printable_line() {
+        assert_eq!(
+            share_line("hull", b"written by the host 42\nmore"),
+            "hull-agent share hull: written by the host 42"
+        );
+        assert_eq!(share_line("t", b"a\x1b[2Jb"), "hull-agent share t: a?[2Jb");
+        assert_eq!(share_line("t", b""), "hull-agent share t: ");
     }
 
     #[test]

@@ -22,6 +22,41 @@ pub struct VsockConfig {
     pub cid: u64,
 }
 
+/// A virtio-fs device served by a vhost-user backend (virtiofsd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The backend's listening socket.
+    pub socket: PathBuf,
+    /// The mount tag the guest sees (1 to 36 bytes).
+    pub tag: String,
+}
+
+/// Longest virtio-fs tag (the config space field).
+pub const FS_TAG_MAX: usize = 36;
+
+/// A virtio-net device on a tap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The tap's name (created when missing; an existing one is attached to).
+    pub tap: String,
+    /// The guest's MAC address.
+    pub mac: [u8; 6],
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
 /// Everything hull-vmm needs to boot a VM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmmConfig {
@@ -39,6 +74,10 @@ pub struct VmmConfig {
     pub console: Option<PathBuf>,
     /// vsock device.
     pub vsock: Option<VsockConfig>,
+    /// virtio-fs device.
+    pub fs: Option<FsConfig>,
+    /// virtio-net device.
+    pub net: Option<NetConfig>,
     /// CPUID features hidden from the guest.
     pub cpuid_clear: Vec<Feature>,
     /// Enter an ELF kernel at its 64-bit entry even when it has a PVH note.
@@ -81,6 +120,18 @@ pub enum ConfigError {
     /// The vsock socket's directory is missing.
     #[error("vsock socket directory {0} does not exist")]
     VsockDir(PathBuf),
+    /// The virtio-fs tag is empty, too long or holds a NUL.
+    #[error("virtio-fs tag {0:?} must be 1 to {FS_TAG_MAX} bytes without NUL")]
+    FsTag(String),
+    /// The virtio-fs backend's socket is missing.
+    #[error("virtio-fs socket {0} does not exist (start virtiofsd first)")]
+    FsSocket(PathBuf),
+    /// The tap name does not fit an interface name.
+    #[error("tap name {0:?} must be 1 to 15 bytes without '/', NUL or whitespace")]
+    TapName(String),
+    /// The MAC is multicast or all zeros.
+    #[error("MAC {0} is not a unicast address")]
+    Mac(String),
 }
 
 impl VmmConfig {
@@ -94,6 +145,8 @@ impl VmmConfig {
             mem_mib: 128,
             console: None,
             vsock: None,
+            fs: None,
+            net: None,
             cpuid_clear: Vec::new(),
             linux64: false,
             seccomp: true,
@@ -142,6 +195,24 @@ impl VmmConfig {
                 if !dir.is_dir() {
                     return Err(ConfigError::VsockDir(dir.to_owned()));
                 }
+            }
+        }
+        if let Some(f) = &self.fs {
+            if f.tag.is_empty() || f.tag.len() > FS_TAG_MAX || f.tag.contains('\0') {
+                return Err(ConfigError::FsTag(f.tag.clone()));
+            }
+            if !f.socket.exists() {
+                return Err(ConfigError::FsSocket(f.socket.clone()));
+            }
+        }
+        if let Some(n) = &self.net {
+            let bad = |c: char| c == '/' || c == '\0' || c.is_whitespace();
+            if n.tap.is_empty() || n.tap.len() > 15 || n.tap.contains(bad) {
+                return Err(ConfigError::TapName(n.tap.clone()));
+            }
+            if n.mac[0] & 1 != 0 || n.mac == [0; 6] {
+                let text: Vec<String> = n.mac.iter().map(|b| format!("{b:02x}")).collect();
+                return Err(ConfigError::Mac(text.join(":")));
             }
         }
         Ok(())
@@ -198,5 +269,59 @@ mod tests {
             cid: 3,
         });
         assert!(matches!(c.validate(), Err(ConfigError::VsockDir(_))));
+        c.vsock = None;
+
+        let socket = dir.path().join("fs.sock");
+        c.fs = Some(FsConfig {
+            socket: socket.clone(),
+            tag: "hull".into(),
+        });
+        assert!(matches!(c.validate(), Err(ConfigError::FsSocket(_))));
+        std::fs::write(&socket, b"").unwrap();
+        c.validate().unwrap();
+        for tag in ["", "a\0b", &"x".repeat(37)] {
+            c.fs.as_mut().unwrap().tag = tag.into();
+            assert!(
+                matches!(c.validate(), Err(ConfigError::FsTag(_))),
+                "{tag:?}"
+            );
+        }
+        c.fs = None;
+
+        let mac = parse_mac("52:54:00:12:34:56").unwrap();
+        c.net = Some(NetConfig {
+            tap: "tap0".into(),
+            mac,
+        });
+        c.validate().unwrap();
+        for tap in ["", "a/b", "sixteen-chars-xx", "a b"] {
+            c.net.as_mut().unwrap().tap = tap.into();
+            assert!(
+                matches!(c.validate(), Err(ConfigError::TapName(_))),
+                "{tap:?}"
+            );
+        }
+        c.net = Some(NetConfig {
+            tap: "tap0".into(),
+            mac: parse_mac("01:00:5e:00:00:01").unwrap(),
+        });
+        assert!(matches!(c.validate(), Err(ConfigError::Mac(_))));
+    }
+
+    #[test]
+    fn macs_are_parsed_strictly() {
+        assert_eq!(
+            parse_mac("52:54:00:ab:CD:ef"),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef])
+        );
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:ef:01",
+            "5:54:00:ab:cd:ef",
+            "zz:54:00:ab:cd:ef",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
     }
 }

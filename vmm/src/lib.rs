@@ -23,6 +23,6 @@ pub mod testing;
 pub mod vcpu;
 pub mod vmm;
 
-pub use config::{VmmConfig, VsockConfig};
+pub use config::{FsConfig, NetConfig, VmmConfig, VsockConfig};
 pub use devices::ExitReason;
 pub use vmm::{Vmm, VmmError};

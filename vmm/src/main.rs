@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use hull_vmm::arch::cpuid::Feature;
-use hull_vmm::{host, Vmm, VmmConfig, VsockConfig};
+use hull_vmm::config::parse_mac;
+use hull_vmm::{host, FsConfig, NetConfig, Vmm, VmmConfig, VsockConfig};
 
 /// hull's KVM microVM monitor.
 #[derive(Debug, Parser)]
@@ -37,9 +38,18 @@ struct Args {
     /// The guest's vsock CID.
     #[arg(long, default_value_t = 3)]
     vsock_cid: u64,
-    /// Attach virtio-fs through this vhost-user socket (not implemented yet).
+    /// Attach virtio-fs served by the vhost-user backend (virtiofsd) listening here.
     #[arg(long)]
     fs_socket: Option<PathBuf>,
+    /// The virtio-fs mount tag the guest sees.
+    #[arg(long, default_value = "hull", requires = "fs_socket")]
+    fs_tag: String,
+    /// Attach virtio-net on this tap (attached to if it exists, created otherwise).
+    #[arg(long, requires = "net_mac")]
+    net_tap: Option<String>,
+    /// The guest's MAC address (aa:bb:cc:dd:ee:ff).
+    #[arg(long, requires = "net_tap")]
+    net_mac: Option<String>,
     /// CPUID features to hide from the guest, comma separated (e.g. cx16,xsave).
     #[arg(long, value_delimiter = ',')]
     cpuid_clear: Vec<Feature>,
@@ -63,12 +73,15 @@ fn run(args: Args) -> anyhow::Result<i32> {
         println!("{:?}: {}", h.kind, h.reason);
         return Ok(0);
     }
-    if let Some(fs) = &args.fs_socket {
-        anyhow::bail!(
-            "--fs-socket {}: the vhost-user virtio-fs frontend is not implemented in hull-vmm yet",
-            fs.display()
-        );
-    }
+    let net = match (args.net_tap, args.net_mac) {
+        (Some(tap), Some(mac)) => Some(NetConfig {
+            tap,
+            mac: parse_mac(&mac).with_context(|| {
+                format!("--net-mac {mac:?} is not a MAC address like 52:54:00:12:34:56")
+            })?,
+        }),
+        _ => None,
+    };
     let vcpus = u8::try_from(args.vcpus)
         .ok()
         .filter(|n| (1..=hull_vmm::config::MAX_VCPUS).contains(n))
@@ -90,6 +103,11 @@ fn run(args: Args) -> anyhow::Result<i32> {
             uds,
             cid: args.vsock_cid,
         }),
+        fs: args.fs_socket.map(|socket| FsConfig {
+            socket,
+            tag: args.fs_tag,
+        }),
+        net,
         cpuid_clear: args.cpuid_clear,
         linux64: args.linux64,
         seccomp: !args.no_seccomp,

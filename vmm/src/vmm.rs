@@ -20,7 +20,9 @@ use crate::bus::{lock, Bus};
 use crate::config::{ConfigError, VmmConfig};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{ConsoleOut, Serial, COM1_BASE, COM1_GSI, COM1_LEN};
+use crate::devices::virtio::fs::{self, FsDevice};
 use crate::devices::virtio::mmio::{reg, MmioTransport};
+use crate::devices::virtio::net::{self, NetDevice};
 use crate::devices::virtio::vsock::{self, VsockDevice};
 use crate::devices::virtio::{Interrupt, VirtioDevice};
 use crate::devices::{ExitReason, ExitSignal};
@@ -68,6 +70,12 @@ pub enum VmmError {
     /// vsock.
     #[error("vsock device")]
     Vsock(#[from] vsock::VsockError),
+    /// virtio-fs.
+    #[error("virtio-fs device")]
+    Fs(#[from] fs::FsError),
+    /// virtio-net.
+    #[error("virtio-net device")]
+    Net(#[from] net::NetError),
     /// seccomp.
     #[error("seccomp")]
     Seccomp(#[from] seccomp::SeccompError),
@@ -79,12 +87,13 @@ pub enum VmmError {
 const TOKEN_EXIT: u64 = 1 << 56;
 const TOKEN_SIGNAL: u64 = 2 << 56;
 const TOKEN_QUEUE: u64 = 3 << 56;
-const TOKEN_VSOCK: u64 = 4 << 56;
+const TOKEN_BACKEND: u64 = 4 << 56;
 const TOKEN_KIND: u64 = 0xff << 56;
 
 /// A virtio device on the MMIO bus, as the event loop sees it.
 struct VirtioSlot {
     device: Arc<Mutex<dyn VirtioDevice>>,
+    /// The queue ioeventfds the event loop reads; empty when a vhost-user backend reads them.
     queue_evts: Vec<Arc<EventFd>>,
 }
 
@@ -94,7 +103,6 @@ pub struct Vmm {
     vcpus: Vec<Vcpu>,
     serial: Arc<Mutex<Serial>>,
     virtio: Vec<VirtioSlot>,
-    vsock: Option<Arc<Mutex<VsockDevice>>>,
     stats: Arc<ExitStats>,
     seccomp: bool,
     _vm: VmFd,
@@ -182,20 +190,29 @@ impl Vmm {
         )?;
 
         // virtio-mmio devices, announced on the command line.
+        let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = Vec::new();
+        if let Some(v) = &config.vsock {
+            devices.push(Arc::new(Mutex::new(VsockDevice::new(
+                v.cid,
+                v.uds.clone(),
+            )?)));
+        }
+        if let Some(f) = &config.fs {
+            devices.push(Arc::new(Mutex::new(FsDevice::connect(&f.socket, &f.tag)?)));
+        }
+        if let Some(n) = &config.net {
+            devices.push(Arc::new(Mutex::new(NetDevice::open(&n.tap, n.mac)?)));
+        }
         let mut cmdline = config.cmdline.clone();
         let mut virtio = Vec::new();
-        let mut vsock_dev = None;
-        if let Some(v) = &config.vsock {
-            let dev = Arc::new(Mutex::new(VsockDevice::new(v.cid, v.uds.clone())?));
+        for dev in devices {
             let index = u32::try_from(virtio.len()).expect("few devices");
-            let slot = attach_virtio(&vm, &mem, &mut mmio, index, dev.clone())?;
+            virtio.push(attach_virtio(&vm, &mem, &mut mmio, index, dev)?);
             cmdline.push_str(&format!(
                 " virtio_mmio.device=4K@{:#x}:{}",
                 layout::virtio_mmio_base(index),
                 layout::VIRTIO_IRQ_BASE + index
             ));
-            virtio.push(slot);
-            vsock_dev = Some(dev);
         }
 
         // The guest.
@@ -243,7 +260,6 @@ impl Vmm {
             vcpus,
             serial,
             virtio,
-            vsock: vsock_dev,
             stats,
             seccomp: config.seccomp,
             _vm: vm,
@@ -277,8 +293,16 @@ impl Vmm {
                 add(evt.as_raw_fd(), TOKEN_QUEUE | ((d as u64) << 16) | q as u64)?;
             }
         }
-        if let Some(v) = &self.vsock {
-            add(lock(v).backend_fd(), TOKEN_VSOCK)?;
+        for (d, slot) in self.virtio.iter().enumerate() {
+            for (i, (fd, set)) in lock(&slot.device).backend_events().into_iter().enumerate() {
+                epoll
+                    .ctl(
+                        ControlOperation::Add,
+                        fd,
+                        EpollEvent::new(set, TOKEN_BACKEND | ((d as u64) << 16) | i as u64),
+                    )
+                    .map_err(os("watch a device backend"))?;
+            }
         }
 
         // Built before any thread starts, so a filter that cannot be built stops the VM here.
@@ -341,9 +365,11 @@ impl Vmm {
                             lock(&slot.device).queue_notify(q);
                         }
                     }
-                    TOKEN_VSOCK => {
-                        if let Some(v) = &self.vsock {
-                            lock(v).process_backend();
+                    TOKEN_BACKEND => {
+                        let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
+                        let i = usize::try_from(token & 0xffff).unwrap_or(usize::MAX);
+                        if let Some(slot) = self.virtio.get(d) {
+                            lock(&slot.device).backend_event(i);
                         }
                     }
                     _ => {}
@@ -355,8 +381,8 @@ impl Vmm {
             }
         };
         lock(&self.serial).flush();
-        if let Some(v) = &self.vsock {
-            lock(v).close();
+        for slot in &self.virtio {
+            lock(&slot.device).shutdown();
         }
         // vCPUs that already returned are reaped; others are stopped by the process exit.
         for t in threads {
@@ -381,7 +407,7 @@ fn attach_virtio(
     vm.register_irqfd(&irqfd, gsi)
         .map_err(|e| VmmError::Kvm("register a virtio irqfd", e))?;
     let nqueues = lock(&device).queue_max_sizes().len();
-    let mut queue_evts = Vec::new();
+    let mut queue_evts: Vec<Arc<EventFd>> = Vec::new();
     for q in 0..nqueues {
         let evt = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(os("create an eventfd"))?);
         vm.register_ioevent(
@@ -403,6 +429,9 @@ fn attach_virtio(
         layout::VIRTIO_MMIO_SIZE,
         Arc::new(Mutex::new(transport)),
     )?;
+    if lock(&device).take_queue_events(&queue_evts) {
+        queue_evts.clear();
+    }
     Ok(VirtioSlot { device, queue_evts })
 }
 

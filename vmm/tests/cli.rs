@@ -71,7 +71,18 @@ fn configuration_mistakes_have_clear_messages() {
     );
     assert_err(&["--kernel", k, "--vcpus", "65"], "65 vCPUs requested");
     assert_err(&["--kernel", k, "--vcpus", "300"], "300 vCPUs requested");
-    assert_err(&["--kernel", k, "--fs-socket", "/tmp/x"], "not implemented");
+    assert_err(
+        &["--kernel", k, "--fs-socket", "/nonexistent/fs.sock"],
+        "virtio-fs socket /nonexistent/fs.sock does not exist",
+    );
+    assert_err(
+        &["--kernel", k, "--net-tap", "tap0", "--net-mac", "52:54:00"],
+        "is not a MAC address",
+    );
+    assert_err(
+        &["--kernel", k, "--net-tap", "a/b", "--net-mac", "52:54:00:12:34:56"],
+        "tap name \"a/b\"",
+    );
     let (code, err) = run(&["--kernel", k, "--cpuid-clear", "cmpxchg32b"]);
     assert_ne!(code, 0);
     assert!(err.contains("unknown CPUID feature"), "{err}");

@@ -8,38 +8,13 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::Duration;
 
-use common::{kvm_available, run_kernel, write_guest};
+use common::{desc, kvm_available, queue_base, run_kernel, w, write_guest};
 use hull_vmm::devices::virtio::mmio::reg;
 use hull_vmm::devices::virtio::vsock::packet::{Header, Op, TYPE_STREAM};
 use hull_vmm::testing::{guest, poke, Cmd, SCRATCH};
 
-const MMIO: u64 = 0xd000_0000;
-const QSIZE: u32 = 4;
 const RX_BUF: u64 = SCRATCH + 0x1000;
 const TX_BUF: u64 = SCRATCH + 0x3000;
-
-fn queue_base(q: u64) -> u64 {
-    SCRATCH + q * 0x400
-}
-
-fn w(off: u64, value: u32) -> Cmd {
-    Cmd::Write32 {
-        addr: MMIO + off,
-        value,
-    }
-}
-
-fn lo(a: u64) -> u32 {
-    u32::try_from(a).unwrap()
-}
-
-fn desc(addr: u64, len: u32, flags: u16) -> Vec<u8> {
-    let mut d = addr.to_le_bytes().to_vec();
-    d.extend_from_slice(&len.to_le_bytes());
-    d.extend_from_slice(&flags.to_le_bytes());
-    d.extend_from_slice(&0u16.to_le_bytes());
-    d
-}
 
 fn hdr(op: Op, len: u32) -> [u8; 44] {
     hdr_ports(op, len, 5000, 1025)
@@ -62,42 +37,7 @@ fn hdr_ports(op: Op, len: u32, src_port: u32, dst_port: u32) -> [u8; 44] {
 }
 
 fn handshake() -> Vec<Cmd> {
-    let mut cmds = vec![
-        w(reg::STATUS, 1),
-        w(reg::STATUS, 3),
-        w(reg::DRIVER_FEATURES_SEL, 1),
-        w(reg::DRIVER_FEATURES, 1), // VIRTIO_F_VERSION_1
-        w(reg::DRIVER_FEATURES_SEL, 0),
-        w(reg::DRIVER_FEATURES, 0),
-        w(reg::STATUS, 0xb),
-        Cmd::Poll32 {
-            addr: MMIO + reg::STATUS,
-            mask: 0x8,
-            value: 0x8,
-        },
-    ];
-    for q in 0..3u32 {
-        let base = queue_base(u64::from(q));
-        cmds.extend([
-            w(reg::QUEUE_SEL, q),
-            w(reg::QUEUE_NUM, QSIZE),
-            w(reg::QUEUE_DESC_LOW, lo(base)),
-            w(reg::QUEUE_DESC_HIGH, 0),
-            w(reg::QUEUE_DRIVER_LOW, lo(base + 0x100)),
-            w(reg::QUEUE_DRIVER_HIGH, 0),
-            w(reg::QUEUE_DEVICE_LOW, lo(base + 0x200)),
-            w(reg::QUEUE_DEVICE_HIGH, 0),
-            w(reg::QUEUE_READY, 1),
-        ]);
-    }
-    cmds.extend([
-        w(reg::STATUS, 0xf),
-        Cmd::Out8 {
-            port: 0x3f8,
-            value: b'A',
-        },
-    ]);
-    cmds
+    common::handshake(3)
 }
 
 const RX_USED: u64 = SCRATCH + 0x200;

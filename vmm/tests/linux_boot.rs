@@ -2,8 +2,10 @@
 //!
 //! - `test_kernel_boots_to_init_on_this_kvm`: the test-only kernel variant
 //!   (`guest-kernel/build-test-kernel.sh`) boots with 2 vCPUs and hull's initramfs on any
-//!   `/dev/kvm`, PVM included, with a vsock device that Linux's virtio-mmio driver must activate,
-//!   runs the agent's self-test to its ready line, and the guest's stop
+//!   `/dev/kvm`, PVM included, with a vsock device that Linux's virtio-mmio driver must activate
+//!   and a virtio-fs share served by a real virtiofsd through hull-vmm's vhost-user frontend,
+//!   runs the agent's self-test (which mounts the share and prints the file the test wrote there)
+//!   to its ready line, and the guest's stop
 //!   (`reboot=k` → i8042 reset) ends hull-vmm with status 0. 1.5–2 min on PVM (guest kernel mode
 //!   is emulated, and every system call is a fault there); the KVM paravirtual hypercall features
 //!   are hidden because PVM's emulator does not run them. This proves the Linux boot path: PVH entry,
@@ -18,6 +20,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{kvm_available, run_kernel};
+use hull_runtime::share::{CacheMode, Virtiofsd};
 use hull_vmm::host::{self, KvmKind};
 use hull_vmm::testing::tiny_initramfs;
 
@@ -84,14 +87,28 @@ fn test_kernel_boots_to_init_on_this_kvm() {
     let kernel = test_kernel();
     let dir = tempfile::tempdir().unwrap();
     let (initrd, real_agent) = test_initramfs(dir.path());
-    let cmdline = format!("{TEST_KERNEL_CMDLINE} hull.selftest=1");
+    let cmdline = format!("{TEST_KERNEL_CMDLINE} hull.selftest=1 hull.share=hull");
     let vsock = dir.path().join("vsock.sock");
+    // The share: a file whose content only this run knows, read back by the guest's agent.
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let nonce = format!("written by the host {}", std::process::id());
+    std::fs::write(shared.join("hull-selftest.txt"), format!("{nonce}\n")).unwrap();
+    let virtiofsd = Virtiofsd::start(
+        dir.path(),
+        &shared,
+        CacheMode::default(),
+        Duration::from_secs(10),
+    )
+    .expect("virtiofsd (scripts/install-tools.sh installs it)");
     let run = run_kernel(
         dir.path(),
         &kernel,
         &[
             "--vsock-uds",
             vsock.to_str().unwrap(),
+            "--fs-socket",
+            virtiofsd.socket().to_str().unwrap(),
             "--initrd",
             initrd.to_str().unwrap(),
             "--mem-mib",
@@ -123,8 +140,11 @@ fn test_kernel_boots_to_init_on_this_kvm() {
         "Unpacking initramfs",
         "Run /init as init process",
     ];
+    let share_line = format!("hull-agent share hull: {nonce}");
     if real_agent {
-        // The agent's self-test (hull.selftest=1): it ran, saw both CPUs, and stopped the VM.
+        // The agent's self-test (hull.selftest=1): it mounted the virtio-fs share and read the
+        // host's file, saw both CPUs, and stopped the VM.
+        expected.push(&share_line);
         expected.push("hull-agent ready: cpus=2 ");
         expected.push("reboot: Restarting system");
     }
@@ -133,12 +153,15 @@ fn test_kernel_boots_to_init_on_this_kvm() {
     }
     // Linux's virtio-mmio and virtio-vsock drivers found the device on the command line and
     // completed the handshake with hull-vmm's transport.
-    assert!(
-        run.stderr
-            .contains("virtio device (id 19) activated by the driver"),
-        "{}",
-        run.stderr
-    );
+    // Linux's virtio-fs driver activated the fs device, and hull-vmm handed its queues to
+    // virtiofsd.
+    for line in [
+        "virtio device (id 19) activated by the driver",
+        "virtio device (id 26) activated by the driver",
+        "virtio-fs: vhost-user backend serves the queues",
+    ] {
+        assert!(run.stderr.contains(line), "no {line:?} in:\n{}", run.stderr);
+    }
     run.assert_exit(0);
 }
 

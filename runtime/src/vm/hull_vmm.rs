@@ -5,8 +5,9 @@
 //! stop ends the process with status 0.
 //!
 //! Devices: `VhostUserVsock` becomes hull-vmm's in-process vsock (its vhost-user `socket` is not
-//! used: hull-vmm is the backend); virtio-fs and block are not in hull-vmm yet and are refused
-//! with that reason.
+//! used: hull-vmm is the backend); `VhostUserFs` is attached through hull-vmm's vhost-user
+//! frontend to the pod's virtiofsd socket (guest RAM is a shared memfd, as with QEMU); block is
+//! not in hull-vmm yet and is refused with that reason, as is a second vsock or fs device.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -110,6 +111,7 @@ impl HullVmm {
         push(&"--cmdline");
         push(&words.join(" "));
         let mut vsock = false;
+        let mut fs = false;
         for device in &config.devices {
             let unsupported = |what: &str, path: &Path| {
                 VmError::Spawn(
@@ -129,7 +131,16 @@ impl HullVmm {
                 Device::VhostUserVsock { socket } => {
                     return Err(unsupported("a second vsock device", socket))
                 }
-                Device::VhostUserFs { socket, .. } => return Err(unsupported("virtio-fs", socket)),
+                Device::VhostUserFs { socket, tag } if !fs => {
+                    fs = true;
+                    push(&"--fs-socket");
+                    push(socket);
+                    push(&"--fs-tag");
+                    push(tag);
+                }
+                Device::VhostUserFs { socket, .. } => {
+                    return Err(unsupported("a second virtio-fs device", socket))
+                }
                 Device::Block { path, .. } => return Err(unsupported("virtio-blk", path)),
                 Device::Net { netns, .. } => return Err(unsupported("virtio-net", netns)),
             }
@@ -207,18 +218,33 @@ mod tests {
     }
 
     #[test]
+    fn virtio_fs_goes_to_the_pods_virtiofsd_socket() {
+        let fs = Device::VhostUserFs {
+            socket: "/run/hull/p1/virtiofs.sock".into(),
+            tag: "hull".into(),
+        };
+        let args = strings(HullVmm::new("hull-vmm").args(&config(vec![fs])).unwrap());
+        let joined = args.join(" ");
+        assert!(
+            joined.ends_with("--fs-socket /run/hull/p1/virtiofs.sock --fs-tag hull"),
+            "{joined}"
+        );
+    }
+
+    #[test]
     fn devices_hull_vmm_lacks_are_refused_with_the_reason() {
-        for d in [
-            Device::VhostUserFs {
-                socket: "/s".into(),
-                tag: "hull".into(),
-            },
-            Device::Block {
+        let fs = Device::VhostUserFs {
+            socket: "/s".into(),
+            tag: "hull".into(),
+        };
+        for devices in [
+            vec![Device::Block {
                 path: "/d".into(),
                 read_only: false,
-            },
+            }],
+            vec![fs.clone(), fs],
         ] {
-            let err = HullVmm::new("hull-vmm").args(&config(vec![d])).unwrap_err();
+            let err = HullVmm::new("hull-vmm").args(&config(devices)).unwrap_err();
             let text = format!("{err} {}", std::error::Error::source(&err).unwrap());
             assert!(text.contains("not supported by hull-vmm"), "{text}");
         }

@@ -1,13 +1,18 @@
 //! virtio: the [`VirtioDevice`] contract between a device model and its transport
-//! ([`mmio`]), and the interrupt a device raises when it used a buffer. Devices: [`vsock`].
+//! ([`mmio`]), and the interrupt a device raises when it used a buffer. Devices: [`vsock`]
+//! (in process), [`fs`] (a vhost-user frontend: virtiofsd serves the queues), [`net`] (a tap).
 
+pub mod fs;
 pub mod mmio;
+pub mod net;
 pub mod vsock;
 
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use virtio_queue::Queue;
+use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::memory::GuestMemory;
@@ -99,4 +104,19 @@ pub trait VirtioDevice: Send {
     fn reset(&mut self);
     /// A queue was kicked by the driver.
     fn queue_notify(&mut self, queue: u16);
+    /// A device whose queues are served by another process (vhost-user) keeps the queue
+    /// ioeventfds to hand them to that process, and returns `true`: the event loop then never
+    /// reads them (it would steal the backend's kicks) and [`Self::queue_notify`] is not called.
+    fn take_queue_events(&mut self, _evts: &[Arc<EventFd>]) -> bool {
+        false
+    }
+    /// Descriptors of the device's backend the event loop watches, besides the queue
+    /// ioeventfds (a vsock muxer's epoll, a tap, a vhost-user backend's call eventfds).
+    fn backend_events(&self) -> Vec<(RawFd, EventSet)> {
+        Vec::new()
+    }
+    /// Entry `index` of [`Self::backend_events`] is ready.
+    fn backend_event(&mut self, _index: usize) {}
+    /// The VM stops: close host-side resources (sockets, files the device created).
+    fn shutdown(&mut self) {}
 }

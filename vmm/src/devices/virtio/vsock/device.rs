@@ -5,6 +5,7 @@ use std::os::fd::RawFd;
 use std::path::PathBuf;
 
 use virtio_queue::Queue;
+use vmm_sys_util::epoll::EventSet;
 
 use super::muxer::Muxer;
 use super::{VsockError, QUEUE_SIZE};
@@ -158,5 +159,17 @@ impl VirtioDevice for VsockDevice {
             }
             _ => {}
         }
+    }
+
+    fn backend_events(&self) -> Vec<(RawFd, EventSet)> {
+        vec![(self.backend_fd(), EventSet::IN)]
+    }
+
+    fn backend_event(&mut self, _index: usize) {
+        self.process_backend();
+    }
+
+    fn shutdown(&mut self) {
+        self.close();
     }
 }
