@@ -90,6 +90,11 @@ pub struct VmmResults {
     pub suite: &'static str,
     /// The host.
     pub host: HostInfo,
+    /// Whether this host has hardware KVM (VT-x/AMD-V); without it only test-guest figures
+    /// (and the optional test-kernel boot) are measured.
+    pub hardware_kvm: bool,
+    /// One plain sentence on what the figures are.
+    pub note: String,
     /// What kind of KVM the host has.
     pub kvm_kind: String,
     /// Why.
@@ -364,8 +369,25 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
         None => None,
     };
 
+    let hardware_kvm = kvm.kind == KvmKind::Hardware;
+    let note = if hardware_kvm {
+        format!(
+            "hardware KVM: production Linux boots measured for hull-vmm and QEMU ({} runs each), \
+             plus test-guest figures",
+            options.runs
+        )
+    } else {
+        format!(
+            "hardware KVM is ABSENT on this host ({:?}: {}); the figures are hull-vmm's test \
+             guests only (spawn → exit over {} runs, RSS/PSS without guest RAM, vCPU exits of one \
+             run), not Linux boots",
+            kvm.kind, kvm.reason, options.runs
+        )
+    };
     let results = VmmResults {
         suite: "vmm",
+        hardware_kvm,
+        note,
         host: HostInfo::read(hull_runtime::vm::qemu::DEFAULT_BINARY),
         kvm_kind: format!("{:?}", kvm.kind),
         kvm_reason: kvm.reason,
@@ -390,6 +412,7 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
 pub fn report(r: &VmmResults) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# hull-vmm benchmark\n");
+    let _ = writeln!(s, "**{}**\n", r.note);
     let _ = writeln!(
         s,
         "Host: {} ({} CPUs), kernel {}; /dev/kvm: {} ({}); run {}.\n",

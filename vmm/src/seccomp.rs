@@ -1,5 +1,7 @@
 //! seccomp filters, one per thread kind: a vCPU thread only runs KVM ioctls and writes to the
-//! console and eventfds; the event-loop thread only moves bytes between queues and unix sockets.
+//! console and eventfds; the event-loop thread only moves bytes between queues, unix sockets and
+//! taps, and speaks vhost-user to virtiofsd (`sendmsg`/`recvmsg` with descriptors). No device
+//! starts a thread of its own, so these two kinds are all there is.
 //! Anything else kills the process (SIGSYS), so a compromised VMM thread can do little, and a
 //! missing entry shows up at once in the tests (`--no-seccomp` switches the filters off to debug).
 
@@ -72,7 +74,8 @@ const COMMON: &[i64] = &[
     libc::SYS_fcntl,
 ];
 
-/// Extra syscalls of the event loop: epoll, unix sockets, removing the vsock socket file.
+/// Extra syscalls of the event loop: epoll, unix sockets (vsock streams, vhost-user messages),
+/// removing the vsock socket file. Tap frames are `read`/`write`.
 const EVENT_LOOP: &[i64] = &[
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,

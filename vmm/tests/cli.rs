@@ -80,7 +80,14 @@ fn configuration_mistakes_have_clear_messages() {
         "is not a MAC address",
     );
     assert_err(
-        &["--kernel", k, "--net-tap", "a/b", "--net-mac", "52:54:00:12:34:56"],
+        &[
+            "--kernel",
+            k,
+            "--net-tap",
+            "a/b",
+            "--net-mac",
+            "52:54:00:12:34:56",
+        ],
         "tap name \"a/b\"",
     );
     let (code, err) = run(&["--kernel", k, "--cpuid-clear", "cmpxchg32b"]);

@@ -121,7 +121,7 @@ fn test_kernel_boots_to_init_on_this_kvm() {
             &cmdline,
             "--exit-stats",
         ],
-        Duration::from_secs(400),
+        Duration::from_secs(600),
     );
     eprintln!(
         "test kernel: {:?} to exit; {}",

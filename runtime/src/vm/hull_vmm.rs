@@ -6,8 +6,10 @@
 //!
 //! Devices: `VhostUserVsock` becomes hull-vmm's in-process vsock (its vhost-user `socket` is not
 //! used: hull-vmm is the backend); `VhostUserFs` is attached through hull-vmm's vhost-user
-//! frontend to the pod's virtiofsd socket (guest RAM is a shared memfd, as with QEMU); block is
-//! not in hull-vmm yet and is refused with that reason, as is a second vsock or fs device.
+//! frontend to the pod's virtiofsd socket (guest RAM is a shared memfd, as with QEMU); `Net`
+//! becomes hull-vmm's virtio-net on the named tap, which hull-vmm creates (or attaches to) in
+//! the pod's network namespace, where the process is started; block is not in hull-vmm yet and
+//! is refused with that reason, as is a second vsock or fs device.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -142,7 +144,13 @@ impl HullVmm {
                     return Err(unsupported("a second virtio-fs device", socket))
                 }
                 Device::Block { path, .. } => return Err(unsupported("virtio-blk", path)),
-                Device::Net { netns, .. } => return Err(unsupported("virtio-net", netns)),
+                // One NIC per VM (validated); the process runs in the tap's netns (see start).
+                Device::Net { tap, mac, .. } => {
+                    push(&"--net-tap");
+                    push(tap);
+                    push(&"--net-mac");
+                    push(&mac.to_string());
+                }
             }
         }
         args.extend(self.extra_args.iter().cloned());
@@ -227,6 +235,21 @@ mod tests {
         let joined = args.join(" ");
         assert!(
             joined.ends_with("--fs-socket /run/hull/p1/virtiofs.sock --fs-tag hull"),
+            "{joined}"
+        );
+    }
+
+    #[test]
+    fn a_nic_is_the_named_tap_with_the_pods_mac() {
+        let nic = Device::Net {
+            tap: "hull0".into(),
+            mac: "02:42:0a:58:00:05".parse().unwrap(),
+            netns: "/var/run/netns/cni-1".into(),
+        };
+        let args = strings(HullVmm::new("hull-vmm").args(&config(vec![nic])).unwrap());
+        let joined = args.join(" ");
+        assert!(
+            joined.ends_with("--net-tap hull0 --net-mac 02:42:0a:58:00:05"),
             "{joined}"
         );
     }
