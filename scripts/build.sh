@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything hull is made of into target/hull/:
-#   bin/hull, bin/containerd-shim-hull-v2, bin/hull-vmm, bin/hull-bench, bin/hull-initramfs
+#   bin/hull, bin/containerd-shim-hull-v2, bin/hull-jailer, bin/hull-vmm, bin/hull-bench,
+#   bin/hull-initramfs
 #                                                  host tools (release)
 #   bin/containerd-shim-hull-v2                    the containerd runtime io.containerd.hull.v2
 #   bin/hull-agent                                 the guest's /init (static, profile "agent")
@@ -21,7 +22,7 @@ cp "$kdir/config" "$out/kernel.config"
 
 echo "hull: building host binaries" >&2
 cargo build --release --locked -p hull-runtime -p hull-vmm -p hull-bench -p hull-guest-image
-for b in hull containerd-shim-hull-v2 hull-vmm hull-bench hull-initramfs; do cp "target/release/$b" "$out/bin/"; done
+for b in hull containerd-shim-hull-v2 hull-jailer hull-vmm hull-bench hull-initramfs; do cp "target/release/$b" "$out/bin/"; done
 
 echo "hull: building the static agent" >&2
 # +crt-static only for the target (with --target, build scripts and proc macros stay dynamic).

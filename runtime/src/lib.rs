@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod hostcheck;
 pub mod images;
+pub mod jail;
 pub mod network;
 pub mod sandbox;
 pub mod selftest;

@@ -91,6 +91,10 @@ impl Drop for PodNic {
         if let Err(e) = network::unwire(&self.netns, self.veth.index) {
             tracing::warn!(error = %e, netns = %self.netns.display(), "cannot unwire the pod network");
         }
+        // A jailed VMM's tap is persistent; its jailer deletes it, unless it was killed.
+        if let Err(e) = network::delete_link(&self.netns, TAP_NAME) {
+            tracing::warn!(error = %e, netns = %self.netns.display(), "cannot delete the pod tap");
+        }
     }
 }
 

@@ -8,7 +8,7 @@ pub mod pod;
 pub mod rootfs;
 pub mod spec;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use hull_runtime::images::GuestImages;
 use hull_runtime::vm::{accel, qemu::Qemu};
@@ -49,7 +49,23 @@ pub fn qemu() -> Option<Qemu> {
         skip_or_fail(&format!("no VMM to run a guest: {e}"));
         return None;
     }
-    Some(qemu)
+    // VMs run jailed, as the shim runs them.
+    let jailer = jailer_binary();
+    if !jailer.is_file() {
+        skip_or_fail(&format!(
+            "no jailer at {} (run scripts/build.sh)",
+            jailer.display()
+        ));
+        return None;
+    }
+    Some(qemu.jailed(jailer))
+}
+
+/// The jailer: `HULL_JAILER`, else the one `scripts/build.sh` put in `target/hull/bin`.
+pub fn jailer_binary() -> PathBuf {
+    env_path("HULL_JAILER").unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hull/bin/hull-jailer")
+    })
 }
 
 /// A path from an environment variable, if set.

@@ -104,9 +104,14 @@ impl TestPod {
         let vm = match SandboxVm::start(&qemu, &config).await {
             Ok(vm) => vm,
             Err(e) => {
-                let console =
-                    std::fs::read_to_string(run_dir.path().join("console.log")).unwrap_or_default();
-                panic!("pod did not boot: {e:?}\n--- console ---\n{console}");
+                let read = |name: &str| {
+                    std::fs::read_to_string(run_dir.path().join(name)).unwrap_or_default()
+                };
+                panic!(
+                    "pod did not boot: {e:?}\n--- console ---\n{}\n--- VMM log ---\n{}",
+                    read("console.log"),
+                    read("vmm.log")
+                );
             }
         };
         Some(Self {

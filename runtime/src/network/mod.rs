@@ -43,6 +43,28 @@ pub enum NetworkError {
     Config(#[from] hull_protocol::network::NetworkError),
 }
 
+/// Deletes the interface `name` in the calling thread's network namespace; one that does not
+/// exist is not an error.
+pub fn delete_link_here(name: &str) -> Result<(), NetworkError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(NetworkError::Socket)?;
+    runtime.block_on(netns::with_handle(|handle| async move {
+        tc::delete_link(&handle, name).await
+    }))
+}
+
+/// Deletes the interface `name` in the network namespace at `netns` (nothing if either is gone).
+pub fn delete_link(netns: &std::path::Path, name: &str) -> Result<(), NetworkError> {
+    if !netns.exists() {
+        return Ok(());
+    }
+    netns::run_in(netns, || {
+        netns::with_handle(|handle| async move { tc::delete_link(&handle, name).await })
+    })
+}
+
 fn netlink(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetworkError {
     let what = what.into();
     move |e| NetworkError::Netlink(what, e)

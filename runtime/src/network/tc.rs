@@ -140,3 +140,28 @@ async fn wait_for_link(
 fn index_i32(index: u32) -> i32 {
     i32::try_from(index).unwrap_or(i32::MAX)
 }
+
+/// Deletes the link called `name`, if there is one.
+pub(super) async fn delete_link(handle: &Handle, name: &str) -> Result<(), NetworkError> {
+    let links: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink("cannot list interfaces"))?;
+    let found = links.iter().find(|l| {
+        l.attributes
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name))
+    });
+    if let Some(link) = found {
+        handle
+            .link()
+            .del(link.header.index)
+            .execute()
+            .await
+            .map_err(netlink(format!("cannot delete {name}")))?;
+    }
+    Ok(())
+}

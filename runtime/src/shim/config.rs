@@ -89,6 +89,11 @@ pub struct HullConfig {
     pub boot_timeout_secs: u64,
     /// Extra guest kernel command-line words.
     pub kernel_params: Vec<String>,
+    /// Run each VMM in a jail (own namespaces, pivot_root, unprivileged uid; see
+    /// `hull_runtime::jail`). Turn off only to debug a VMM.
+    pub jail: bool,
+    /// The jailer binary (empty: `HULL_JAILER`, beside the shim, then PATH).
+    pub jailer: Option<PathBuf>,
     /// Testing only: run every container from this guest path (a tree packed into the initramfs)
     /// instead of sharing containerd's rootfs; bind mounts from the host are dropped.
     pub guest_rootfs: Option<String>,
@@ -120,6 +125,8 @@ impl Default for HullConfig {
             run_dir: PathBuf::from("/run/hull"),
             boot_timeout_secs: 60,
             kernel_params: Vec::new(),
+            jail: true,
+            jailer: None,
             guest_rootfs: None,
         }
     }

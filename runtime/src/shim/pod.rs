@@ -461,7 +461,15 @@ pub fn hypervisor(config: &HullConfig) -> Result<Box<dyn Hypervisor + Send>, Shi
             },
         ),
     };
-    Ok(Box::new(qemu))
+    if !config.jail {
+        tracing::warn!("jail = false: the VMM runs unconfined (debugging only)");
+        return Ok(Box::new(qemu));
+    }
+    let jailer = config
+        .jailer
+        .clone()
+        .unwrap_or_else(crate::jail::default_jailer);
+    Ok(Box::new(qemu.jailed(jailer)))
 }
 
 /// How many OOM kills containerd was told of, per container: the agent's OOM watch (polled) and

@@ -7,6 +7,7 @@
 pub mod accel;
 pub mod console;
 pub mod hull_vmm;
+pub mod jailed;
 pub mod process;
 pub mod qemu;
 
@@ -121,6 +122,9 @@ pub enum VmError {
     /// A device's backing file or socket is not there.
     #[error("device backing {0} does not exist")]
     DeviceMissing(PathBuf),
+    /// The VMM's jail could not be set up.
+    #[error("cannot jail the VMM")]
+    Jail(#[from] crate::jail::JailError),
     /// The VMM process could not be started.
     #[error("cannot start {0}")]
     Spawn(PathBuf, #[source] std::io::Error),

@@ -10,6 +10,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use super::{Vm, VmError};
+use crate::jail::{self, JailConfig};
 
 /// Poll interval while waiting for the VMM to exit.
 const REAP_POLL: Duration = Duration::from_millis(2);
@@ -39,11 +40,32 @@ impl VmmProcess {
         netns: Option<&Path>,
         backend: &str,
     ) -> Result<Self, VmError> {
+        Self::spawn_jailed(binary, args, run_dir, netns, None, backend)
+    }
+
+    /// [`VmmProcess::spawn`], inside `jail` when given: `(jailer binary, jail)`, with `args`
+    /// already naming paths as the jail shows them. The console file is created first and handed
+    /// to the jailed VMM's uid.
+    pub fn spawn_jailed(
+        binary: &Path,
+        args: Vec<OsString>,
+        run_dir: &Path,
+        netns: Option<&Path>,
+        jail: Option<(&Path, &JailConfig)>,
+        backend: &str,
+    ) -> Result<Self, VmError> {
         let console = console_path(run_dir);
         let log = run_dir.join("vmm.log");
         let _ = std::fs::remove_file(&console);
         let log_file = std::fs::File::create(&log).map_err(|e| VmError::Spawn(log.clone(), e))?;
-        let mut command = Command::new(binary);
+        let mut command = match jail {
+            None => Command::new(binary),
+            Some((jailer, config)) => {
+                std::fs::File::create(&console).map_err(|e| VmError::Spawn(console.clone(), e))?;
+                config.hand_over(&console)?;
+                jail::command(jailer, config, binary, vec![])?
+            }
+        };
         command
             .args(args)
             .stdin(Stdio::null())

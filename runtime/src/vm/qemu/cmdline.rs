@@ -38,6 +38,11 @@ pub fn build(config: &VmConfig, host: HostShape) -> Vec<OsString> {
         "none",
     ]);
     args.push_all(&["-no-reboot", "-monitor", "none"]);
+    // QEMU's own seccomp filter: no obsolete calls, no setuid, no fork/exec, no scheduler tricks.
+    args.push_all(&[
+        "-sandbox",
+        "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
+    ]);
     args.push("-M");
     args.push("microvm,acpi=off,memory-backend=mem");
     args.push("-object");

@@ -6,6 +6,7 @@ pub mod cmdline;
 use std::path::{Path, PathBuf};
 
 use super::accel::{self, Accel};
+use super::jailed;
 use super::process::VmmProcess;
 use super::{Hypervisor, Vm, VmConfig, VmError};
 pub use cmdline::HostShape;
@@ -18,6 +19,7 @@ pub const DEFAULT_BINARY: &str = "qemu-system-x86_64";
 pub struct Qemu {
     binary: PathBuf,
     host: HostShape,
+    jailer: Option<PathBuf>,
 }
 
 impl Qemu {
@@ -26,7 +28,15 @@ impl Qemu {
         Self {
             binary: binary.into(),
             host,
+            jailer: None,
         }
+    }
+
+    /// Runs each VMM in a jail (see [`crate::jail`]) through the jailer binary `jailer`.
+    #[must_use]
+    pub fn jailed(mut self, jailer: impl Into<PathBuf>) -> Self {
+        self.jailer = Some(jailer.into());
+        self
     }
 
     /// A backend for this host with the given accelerator: `HULL_QEMU` or [`DEFAULT_BINARY`],
@@ -74,13 +84,26 @@ impl Hypervisor for Qemu {
     fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
         config.validate()?;
         let binary = self.resolve_binary()?;
-        let args = cmdline::build(config, self.host);
-        Ok(Box::new(VmmProcess::spawn(
-            &binary,
-            args,
-            &config.run_dir,
-            config.netns(),
-            &self.name(),
-        )?))
+        let process = match &self.jailer {
+            None => VmmProcess::spawn(
+                &binary,
+                cmdline::build(config, self.host),
+                &config.run_dir,
+                config.netns(),
+                &self.name(),
+            )?,
+            Some(jailer) => {
+                let (jail, view) = jailed::jail(config, self.host.accel == Accel::Kvm)?;
+                VmmProcess::spawn_jailed(
+                    &binary,
+                    cmdline::build(&view, self.host),
+                    &config.run_dir,
+                    config.netns(),
+                    Some((jailer, &jail)),
+                    &self.name(),
+                )?
+            }
+        };
+        Ok(Box::new(process))
     }
 }

@@ -1,0 +1,169 @@
+//! The VMM's jail (`hull-jailer`): the VMM runs as PID 1 of its own PID namespace, in its own
+//! mount, IPC and UTS namespaces, on a tmpfs root holding only what it needs, as an unprivileged
+//! uid without capabilities and with `no_new_privs`; it dies with its jailer; and a missing jailer
+//! is a clear error.
+
+use std::time::{Duration, Instant};
+
+use hull_runtime::jail;
+use hull_runtime::vm::{Hypervisor, VmConfig, VmError};
+use hull_tests::{guest_images, qemu};
+
+fn pid_alive(pid: u32) -> bool {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    nix::sys::signal::kill(pid, None).is_ok()
+}
+
+fn config(run_dir: &std::path::Path) -> Option<VmConfig> {
+    Some(VmConfig {
+        images: guest_images()?,
+        cmdline: vec![],
+        vcpus: 1,
+        memory_mib: 128,
+        devices: vec![],
+        run_dir: run_dir.to_owned(),
+    })
+}
+
+/// The jailer's only child: the VMM.
+fn vmm_of(jailer: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let children = std::fs::read_to_string(format!("/proc/{jailer}/task/{jailer}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            let pid: u32 = pid.parse().unwrap();
+            // Wait until stage 2 has exec'd the VMM.
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.starts_with("qemu") {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no VMM under jailer {jailer}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+        .trim()
+        .to_owned()
+}
+
+fn ns(pid: &str, kind: &str) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
+}
+
+#[test]
+fn the_vmm_runs_unprivileged_in_its_own_namespaces_and_root() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let (Some(config), Some(qemu)) = (config(run_dir.path()), qemu()) else {
+        return;
+    };
+    let mut vm = qemu.start(&config).unwrap();
+    let vmm = vmm_of(vm.pid());
+
+    let uid = jail::uid_for(run_dir.path()).to_string();
+    assert_eq!(
+        status_field(vmm, "Uid")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [uid.as_str(); 4]
+    );
+    assert_eq!(status_field(vmm, "Groups"), "");
+    assert_eq!(status_field(vmm, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(vmm, "CapPrm"), "0000000000000000");
+    assert_eq!(status_field(vmm, "NoNewPrivs"), "1");
+    // PID 1 of its own PID namespace.
+    assert_eq!(
+        status_field(vmm, "NSpid").split_whitespace().last(),
+        Some("1")
+    );
+    for kind in ["mnt", "pid", "ipc", "uts"] {
+        assert_ne!(
+            ns(&vmm.to_string(), kind),
+            ns("self", kind),
+            "{kind} namespace shared"
+        );
+    }
+    assert_eq!(ns(&vmm.to_string(), "net"), ns("self", "net"));
+    // Its root is a tmpfs with /usr, the images, its files and a few devices: nothing else.
+    let mounts = std::fs::read_to_string(format!("/proc/{vmm}/mountinfo")).unwrap();
+    let points: Vec<&str> = mounts
+        .lines()
+        .map(|l| l.split(' ').nth(4).unwrap())
+        .collect();
+    assert_eq!(
+        points,
+        [
+            "/",
+            "/dev",
+            "/usr",
+            "/vm/kernel",
+            "/vm/initrd",
+            "/run/console.log",
+            "/proc"
+        ],
+        "{mounts}"
+    );
+    let root_line = mounts.lines().next().unwrap();
+    assert!(root_line.contains(" - tmpfs "), "{root_line}");
+    let usr = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/usr"))
+        .unwrap();
+    assert!(usr.split(' ').nth(5).unwrap().starts_with("ro"), "{usr}");
+    // Host files outside the jail are out of sight.
+    let devices = std::fs::read_dir(format!("/proc/{vmm}/root/dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(devices, ["null", "urandom"].map(String::from).into());
+    assert!(!std::path::Path::new(&format!("/proc/{vmm}/root/etc/passwd")).exists());
+    // Nothing of the jail is visible on the host.
+    assert_eq!(
+        std::fs::read_dir(run_dir.path().join("jail"))
+            .unwrap()
+            .count(),
+        0
+    );
+
+    vm.stop(Duration::from_secs(10)).unwrap();
+    assert!(!pid_alive(vmm));
+}
+
+#[test]
+fn the_vmm_dies_with_its_jailer() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let (Some(config), Some(qemu)) = (config(run_dir.path()), qemu()) else {
+        return;
+    };
+    let mut vm = qemu.start(&config).unwrap();
+    let vmm = vmm_of(vm.pid());
+    let jailer = nix::unistd::Pid::from_raw(i32::try_from(vm.pid()).unwrap());
+    nix::sys::signal::kill(jailer, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let status = vm.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert!(status.is_some(), "the jailer survived SIGKILL");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pid_alive(vmm) && !status_field(vmm, "State").starts_with('Z') {
+        assert!(Instant::now() < deadline, "VMM {vmm} outlived its jailer");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_missing_jailer_is_a_clear_error() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let (Some(config), Some(qemu)) = (config(run_dir.path()), qemu()) else {
+        return;
+    };
+    let qemu = qemu.jailed("/nonexistent/hull-jailer");
+    let err = qemu.start(&config).unwrap_err();
+    assert!(matches!(err, VmError::Jail(_)), "{err:?}");
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("/nonexistent/hull-jailer"), "{text}");
+}
