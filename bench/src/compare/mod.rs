@@ -9,6 +9,7 @@
 //! this process and its direct children).
 
 pub mod bootsplit;
+pub mod breakdown;
 pub mod cpu;
 pub mod env;
 pub mod memory;
@@ -42,6 +43,8 @@ pub struct Options {
     pub quick: bool,
     /// Start-latency runs per target.
     pub runs: usize,
+    /// Runs with the shim's per-call log, per hull backend.
+    pub breakdown_runs: usize,
     /// Boots for the boot split (each quiet and verbose).
     pub boots: usize,
     /// Most containers in the density series.
@@ -72,6 +75,7 @@ impl Options {
         Self {
             quick,
             runs: if quick { 10 } else { 30 },
+            breakdown_runs: if quick { 3 } else { 5 },
             boots: if quick { 3 } else { 10 },
             max_pods: if quick { 4 } else { 20 },
             repeats: if quick { 1 } else { 3 },
@@ -176,7 +180,7 @@ fn progress(total: u64) -> ProgressBar {
 
 fn units(opts: &Options, targets: usize, pods: usize) -> u64 {
     let w = |p: &str, n: usize| if opts.wants(p) { n } else { 0 };
-    let n = w("start", opts.runs * targets)
+    let n = w("start", opts.runs * targets + opts.breakdown_runs)
         + w("cpu", 3 * opts.repeats * (targets + 1))
         + w("stdio", opts.repeats * targets)
         + w("density", pods * targets)
@@ -234,6 +238,7 @@ pub fn run(opts: &Options, command: String) -> anyhow::Result<Results> {
         env: env::read(command, opts.guest_vcpus, opts.guest_memory_mib)?,
         unavailable: Vec::new(),
         start: Vec::new(),
+        start_breakdown: Vec::new(),
         boot: None,
         memory: Vec::new(),
         density: Vec::new(),
@@ -274,7 +279,11 @@ pub fn run(opts: &Options, command: String) -> anyhow::Result<Results> {
         containerd_phases(&ctx, &targets, pods, &mut results);
     }
     // The VM-level steps need no containerd; stop it first so its pods are gone.
-    drop(containerd);
+    if let Some(c) = containerd {
+        let address = c.socket();
+        drop(c);
+        target::remove_stale_shim_sockets(&address);
+    }
     if let Err(e) = vm_phases(&p, &mut results) {
         results.errors.push(format!("{e:#}"));
     }
@@ -323,6 +332,17 @@ fn containerd_phases(ctx: &Ctx<'_>, targets: &[Target], pods: usize, results: &m
         match start::run(ctx, targets, opts.runs) {
             Ok(s) => results.start = s,
             Err(e) => results.errors.push(format!("start: {e:#}")),
+        }
+        for (i, t) in targets.iter().enumerate().filter(|(_, t)| t.is_hull()) {
+            if ctx.check().is_err() {
+                break;
+            }
+            match breakdown::run(ctx, t, i, opts.breakdown_runs) {
+                Ok(b) => results.start_breakdown.push(b),
+                Err(e) => results
+                    .errors
+                    .push(format!("start breakdown {}: {e:#}", t.label())),
+            }
         }
     }
     if ["memory", "cpu", "stdio"].iter().any(|p| opts.wants(p)) {

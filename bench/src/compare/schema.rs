@@ -23,6 +23,8 @@ pub struct Results {
     pub unavailable: Vec<Unavailable>,
     /// `ctr run --rm busybox true`, per runtime, interleaved.
     pub start: Vec<Latency>,
+    /// Where hull's start latency goes: runs with the shim's per-call log.
+    pub start_breakdown: Vec<StartBreakdown>,
     /// VMM start → agent answers, split.
     pub boot: Option<BootSplit>,
     /// One idle container per runtime: every process's memory.
@@ -111,6 +113,36 @@ pub struct Latency {
     pub samples_ms: Vec<f64>,
     /// Their summary.
     pub summary: Summary,
+}
+
+/// One shim Task call of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShimCall {
+    /// `create`, `start`, `wait`, `delete`, `shutdown`, …
+    pub call: String,
+    /// How long the shim took to answer it, ms.
+    pub ms: f64,
+}
+
+/// One `ctr run --rm … true` with its shim calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakdownRun {
+    /// The whole `ctr run`, ms.
+    pub total_ms: f64,
+    /// The calls, in log order.
+    pub calls: Vec<ShimCall>,
+}
+
+/// The breakdown runs of one hull backend.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBreakdown {
+    /// Runtime.
+    pub runtime: String,
+    /// The runs.
+    pub runs: Vec<BreakdownRun>,
 }
 
 /// One boot of a pod VM (vsock + virtio-fs attached, as the shim boots it).

@@ -2,13 +2,14 @@
 //! `ctr` commands that run a container on each through the benchmark's private containerd.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hull_runtime::vm::{accel, Accel};
-use hull_tests::containerd::Containerd;
+use hull_tests::containerd::{shim_socket, Containerd};
 
 use super::procs::{self, PodProcess};
 use super::schema::Unavailable;
@@ -110,6 +111,28 @@ pub fn ctr(c: &Containerd, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Every container id this process handed to `ctr run`.
+static USED_IDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn remember(id: &str) {
+    if let Ok(mut ids) = USED_IDS.lock() {
+        ids.push(id.to_owned());
+    }
+}
+
+/// Removes the shim sockets (`/run/containerd/s/…`) of every container this run started on the
+/// containerd at `address` that are still there once it is gone: a shim killed while starting
+/// (Ctrl-C during a `ctr run`) leaves its socket behind, outside containerd's directories.
+pub fn remove_stale_shim_sockets(address: &Path) {
+    let ids = USED_IDS.lock().map(|v| v.clone()).unwrap_or_default();
+    for id in ids {
+        let socket = shim_socket(address, &id);
+        if socket.exists() {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
+
 /// Points the hull shim at `target`'s hypervisor (the shim reads its configuration at start).
 pub fn select(c: &Containerd, target: &Target) -> anyhow::Result<()> {
     let Target::Hull { hypervisor, .. } = target else {
@@ -135,6 +158,7 @@ pub fn run_rm(
     args: &[&str],
 ) -> anyhow::Result<(Duration, String)> {
     select(c, target)?;
+    remember(id);
     let mut all = vec!["run", "--rm"];
     all.extend(target.flags());
     all.extend([IMAGE, id]);
@@ -152,6 +176,7 @@ pub fn run_detached(
     args: &[&str],
 ) -> anyhow::Result<Duration> {
     select(c, target)?;
+    remember(id);
     let mut all = vec!["run", "-d"];
     all.extend(target.flags());
     all.extend([IMAGE, id]);

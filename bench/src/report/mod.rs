@@ -307,6 +307,7 @@ pub fn markdown(r: &Results, has_plot: impl Fn(&str) -> bool) -> String {
         }
         plot(&mut s, "start_latency.svg", "start latency distributions");
     }
+    breakdown_section(&mut s, r);
     boot_section(&mut s, r);
     plot(&mut s, "boot.svg", "boot split");
     memory_section(&mut s, r);
@@ -316,6 +317,75 @@ pub fn markdown(r: &Results, has_plot: impl Fn(&str) -> bool) -> String {
     cpu_section(&mut s, r);
     io_section(&mut s, r);
     s
+}
+
+/// The calls the breakdown table shows, with what each covers.
+const CALLS: &[(&str, &str)] = &[
+    (
+        "create",
+        "`Create`: pod VM boot, rootfs share, `CreateContainer`, stdio",
+    ),
+    ("start", "`Start` (inside `Wait`)"),
+    (
+        "wait",
+        "`Wait`: from before `Start` until `true` exited and its output drained",
+    ),
+    ("delete", "`Delete`: container removed, VM stopped"),
+    ("shutdown", "`Shutdown`: the shim exits"),
+];
+
+fn breakdown_section(s: &mut String, r: &Results) {
+    for b in &r.start_breakdown {
+        if b.runs.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "\n### Where {}'s start goes\n\n{} more runs with the shim's per-call log \
+             (`log_level = \"hull_runtime=debug,info\"`); medians.\n",
+            b.runtime,
+            b.runs.len()
+        );
+        let _ = writeln!(s, "| part | median | share of the whole |\n|---|---|---|");
+        let per_call = |name: &str| -> Vec<f64> {
+            b.runs
+                .iter()
+                .map(|run| {
+                    run.calls
+                        .iter()
+                        .filter(|c| c.call == name)
+                        .map(|c| c.ms)
+                        .sum()
+                })
+                .collect()
+        };
+        let totals: Vec<f64> = b.runs.iter().map(|x| x.total_ms).collect();
+        let whole = median(&totals);
+        let share = |v: f64| if whole > 0.0 { v / whole * 100.0 } else { 0.0 };
+        let _ = writeln!(s, "| whole `ctr run --rm … true` | {whole:.0} ms | 100% |");
+        for (call, what) in CALLS {
+            let m = median(&per_call(call));
+            let _ = writeln!(s, "| {what} | {m:.0} ms | {:.0}% |", share(m));
+        }
+        let rest: Vec<f64> = b
+            .runs
+            .iter()
+            .enumerate()
+            .map(|(i, run)| {
+                let covered: f64 = ["create", "wait", "delete", "shutdown"]
+                    .iter()
+                    .map(|c| per_call(c)[i])
+                    .sum();
+                run.total_ms - covered
+            })
+            .collect();
+        let m = median(&rest);
+        let _ = writeln!(
+            s,
+            "| outside the shim's calls: ctr, containerd, shim start and exit | {m:.0} ms | {:.0}% |",
+            share(m)
+        );
+    }
 }
 
 fn boot_section(s: &mut String, r: &Results) {
@@ -332,7 +402,7 @@ fn boot_section(s: &mut String, r: &Results) {
     };
     let _ = writeln!(
         s,
-        "## Boot\n\nA pod VM as the shim starts one ({}, vsock backend + virtiofsd, production \
+        "\n## Boot\n\nA pod VM as the shim starts one ({}, vsock backend + virtiofsd, production \
          initramfs): spawn → the agent answers `Check`. Quiet boots use the shim's kernel command \
          line; the split comes from boots with `loglevel=7 printk.time=1` interleaved with them \
          (the console lines' host arrival times against the kernel's own timestamps).\n",
