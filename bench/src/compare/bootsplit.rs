@@ -150,10 +150,26 @@ async fn one_boot(
     })
 }
 
+/// The jailer: `HULL_JAILER`, else beside this binary.
+fn jailer() -> Option<PathBuf> {
+    std::env::var_os("HULL_JAILER")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let beside = std::env::current_exe().ok()?.parent()?.join("hull-jailer");
+            beside.is_file().then_some(beside)
+        })
+}
+
 /// `boots` quiet and `boots` verbose boots, alternating.
 pub async fn run(p: &Progress<'_>, boots: usize) -> anyhow::Result<BootSplit> {
     let choice = accel::detect()?;
-    let qemu = Qemu::for_host(choice.accel);
+    let mut qemu = Qemu::for_host(choice.accel);
+    let mut backend = qemu.name();
+    // Jailed as the shim runs it, when the jailer is there.
+    if let Some(jailer) = jailer() {
+        qemu = qemu.jailed(jailer);
+        backend.push_str(", jailed");
+    }
     let images = GuestImages::from_env();
     let dir = tempfile::Builder::new()
         .prefix("hull-bench-boot-")
@@ -170,10 +186,7 @@ pub async fn run(p: &Progress<'_>, boots: usize) -> anyhow::Result<BootSplit> {
         runs.push(one_boot(&qemu, &images, p, verbose, dir.path()).await?);
         p.inc();
     }
-    Ok(BootSplit {
-        backend: qemu.name(),
-        runs,
-    })
+    Ok(BootSplit { backend, runs })
 }
 
 #[cfg(test)]

@@ -24,7 +24,8 @@ pub struct PodProcess {
     pub role: &'static str,
 }
 
-/// The processes of container `id`: `shim_name` is the shim binary's name, `socket` containerd's
+/// The processes of container `id` (roles: `shim`, `vmm`, `jailer`, `virtiofsd`, `vsock`,
+/// `container`, `other`): `shim_name` is the shim binary's name, `socket` containerd's
 /// address, `pod_dir` hull's pod directory (`None` for runc-like runtimes, whose container
 /// processes are the shim's descendants).
 pub fn pod_processes(
@@ -48,8 +49,16 @@ pub fn pod_processes(
     match pod_dir {
         Some(dir) => {
             let marker = format!("{}/", dir.display());
+            let mut pod: Vec<u32> = Vec::new();
             for (pid, cmdline) in &all {
                 if cmdline.contains(&marker) {
+                    pod.push(*pid);
+                }
+            }
+            // A jailed VMM names only paths inside its jail: it is found as the jailer's child.
+            let parents = parents();
+            for (pid, cmdline) in &all {
+                if pod.contains(pid) || descends_from(*pid, &pod, &parents) {
                     found.push(PodProcess {
                         pid: *pid,
                         role: role_of(cmdline),
@@ -82,6 +91,8 @@ fn role_of(cmdline: &str) -> &'static str {
         "virtiofsd"
     } else if name.starts_with("vhost-device-vsock") {
         "vsock"
+    } else if name == "hull-jailer" {
+        "jailer"
     } else {
         "other"
     }
@@ -203,6 +214,10 @@ Pss:                2048 kB
         assert_eq!(
             role_of("/root/.cargo/bin/vhost-device-vsock --vm x "),
             "vsock"
+        );
+        assert_eq!(
+            role_of("/work/target/hull/bin/hull-jailer --config x -- qemu "),
+            "jailer"
         );
         assert_eq!(role_of("sleep 100 "), "other");
     }

@@ -177,7 +177,7 @@ pub struct BootSplit {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcMemory {
-    /// `shim`, `vmm`, `virtiofsd`, `vsock`, `container`, `other`.
+    /// `shim`, `vmm`, `jailer`, `virtiofsd`, `vsock`, `container`, `other`.
     pub role: String,
     /// Executable name.
     pub comm: String,

@@ -31,6 +31,7 @@ pub fn memory_segments(m: &PodMemory) -> Vec<(&'static str, f64)> {
         ("guest RAM touched", 0),
         ("container process", 0),
         ("other", 0),
+        ("jailer", 0),
     ];
     for p in &m.processes {
         let own = p.pss_kib - p.guest_ram_pss_kib;
@@ -40,6 +41,7 @@ pub fn memory_segments(m: &PodMemory) -> Vec<(&'static str, f64)> {
             "virtiofsd" => 2,
             "vsock" => 3,
             "container" => 5,
+            "jailer" => 7,
             _ => 6,
         };
         seg[i].1 += own;

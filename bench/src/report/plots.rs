@@ -13,7 +13,7 @@ type Res = anyhow::Result<()>;
 const SIZE: (u32, u32) = (860, 420);
 
 fn color(i: usize) -> RGBColor {
-    const C: [RGBColor; 7] = [
+    const C: [RGBColor; 8] = [
         RGBColor(0xd6, 0x27, 0x28),
         RGBColor(0x1f, 0x77, 0xb4),
         RGBColor(0x2c, 0xa0, 0x2c),
@@ -21,6 +21,7 @@ fn color(i: usize) -> RGBColor {
         RGBColor(0x94, 0x67, 0xbd),
         RGBColor(0x8c, 0x56, 0x4b),
         RGBColor(0x7f, 0x7f, 0x7f),
+        RGBColor(0xbc, 0xbd, 0x22),
     ];
     C[i % C.len()]
 }
@@ -193,6 +194,7 @@ pub fn memory(r: &Results, path: &Path) -> Res {
         "guest RAM touched",
         "container process",
         "other",
+        "jailer",
     ];
     let max = r.memory.iter().map(pod_pss_mib).fold(1f64, f64::max);
     let rows = r.memory.len() as f64;
@@ -224,7 +226,7 @@ pub fn memory(r: &Results, path: &Path) -> Res {
         .x_desc("MiB")
         .draw()
         .map_err(err)?;
-    let mut legend_done = [false; 7];
+    let mut legend_done = [false; 8];
     for (row, m) in r.memory.iter().enumerate() {
         let y0 = rows - row as f64 - 0.8;
         let y1 = rows - row as f64 - 0.2;
