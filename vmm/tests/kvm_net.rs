@@ -12,8 +12,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{
-    avail, desc, handshake, kvm_available, queue_base, run_kernel_via, used, w, write_guest,
+    avail, desc, handshake, kvm_available, queue_base, run_kernel_via, used, vmm_bin, w,
+    write_guest,
 };
+use hull_runtime::images::GuestImages;
+use hull_runtime::vm::hull_vmm::HullVmm;
+use hull_runtime::vm::{Device, Hypervisor, MacAddr, VmConfig};
 use hull_vmm::devices::virtio::mmio::reg;
 use hull_vmm::testing::{guest, poke, Cmd, SCRATCH};
 
@@ -38,12 +42,16 @@ fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
 struct NetNs(String);
 
 impl NetNs {
-    fn new() -> Self {
-        let name = format!("hullvmm-net-{}", std::process::id());
+    fn new(what: &str) -> Self {
+        let name = format!("hullvmm-{what}-{}", std::process::id());
         let ns = NetNs(name);
         ns.ip(&["netns", "add", &ns.0]);
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        ns.exec(&[
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
+             echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
+        ]);
         ns.exec(&["ip", "tuntap", "add", "dev", TAP, "mode", "tap"]);
         ns.exec(&["ip", "link", "set", TAP, "up"]);
         ns
@@ -181,7 +189,7 @@ fn guest_frame_goes_out_on_a_tap_and_the_answer_comes_back() {
     if !kvm_available() {
         return;
     }
-    let ns = NetNs::new();
+    let ns = NetNs::new("net");
     let (tx, rx) = mpsc::channel();
     let name = ns.0.clone();
     let host = std::thread::spawn(move || host_side(name, tx));
@@ -208,6 +216,46 @@ fn guest_frame_goes_out_on_a_tap_and_the_answer_comes_back() {
         "{}",
         run.stderr
     );
+}
+
+/// The runtime's hull-vmm backend with a `Net` device: hull-vmm is started in the NIC's network
+/// namespace (as the shim does for a pod) with `--net-tap/--net-mac`, and the frames flow.
+#[test]
+fn the_runtime_seam_starts_hull_vmm_in_the_nics_netns() {
+    if !kvm_available() {
+        return;
+    }
+    let ns = NetNs::new("seam");
+    let (tx, rx) = mpsc::channel();
+    let name = ns.0.clone();
+    let host = std::thread::spawn(move || host_side(name, tx));
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = write_guest(dir.path(), &net_guest());
+    let initramfs = dir.path().join("initramfs.img");
+    std::fs::write(&initramfs, b"unused by test guests").unwrap();
+    let config = VmConfig {
+        images: GuestImages { kernel, initramfs },
+        cmdline: vec![],
+        vcpus: 1,
+        memory_mib: 64,
+        devices: vec![Device::Net {
+            tap: TAP.into(),
+            mac: MacAddr(GUEST_MAC),
+            netns: format!("/run/netns/{}", ns.0).into(),
+        }],
+        run_dir: dir.path().to_owned(),
+    };
+    let mut vm = HullVmm::new(vmm_bin()).start(&config).unwrap();
+    let status = vm.wait_timeout(Duration::from_secs(60)).unwrap();
+    let got = host.join().unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_eq!(got, Some(frame([0xff; 6], GUEST_MAC, PING)));
+    let mut expected = b"A".to_vec();
+    expected.extend_from_slice(PONG);
+    expected.push(b'\n');
+    assert_eq!(std::fs::read(vm.console_path()).unwrap(), expected);
 }
 
 #[test]

@@ -11,9 +11,13 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    avail, desc_next, handshake, kvm_available, queue_base, run_kernel, used, w, write_guest, MMIO,
+    avail, desc_next, handshake, kvm_available, queue_base, run_kernel, used, vmm_bin, w,
+    write_guest, MMIO,
 };
+use hull_runtime::images::GuestImages;
 use hull_runtime::share::{CacheMode, Virtiofsd};
+use hull_runtime::vm::hull_vmm::HullVmm;
+use hull_runtime::vm::{Device, Hypervisor, VmConfig};
 use hull_vmm::devices::virtio::mmio::reg;
 use hull_vmm::testing::{guest, poke, Cmd, SCRATCH};
 
@@ -120,6 +124,44 @@ fn guest_fuse_init_is_answered_by_virtiofsd_through_the_vhost_user_frontend() {
     ] {
         assert!(run.stderr.contains(line), "{}", run.stderr);
     }
+}
+
+/// The runtime's hull-vmm backend turns a `VhostUserFs` device into `--fs-socket/--fs-tag`: the
+/// same guest, started through the hypervisor seam, gets its answer from the pod's virtiofsd.
+#[test]
+fn the_runtime_seam_attaches_the_pods_virtiofsd() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let daemon = Virtiofsd::start(
+        dir.path(),
+        &shared,
+        CacheMode::default(),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let kernel = write_guest(dir.path(), &fs_guest());
+    let initramfs = dir.path().join("initramfs.img");
+    std::fs::write(&initramfs, b"unused by test guests").unwrap();
+    let config = VmConfig {
+        images: GuestImages { kernel, initramfs },
+        cmdline: vec![],
+        vcpus: 1,
+        memory_mib: 64,
+        devices: vec![Device::VhostUserFs {
+            socket: daemon.socket().to_owned(),
+            tag: "hull".into(),
+        }],
+        run_dir: dir.path().to_owned(),
+    };
+    let mut vm = HullVmm::new(vmm_bin()).start(&config).unwrap();
+    let status = vm.wait_timeout(Duration::from_secs(60)).unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let console = std::fs::read(vm.console_path()).unwrap();
+    assert_eq!(console, b"A\x00\x00\x00\x00\x07\x00\x00\x00\n");
 }
 
 #[test]
