@@ -1,8 +1,9 @@
 //! The hull-vmm suite: what hull's own VMM costs and how fast it is, on this host.
 //!
 //! - always (any `/dev/kvm`, PVM included): spawn → exit of a small test guest (the same
-//!   hand-assembled guests hull-vmm's tests use), hull-vmm's own RSS/PSS without guest RAM while
-//!   a guest runs, and the vCPU exit counts of one test-guest run;
+//!   hand-assembled guests hull-vmm's tests use), the same for a guest that sets up virtio-fs and
+//!   gets one FUSE_INIT answered by a real virtiofsd, hull-vmm's own RSS/PSS without guest RAM
+//!   while a guest runs, and the vCPU exit counts of one run of each;
 //! - with `--test-kernel`: one boot of the test-only kernel variant to "Run /init", with its
 //!   exit counts (about a minute on PVM);
 //! - with hardware KVM only: boot → ready and → exit of the production kernel + initramfs, for
@@ -17,11 +18,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use hull_runtime::images::GuestImages;
 use hull_runtime::selftest::{boot_selftest, SelftestSpec};
+use hull_runtime::share::{CacheMode, Virtiofsd};
 use hull_runtime::vm::hull_vmm::HullVmm;
 use hull_runtime::vm::qemu::Qemu;
 use hull_runtime::vm::{Accel, Hypervisor};
 use hull_vmm::host::{self, KvmKind};
-use hull_vmm::testing::{guest, guest_elf, tiny_initramfs, Cmd, SCRATCH};
+use hull_vmm::testing::{guest, guest_elf, tiny_initramfs, virtio, Cmd, SCRATCH};
 use serde::Serialize;
 
 use crate::host::HostInfo;
@@ -105,6 +107,13 @@ pub struct VmmResults {
     pub test_guest_spawn_to_exit_ms: Summary,
     /// vCPU exits of one test-guest run.
     pub test_guest_exits: BTreeMap<String, u64>,
+    /// virtio-fs test guest (virtio-mmio handshake, vhost-user set-up with a fresh virtiofsd,
+    /// one FUSE_INIT answered, reset): spawn → exit, ms; `None` when virtiofsd is missing.
+    pub fs_guest_spawn_to_exit_ms: Option<Summary>,
+    /// vCPU exits of one virtio-fs test-guest run.
+    pub fs_guest_exits: BTreeMap<String, u64>,
+    /// Why the virtio-fs series is missing, if it is.
+    pub fs_guest_skipped: Option<String>,
     /// hull-vmm's memory.
     pub memory: VmmMemory,
     /// Production Linux boots, hull-vmm vs QEMU on the same accelerator (hardware KVM only).
@@ -244,6 +253,46 @@ fn memory(bin: &Path, mib: u32) -> anyhow::Result<VmmMemory> {
     })
 }
 
+/// `runs` boots of the virtio-fs test guest, each against its own virtiofsd (it exits when
+/// hull-vmm disconnects); the clock runs from hull-vmm's spawn to its exit.
+fn fs_guest_series(bin: &Path, runs: usize) -> anyhow::Result<(Vec<f64>, BTreeMap<String, u64>)> {
+    let image = virtio::fs_guest();
+    let mut samples = Vec::new();
+    let mut exits = BTreeMap::new();
+    for i in 0..runs {
+        let dir = tempfile::tempdir()?;
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared)?;
+        let daemon = Virtiofsd::start(
+            dir.path(),
+            &shared,
+            CacheMode::default(),
+            Duration::from_secs(10),
+        )
+        .context("virtiofsd (scripts/install-tools.sh installs it)")?;
+        let socket = daemon.socket().to_str().context("socket path")?.to_owned();
+        let start = Instant::now();
+        let child = spawn(
+            bin,
+            dir.path(),
+            &image,
+            &["--exit-stats", "--fs-socket", &socket],
+        )?;
+        let stderr = finish(child)?;
+        samples.push(ms(start.elapsed()));
+        let console = std::fs::read(dir.path().join("console.log"))?;
+        anyhow::ensure!(
+            console == virtio::FS_GUEST_CONSOLE,
+            "the virtio-fs test guest got no FUSE_INIT answer: {console:?}"
+        );
+        if i == 0 {
+            exits = parse_exits(&stderr);
+        }
+    }
+    eprintln!("hull-bench: vmm virtio-fs test guest: {runs} runs");
+    Ok((samples, exits))
+}
+
 fn test_kernel_boot(bin: &Path, kernel: &Path) -> anyhow::Result<TestKernelBoot> {
     let dir = tempfile::tempdir()?;
     let real = GuestImages::from_env().initramfs;
@@ -327,6 +376,10 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
         }
     }
     eprintln!("hull-bench: vmm test guest: {} runs", samples.len());
+    let (fs_samples, fs_exits, fs_guest_skipped) = match fs_guest_series(&bin, options.runs) {
+        Ok((s, e)) => (Some(s), e, None),
+        Err(e) => (None, BTreeMap::new(), Some(format!("{e:#}"))),
+    };
     let memory = memory(&bin, options.memory_mib)?;
     eprintln!("hull-bench: vmm memory: {memory:?}");
 
@@ -394,6 +447,9 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
         hull_vmm: bin.display().to_string(),
         test_guest_spawn_to_exit_ms: Summary::of(&samples).context("no samples")?,
         test_guest_exits: exits,
+        fs_guest_spawn_to_exit_ms: fs_samples.as_deref().and_then(Summary::of),
+        fs_guest_exits: fs_exits,
+        fs_guest_skipped,
         memory,
         linux_boot,
         linux_boot_skipped,
@@ -425,6 +481,22 @@ pub fn report(r: &VmmResults) -> String {
         t.median, t.p95, t.n
     );
     let _ = writeln!(s, "- test guest vCPU exits: {:?}", r.test_guest_exits);
+    match (&r.fs_guest_spawn_to_exit_ms, &r.fs_guest_skipped) {
+        (Some(f), _) => {
+            let _ = writeln!(
+                s,
+                "- virtio-fs test guest (vhost-user set-up + one FUSE_INIT through virtiofsd): spawn → exit median {:.1} ms, p95 {:.1} ms (n={}); exits {:?}",
+                f.median, f.p95, f.n, r.fs_guest_exits
+            );
+        }
+        (None, why) => {
+            let _ = writeln!(
+                s,
+                "- virtio-fs test guest: not measured: {}",
+                why.as_deref().unwrap_or("?")
+            );
+        }
+    }
     let m = &r.memory;
     let _ = writeln!(
         s,

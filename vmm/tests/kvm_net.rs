@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{
     avail, desc, handshake, kvm_available, queue_base, run_kernel_via, used, vmm_bin, w,
-    write_guest,
+    write_guest, NetNs,
 };
 use hull_runtime::images::GuestImages;
 use hull_runtime::vm::hull_vmm::HullVmm;
@@ -36,47 +35,6 @@ fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
     f.extend_from_slice(&ETHERTYPE.to_be_bytes());
     f.extend_from_slice(payload);
     f
-}
-
-/// A network namespace of the test's own, deleted on drop.
-struct NetNs(String);
-
-impl NetNs {
-    fn new(what: &str) -> Self {
-        let name = format!("hullvmm-{what}-{}", std::process::id());
-        let ns = NetNs(name);
-        ns.ip(&["netns", "add", &ns.0]);
-        ns.exec(&[
-            "sh",
-            "-c",
-            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
-             echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
-        ]);
-        ns.exec(&["ip", "tuntap", "add", "dev", TAP, "mode", "tap"]);
-        ns.exec(&["ip", "link", "set", TAP, "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn exec(&self, args: &[&str]) {
-        let mut all = vec!["netns", "exec", &self.0];
-        all.extend_from_slice(args);
-        self.ip(&all);
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 /// A raw packet socket on `TAP` inside the namespace `ns` (the calling thread joins it).
@@ -189,7 +147,7 @@ fn guest_frame_goes_out_on_a_tap_and_the_answer_comes_back() {
     if !kvm_available() {
         return;
     }
-    let ns = NetNs::new("net");
+    let ns = NetNs::with_tap("net", TAP);
     let (tx, rx) = mpsc::channel();
     let name = ns.0.clone();
     let host = std::thread::spawn(move || host_side(name, tx));
@@ -225,7 +183,7 @@ fn the_runtime_seam_starts_hull_vmm_in_the_nics_netns() {
     if !kvm_available() {
         return;
     }
-    let ns = NetNs::new("seam");
+    let ns = NetNs::with_tap("seam", TAP);
     let (tx, rx) = mpsc::channel();
     let name = ns.0.clone();
     let host = std::thread::spawn(move || host_side(name, tx));

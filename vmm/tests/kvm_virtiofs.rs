@@ -10,81 +10,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    avail, desc_next, handshake, kvm_available, queue_base, run_kernel, used, vmm_bin, w,
-    write_guest, MMIO,
-};
+use common::{kvm_available, run_kernel, vmm_bin, write_guest};
 use hull_runtime::images::GuestImages;
 use hull_runtime::share::{CacheMode, Virtiofsd};
 use hull_runtime::vm::hull_vmm::HullVmm;
 use hull_runtime::vm::{Device, Hypervisor, VmConfig};
-use hull_vmm::devices::virtio::mmio::reg;
-use hull_vmm::testing::{guest, poke, Cmd, SCRATCH};
-
-const REQ_BUF: u64 = SCRATCH + 0x1000;
-const REPLY_BUF: u64 = SCRATCH + 0x2000;
-const FUSE_INIT: u32 = 26;
-
-/// FUSE_INIT: `fuse_in_header` (40 bytes) + `fuse_init_in` (64 bytes, protocol 7.31).
-fn fuse_init() -> Vec<u8> {
-    let mut r = Vec::new();
-    r.extend_from_slice(&104u32.to_le_bytes());
-    r.extend_from_slice(&FUSE_INIT.to_le_bytes());
-    r.extend_from_slice(&9u64.to_le_bytes()); // unique
-    r.extend_from_slice(&[0; 24]); // nodeid, uid, gid, pid, extlen, padding
-    r.extend_from_slice(&7u32.to_le_bytes());
-    r.extend_from_slice(&31u32.to_le_bytes());
-    r.extend_from_slice(&[0; 56]);
-    r
-}
-
-fn fs_guest() -> Vec<u8> {
-    let mut cmds = handshake(2);
-    cmds.extend([
-        // One chain on the request queue (1): the request, then a writable reply buffer.
-        Cmd::Write32 {
-            addr: avail(1),
-            value: 1 << 16,
-        },
-        w(reg::QUEUE_NOTIFY, 1),
-        // virtiofsd's call became the interrupt status bit.
-        Cmd::Poll32 {
-            addr: MMIO + reg::INTERRUPT_STATUS,
-            mask: 1,
-            value: 1,
-        },
-        Cmd::Poll32 {
-            addr: used(1),
-            mask: 0xffff_0000,
-            value: 1 << 16,
-        },
-        w(reg::INTERRUPT_ACK, 1),
-        // fuse_out_header.error, then fuse_init_out.major.
-        Cmd::Echo {
-            addr: REPLY_BUF + 4,
-            len: 4,
-            port: 0x3f8,
-        },
-        Cmd::Echo {
-            addr: REPLY_BUF + 16,
-            len: 4,
-            port: 0x3f8,
-        },
-        Cmd::Out8 {
-            port: 0x3f8,
-            value: b'\n',
-        },
-    ]);
-    let mut image = guest(&cmds);
-    poke(&mut image, queue_base(1), &desc_next(REQ_BUF, 104, 1, 1));
-    poke(
-        &mut image,
-        queue_base(1) + 16,
-        &desc_next(REPLY_BUF, 256, 2, 0),
-    );
-    poke(&mut image, REQ_BUF, &fuse_init());
-    image
-}
+use hull_vmm::testing::guest;
+use hull_vmm::testing::virtio::{fs_guest, FS_GUEST_CONSOLE};
 
 #[test]
 fn guest_fuse_init_is_answered_by_virtiofsd_through_the_vhost_user_frontend() {
@@ -114,10 +46,7 @@ fn guest_fuse_init_is_answered_by_virtiofsd_through_the_vhost_user_frontend() {
         Duration::from_secs(60),
     );
     run.assert_exit(0);
-    assert_eq!(
-        run.console_bytes, b"A\x00\x00\x00\x00\x07\x00\x00\x00\n",
-        "{run:#?}"
-    );
+    assert_eq!(run.console_bytes, FS_GUEST_CONSOLE, "{run:#?}");
     for line in [
         "virtio device (id 26) activated",
         "vhost-user backend serves the queues",
@@ -161,7 +90,7 @@ fn the_runtime_seam_attaches_the_pods_virtiofsd() {
     let status = vm.wait_timeout(Duration::from_secs(60)).unwrap();
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     let console = std::fs::read(vm.console_path()).unwrap();
-    assert_eq!(console, b"A\x00\x00\x00\x00\x07\x00\x00\x00\n");
+    assert_eq!(console, FS_GUEST_CONSOLE);
 }
 
 #[test]

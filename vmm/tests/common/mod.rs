@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hull_vmm::devices::virtio::mmio::reg;
-use hull_vmm::testing::{guest, guest_elf, Cmd, SCRATCH};
+use hull_vmm::testing::{guest, guest_elf, Cmd};
 
 /// The binary under test.
 pub fn vmm_bin() -> PathBuf {
@@ -137,92 +136,54 @@ pub fn run_kernel_via(
     }
 }
 
-/// The first virtio-mmio window (the first device on the command line).
-pub const MMIO: u64 = 0xd000_0000;
-/// Queue size the test guests use.
-pub const QSIZE: u32 = 4;
+#[allow(unused_imports)]
+pub use hull_vmm::testing::virtio::*;
 
-/// Where queue `q`'s rings live in the test guest: descriptors, then the available ring at
-/// +0x100 and the used ring at +0x200.
-pub fn queue_base(q: u64) -> u64 {
-    SCRATCH + q * 0x400
-}
+/// A network namespace of the test's own (IPv6 off, so its kernel sends nothing by itself),
+/// deleted on drop with everything in it.
+pub struct NetNs(pub String);
 
-/// The available ring of queue `q`.
-pub fn avail(q: u64) -> u64 {
-    queue_base(q) + 0x100
-}
-
-/// The used ring of queue `q`.
-pub fn used(q: u64) -> u64 {
-    queue_base(q) + 0x200
-}
-
-/// A 32-bit write to the first device's register `off`.
-pub fn w(off: u64, value: u32) -> Cmd {
-    Cmd::Write32 {
-        addr: MMIO + off,
-        value,
-    }
-}
-
-/// The low 32 bits of a test-guest address (they all fit).
-pub fn lo(a: u64) -> u32 {
-    u32::try_from(a).unwrap()
-}
-
-/// A split-ring descriptor.
-pub fn desc(addr: u64, len: u32, flags: u16) -> Vec<u8> {
-    desc_next(addr, len, flags, 0)
-}
-
-/// A split-ring descriptor with its `next` field.
-pub fn desc_next(addr: u64, len: u32, flags: u16, next: u16) -> Vec<u8> {
-    let mut d = addr.to_le_bytes().to_vec();
-    d.extend_from_slice(&len.to_le_bytes());
-    d.extend_from_slice(&flags.to_le_bytes());
-    d.extend_from_slice(&next.to_le_bytes());
-    d
-}
-
-/// The driver side of the virtio-mmio handshake for the first device: status, features
-/// (`VIRTIO_F_VERSION_1` only), `queues` queues of [`QSIZE`] at [`queue_base`], DRIVER_OK, and
-/// an `A` on the serial port once done.
-pub fn handshake(queues: u32) -> Vec<Cmd> {
-    let mut cmds = vec![
-        w(reg::STATUS, 1),
-        w(reg::STATUS, 3),
-        w(reg::DRIVER_FEATURES_SEL, 1),
-        w(reg::DRIVER_FEATURES, 1), // VIRTIO_F_VERSION_1
-        w(reg::DRIVER_FEATURES_SEL, 0),
-        w(reg::DRIVER_FEATURES, 0),
-        w(reg::STATUS, 0xb),
-        Cmd::Poll32 {
-            addr: MMIO + reg::STATUS,
-            mask: 0x8,
-            value: 0x8,
-        },
-    ];
-    for q in 0..queues {
-        let base = queue_base(u64::from(q));
-        cmds.extend([
-            w(reg::QUEUE_SEL, q),
-            w(reg::QUEUE_NUM, QSIZE),
-            w(reg::QUEUE_DESC_LOW, lo(base)),
-            w(reg::QUEUE_DESC_HIGH, 0),
-            w(reg::QUEUE_DRIVER_LOW, lo(base + 0x100)),
-            w(reg::QUEUE_DRIVER_HIGH, 0),
-            w(reg::QUEUE_DEVICE_LOW, lo(base + 0x200)),
-            w(reg::QUEUE_DEVICE_HIGH, 0),
-            w(reg::QUEUE_READY, 1),
+impl NetNs {
+    /// A namespace named after `what` and this process.
+    pub fn new(what: &str) -> Self {
+        let ns = NetNs(format!("hullvmm-{what}-{}", std::process::id()));
+        ns.ip(&["netns", "add", &ns.0]);
+        ns.exec(&[
+            "sh",
+            "-c",
+            "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6 && \
+             echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6",
         ]);
+        ns
     }
-    cmds.extend([
-        w(reg::STATUS, 0xf),
-        Cmd::Out8 {
-            port: 0x3f8,
-            value: b'A',
-        },
-    ]);
-    cmds
+
+    /// A namespace with the tap `tap` in it, up.
+    pub fn with_tap(what: &str, tap: &str) -> Self {
+        let ns = Self::new(what);
+        ns.exec(&["ip", "tuntap", "add", "dev", tap, "mode", "tap"]);
+        ns.exec(&["ip", "link", "set", tap, "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `args` inside the namespace; panics if it fails.
+    pub fn exec(&self, args: &[&str]) {
+        let mut all = vec!["netns", "exec", &self.0];
+        all.extend_from_slice(args);
+        self.ip(&all);
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }

@@ -4,7 +4,10 @@
 //! about 100 bytes serves every exit-path test (serial, i8042 reset, triple fault, unmapped MMIO,
 //! the virtio-mmio handshake and vsock packets through real queues in guest memory).
 //!
-//! Public so the integration tests can use it; not part of the VMM's API.
+//! Public so the integration tests can use it; not part of the VMM's API. [`virtio`] has the
+//! driver side of virtio-mmio for test guests.
+
+pub mod virtio;
 
 /// Where test guests are loaded and entered.
 pub const GUEST_BASE: u64 = 0x20_0000;
