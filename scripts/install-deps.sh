@@ -16,6 +16,8 @@ packages=(
   containerd runc
   # containerd end-to-end tests: a terminal for `ctr run -t` (tmux; `script` is in bsdutils)
   tmux
+  # CRI end-to-end tests: protoc for the CRI client's bindings (k8s-cri), CNI plugins for pods
+  protobuf-compiler containernetworking-plugins iproute2 util-linux
 )
 
 missing=()

@@ -38,12 +38,24 @@ TOML
   fi
   cat >>"$config" <<'TOML'
 
-# hull: VM-isolated containers (`ctr run --runtime io.containerd.hull.v2`, CRI handler "hull")
+# hull: VM-isolated containers (`ctr run --runtime io.containerd.hull.v2`, CRI handler "hull",
+# Kubernetes RuntimeClass handler "hull"). Pod annotations io.hull.* (VM sizing, where
+# /etc/hull/config.toml allows them) reach the shim.
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]
   runtime_type = "io.containerd.hull.v2"
+  pod_annotations = ["io.hull.*"]
+  container_annotations = ["io.hull.*"]
 TOML
   changed=1
   echo "hull: registered io.containerd.hull.v2 in $config (backup: $config.before-hull)" >&2
+fi
+
+# Registrations made before hull read pod annotations: add them.
+if grep -qF 'containerd.runtimes.hull]' "$config" && ! grep -q 'pod_annotations = \["io.hull' "$config"; then
+  cp "$config" "$config.before-hull-annotations"
+  sed -i '/containerd\.runtimes\.hull\]/a\  pod_annotations = ["io.hull.*"]\n  container_annotations = ["io.hull.*"]' "$config"
+  changed=1
+  echo "hull: added pod_annotations for the hull handler in $config" >&2
 fi
 
 if ctr --address "$socket" version >/dev/null 2>&1; then

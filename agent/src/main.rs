@@ -5,7 +5,9 @@
 
 use std::io::Write;
 
-use hull_agent::{boot, cmdline::AgentOptions, power, selftest, selftest::GuestFacts, server};
+use hull_agent::{
+    boot, cmdline::AgentOptions, loopback, power, selftest, selftest::GuestFacts, server,
+};
 
 /// Writes one line to the console. Errors are ignored: PID 1 must not die because the console is
 /// missing, and `println!` would panic.
@@ -34,6 +36,10 @@ fn main() {
             Err(e) => say!("hull-agent: self-test failed: {}", chain(&e)),
         }
         stop();
+    }
+    if let Err(e) = loopback::up() {
+        // Containers lose 127.0.0.1, nothing else: say so and go on.
+        say!("hull-agent: cannot bring lo up: {e}");
     }
     if let Some(tag) = &options.share {
         if let Err(e) = boot::mount_share(tag) {

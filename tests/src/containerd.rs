@@ -1,7 +1,8 @@
 //! A private containerd for end-to-end tests (and `hull bench`): its own root, state, socket and configuration,
 //! hull's shim on its `PATH`, a hull configuration running containers from the test initramfs's
-//! busybox tree, and a busybox OCI image built offline and imported. Dropping it stops
-//! containerd and kills, unmounts and removes everything it and its shims left.
+//! busybox tree, and a busybox OCI image built offline and imported. With [`Options::cri`] its CRI
+//! plugin is on and it runs in a network namespace of its own (see [`crate::cri`]). Dropping it
+//! stops containerd and kills, unmounts and removes everything it and its shims left.
 
 use std::io::Write;
 use std::os::unix::fs::symlink;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use hull_runtime::images::GuestImages;
 use hull_runtime::vm::{accel, qemu::Qemu};
 
+use crate::netns::TestNetns;
 use crate::rootfs::{busybox_rootfs, test_initramfs, GUEST_ROOTFS};
 
 /// The runtime name.
@@ -25,11 +27,16 @@ pub const IMAGE: &str = "hull.test/busybox:latest";
 /// The containerd namespace tests use.
 pub const NAMESPACE: &str = "hull-test";
 
+/// The containerd namespace of CRI's containers.
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
 /// A running private containerd.
 #[derive(Debug)]
 pub struct Containerd {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    namespace: &'static str,
+    netns: Option<TestNetns>,
 }
 
 /// Knobs of the hull configuration a test containerd hands its shims.
@@ -51,6 +58,9 @@ pub struct Options {
     pub shim: Option<PathBuf>,
     /// The shim's `log_level` (default `debug`).
     pub log_level: Option<String>,
+    /// Turn CRI on (handlers `hull` and `runc`, a CNI bridge network), run containerd in a
+    /// network namespace of its own, and import the images into CRI's namespace with a pause image.
+    pub cri: bool,
 }
 
 /// Why a private containerd could not be had.
@@ -165,37 +175,48 @@ impl Containerd {
             options.extra_config
         );
         std::fs::write(base.join("hull.toml"), hull_config).map_err(io)?;
-        let config = format!(
-            r#"version = 2
-root = "{b}/root"
-state = "{b}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-
-[grpc]
-  address = "{b}/c.sock"
-
-[ttrpc]
-  address = "{b}/c.sock.ttrpc"
-
-[debug]
-  level = "info"
-
-# Registered for CRI too (disabled in these tests: ctr needs none of it).
-[plugins."io.containerd.grpc.v1.cri"]
-  restrict_oom_score_adj = true
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.hull]
-  runtime_type = "{RUNTIME}"
-"#,
-            b = base.display()
-        );
+        let (namespace, netns, config) = if options.cri {
+            let netns = TestNetns::new("hull-cri");
+            (
+                CRI_NAMESPACE,
+                Some(netns),
+                crate::cri::containerd_config(base),
+            )
+        } else {
+            (NAMESPACE, None, ctr_only_config(base))
+        };
         std::fs::write(base.join("containerd.toml"), config).map_err(io)?;
-        let mut me = Self { dir, child: None };
+        let mut me = Self {
+            dir,
+            child: None,
+            namespace,
+            netns,
+        };
         me.spawn().map_err(Failed)?;
         let image = busybox_image().map_err(|e| Failed(format!("busybox image: {e}")))?;
         me.import(&image).map_err(Failed)?;
+        if options.cri {
+            let pause = me.dir().join("pause.tar");
+            build_image(
+                &pause,
+                crate::cri::PAUSE_IMAGE,
+                &[],
+                Some(crate::cri::PAUSE_COMMAND),
+            )
+            .map_err(|e| Failed(format!("pause image: {e}")))?;
+            me.import(&pause).map_err(Failed)?;
+        }
         Ok(me)
+    }
+
+    /// The network namespace containerd runs in (CRI only).
+    pub fn netns(&self) -> Option<&TestNetns> {
+        self.netns.as_ref()
+    }
+
+    /// The containerd namespace `ctr` works in.
+    pub fn namespace(&self) -> &'static str {
+        self.namespace
     }
 
     /// `ctr images import` of an OCI archive.
@@ -233,7 +254,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         let stderr = log.try_clone().map_err(|e| e.to_string())?;
         // Its own process group: a Ctrl-C in the terminal reaches the caller, which then stops
         // containerd and cleans up, instead of killing containerd under running shims.
-        let child = Command::new("containerd")
+        // In CRI's network namespace when there is one (nsenter changes nothing else).
+        let mut command = match &self.netns {
+            Some(netns) => netns.command("containerd"),
+            None => Command::new("containerd"),
+        };
+        let child = command
             .arg("--config")
             .arg(base.join("containerd.toml"))
             .env("PATH", path)
@@ -303,15 +329,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         c.arg("--address")
             .arg(self.socket())
             .arg("--namespace")
-            .arg(NAMESPACE);
+            .arg(self.namespace);
         c
     }
 
     /// The `ctr` command line as a shell string (for `script` and tmux).
     pub fn ctr_shell(&self) -> String {
         format!(
-            "ctr --address {} --namespace {NAMESPACE}",
-            self.socket().display()
+            "ctr --address {} --namespace {}",
+            self.socket().display(),
+            self.namespace
         )
     }
 
@@ -469,7 +496,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         if pod_dir.exists() {
             found.push(format!("directory {}", pod_dir.display()));
         }
-        let socket = shim_socket(&self.socket(), id);
+        let socket = shim_socket(&self.socket(), self.namespace, id);
         if socket.exists() {
             found.push(format!("shim socket {}", socket.display()));
         }
@@ -532,7 +559,7 @@ impl Drop for Containerd {
                 .flatten()
             {
                 let id = bundle.file_name().to_string_lossy().into_owned();
-                let _ = std::fs::remove_file(shim_socket(&socket, &id));
+                let _ = std::fs::remove_file(shim_socket(&socket, self.namespace, &id));
             }
         }
     }
@@ -540,8 +567,8 @@ impl Drop for Containerd {
 
 /// The socket containerd-shim 0.11 serves a shim on: `/run/containerd/s/<sha256 of
 /// "<containerd address>/<namespace>/<id>">`.
-pub fn shim_socket(address: &Path, id: &str) -> PathBuf {
-    let key = format!("{}/{NAMESPACE}/{id}", address.display());
+pub fn shim_socket(address: &Path, namespace: &str, id: &str) -> PathBuf {
+    let key = format!("{}/{namespace}/{id}", address.display());
     let mut child = Command::new("sha256sum")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -599,6 +626,27 @@ pub fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The configuration of a containerd for `ctr` tests: private root, state and sockets, CRI off.
+fn ctr_only_config(base: &Path) -> String {
+    format!(
+        r#"version = 2
+root = "{b}/root"
+state = "{b}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+
+[grpc]
+  address = "{b}/c.sock"
+
+[ttrpc]
+  address = "{b}/c.sock.ttrpc"
+
+[debug]
+  level = "info"
+"#,
+        b = base.display()
+    )
+}
+
 /// The last `n` lines of `text`.
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
@@ -652,6 +700,16 @@ pub fn build_busybox_image_with(
     name: &str,
     extra: &[(&Path, &str)],
 ) -> Result<(), String> {
+    build_image(out, name, extra, None)
+}
+
+/// [`build_busybox_image_with`] whose command is `entrypoint` (when given) instead of `sh`.
+pub fn build_image(
+    out: &Path,
+    name: &str,
+    extra: &[(&Path, &str)],
+    entrypoint: Option<&[&str]>,
+) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs).map_err(|e| format!("busybox rootfs: {e}"))?;
@@ -682,13 +740,18 @@ pub fn build_busybox_image_with(
         Ok((digest, size))
     };
     let (layer_digest, layer_size) = blob(&layer)?;
+    let mut image_config = serde_json::json!({
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["sh"]
+    });
+    if let Some(entrypoint) = entrypoint {
+        image_config["Entrypoint"] = serde_json::json!(entrypoint);
+        image_config["Cmd"] = serde_json::json!([]);
+    }
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {
-            "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["sh"]
-        },
+        "config": image_config,
         "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_digest}")] },
         "history": [{ "created_by": "hull: busybox-static, built offline" }]
     });

@@ -2,6 +2,8 @@
 //! rule for missing parts (skip loudly on a developer machine, fail under `CI=true`).
 
 pub mod containerd;
+pub mod cri;
+pub mod cri_stream;
 pub mod data;
 pub mod netns;
 pub mod pod;

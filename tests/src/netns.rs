@@ -51,6 +51,16 @@ impl TestNetns {
         run("tc", &all)
     }
 
+    /// `program` run in this namespace (through `nsenter --net`, which changes nothing else: the
+    /// mount namespace and the rest stay the caller's).
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path().display()))
+            .arg("--")
+            .arg(program);
+        c
+    }
+
     /// Runs `f` on a thread inside this namespace and returns what it returns.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         let file = std::fs::File::open(self.path()).expect("open the netns file");

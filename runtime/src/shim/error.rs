@@ -45,6 +45,16 @@ pub enum ShimError {
     /// The pod VM did not start.
     #[error("cannot start the pod VM")]
     Boot(#[from] SandboxError),
+    /// The pod VM did not start; what the VMM and the guest console said last (the pod's
+    /// directory, where their logs were, is gone by the time containerd reports this).
+    #[error("cannot start the pod VM ({said})")]
+    BootFailed {
+        /// The last lines of the VMM's output and the guest console, `; `-joined.
+        said: String,
+        /// Why.
+        #[source]
+        source: SandboxError,
+    },
     /// The guest's agent refused or failed.
     #[error("guest agent")]
     Agent(#[from] AgentError),
@@ -84,9 +94,11 @@ impl ShimError {
                 _,
                 ShareError::Unsupported(_) | ShareError::Spec(_),
             )) => Code::INVALID_ARGUMENT,
-            ShimError::Boot(_) | ShimError::Rootfs(_) | ShimError::Stdio(_) | ShimError::Io(..) => {
-                Code::INTERNAL
-            }
+            ShimError::Boot(_)
+            | ShimError::BootFailed { .. }
+            | ShimError::Rootfs(_)
+            | ShimError::Stdio(_)
+            | ShimError::Io(..) => Code::INTERNAL,
         }
     }
 

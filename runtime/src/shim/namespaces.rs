@@ -4,19 +4,24 @@
 //! (`/var/run/netns/cni-…`) and its other containers the sandbox's namespaces as
 //! `/proc/<pid>/ns/<type>`, where `<pid>` is the pid the shim reported for the sandbox — the
 //! VMM's. In the guest the sandbox container's init is the pod's namespace holder, so
-//! `/proc/<vmm pid>/ns/x` becomes `/proc/<sandbox init's guest pid>/ns/x`, and host paths are
-//! dropped: the namespace is created fresh in the guest (the VM is the pod's boundary).
+//! `/proc/<vmm pid>/ns/x` becomes `/proc/<sandbox init's guest pid>/ns/x`, and other host paths
+//! are dropped: the namespace is created fresh in the guest (the VM is the pod's boundary).
 //!
-//! The network namespace is the exception: a pod's containers join the pod's network, and in the
-//! guest that is the guest's own (root) network namespace, where the agent gave the NIC the pod's
-//! addresses (see `crate::network`). So a `network` entry that names any path is removed: the
-//! container stays in the guest's network namespace. One without a path (a container of its own,
-//! as `ctr run` makes) still gets a fresh, empty one.
+//! The network is the exception: a `network` entry with a path (CRI's pod netns file for the
+//! sandbox, `/proc/<vmm pid>/ns/net` for the others) means "the pod's network", which in the guest
+//! is the guest's own network namespace — the agent's (PID 1's), where the agent gave the NIC the
+//! pod's addresses (see `crate::network`). So that path becomes [`POD_NETNS`]: the container joins the guest's root network
+//! namespace (joined by path rather than left out, so the pod's `net.*` sysctls still pass the
+//! agent's "namespaced sysctl needs its namespace" check). A `network` entry without a path
+//! (plain `ctr run`) stays: a fresh, empty namespace, as runc would give.
 
 use serde_json::Value;
 
-/// Rewrites `spec`'s `linux.namespaces[].path`: `/proc/<host_pid>/ns/<t>` → the sandbox's
-/// guest pid (when known), anything else → no path.
+/// The pod's network namespace in the guest: the agent's.
+pub const POD_NETNS: &str = "/proc/1/ns/net";
+
+/// Rewrites `spec`'s `linux.namespaces[].path`: `network` with a path → [`POD_NETNS`],
+/// `/proc/<host_pid>/ns/<t>` → the sandbox's guest pid (when known), anything else → no path.
 pub fn rewrite(spec: &mut Value, host_pid: u32, sandbox_guest_pid: Option<u32>) {
     let Some(list) = spec
         .get_mut("linux")
@@ -25,13 +30,14 @@ pub fn rewrite(spec: &mut Value, host_pid: u32, sandbox_guest_pid: Option<u32>) 
     else {
         return;
     };
-    list.retain(|ns| {
-        !(ns.get("type").and_then(Value::as_str) == Some("network") && ns.get("path").is_some())
-    });
     for ns in list.iter_mut() {
         let Some(path) = ns.get("path").and_then(Value::as_str).map(str::to_owned) else {
             continue;
         };
+        if ns["type"] == "network" {
+            ns["path"] = Value::String(POD_NETNS.into());
+            continue;
+        }
         let joined = parse_proc_ns(&path)
             .filter(|(pid, _)| *pid == host_pid)
             .and_then(|(_, kind)| Some(format!("/proc/{}/ns/{kind}", sandbox_guest_pid?)));
@@ -79,28 +85,28 @@ mod tests {
         assert_eq!(ns[0], json!({"type": "pid"}));
         assert_eq!(ns[1]["path"], "/proc/7/ns/ipc");
         assert_eq!(ns[2]["path"], "/proc/7/ns/uts");
-        assert_eq!(
-            ns[3],
-            json!({"type": "mount"}),
-            "the pod network is the guest's own"
-        );
-        assert_eq!(ns[4], json!({"type": "cgroup"}));
-        assert_eq!(ns.as_array().unwrap().len(), 5);
-    }
-
-    #[test]
-    fn app_containers_join_the_guest_network_and_private_ones_keep_their_own() {
-        let mut spec = json!({"linux": {"namespaces": [
+        // The pod's network is the guest's root network namespace.
+        assert_eq!(ns[3], json!({"type": "network", "path": "/proc/1/ns/net"}));
+        assert_eq!(ns[4], json!({"type": "mount"}));
+        assert_eq!(ns[5], json!({"type": "cgroup"}));
+        let mut app = json!({"linux": {"namespaces": [
             {"type": "network", "path": "/proc/4242/ns/net"},
             {"type": "ipc", "path": "/proc/4242/ns/ipc"}
         ]}});
-        rewrite(&mut spec, 4242, Some(7));
+        rewrite(&mut app, 4242, Some(7));
         assert_eq!(
-            spec["linux"]["namespaces"],
-            json!([{"type": "ipc", "path": "/proc/7/ns/ipc"}])
+            app["linux"]["namespaces"],
+            json!([
+                {"type": "network", "path": "/proc/1/ns/net"},
+                {"type": "ipc", "path": "/proc/7/ns/ipc"}
+            ])
         );
+    }
+
+    #[test]
+    fn a_network_namespace_without_a_path_stays_fresh() {
         let mut spec = json!({"linux": {"namespaces": [{"type": "network"}]}});
-        rewrite(&mut spec, 4242, Some(7));
+        rewrite(&mut spec, 1, None);
         assert_eq!(spec["linux"]["namespaces"], json!([{"type": "network"}]));
     }
 

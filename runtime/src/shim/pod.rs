@@ -22,7 +22,7 @@ use crate::vm::{accel, Hypervisor};
 use super::config::{HullConfig, HypervisorChoice};
 use super::events::EventSink;
 use super::rootfs::{RootfsSource, Undo};
-use super::sizing::vm_size;
+use super::sizing::{vm_size, VmSize};
 use super::stdio::{Attached, StdioPaths};
 use super::ShimError;
 
@@ -65,6 +65,7 @@ impl std::fmt::Debug for Pod {
 struct PodVm {
     sandbox: SandboxVm,
     handle: VmHandle,
+    size: VmSize,
     oom_watch: JoinHandle<()>,
 }
 
@@ -94,6 +95,8 @@ pub struct Container {
     pub paused: std::sync::atomic::AtomicBool,
     /// What to undo on the host at delete.
     pub rootfs_undo: Mutex<Option<Undo>>,
+    /// Its memory limit, MiB (`None`: unlimited), counted against the VM's RAM while it lives.
+    pub memory_limit_mib: Mutex<Option<u64>>,
 }
 
 /// Where a process is in its life.
@@ -313,12 +316,30 @@ impl Pod {
         let mut sandbox = match booted {
             Ok(s) => s,
             Err(e) => {
-                let console =
-                    std::fs::read_to_string(self.run_dir.join("console.log")).unwrap_or_default();
-                let tail: String = tail_lines(&console, 20);
-                tracing::error!(pod = %self.id, "boot failed; console tail:\n{tail}");
+                let read =
+                    |f: &str| std::fs::read_to_string(self.run_dir.join(f)).unwrap_or_default();
+                let (vmm, console) = (read("vmm.log"), read("console.log"));
+                tracing::error!(
+                    pod = %self.id,
+                    "boot failed; VMM output:\n{}\nconsole tail:\n{}",
+                    tail_lines(&vmm, 20),
+                    tail_lines(&console, 20)
+                );
                 remove_pod_dir(&self.run_dir);
-                return Err(e.into());
+                let said: Vec<String> = [("VMM", &vmm), ("console", &console)]
+                    .into_iter()
+                    .filter(|(_, text)| !text.trim().is_empty())
+                    .map(|(who, text)| {
+                        format!("{who}: {}", tail_lines(text, 3).replace('\n', " | "))
+                    })
+                    .collect();
+                if said.is_empty() {
+                    return Err(e.into());
+                }
+                return Err(ShimError::BootFailed {
+                    said: said.join("; "),
+                    source: e,
+                });
             }
         };
         let vmm_pid = sandbox.vm().pid();
@@ -343,8 +364,23 @@ impl Pod {
         Ok(PodVm {
             sandbox,
             handle,
+            size,
             oom_watch,
         })
+    }
+
+    /// The running VM's size.
+    pub async fn vm_size(&self) -> Option<VmSize> {
+        self.vm.lock().await.as_ref().map(|v| v.size)
+    }
+
+    /// The memory limits (MiB) of the pod's containers that have not exited, but `except`.
+    pub fn committed_memory_mib(&self, except: &str) -> u64 {
+        lock(&self.containers)
+            .values()
+            .filter(|c| c.id != except && !matches!(c.init.state(), ProcessState::Exited(_)))
+            .filter_map(|c| *lock(&c.memory_limit_mib))
+            .sum()
     }
 
     /// Stops the VM (if any) and removes the pod's run directory.

@@ -16,7 +16,7 @@ use crate::shim::pod::{lock, Container, Pod, Process};
 use crate::shim::rootfs;
 use crate::shim::stdio::{attach_process, StdioPaths};
 use crate::shim::ShimError;
-use crate::shim::{namespaces, SANDBOX_ID_ANNOTATION};
+use crate::shim::{namespaces, sizing, SANDBOX_ID_ANNOTATION};
 
 /// What `Create` is asked.
 #[derive(Debug, Clone)]
@@ -61,6 +61,13 @@ async fn create_in_vm(
         .map(|c| c.init.guest_pid.load(Ordering::SeqCst))
         .filter(|pid| *pid != 0);
     namespaces::rewrite(&mut spec, vm.vmm_pid, sandbox_pid);
+    // No hot-add: a container joining a running pod must fit its VM (sizing.rs).
+    let memory_limit_mib = sizing::memory_limit_mib(&spec);
+    if let Some(size) = pod.vm_size().await {
+        let committed = pod.committed_memory_mib(&args.id);
+        sizing::check_fits(&pod.config, size.memory_mib, committed, memory_limit_mib)
+            .map_err(ShimError::FailedPrecondition)?;
+    }
     let source = pod.rootfs_source();
     let (dir, id, mounts) = (pod.run_dir.clone(), args.id.clone(), args.rootfs.clone());
     let bundle = args.bundle.clone();
@@ -112,6 +119,7 @@ async fn create_in_vm(
         execs: Default::default(),
         paused: Default::default(),
         rootfs_undo: std::sync::Mutex::new(Some(undo)),
+        memory_limit_mib: std::sync::Mutex::new(memory_limit_mib),
     });
     if let Err(e) = pod.insert(container.clone()) {
         let _ = vm.agent.remove_container(&args.id).await;

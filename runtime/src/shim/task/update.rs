@@ -1,10 +1,11 @@
 //! `Update`: new `linux.resources` for the container's guest cgroup.
 
-use crate::shim::{pod::Pod, ShimError};
+use crate::shim::pod::{lock, Pod};
+use crate::shim::{sizing, ShimError};
 
 /// Applies `resources_json` (OCI `linux.resources`, as containerd sends it) to container `id`.
 pub async fn update(pod: &Pod, id: &str, resources_json: &[u8]) -> Result<(), ShimError> {
-    pod.container(id)?;
+    let container = pod.container(id)?;
     let value: serde_json::Value = serde_json::from_slice(resources_json)
         .map_err(|e| ShimError::InvalidArgument(format!("resources are not JSON: {e}")))?;
     if !value.is_object() {
@@ -12,9 +13,23 @@ pub async fn update(pod: &Pod, id: &str, resources_json: &[u8]) -> Result<(), Sh
             "resources are not a JSON object".into(),
         ));
     }
+    // A new memory limit must fit the VM next to the other containers' (no hot-add).
+    let limit = sizing::memory_limit_mib(&serde_json::json!({"linux": {"resources": value}}));
+    if let (Some(size), Some(_)) = (pod.vm_size().await, limit) {
+        sizing::check_fits(
+            &pod.config,
+            size.memory_mib,
+            pod.committed_memory_mib(id),
+            limit,
+        )
+        .map_err(ShimError::FailedPrecondition)?;
+    }
     let vm = pod.vm().await?;
     vm.agent
         .update_container(id, resources_json.to_vec())
         .await?;
+    if limit.is_some() {
+        *lock(&container.memory_limit_mib) = limit;
+    }
     Ok(())
 }
