@@ -6,6 +6,7 @@
 mod agent;
 mod boot;
 mod compare;
+mod cri;
 mod fs;
 mod host;
 mod report;
@@ -108,6 +109,19 @@ enum Suite {
         /// Guest memory per boot, MiB.
         #[arg(long, default_value_t = 256)]
         memory: u32,
+    },
+    /// Kubernetes pods through containerd's CRI, hull against runc: pod start (RunPodSandbox →
+    /// first container running) median/p95, host memory per idle pod with 1 and N pods.
+    Cri {
+        /// Pod starts per runtime.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Idle pods for the second memory reading.
+        #[arg(long, default_value_t = 10)]
+        pods: usize,
+        /// Guest RAM of a hull pod, MiB.
+        #[arg(long, default_value_t = 128)]
+        guest_memory: u32,
     },
     /// hull-vmm: test-guest spawn → exit, its own RSS/PSS without guest RAM, vCPU exit counts,
     /// and Linux boots against QEMU where the host has hardware KVM.
@@ -236,6 +250,19 @@ fn main() -> anyhow::Result<()> {
             )?;
             print!("{}", boot::report(&results));
             eprintln!("hull-bench: figures in {}", out.join("boot.json").display());
+        }
+        Suite::Cri {
+            runs,
+            pods,
+            guest_memory,
+        } => {
+            let opts = cri::CriOptions {
+                runs: runs.max(1),
+                pods: pods.max(1),
+                guest_memory_mib: guest_memory,
+            };
+            let results = cri::run(&opts, &out)?;
+            print!("{}", cri::markdown(&results));
         }
         Suite::Vmm {
             runs,
