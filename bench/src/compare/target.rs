@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hull_runtime::vm::{accel, Accel};
-use hull_tests::containerd::{shim_socket, Containerd};
+use hull_tests::containerd::{shim_socket, Containerd, NAMESPACE};
 
 use super::procs::{self, PodProcess};
 use super::schema::Unavailable;
@@ -126,7 +126,7 @@ fn remember(id: &str) {
 pub fn remove_stale_shim_sockets(address: &Path) {
     let ids = USED_IDS.lock().map(|v| v.clone()).unwrap_or_default();
     for id in ids {
-        let socket = shim_socket(address, &id);
+        let socket = shim_socket(address, NAMESPACE, &id);
         if socket.exists() {
             let _ = std::fs::remove_file(socket);
         }
