@@ -4,7 +4,9 @@
 //!   (`guest-kernel/build-test-kernel.sh`) boots with 2 vCPUs and hull's initramfs on any
 //!   `/dev/kvm`, PVM included, with a vsock device that Linux's virtio-mmio driver must activate
 //!   and a virtio-fs share served by a real virtiofsd through hull-vmm's vhost-user frontend,
-//!   runs the agent's self-test (which mounts the share and prints the file the test wrote there)
+//!   and a virtio-net NIC on a tap hull-vmm creates in a network namespace of the test's own
+//!   (Linux's virtio-net driver must activate it), runs the agent's self-test (which mounts the
+//!   share and prints the file the test wrote there)
 //!   to its ready line, and the guest's stop
 //!   (`reboot=k` → i8042 reset) ends hull-vmm with status 0. 1.5–2 min on PVM (guest kernel mode
 //!   is emulated, and every system call is a fault there); the KVM paravirtual hypercall features
@@ -19,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{kvm_available, run_kernel};
+use common::{kvm_available, run_kernel, run_kernel_via, NetNs};
 use hull_runtime::share::{CacheMode, Virtiofsd};
 use hull_vmm::host::{self, KvmKind};
 use hull_vmm::testing::tiny_initramfs;
@@ -101,10 +103,17 @@ fn test_kernel_boots_to_init_on_this_kvm() {
         Duration::from_secs(10),
     )
     .expect("virtiofsd (scripts/install-tools.sh installs it)");
-    let run = run_kernel(
+    // A NIC too, on a tap hull-vmm creates itself in a network namespace of the test's own.
+    let netns = NetNs::new("boot");
+    let run = run_kernel_via(
+        &["ip", "netns", "exec", &netns.0],
         dir.path(),
         &kernel,
         &[
+            "--net-tap",
+            "hvboot0",
+            "--net-mac",
+            "52:54:00:12:34:56",
             "--vsock-uds",
             vsock.to_str().unwrap(),
             "--fs-socket",
@@ -154,8 +163,9 @@ fn test_kernel_boots_to_init_on_this_kvm() {
     // Linux's virtio-mmio and virtio-vsock drivers found the device on the command line and
     // completed the handshake with hull-vmm's transport.
     // Linux's virtio-fs driver activated the fs device, and hull-vmm handed its queues to
-    // virtiofsd.
+    // virtiofsd; Linux's virtio-net driver activated the NIC.
     for line in [
+        "virtio device (id 1) activated by the driver",
         "virtio device (id 19) activated by the driver",
         "virtio device (id 26) activated by the driver",
         "virtio-fs: vhost-user backend serves the queues",
