@@ -123,6 +123,29 @@ fn a_pod_is_one_vm_with_its_containers() {
     }
     eprintln!("pod + 2 containers running: {:?}", t0.elapsed());
 
+    // ListContainers of the pod: both, running.
+    let listed = cri
+        .block_on(
+            cri.runtime()
+                .list_containers(k8s_cri::v1::ListContainersRequest {
+                    filter: Some(k8s_cri::v1::ContainerFilter {
+                        pod_sandbox_id: pod.clone(),
+                        ..Default::default()
+                    }),
+                }),
+        )
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    let mut ids: Vec<&str> = listed.iter().map(|c| c.id.as_str()).collect();
+    ids.sort_unstable();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+    assert!(listed
+        .iter()
+        .all(|c| c.state == i32::from(ContainerState::ContainerRunning)));
+
     // One shim, one VM, one virtiofsd, one vsock backend for the pod.
     let listing = || {
         processes()
