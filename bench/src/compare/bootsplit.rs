@@ -20,7 +20,7 @@ use hull_runtime::sandbox::{SandboxVm, SandboxVmConfig, SERVING_LINE};
 use hull_runtime::share::CacheMode;
 use hull_runtime::vm::{accel, qemu::Qemu, Hypervisor};
 
-use super::schema::{BootRun, BootSplit};
+use super::schema::{BootRun, BootSplit, KernelGap};
 use super::Progress;
 
 const INIT_LINE: &str = "Run /init as init process";
@@ -86,6 +86,33 @@ pub fn kernel_stamp(line: &str) -> Option<f64> {
     inner.split(']').next()?.trim().parse().ok()
 }
 
+/// The `n` largest gaps between consecutive timestamped kernel lines up to `Run /init`.
+pub fn kernel_gaps(lines: &[(Instant, String)], n: usize) -> Vec<KernelGap> {
+    let mut gaps = Vec::new();
+    let mut last: Option<f64> = None;
+    for (_, line) in lines {
+        let Some(t) = kernel_stamp(line) else {
+            continue;
+        };
+        if let Some(prev) = last {
+            let text = line
+                .split_once(']')
+                .map_or(line.as_str(), |(_, r)| r.trim());
+            gaps.push(KernelGap {
+                ms: (t - prev) * 1e3,
+                line: text.to_owned(),
+            });
+        }
+        last = Some(t);
+        if line.contains(INIT_LINE) {
+            break;
+        }
+    }
+    gaps.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    gaps.truncate(n);
+    gaps
+}
+
 /// Splits one verbose boot from its followed console lines.
 fn split(
     spawned: Instant,
@@ -147,6 +174,11 @@ async fn one_boot(
         kernel_ms,
         userspace_ms,
         connect_ms,
+        kernel_gaps: if verbose {
+            kernel_gaps(&lines, 8)
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -216,5 +248,9 @@ mod tests {
         assert!((kernel.unwrap() - 700.0).abs() < 1e-6);
         assert!((user.unwrap() - 200.0).abs() < 1e-6);
         assert!((connect.unwrap() - 50.0).abs() < 1e-6);
+        let gaps = kernel_gaps(&lines, 5);
+        assert_eq!(gaps.len(), 1);
+        assert!((gaps[0].ms - 600.0).abs() < 1e-6);
+        assert_eq!(gaps[0].line, INIT_LINE);
     }
 }

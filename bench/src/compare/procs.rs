@@ -13,7 +13,7 @@ use std::path::Path;
 
 use hull_tests::containerd::processes;
 
-use super::schema::ProcMemory;
+use super::schema::{Mapping, ProcMemory};
 
 /// One process of a container, before its memory is read.
 #[derive(Debug, Clone)]
@@ -163,6 +163,45 @@ pub fn smaps_totals(smaps: &str) -> (u64, u64, u64) {
     (rss, pss, guest)
 }
 
+/// The `n` largest mappings of one `smaps` text by PSS, guest RAM left out.
+pub fn top_mappings(smaps: &str, n: usize) -> Vec<Mapping> {
+    let mut all: Vec<Mapping> = Vec::new();
+    let mut current: Option<(String, bool)> = None;
+    let mut size_kib = 0u64;
+    for line in smaps.lines() {
+        let mut words = line.split_ascii_whitespace();
+        let Some(first) = words.next() else { continue };
+        if !first.ends_with(':') {
+            let cols: Vec<&str> = line.split_ascii_whitespace().collect();
+            let path = cols.get(5..).map(|p| p.join(" ")).unwrap_or_default();
+            let name = if path.is_empty() {
+                "[anon]".to_owned()
+            } else {
+                path
+            };
+            let perms = cols.get(1).copied().unwrap_or("");
+            current = Some((format!("{name} {perms}"), name.starts_with("/memfd:")));
+            size_kib = 0;
+            continue;
+        }
+        let value = words
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        match (first, &current) {
+            ("Size:", _) => size_kib = value,
+            ("Pss:", Some((what, false))) if value > 0 => all.push(Mapping {
+                what: format!("{what} {size_kib} KiB"),
+                pss_kib: value,
+            }),
+            _ => {}
+        }
+    }
+    all.sort_by_key(|m| std::cmp::Reverse(m.pss_kib));
+    all.truncate(n);
+    all
+}
+
 /// Reads the memory of `procs`; processes that are gone are left out.
 pub fn measure(procs: &[PodProcess]) -> Vec<ProcMemory> {
     let mut out = Vec::new();
@@ -175,12 +214,18 @@ pub fn measure(procs: &[PodProcess]) -> Vec<ProcMemory> {
             .trim()
             .to_owned();
         let (rss_kib, pss_kib, guest_ram_pss_kib) = smaps_totals(&smaps);
+        let top = if p.role == "vmm" {
+            top_mappings(&smaps, 6)
+        } else {
+            Vec::new()
+        };
         out.push(ProcMemory {
             role: p.role.to_owned(),
             comm,
             rss_kib,
             pss_kib,
             guest_ram_pss_kib,
+            top_mappings: top,
         });
     }
     out
@@ -205,6 +250,10 @@ Rss:                2048 kB
 Pss:                2048 kB
 ";
         assert_eq!(smaps_totals(smaps), (43048, 32298, 30000));
+        let top = top_mappings(smaps, 1);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].what, "[anon] rw-p 0 KiB");
+        assert_eq!(top[0].pss_kib, 2048);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Summary;
 
 /// The schema name written into every results file.
-pub const SCHEMA: &str = "hull-bench/compare/v1";
+pub const SCHEMA: &str = "hull-bench/compare/v2";
 
 /// One run of `hull bench`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +161,19 @@ pub struct BootRun {
     pub userspace_ms: Option<f64>,
     /// "serving" line → first `Check` answered over vsock, ms.
     pub connect_ms: Option<f64>,
+    /// Timestamped boots: the largest gaps between consecutive kernel lines up to `Run /init`
+    /// (where the kernel's time goes), largest first.
+    pub kernel_gaps: Vec<KernelGap>,
+}
+
+/// A stretch of kernel boot with no console output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KernelGap {
+    /// Its length, ms.
+    pub ms: f64,
+    /// The line printed at its end (what finished), without the timestamp.
+    pub line: String,
 }
 
 /// The boot figures.
@@ -187,6 +200,18 @@ pub struct ProcMemory {
     pub pss_kib: u64,
     /// The part of the PSS that is guest RAM (the shared memfd every vhost-user process maps), KiB.
     pub guest_ram_pss_kib: u64,
+    /// The VMM's largest mappings by PSS, guest RAM left out (empty for other roles).
+    pub top_mappings: Vec<Mapping>,
+}
+
+/// One mapping of a process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// Its path, or `[anon]`/`[heap]`/…, with permissions and size: `[anon] rwxp 1048576 KiB`.
+    pub what: String,
+    /// PSS, KiB.
+    pub pss_kib: u64,
 }
 
 /// One idle container's processes.

@@ -107,6 +107,7 @@ mod tests {
             rss_kib: pss,
             pss_kib: pss,
             guest_ram_pss_kib: guest,
+            top_mappings: Vec::new(),
         }
     }
 

@@ -312,6 +312,7 @@ pub fn markdown(r: &Results, has_plot: impl Fn(&str) -> bool) -> String {
     plot(&mut s, "boot.svg", "boot split");
     memory_section(&mut s, r);
     plot(&mut s, "memory.svg", "memory stacks");
+    vmm_mappings(&mut s, r);
     density_section(&mut s, r);
     plot(&mut s, "density.svg", "density curves");
     cpu_section(&mut s, r);
@@ -426,6 +427,37 @@ fn boot_section(s: &mut String, r: &Results) {
             );
         }
     }
+    kernel_gaps(s, b);
+}
+
+/// The kernel's longest silent stretches, averaged over the timestamped boots.
+fn kernel_gaps(s: &mut String, b: &crate::compare::schema::BootSplit) {
+    let verbose: Vec<&BootRun> = b.runs.iter().filter(|x| x.verbose).collect();
+    if verbose.iter().all(|x| x.kernel_gaps.is_empty()) {
+        return;
+    }
+    let mut by_line: Vec<(String, f64)> = Vec::new();
+    for run in &verbose {
+        for g in &run.kernel_gaps {
+            match by_line.iter_mut().find(|(l, _)| *l == g.line) {
+                Some(entry) => entry.1 += g.ms,
+                None => by_line.push((g.line.clone(), g.ms)),
+            }
+        }
+    }
+    let n = verbose.len() as f64;
+    by_line.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let _ = writeln!(
+        s,
+        "\nWhere the kernel's time goes: its longest stretches without console output before \
+         `Run /init`, named by the line that ends them (mean over {} timestamped boots; a \
+         stretch outside a boot's 8 longest counts as 0).\n",
+        verbose.len()
+    );
+    let _ = writeln!(s, "| ms | ended by |\n|---|---|");
+    for (line, total) in by_line.iter().take(8) {
+        let _ = writeln!(s, "| {:.0} | `{}` |", total / n, line.replace('|', "/"));
+    }
 }
 
 fn memory_section(s: &mut String, r: &Results) {
@@ -474,6 +506,23 @@ fn memory_section(s: &mut String, r: &Results) {
             split.join(" + "),
             ratio(Some(total), runc)
         );
+    }
+}
+
+fn vmm_mappings(s: &mut String, r: &Results) {
+    for m in &r.memory {
+        for p in m.processes.iter().filter(|p| !p.top_mappings.is_empty()) {
+            let _ = writeln!(
+                s,
+                "\n{}'s largest mappings besides guest RAM ({} of {}; TCG's translation cache is \
+                 an anonymous rwx mapping):\n",
+                p.comm, m.runtime, p.role
+            );
+            let _ = writeln!(s, "| mapping | PSS |\n|---|---|");
+            for t in &p.top_mappings {
+                let _ = writeln!(s, "| `{}` | {:.1} MiB |", t.what, t.pss_kib as f64 / 1024.0);
+            }
+        }
     }
 }
 
@@ -712,7 +761,7 @@ mod tests {
         let path = dir.path().join("r.json");
         let text = std::fs::read_to_string(fixture())
             .unwrap()
-            .replace(crate::compare::schema::SCHEMA, "hull-bench/compare/v0");
+            .replace(crate::compare::schema::SCHEMA, "hull-bench/compare/v1");
         std::fs::write(&path, text).unwrap();
         let e = read(&path).unwrap_err();
         assert!(format!("{e:#}").contains("schema"), "{e:#}");
