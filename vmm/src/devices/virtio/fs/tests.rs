@@ -195,4 +195,36 @@ fn fuse_init_goes_through_a_real_virtiofsd() {
     assert!(wait_readable(events[0].0, Duration::from_secs(1)));
     dev.backend_event(0);
     assert!(!dev.running());
+
+    // The driver starts over (a driver reload): fresh rings elsewhere in memory, and the
+    // backend serves them; its answer (whatever it thinks of a second INIT) lands there.
+    let hi = MockSplitQueue::create(&mem, GuestAddress(0x8000), QLEN);
+    let rq = MockSplitQueue::create(&mem, GuestAddress(0xa000), QLEN);
+    rq.add_desc_chains(
+        &[
+            RawDescriptor::from(Descriptor::new(REQ_BUF, 104, 1, 1)),
+            RawDescriptor::from(Descriptor::new(REPLY_BUF, 4096, 2, 0)),
+        ],
+        0,
+    )
+    .unwrap();
+    mem.write_obj(0u64, GuestAddress(REPLY_BUF + 8)).unwrap();
+    dev.ack_features(VIRTIO_F_VERSION_1);
+    dev.activate(
+        mem.clone(),
+        vec![hi.create_queue().unwrap(), rq.create_queue().unwrap()],
+        interrupt.clone(),
+    )
+    .unwrap();
+    assert!(wait_readable(events[0].0, Duration::from_secs(1)));
+    dev.backend_event(0);
+    assert!(dev.running());
+    kicks[1].write(1).unwrap();
+    assert!(
+        wait_readable(events[2].0, Duration::from_secs(20)),
+        "no call after the restart"
+    );
+    let used_idx: u16 = mem.read_obj(GuestAddress(rq.used_addr().0 + 2)).unwrap();
+    let unique: u64 = mem.read_obj(GuestAddress(REPLY_BUF + 8)).unwrap();
+    assert_eq!((used_idx, unique), (1, 7));
 }
