@@ -10,12 +10,13 @@ shift || true
 export RUSTC_BOOTSTRAP=1   # cargo-fuzz needs nightly flags; the stable compiler accepts them so
 targets=("$@")
 ((${#targets[@]})) || mapfile -t targets < <(cargo fuzz list)
-cargo fuzz build -O
+sanitizer=${HULL_FUZZ_SANITIZER:-address}
+cargo fuzz build -O -s "$sanitizer"
 for t in "${targets[@]}"; do
   work=../target/fuzz-corpus/$t
   mkdir -p "$work"
   echo "hull: fuzzing $t for ${seconds}s" >&2
-  cargo fuzz run -O "$t" "$work" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 |
+  cargo fuzz run -O -s "$sanitizer" "$t" "$work" "corpus/$t" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 |
     grep -E '^(stat::number_of_executed_units|stat::new_units_added)|ERROR|SUMMARY|panicked|deadly' || true
   # `cargo fuzz run` exits non-zero on a crash; with the grep above, check the artifacts instead.
   if compgen -G "artifacts/$t/crash-*" >/dev/null || compgen -G "artifacts/$t/oom-*" >/dev/null; then

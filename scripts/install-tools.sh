@@ -7,6 +7,7 @@ set -euo pipefail
 tools=(
   "vhost-device-vsock 0.3.0"   # vsock for the QEMU backend (vhost-user), see docs/vsock.md
   "virtiofsd 1.14.0"           # virtio-fs: container rootfs and volumes, see docs/virtio-fs.md
+  "cargo-fuzz 0.13.2"          # the fuzz targets in fuzz/ (scripts/fuzz.sh; a short run is part of the tests)
 )
 
 for entry in "${tools[@]}"; do

@@ -19,3 +19,8 @@ export HULL_INITRAMFS=$PWD/target/hull/initramfs.img
 export HULL_KERNEL_CONFIG=$PWD/target/hull/kernel.config
 echo "hull: cargo test" >&2
 cargo test --locked --workspace "$@"
+
+# Every fuzz target for a bounded time from its committed seed corpus (no sanitizer here: the
+# targets are safe Rust, and the build stays short; scripts/fuzz.sh alone runs them under ASan).
+echo "hull: fuzz targets, ${HULL_FUZZ_SECONDS:-10}s each" >&2
+HULL_FUZZ_SANITIZER=${HULL_FUZZ_SANITIZER:-none} scripts/fuzz.sh "${HULL_FUZZ_SECONDS:-10}"

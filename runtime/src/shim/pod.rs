@@ -139,6 +139,10 @@ pub struct Process {
     pub state: Mutex<ProcessState>,
     /// The attached streams.
     pub io: tokio::sync::Mutex<Option<Attached>>,
+    /// `CloseIO` came before the streams were attached (an exec's `Start` attaches them, and
+    /// a client whose stdin is empty may close it meanwhile); `Start` closes the input once
+    /// attached. Read and written under the `io` lock.
+    pub stdin_closed_early: std::sync::atomic::AtomicBool,
     exit_tx: watch::Sender<Option<Exit>>,
 }
 
@@ -160,6 +164,7 @@ impl Process {
             guest_pid: Default::default(),
             state: Mutex::new(ProcessState::Created(spec)),
             io: tokio::sync::Mutex::new(None),
+            stdin_closed_early: Default::default(),
             exit_tx: watch::channel(None).0,
         }
     }

@@ -9,8 +9,19 @@ pub async fn close_io(pod: &Pod, id: &str, exec_id: &str, stdin: bool) -> Result
     if !stdin {
         return Ok(());
     }
-    if let Some(io) = process.io.lock().await.as_ref() {
-        io.close_input().await?;
+    {
+        let io = process.io.lock().await;
+        match io.as_ref() {
+            Some(io) => io.close_input().await?,
+            None => {
+                // Not attached yet: closing the guest's stdin now would make the attach fail.
+                // `Start` closes it right after attaching.
+                process
+                    .stdin_closed_early
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return Ok(());
+            }
+        }
     }
     if process.stdio.terminal || process.stdio.stdin.is_empty() {
         return Ok(());

@@ -60,7 +60,16 @@ pub async fn start(pod: &Pod, id: &str, exec_id: &str) -> Result<u32, ShimError>
             }
         }
         match attach_process(&vm.uds, id, agent_id, &process.stdio).await {
-            Ok(io) => *process.io.lock().await = Some(io),
+            Ok(io) => {
+                let mut attached = process.io.lock().await;
+                let io = attached.insert(io);
+                if process
+                    .stdin_closed_early
+                    .load(std::sync::atomic::Ordering::SeqCst)
+                {
+                    io.close_input().await?;
+                }
+            }
             Err(e) => {
                 let _ = vm.agent.signal_process(id, agent_id, 9, false).await;
                 failed(&process);

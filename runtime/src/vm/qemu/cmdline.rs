@@ -11,6 +11,9 @@ use super::super::{Accel, Device, VmConfig};
 /// Kernel command-line words every hull guest gets from this backend.
 pub const BASE_CMDLINE: &[&str] = &["console=ttyS0", "reboot=t", "panic=-1", "quiet"];
 
+/// Size of QEMU's TCG translation cache, MiB.
+pub const TCG_CACHE_MIB: u32 = 128;
+
 /// Host facts that shape the command line besides the VM's own config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostShape {
@@ -61,8 +64,10 @@ pub fn build(config: &VmConfig, host: HostShape) -> Vec<OsString> {
             } else {
                 "single"
             };
+            // The translation cache grows with the code the guest runs: cap it (QEMU's default
+            // is 1 GiB) so a pod's host memory is bounded.
             args.push("-accel");
-            args.push(format!("tcg,thread={thread}"));
+            args.push(format!("tcg,thread={thread},tb-size={TCG_CACHE_MIB}"));
             args.push_all(&["-cpu", "max"]);
         }
     }
@@ -206,7 +211,7 @@ mod tests {
         );
         assert_eq!(value(&args, "-m"), "512M");
         assert_eq!(value(&args, "-smp"), "2");
-        assert_eq!(value(&args, "-accel"), "tcg,thread=single");
+        assert_eq!(value(&args, "-accel"), "tcg,thread=single,tb-size=128");
         assert_eq!(value(&args, "-cpu"), "max");
         assert_eq!(
             value(&args, "-chardev"),
@@ -227,9 +232,9 @@ mod tests {
     #[test]
     fn tcg_uses_one_thread_per_vcpu_only_with_spare_host_cpus() {
         let args = strings(build(&config(2, 256, vec![]), tcg(8)));
-        assert_eq!(value(&args, "-accel"), "tcg,thread=multi");
+        assert_eq!(value(&args, "-accel"), "tcg,thread=multi,tb-size=128");
         let args = strings(build(&config(1, 256, vec![]), tcg(1)));
-        assert_eq!(value(&args, "-accel"), "tcg,thread=single");
+        assert_eq!(value(&args, "-accel"), "tcg,thread=single,tb-size=128");
     }
 
     #[test]
