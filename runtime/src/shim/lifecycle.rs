@@ -63,6 +63,20 @@ impl Shim for HullShim {
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
         // Containers of one pod share its shim: group them by the sandbox id CRI annotates.
         let grouping = sandbox_of_bundle(Path::new(".")).unwrap_or_else(|| opts.id.clone());
+        // A container joining a running pod gets the pod shim's address at once. (containerd-shim's
+        // `spawn` would start a server process that finds the socket taken and exits — and that
+        // takes the socket over when the pod shim does not answer within a second, as on a busy
+        // host.)
+        if grouping != opts.id {
+            let address =
+                containerd_shim::socket_address(&opts.address, &opts.namespace, &grouping);
+            if is_served(&address).await {
+                std::fs::write("address", &address).map_err(|e| {
+                    containerd_shim::Error::Other(format!("cannot write address: {e}"))
+                })?;
+                return Ok(address);
+            }
+        }
         let address = spawn(opts, &grouping, Vec::new()).await?;
         std::fs::write("address", &address)
             .map_err(|e| containerd_shim::Error::Other(format!("cannot write address: {e}")))?;
@@ -123,6 +137,12 @@ fn sandbox_of_bundle(bundle: &Path) -> Option<String> {
     let id = spec["annotations"][SANDBOX_ID_ANNOTATION].as_str()?;
     hull_protocol::limits::check_id("sandbox id", id).ok()?;
     Some(id.to_owned())
+}
+
+/// Whether a server accepts connections on `address` (`unix://…`).
+async fn is_served(address: &str) -> bool {
+    let path = address.strip_prefix("unix://").unwrap_or(address);
+    tokio::net::UnixStream::connect(path).await.is_ok()
 }
 
 /// Removes the unix socket of `address` (`unix://…`) when nothing serves it any more.
