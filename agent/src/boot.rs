@@ -32,6 +32,13 @@ pub enum BootError {
     /// A directory could not be created.
     #[error("cannot create {0}")]
     CreateDir(&'static str, #[source] std::io::Error),
+    /// The pod's shared-memory tmpfs could not be mounted.
+    #[error("cannot mount the pod's /dev/shm tmpfs")]
+    PodShm {
+        /// Why.
+        #[source]
+        source: nix::Error,
+    },
     /// Enabling controllers failed.
     #[error("cannot enable the cgroup controllers")]
     Cgroup(#[source] std::io::Error),
@@ -64,6 +71,22 @@ pub fn abort_share() -> Result<(), nix::Error> {
         Ok(()) | Err(nix::Error::EBUSY) => Ok(()),
         Err(e) => Err(e),
     }
+}
+
+/// Mounts the pod's shared-memory tmpfs at [`hull_protocol::GUEST_POD_SHM`] (64 MiB, as CRI
+/// sizes a pod's `/dev/shm`): CRI pod containers' `/dev/shm` binds point here, so they share it.
+pub fn mount_pod_shm() -> Result<(), BootError> {
+    let dir = hull_protocol::GUEST_POD_SHM;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BootError::CreateDir(hull_protocol::GUEST_POD_SHM, e))?;
+    mount(
+        Some("shm"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=1777,size=65536k"),
+    )
+    .map_err(|source| BootError::PodShm { source })
 }
 
 /// The controllers containers get.

@@ -37,6 +37,10 @@ fn main() {
         }
         stop();
     }
+    if let Err(e) = boot::mount_pod_shm() {
+        // Only CRI pods' /dev/shm needs it: say so and go on.
+        say!("hull-agent: {}", chain(&e));
+    }
     if let Err(e) = loopback::up() {
         // Containers lose 127.0.0.1, nothing else: say so and go on.
         say!("hull-agent: cannot bring lo up: {e}");

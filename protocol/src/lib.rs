@@ -26,3 +26,7 @@ pub mod stdio;
 pub const AGENT_PORT: u32 = 1024;
 /// The vsock port the agent accepts stdio streams on.
 pub const STDIO_PORT: u32 = 1025;
+
+/// The guest path of the pod's shared-memory tmpfs (the agent mounts it at boot; the shim points
+/// CRI pod containers' `/dev/shm` at it).
+pub const GUEST_POD_SHM: &str = "/run/hull/pod-shm";

@@ -193,9 +193,19 @@ impl Containerd {
             netns,
         };
         me.spawn().map_err(Failed)?;
-        let image = busybox_image().map_err(|e| Failed(format!("busybox image: {e}")))?;
-        me.import(&image).map_err(Failed)?;
         if options.cri {
+            // CRI's busybox carries the fs probe (shared mmap across the pod's containers).
+            let probe = crate::rootfs::fs_probe_binary();
+            if !probe.is_file() {
+                return Err(Missing(format!(
+                    "{} is missing; run scripts/build.sh",
+                    probe.display()
+                )));
+            }
+            let image = me.dir().join("busybox.tar");
+            build_busybox_image_with(&image, IMAGE, &[(probe.as_path(), "bin/hull-fs-probe")])
+                .map_err(|e| Failed(format!("busybox image: {e}")))?;
+            me.import(&image).map_err(Failed)?;
             let pause = me.dir().join("pause.tar");
             build_image(
                 &pause,
@@ -205,6 +215,9 @@ impl Containerd {
             )
             .map_err(|e| Failed(format!("pause image: {e}")))?;
             me.import(&pause).map_err(Failed)?;
+        } else {
+            let image = busybox_image().map_err(|e| Failed(format!("busybox image: {e}")))?;
+            me.import(&image).map_err(Failed)?;
         }
         Ok(me)
     }

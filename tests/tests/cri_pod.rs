@@ -223,6 +223,25 @@ fn a_pod_is_one_vm_with_its_containers() {
         cri.exec_out(&b, &["cat", "/dev/shm/hull"]).trim(),
         "shared-memory"
     );
+    // Shared mappings of a /dev/shm file (what shm_open users do) work across containers.
+    cri.exec_out(
+        &a,
+        &["sh", "-c", "head -c 4096 /dev/zero > /dev/shm/mapped"],
+    );
+    cri.exec_out(
+        &a,
+        &[
+            "hull-fs-probe",
+            "mmap-write",
+            "/dev/shm/mapped",
+            "mapped-page",
+        ],
+    );
+    assert_eq!(
+        cri.exec_out(&b, &["hull-fs-probe", "mmap-read", "/dev/shm/mapped", "11"])
+            .trim(),
+        "mapped-page"
+    );
     // Each container has its own cgroup under the pod's, in the guest.
     let cgroup = |id: &str| cri.exec_out(id, &["cat", "/proc/self/cgroup"]);
     let (ca, cb) = (cgroup(&a), cgroup(&b));

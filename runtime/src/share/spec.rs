@@ -46,6 +46,10 @@ pub fn rewrite(
         if !is_bind(m.typ().as_deref(), &options) {
             continue;
         }
+        // The pod's shared memory is the guest's own tmpfs (shim::pod_shm), not a host path.
+        if m.source().as_deref() == Some(std::path::Path::new(hull_protocol::GUEST_POD_SHM)) {
+            continue;
+        }
         let source = m.source().clone().ok_or_else(|| {
             ShareError::Spec(format!(
                 "bind mount {} has no source",

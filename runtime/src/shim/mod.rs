@@ -11,6 +11,7 @@
 //! - [`stdio`]: containerd's fifos ↔ the agent's vsock stdio streams;
 //! - [`rootfs`]: a container's root filesystem and its spec, as the guest sees them;
 //! - [`namespaces`]: a pod container's namespace paths, as the guest knows them;
+//! - [`pod_shm`]: a pod container's `/dev/shm`, the pod's tmpfs in the guest;
 //! - [`config`], [`sizing`], [`metrics`], [`events`]: the pieces around them.
 
 pub mod config;
@@ -19,6 +20,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod namespaces;
 pub mod pod;
+pub mod pod_shm;
 pub mod rootfs;
 pub mod service;
 pub mod sizing;

@@ -16,7 +16,7 @@ use crate::shim::pod::{lock, Container, Pod, Process};
 use crate::shim::rootfs;
 use crate::shim::stdio::{attach_process, StdioPaths};
 use crate::shim::ShimError;
-use crate::shim::{namespaces, sizing, SANDBOX_ID_ANNOTATION};
+use crate::shim::{namespaces, pod_shm, sizing, SANDBOX_ID_ANNOTATION};
 
 /// What `Create` is asked.
 #[derive(Debug, Clone)]
@@ -61,6 +61,7 @@ async fn create_in_vm(
         .map(|c| c.init.guest_pid.load(Ordering::SeqCst))
         .filter(|pid| *pid != 0);
     namespaces::rewrite(&mut spec, vm.vmm_pid, sandbox_pid);
+    pod_shm::rewrite(&mut spec);
     // No hot-add: a container joining a running pod must fit its VM (sizing.rs).
     let memory_limit_mib = sizing::memory_limit_mib(&spec);
     if let Some(size) = pod.vm_size().await {
