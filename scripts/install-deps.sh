@@ -18,6 +18,8 @@ packages=(
   tmux
   # CRI end-to-end tests: protoc for the CRI client's bindings (k8s-cri), CNI plugins for pods
   protobuf-compiler containernetworking-plugins iproute2 util-linux
+  # hull-bench cri: pod ⇄ host TCP throughput
+  iperf3
 )
 
 missing=()

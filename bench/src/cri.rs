@@ -1,7 +1,8 @@
 //! `hull-bench cri`: hull against runc through containerd's CRI plugin, in one run, the way the
 //! kubelet drives a node — pod start (RunPodSandbox → CreateContainer → StartContainer → the
 //! container reported running) median/p95, and host memory per idle pod (pause + one `sleep`
-//! container) with 1 and with N pods running. The private containerd runs in a network namespace
+//! container) with 1 and with N pods running, and pod ⇄ host TCP throughput with iperf3
+//! (`crate::iperf`). The private containerd runs in a network namespace
 //! of its own with a CNI bridge (`hull_tests::cri`); hull boots the production initramfs.
 
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ use k8s_cri::v1::ContainerState;
 use serde::Serialize;
 
 use crate::compare::procs;
+use crate::iperf::{self, Throughput};
 use crate::stats::Summary;
 
 /// What to measure.
@@ -26,6 +28,8 @@ pub struct CriOptions {
     pub pods: usize,
     /// Guest RAM of a hull pod, MiB.
     pub guest_memory_mib: u32,
+    /// Seconds of iperf3 each way per runtime (0: no throughput figures).
+    pub iperf_secs: u32,
 }
 
 /// One runtime's figures.
@@ -42,6 +46,8 @@ pub struct CriRuntime {
     /// RSS per pod with `pods` running, MiB (guest RAM touched counts once per VM in PSS, fully
     /// here).
     pub rss_per_pod_n_mib: f64,
+    /// Pod ⇄ host TCP throughput (iperf3), when measured.
+    pub throughput: Option<Throughput>,
 }
 
 /// The suite's results.
@@ -55,8 +61,36 @@ pub struct CriResults {
     pub guest_memory_mib: u32,
     /// How hull's VMs ran.
     pub accel: String,
+    /// Seconds of iperf3 each way per runtime.
+    pub iperf_secs: u32,
     /// Per runtime.
     pub runtimes: Vec<CriRuntime>,
+    /// hull's throughput over runc's (pod → host, host → pod), when both were measured.
+    pub throughput_ratio: Option<ThroughputRatio>,
+}
+
+/// hull / runc throughput.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputRatio {
+    /// Pod → host.
+    pub pod_to_host: f64,
+    /// Host → pod.
+    pub host_to_pod: f64,
+}
+
+fn throughput_ratio(runtimes: &[CriRuntime]) -> Option<ThroughputRatio> {
+    let of = |handler: &str| {
+        runtimes
+            .iter()
+            .find(|r| r.handler == handler)?
+            .throughput
+            .clone()
+    };
+    let (hull, runc) = (of(HANDLER)?, of(RUNC_HANDLER)?);
+    Some(ThroughputRatio {
+        pod_to_host: hull.pod_to_host_gbit_s / runc.pod_to_host_gbit_s,
+        host_to_pod: hull.host_to_pod_gbit_s / runc.host_to_pod_gbit_s,
+    })
 }
 
 const SLEEP: &[&str] = &["sleep", "1000000"];
@@ -152,6 +186,7 @@ fn measure_runtime(cri: &Cri, handler: &str, opts: &CriOptions) -> anyhow::Resul
             pss_per_pod_1_mib: per_pod_mib(one, 1),
             pss_per_pod_n_mib: per_pod_mib(pss_n, pods.len()),
             rss_per_pod_n_mib: per_pod_mib(rss_n, pods.len()),
+            throughput: None,
         })
     })();
     for pod in &pods {
@@ -174,15 +209,24 @@ pub fn run(opts: &CriOptions, out: &Path) -> anyhow::Result<CriResults> {
     let accel = hull_runtime::vm::accel::detect()
         .map(|c| format!("{:?}", c.accel))
         .unwrap_or_else(|e| e.to_string());
+    if opts.iperf_secs > 0 {
+        iperf::import_image(&cri, cri.containerd().dir())?;
+    }
     let mut runtimes = Vec::new();
     for handler in [RUNC_HANDLER, HANDLER] {
-        runtimes.push(measure_runtime(&cri, handler, opts)?);
+        let mut runtime = measure_runtime(&cri, handler, opts)?;
+        if opts.iperf_secs > 0 {
+            runtime.throughput = Some(iperf::measure(&cri, handler, opts.iperf_secs)?);
+        }
+        runtimes.push(runtime);
     }
     let results = CriResults {
         runs: opts.runs,
         pods: opts.pods,
         guest_memory_mib: opts.guest_memory_mib,
         accel,
+        iperf_secs: opts.iperf_secs,
+        throughput_ratio: throughput_ratio(&runtimes),
         runtimes,
     };
     std::fs::create_dir_all(out)?;
@@ -210,6 +254,29 @@ pub fn markdown(r: &CriResults) -> String {
             "| {} | {median:.0} | {p95:.0} | {:.1} | {:.1} | {:.1} |\n",
             rt.handler, rt.pss_per_pod_1_mib, rt.pss_per_pod_n_mib, rt.rss_per_pod_n_mib
         ));
+    }
+    if r.runtimes.iter().any(|rt| rt.throughput.is_some()) {
+        s.push_str(&format!(
+            "\nTCP throughput between a pod and its node (iperf3, {} s each way; the server in the \
+             CRI network namespace on the CNI bridge's gateway address, the client in the pod; \
+             Gbit/s as the receiver counted):\n\n\
+             | handler | pod → host Gbit/s | host → pod Gbit/s |\n|---|---|---|\n",
+            r.iperf_secs
+        ));
+        for rt in &r.runtimes {
+            if let Some(t) = &rt.throughput {
+                s.push_str(&format!(
+                    "| {} | {:.3} | {:.3} |\n",
+                    rt.handler, t.pod_to_host_gbit_s, t.host_to_pod_gbit_s
+                ));
+            }
+        }
+        if let Some(ratio) = &r.throughput_ratio {
+            s.push_str(&format!(
+                "| hull / runc | {:.3} | {:.3} |\n",
+                ratio.pod_to_host, ratio.host_to_pod
+            ));
+        }
     }
     s
 }

@@ -9,6 +9,7 @@ mod compare;
 mod cri;
 mod fs;
 mod host;
+mod iperf;
 mod report;
 mod stats;
 mod vmm;
@@ -111,17 +112,24 @@ enum Suite {
         memory: u32,
     },
     /// Kubernetes pods through containerd's CRI, hull against runc: pod start (RunPodSandbox →
-    /// first container running) median/p95, host memory per idle pod with 1 and N pods.
+    /// first container running) median/p95, host memory per idle pod with 1 and N pods, pod ⇄
+    /// host TCP throughput (iperf3).
     Cri {
-        /// Pod starts per runtime.
-        #[arg(long, default_value_t = 10)]
-        runs: usize,
-        /// Idle pods for the second memory reading.
-        #[arg(long, default_value_t = 10)]
-        pods: usize,
+        /// Small counts: 3 pod starts, 3 idle pods, 3 s of iperf3 each way (unless given).
+        #[arg(long)]
+        quick: bool,
+        /// Pod starts per runtime (default 10).
+        #[arg(long)]
+        runs: Option<usize>,
+        /// Idle pods for the second memory reading (default 10).
+        #[arg(long)]
+        pods: Option<usize>,
         /// Guest RAM of a hull pod, MiB.
         #[arg(long, default_value_t = 128)]
         guest_memory: u32,
+        /// Seconds of iperf3 each way per runtime (default 10; 0 skips the throughput).
+        #[arg(long)]
+        iperf_secs: Option<u32>,
     },
     /// hull-vmm: test-guest spawn → exit, its own RSS/PSS without guest RAM, vCPU exit counts,
     /// and Linux boots against QEMU where the host has hardware KVM.
@@ -252,14 +260,17 @@ fn main() -> anyhow::Result<()> {
             eprintln!("hull-bench: figures in {}", out.join("boot.json").display());
         }
         Suite::Cri {
+            quick,
             runs,
             pods,
             guest_memory,
+            iperf_secs,
         } => {
             let opts = cri::CriOptions {
-                runs: runs.max(1),
-                pods: pods.max(1),
+                runs: runs.unwrap_or(if quick { 3 } else { 10 }).max(1),
+                pods: pods.unwrap_or(if quick { 3 } else { 10 }).max(1),
                 guest_memory_mib: guest_memory,
+                iperf_secs: iperf_secs.unwrap_or(if quick { 3 } else { 10 }),
             };
             let results = cri::run(&opts, &out)?;
             print!("{}", cri::markdown(&results));

@@ -707,7 +707,7 @@ pub fn build_busybox_image(out: &Path, name: &str) -> Result<(), String> {
 }
 
 /// [`build_busybox_image`] with `extra` host files copied in, each to a path in the image
-/// (e.g. a static probe to `bin/probe`).
+/// (e.g. a static probe to `bin/probe`; missing directories are made).
 pub fn build_busybox_image_with(
     out: &Path,
     name: &str,
@@ -727,6 +727,9 @@ pub fn build_image(
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs).map_err(|e| format!("busybox rootfs: {e}"))?;
     for (from, to) in extra {
+        if let Some(parent) = rootfs.join(to).parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{to}: {e}"))?;
+        }
         std::fs::copy(from, rootfs.join(to))
             .map_err(|e| format!("{} → {to}: {e}", from.display()))?;
     }

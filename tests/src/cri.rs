@@ -219,6 +219,19 @@ impl Cri {
         self.rt.block_on(f)
     }
 
+    /// Imports the OCI archive `archive` holding `image` and waits until CRI sees it.
+    pub fn import_image(&self, archive: &Path, image: &str) -> Result<(), String> {
+        self.containerd().import(archive)?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.has_image(image) {
+            if Instant::now() >= deadline {
+                return Err(format!("CRI does not see {image} after importing it"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
     fn has_image(&self, image: &str) -> bool {
         let req = k8s_cri::v1::ImageStatusRequest {
             image: Some(ImageSpec {
