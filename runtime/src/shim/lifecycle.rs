@@ -34,6 +34,7 @@ pub fn shim_config() -> Config {
 pub struct HullShim {
     id: String,
     namespace: String,
+    socket: String,
     debug: bool,
     exit: Arc<ExitSignal>,
 }
@@ -55,6 +56,7 @@ impl Shim for HullShim {
         Self {
             id: args.id.clone(),
             namespace: args.namespace.clone(),
+            socket: args.socket.clone(),
             debug: args.debug,
             exit: Arc::new(ExitSignal::default()),
         }
@@ -100,6 +102,13 @@ impl Shim for HullShim {
 
     async fn wait(&mut self) {
         self.exit.wait().await;
+        // containerd-shim removes the socket named in the bundle's `address` file after shutting
+        // the server down — by then containerd may have removed the bundle, and the socket stays
+        // behind. Unlink ours now: nothing connects to an exiting shim.
+        if !self.socket.is_empty() {
+            let path = self.socket.strip_prefix("unix://").unwrap_or(&self.socket);
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
