@@ -222,6 +222,9 @@ struct AttachAttr {
     replace_bpf_fd: u32,
 }
 
+/// How often a program load answered with EAGAIN is tried.
+const LOAD_ATTEMPTS: u32 = 5;
+
 /// Loads a compiled program into the kernel.
 fn load(prog: &[Insn]) -> Result<OwnedFd, DevCgroupError> {
     let license = c"Apache-2.0";
@@ -240,15 +243,26 @@ fn load(prog: &[Insn]) -> Result<OwnedFd, DevCgroupError> {
         expected_attach_type: BPF_CGROUP_DEVICE,
         ..Default::default()
     };
-    // SAFETY: bpf(BPF_PROG_LOAD) reads `attr` and the instruction and license buffers it points
-    // to, and writes at most `log_size` bytes into `log`; all live for the call. Checked.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &attr as *const LoadAttr,
-            std::mem::size_of::<LoadAttr>(),
-        )
+    // The kernel may answer EAGAIN transiently (seen once under load): try a few times.
+    let mut attempts = 0;
+    let fd = loop {
+        // SAFETY: bpf(BPF_PROG_LOAD) reads `attr` and the instruction and license buffers it
+        // points to, and writes at most `log_size` bytes into `log`; all live for the call.
+        // Checked.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &attr as *const LoadAttr,
+                std::mem::size_of::<LoadAttr>(),
+            )
+        };
+        let again = std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+        attempts += 1;
+        if fd >= 0 || !again || attempts >= LOAD_ATTEMPTS {
+            break fd;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     };
     if fd < 0 {
         let source = std::io::Error::last_os_error();
