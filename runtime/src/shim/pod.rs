@@ -520,11 +520,6 @@ pub fn hypervisor(config: &HullConfig) -> Result<Box<dyn Hypervisor + Send>, Shi
 pub struct OomLedger(Mutex<HashMap<String, u64>>);
 
 impl OomLedger {
-    /// One more kill seen by the watch.
-    pub fn bump(&self, cid: &str) {
-        *lock(&self.0).entry(cid.to_owned()).or_default() += 1;
-    }
-
     /// The cgroup counted `total` kills: true (and now recorded) when some were not reported.
     pub fn catch_up(&self, cid: &str, total: u64) -> bool {
         let mut all = lock(&self.0);
@@ -558,10 +553,9 @@ async fn watch_oom(agent: AgentClient, events: Arc<dyn EventSink>, ooms: Arc<Oom
                         let kills = stats.memory.as_ref().map_or(1, |m| m.events_oom_kill);
                         ooms.catch_up(&container_id, kills)
                     }
-                    Err(_) => {
-                        ooms.bump(&container_id);
-                        true
-                    }
+                    // No count (the container may be going away): this event stands for at
+                    // least one kill, which the exit path may already have reported.
+                    Err(_) => ooms.catch_up(&container_id, 1),
                 };
                 if fresh {
                     publish_oom(events.as_ref(), &container_id).await;
@@ -599,7 +593,9 @@ mod tests {
         assert!(!ooms.catch_up("c", 1));
         // A second kill, seen by the watch.
         assert!(ooms.catch_up("c", 2));
-        ooms.bump("d");
+        // The watch's event without a count (the container is going away) stands for one kill,
+        // which the exit path had reported already: not again.
+        assert!(ooms.catch_up("d", 1));
         assert!(!ooms.catch_up("d", 1));
         assert!(ooms.catch_up("d", 2));
     }
