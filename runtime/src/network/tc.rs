@@ -114,26 +114,33 @@ async fn wait_for_link(
 ) -> Result<u32, NetworkError> {
     let deadline = Instant::now() + timeout;
     loop {
-        let links: Vec<LinkMessage> = handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(netlink("cannot list interfaces"))?;
-        let found = links.iter().find(|l| {
-            l.attributes
-                .iter()
-                .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name))
-        });
-        if let Some(link) = found {
-            return Ok(link.header.index);
+        if let Some(index) = find_link(handle, name).await? {
+            return Ok(index);
         }
         if Instant::now() >= deadline {
             return Err(NetworkError::TapMissing(name.to_owned()));
         }
         tokio::time::sleep(TAP_POLL).await;
     }
+}
+
+/// The index of the link called `name`, if there is one.
+async fn find_link(handle: &Handle, name: &str) -> Result<Option<u32>, NetworkError> {
+    let links: Vec<LinkMessage> = handle
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink("cannot list interfaces"))?;
+    Ok(links
+        .iter()
+        .find(|l| {
+            l.attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name))
+        })
+        .map(|l| l.header.index))
 }
 
 /// Interface indexes are positive `i32`s in the kernel; tc's API takes them as such.
@@ -143,22 +150,10 @@ fn index_i32(index: u32) -> i32 {
 
 /// Deletes the link called `name`, if there is one.
 pub(super) async fn delete_link(handle: &Handle, name: &str) -> Result<(), NetworkError> {
-    let links: Vec<LinkMessage> = handle
-        .link()
-        .get()
-        .execute()
-        .try_collect()
-        .await
-        .map_err(netlink("cannot list interfaces"))?;
-    let found = links.iter().find(|l| {
-        l.attributes
-            .iter()
-            .any(|a| matches!(a, LinkAttribute::IfName(n) if n == name))
-    });
-    if let Some(link) = found {
+    if let Some(index) = find_link(handle, name).await? {
         handle
             .link()
-            .del(link.header.index)
+            .del(index)
             .execute()
             .await
             .map_err(netlink(format!("cannot delete {name}")))?;
