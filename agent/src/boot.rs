@@ -1,6 +1,10 @@
 //! Getting the guest ready before anything else runs: leave the initramfs root, mount the base
 //! filesystems, and hand the cgroup v2 controllers down to containers.
 
+use std::fs::File;
+use std::os::unix::fs::OpenOptionsExt;
+use std::sync::OnceLock;
+
 use nix::mount::{mount, MsFlags};
 
 use crate::mounts::{self, MountError};
@@ -29,6 +33,9 @@ pub enum BootError {
         #[source]
         source: nix::Error,
     },
+    /// The share's root could not be opened to pin it.
+    #[error("cannot open the share's root {SHARE_MOUNT} to pin it")]
+    PinShare(#[source] std::io::Error),
     /// A directory could not be created.
     #[error("cannot create {0}")]
     CreateDir(&'static str, #[source] std::io::Error),
@@ -47,7 +54,14 @@ pub enum BootError {
 /// Where the pod's virtio-fs share is mounted.
 pub const SHARE_MOUNT: &str = "/run/hull/shared";
 
-/// Mounts the virtio-fs share with `tag` at [`SHARE_MOUNT`].
+/// An open handle on the share's root, held for the agent's life: it keeps the mount busy, so
+/// [`abort_share`]'s forced unmount only aborts the connection. An unmount that went through could
+/// drop the superblock's last reference, and virtio-fs's `kill_sb` then waits for the requests
+/// still on the virtqueue, which a dead virtiofsd never completes: the caller would hang forever
+/// (seen under load, when the container on the share had already exited).
+static SHARE_PIN: OnceLock<File> = OnceLock::new();
+
+/// Mounts the virtio-fs share with `tag` at [`SHARE_MOUNT`] and pins it (see [`SHARE_PIN`]).
 pub fn mount_share(tag: &str) -> Result<(), BootError> {
     std::fs::create_dir_all(SHARE_MOUNT).map_err(|e| BootError::CreateDir(SHARE_MOUNT, e))?;
     mount(
@@ -60,13 +74,25 @@ pub fn mount_share(tag: &str) -> Result<(), BootError> {
     .map_err(|source| BootError::Share {
         tag: tag.to_owned(),
         source,
-    })
+    })?;
+    // O_PATH: a handle on the mount that asks the file server nothing.
+    let pin = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+        .open(SHARE_MOUNT)
+        .map_err(BootError::PinShare)?;
+    let _ = SHARE_PIN.set(pin);
+    Ok(())
 }
 
 /// Aborts the share's FUSE connection: a forced unmount (hull's guest kernel lets virtio-fs take
 /// one, see guest-kernel/patches) ends every pending request and fails new ones. The mount stays
-/// (it is busy); only its connection is gone.
+/// (it is pinned, so the unmount answers EBUSY); only its connection is gone.
 pub fn abort_share() -> Result<(), nix::Error> {
+    if SHARE_PIN.get().is_none() {
+        // Without the pin the unmount could succeed and hang (see SHARE_PIN): refuse instead.
+        return Err(nix::Error::ENOENT);
+    }
     match nix::mount::umount2(SHARE_MOUNT, nix::mount::MntFlags::MNT_FORCE) {
         Ok(()) | Err(nix::Error::EBUSY) => Ok(()),
         Err(e) => Err(e),

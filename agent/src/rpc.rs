@@ -10,6 +10,10 @@ use ttrpc::r#async::TtrpcContext;
 use crate::guest;
 use crate::sandbox::Sandbox;
 
+/// How long `AbortShare` may take: the abort itself only ends requests, so this bounds a kernel
+/// that misbehaves, well inside the host's RPC timeout.
+const ABORT_SHARE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The agent service.
 #[derive(Debug, Clone)]
 pub struct AgentService {
@@ -192,10 +196,24 @@ impl Agent for AgentService {
     }
 
     async fn abort_share(&self, _: &TtrpcContext, _: pb::Empty) -> Reply<pb::Empty> {
-        crate::boot::abort_share().map_err(|e| {
-            crate::sandbox::AgentError::Io("cannot abort the share".into(), e.into())
-        })?;
-        Ok(empty())
+        use crate::sandbox::AgentError;
+        // A syscall on a broken share must never hold a runtime worker: run it on the blocking
+        // pool and answer within bounds whatever the kernel does.
+        let abort = tokio::task::spawn_blocking(crate::boot::abort_share);
+        match tokio::time::timeout(ABORT_SHARE_TIMEOUT, abort).await {
+            Ok(Ok(Ok(()))) => Ok(empty()),
+            Ok(Ok(Err(e))) => Err(AgentError::Io("cannot abort the share".into(), e.into()).into()),
+            Ok(Err(e)) => Err(AgentError::Io(
+                "the share abort task failed".into(),
+                std::io::Error::other(e),
+            )
+            .into()),
+            Err(_) => Err(AgentError::Io(
+                "the share abort did not finish".into(),
+                std::io::ErrorKind::TimedOut.into(),
+            )
+            .into()),
+        }
     }
 
     async fn configure_network(

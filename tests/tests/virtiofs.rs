@@ -240,7 +240,19 @@ async fn virtiofsd_death_fails_guest_io_and_the_pod_still_stops_clean() {
     // The host notices and has the agent abort the share.
     let mut alive = true;
     for _ in 0..500 {
-        alive = pod.vm.check_share().await.unwrap();
+        alive = match pod.vm.check_share().await {
+            Ok(a) => a,
+            Err(e) => {
+                let read = |name: &str| {
+                    std::fs::read_to_string(pod.run_dir().join(name)).unwrap_or_default()
+                };
+                panic!(
+                    "{e:?}\n--- console ---\n{}\n--- VMM log ---\n{}",
+                    read("console.log"),
+                    read("vmm.log")
+                );
+            }
+        };
         if !alive {
             break;
         }
