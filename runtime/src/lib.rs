@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod host_cgroup;
 pub mod hostcheck;
 pub mod images;
 pub mod jail;

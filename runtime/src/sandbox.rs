@@ -37,6 +37,8 @@ pub struct SandboxVmConfig {
 pub const TAP_NAME: &str = "tap0_hull";
 /// How long the VMM may take to create its tap.
 const TAP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one look for the tap waits before the VMM is checked again.
+const TAP_STEP: Duration = Duration::from_millis(250);
 
 /// Starting a pod VM failed.
 #[derive(Debug, thiserror::Error)]
@@ -186,7 +188,23 @@ impl SandboxVm {
         // stops the VMM (and with it the tap).
         let (nic, pod_network) = match discovered {
             Some((nic, net)) => {
-                network::wire(&nic.netns, &nic.veth, TAP_NAME, TAP_TIMEOUT)?;
+                // The VMM creates the tap as it starts: wait for it in short steps, so a VMM
+                // that died at once is reported as such, not as a missing tap.
+                let waiting = Instant::now();
+                loop {
+                    match network::wire(&nic.netns, &nic.veth, TAP_NAME, TAP_STEP) {
+                        Ok(()) => break,
+                        Err(NetworkError::TapMissing(_)) if waiting.elapsed() < TAP_TIMEOUT => {
+                            if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
+                                return Err(SandboxError::VmExited {
+                                    status,
+                                    console: vm.console_path().to_owned(),
+                                });
+                            }
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 (Some(nic), Some(net))
             }
             None => (None, None),

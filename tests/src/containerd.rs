@@ -513,6 +513,10 @@ impl Containerd {
         if socket.exists() {
             found.push(format!("shim socket {}", socket.display()));
         }
+        // ctr's containers live at /<namespace>/<id> in the host's cgroups.
+        for dir in crate::host_cgroup_dirs(&Path::new(self.namespace).join(id)) {
+            found.push(format!("cgroup {}", dir.display()));
+        }
         found
     }
 
@@ -538,6 +542,10 @@ impl Containerd {
 impl Drop for Containerd {
     fn drop(&mut self) {
         self.stop();
+        // The namespace's host cgroup, once no pod (of any test) is in it.
+        for dir in crate::host_cgroup_dirs(Path::new(self.namespace)) {
+            let _ = std::fs::remove_dir(dir);
+        }
         // Shims, VMMs and vsock backends of this containerd all name its directory.
         let marker = self.dir().display().to_string();
         let socket = self.socket();

@@ -74,3 +74,14 @@ pub fn jailer_binary() -> PathBuf {
 pub fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name).map(PathBuf::from)
 }
+
+/// The directories of host cgroup `rel` (a path such as `hull-test/c1`) that exist, in every
+/// hierarchy mounted under `/sys/fs/cgroup` (cgroup v1, hybrid or v2).
+pub fn host_cgroup_dirs(rel: &std::path::Path) -> Vec<PathBuf> {
+    let hierarchies = hull_runtime::host_cgroup::hierarchies().unwrap_or_default();
+    hierarchies
+        .iter()
+        .map(|h| h.mount.join(rel))
+        .filter(|d| d.is_dir())
+        .collect()
+}

@@ -341,12 +341,34 @@ fn a_pod_is_one_vm_with_its_containers() {
         cpu > 0 && memory > 0,
         "cpu {cpu} ns, working set {memory} B"
     );
-    let pod_stats = cri.block_on(cri.runtime().pod_sandbox_stats(
-        k8s_cri::v1::PodSandboxStatsRequest {
-            pod_sandbox_id: pod.clone(),
-        },
-    ));
-    eprintln!("PodSandboxStats: {pod_stats:?}");
+    // PodSandboxStats: containerd reads the pod's host cgroup, where the shim put the VMM (the
+    // guest's RAM is charged there) and itself.
+    let pod_stats = cri
+        .block_on(
+            cri.runtime()
+                .pod_sandbox_stats(k8s_cri::v1::PodSandboxStatsRequest {
+                    pod_sandbox_id: pod.clone(),
+                }),
+        )
+        .unwrap_or_else(|e| panic!("PodSandboxStats: {e}\n{}", cri.log_tail()))
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux pod stats");
+    let pod_cpu = pod_stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map_or(0, |v| v.value);
+    let pod_memory = pod_stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map_or(0, |v| v.value);
+    assert!(
+        pod_cpu > 0 && pod_memory > 16 << 20,
+        "pod cpu {pod_cpu} ns, working set {pod_memory} B"
+    );
+    eprintln!("PodSandboxStats: cpu {pod_cpu} ns, working set {pod_memory} B");
+    assert!(!hull_tests::host_cgroup_dirs(Path::new("hull-test/pod-web")).is_empty());
 
     // UpdateContainerResources changes the guest cgroup.
     cri.block_on(cri.runtime().update_container_resources(
@@ -461,6 +483,10 @@ fn a_pod_is_one_vm_with_its_containers() {
         if pod_processes(&cri, &pod) != (0, 0, 0, 0) {
             left.push(format!("processes {:?}", pod_processes(&cri, &pod)));
         }
+        // The pod's host cgroup and the parent it created.
+        for dir in hull_tests::host_cgroup_dirs(Path::new("hull-test/pod-web")) {
+            left.push(format!("cgroup {}", dir.display()));
+        }
         if left.is_empty() {
             break;
         }
@@ -531,6 +557,9 @@ fn a_pod_whose_vm_cannot_start_fails_and_leaves_nothing() {
         let veths = String::from_utf8_lossy(&veths.stdout).into_owned();
         if !veths.trim().is_empty() {
             left.push(format!("veths: {veths}"));
+        }
+        for dir in hull_tests::host_cgroup_dirs(Path::new("hull-test/pod-broken")) {
+            left.push(format!("cgroup {}", dir.display()));
         }
         if left.is_empty() {
             break;

@@ -40,6 +40,13 @@ pub const STAGE2: &str = "--stage2";
 pub fn supervise(config_json: &str, vmm: &Path, args: &[OsString]) -> Result<i32, JailError> {
     let config: JailConfig = serde_json::from_str(config_json)?;
     config.validate()?;
+    // First of all, so that everything the jail starts is born in the VMM's cgroup.
+    crate::host_cgroup::join(&config.cgroups, std::process::id()).map_err(|e| {
+        JailError::Sys(
+            "cannot join the VMM's cgroup".into(),
+            std::io::Error::other(e),
+        )
+    })?;
     // Before the new PID namespace exists: its first child must be stage 2.
     if let Some(tap) = &config.tap {
         create_tap(&tap.name, &config)?;
@@ -125,6 +132,13 @@ pub fn enter(config_json: &str, vmm: &Path, args: &[OsString]) -> JailError {
 fn prepare(config_json: &str) -> Result<(), JailError> {
     let config: JailConfig = serde_json::from_str(config_json)?;
     config.validate()?;
+    // First of all, so that everything the jail starts is born in the VMM's cgroup.
+    crate::host_cgroup::join(&config.cgroups, std::process::id()).map_err(|e| {
+        JailError::Sys(
+            "cannot join the VMM's cgroup".into(),
+            std::io::Error::other(e),
+        )
+    })?;
     let root = &config.root;
     // Nothing we mount may propagate back to the host.
     mount(

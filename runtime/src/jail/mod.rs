@@ -70,6 +70,10 @@ pub struct JailConfig {
     pub max_open_files: u64,
     /// `RLIMIT_FSIZE`, bytes: the largest file the VMM may write (its console log).
     pub max_file_size: u64,
+    /// cgroup directories (one per hierarchy) the jailer joins before it starts the VMM, so the
+    /// VMM and the guest's RAM are accounted there (see [`crate::host_cgroup`]).
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }
 
 /// Building or entering a jail failed.
@@ -119,6 +123,7 @@ impl JailConfig {
             tap: None,
             max_open_files: 4096,
             max_file_size: 1 << 30,
+            cgroups: Vec::new(),
         }
     }
 
@@ -144,6 +149,12 @@ impl JailConfig {
                 return Err(JailError::Missing(device.clone()));
             }
             check_jail_path(device)?;
+        }
+        for dir in &self.cgroups {
+            check_jail_path(dir)?;
+            if !dir.is_dir() {
+                return Err(JailError::Missing(dir.clone()));
+            }
         }
         if !self.root.is_dir() {
             return Err(JailError::Missing(self.root.clone()));

@@ -87,6 +87,11 @@ impl Shim for HullShim {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         let config = HullConfig::load().unwrap_or_default();
+        // What is left in the pod's host cgroup (the VMM, virtiofsd and their children) is
+        // killed, wherever the pids file says or not, and the cgroup removed.
+        if let Some(path) = cgroups_path_of_bundle(Path::new(".")) {
+            crate::host_cgroup::cleanup(&path);
+        }
         cleanup_dead_pod(&config.run_dir.join(&self.id));
         // The dead server's socket (its address is in the bundle, our working directory).
         if let Ok(address) = std::fs::read_to_string("address") {
@@ -146,6 +151,13 @@ fn sandbox_of_bundle(bundle: &Path) -> Option<String> {
     let id = spec["annotations"][SANDBOX_ID_ANNOTATION].as_str()?;
     hull_protocol::limits::check_id("sandbox id", id).ok()?;
     Some(id.to_owned())
+}
+
+/// The host cgroup a bundle's spec names (`linux.cgroupsPath`).
+fn cgroups_path_of_bundle(bundle: &Path) -> Option<String> {
+    let text = std::fs::read(bundle.join("config.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    Some(spec["linux"]["cgroupsPath"].as_str()?.to_owned())
 }
 
 /// Whether a server accepts connections on `address` (`unix://…`).

@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::agent::AgentClient;
+use crate::host_cgroup::PodCgroup;
 use crate::sandbox::{SandboxVm, SandboxVmConfig};
 use crate::vm::hull_vmm::{self, HullVmm};
 use crate::vm::qemu::{HostShape, Qemu};
@@ -67,6 +68,7 @@ struct PodVm {
     handle: VmHandle,
     size: VmSize,
     oom_watch: JoinHandle<()>,
+    cgroup: Option<PodCgroup>,
 }
 
 /// What Task calls need of the VM.
@@ -290,7 +292,17 @@ impl Pod {
         let size = vm_size(&self.config, spec);
         std::fs::create_dir_all(&self.run_dir)
             .map_err(|e| ShimError::Io(format!("cannot create {}", self.run_dir.display()), e))?;
-        let hypervisor = hypervisor(&self.config)?;
+        let cgroup = host_cgroup(&self.id, spec);
+        let vmm_cgroups = cgroup.as_ref().map(PodCgroup::vmm_dirs).unwrap_or_default();
+        let hypervisor = match hypervisor(&self.config, vmm_cgroups) {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(c) = cgroup {
+                    c.remove();
+                }
+                return Err(e);
+            }
+        };
         let config = SandboxVmConfig {
             images,
             vcpus: size.vcpus,
@@ -331,6 +343,9 @@ impl Pod {
                     tail_lines(&console, 20)
                 );
                 remove_pod_dir(&self.run_dir);
+                if let Some(c) = cgroup {
+                    c.remove();
+                }
                 let said: Vec<String> = [("VMM", &vmm), ("console", &console)]
                     .into_iter()
                     .filter(|(_, text)| !text.trim().is_empty())
@@ -371,6 +386,7 @@ impl Pod {
             handle,
             size,
             oom_watch,
+            cgroup,
         })
     }
 
@@ -395,6 +411,9 @@ impl Pod {
             match vm.sandbox.shutdown(STOP_GRACE).await {
                 Ok(status) => tracing::info!(pod = %self.id, "pod VM stopped ({status})"),
                 Err(e) => tracing::warn!(pod = %self.id, "stopping the pod VM: {e}"),
+            }
+            if let Some(c) = vm.cgroup {
+                c.remove();
             }
         }
         remove_pod_dir(&self.run_dir);
@@ -460,8 +479,29 @@ fn tail_lines(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The hypervisor the configuration asks for.
-pub fn hypervisor(config: &HullConfig) -> Result<Box<dyn Hypervisor + Send>, ShimError> {
+/// The pod's host cgroup (see [`crate::host_cgroup`]) at the sandbox spec's `linux.cgroupsPath`,
+/// with the shim moved into it. Without a path, or when the host refuses, the pod runs in the
+/// shim's own cgroup and a warning says why.
+fn host_cgroup(pod: &str, spec: &Value) -> Option<PodCgroup> {
+    let path = spec["linux"]["cgroupsPath"].as_str()?;
+    let mut cgroup = match PodCgroup::create(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%pod, "the pod stays in the shim's cgroup: {}", crate::agent::client::error_chain(&e));
+            return None;
+        }
+    };
+    if let Err(e) = cgroup.join_shim() {
+        tracing::warn!(%pod, "the shim stays out of the pod's cgroup: {}", crate::agent::client::error_chain(&e));
+    }
+    Some(cgroup)
+}
+
+/// The hypervisor backend `config` asks for; a jailed VMM joins `vmm_cgroups`.
+pub fn hypervisor(
+    config: &HullConfig,
+    vmm_cgroups: Vec<PathBuf>,
+) -> Result<Box<dyn Hypervisor + Send>, ShimError> {
     let choice = match config.hypervisor {
         HypervisorChoice::Auto => {
             if hull_vmm::usable().is_ok() {
@@ -510,7 +550,7 @@ pub fn hypervisor(config: &HullConfig) -> Result<Box<dyn Hypervisor + Send>, Shi
         .jailer
         .clone()
         .unwrap_or_else(crate::jail::default_jailer);
-    Ok(Box::new(qemu.jailed(jailer)))
+    Ok(Box::new(qemu.jailed(jailer).in_cgroups(vmm_cgroups)))
 }
 
 /// How many OOM kills containerd was told of, per container: the agent's OOM watch (polled) and

@@ -20,6 +20,7 @@ pub struct Qemu {
     binary: PathBuf,
     host: HostShape,
     jailer: Option<PathBuf>,
+    cgroups: Vec<PathBuf>,
 }
 
 impl Qemu {
@@ -29,6 +30,7 @@ impl Qemu {
             binary: binary.into(),
             host,
             jailer: None,
+            cgroups: Vec::new(),
         }
     }
 
@@ -36,6 +38,14 @@ impl Qemu {
     #[must_use]
     pub fn jailed(mut self, jailer: impl Into<PathBuf>) -> Self {
         self.jailer = Some(jailer.into());
+        self
+    }
+
+    /// Has each jailed VMM run in these cgroup directories (one per hierarchy): its jailer joins
+    /// them before it starts the VMM. Without a jail the VMM stays in its parent's cgroup.
+    #[must_use]
+    pub fn in_cgroups(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.cgroups = dirs;
         self
     }
 
@@ -93,7 +103,8 @@ impl Hypervisor for Qemu {
                 &self.name(),
             )?,
             Some(jailer) => {
-                let (jail, view) = jailed::jail(config, self.host.accel == Accel::Kvm)?;
+                let (mut jail, view) = jailed::jail(config, self.host.accel == Accel::Kvm)?;
+                jail.cgroups.clone_from(&self.cgroups);
                 VmmProcess::spawn_jailed(
                     &binary,
                     cmdline::build(&view, self.host),
