@@ -8,6 +8,7 @@ mod boot;
 mod compare;
 mod cri;
 mod fs;
+mod hardening;
 mod host;
 mod iperf;
 mod report;
@@ -130,6 +131,19 @@ enum Suite {
         /// Seconds of iperf3 each way per runtime (default 10; 0 skips the throughput).
         #[arg(long)]
         iperf_secs: Option<u32>,
+    },
+    /// What the VMM jail (and QEMU's seccomp filter, which comes with it) costs: start latency,
+    /// stdout (vsock) and virtio-fs throughput, jail on and off interleaved in one run.
+    Hardening {
+        /// Rounds (each measures both settings).
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// MiB per throughput sample.
+        #[arg(long, default_value_t = 64)]
+        mib: usize,
+        /// Guest RAM, MiB.
+        #[arg(long, default_value_t = 256)]
+        memory: u32,
     },
     /// hull-vmm: test-guest spawn → exit, its own RSS/PSS without guest RAM, vCPU exit counts,
     /// and Linux boots against QEMU where the host has hardware KVM.
@@ -274,6 +288,22 @@ fn main() -> anyhow::Result<()> {
             };
             let results = cri::run(&opts, &out)?;
             print!("{}", cri::markdown(&results));
+        }
+        Suite::Hardening { runs, mib, memory } => {
+            anyhow::ensure!(runs > 0 && mib > 0, "--runs and --mib must be at least 1");
+            let results = hardening::run(
+                &hardening::HardeningOptions {
+                    runs,
+                    mib,
+                    memory_mib: memory,
+                },
+                &out,
+            )?;
+            print!("{}", hardening::report(&results));
+            eprintln!(
+                "hull-bench: figures in {}",
+                out.join("hardening.json").display()
+            );
         }
         Suite::Vmm {
             runs,

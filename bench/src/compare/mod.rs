@@ -198,15 +198,18 @@ fn shim_beside() -> Option<PathBuf> {
 }
 
 fn launch(opts: &Options) -> anyhow::Result<Containerd> {
+    launch_sized(opts.guest_vcpus, opts.guest_memory_mib)
+}
+
+/// The benchmark's private containerd, with hull pods of `vcpus` and `memory_mib` and the image
+/// with the probe imported.
+pub fn launch_sized(vcpus: u32, memory_mib: u32) -> anyhow::Result<Containerd> {
     let images = GuestImages::from_env();
     let c = Containerd::launch(&CtrdOptions {
         initramfs: Some(images.initramfs),
         shim: shim_beside(),
         log_level: Some("info".to_owned()),
-        extra_config: format!(
-            "default_vcpus = {}\ndefault_memory_mib = {}\n",
-            opts.guest_vcpus, opts.guest_memory_mib
-        ),
+        extra_config: format!("default_vcpus = {vcpus}\ndefault_memory_mib = {memory_mib}\n"),
         ..CtrdOptions::default()
     })
     .map_err(|e| anyhow::anyhow!("cannot start the benchmark's containerd: {e}"))?;
