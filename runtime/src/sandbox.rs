@@ -68,6 +68,38 @@ pub enum SandboxError {
     },
 }
 
+/// One of the host processes a pod VM is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxPart {
+    /// The VMM (its jailer, when jailed).
+    Vmm,
+    /// The share's virtiofsd.
+    Virtiofsd,
+    /// The vsock backend.
+    VsockBackend,
+}
+
+impl std::fmt::Display for SandboxPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SandboxPart::Vmm => "the VMM",
+            SandboxPart::Virtiofsd => "virtiofsd",
+            SandboxPart::VsockBackend => "the vsock backend",
+        })
+    }
+}
+
+/// A part of a pod VM that has exited: which, its pid, and how it ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartExit {
+    /// Which part.
+    pub part: SandboxPart,
+    /// Its host pid.
+    pub pid: u32,
+    /// How it ended.
+    pub status: std::process::ExitStatus,
+}
+
 /// A running pod VM with its agent.
 #[derive(Debug)]
 pub struct SandboxVm {
@@ -287,6 +319,37 @@ impl SandboxVm {
         }
         self.agent.abort_share().await?;
         Ok(false)
+    }
+
+    /// The VM's host processes that have exited (reaped), VMM first; empty while all run. Never blocks: a supervisor calls it whenever a child may have
+    /// changed state. One death often brings another (virtiofsd exits when the VMM goes), so
+    /// all of them are returned for the caller to tell cause from consequence.
+    pub fn exited_parts(&mut self) -> Vec<PartExit> {
+        let mut exited = Vec::new();
+        if let Ok(Some(status)) = self.vm.wait_timeout(Duration::ZERO) {
+            exited.push(PartExit {
+                part: SandboxPart::Vmm,
+                pid: self.vm.pid(),
+                status,
+            });
+        }
+        if let Some(daemon) = self.virtiofsd.as_mut() {
+            if let Some(status) = daemon.try_wait() {
+                exited.push(PartExit {
+                    part: SandboxPart::Virtiofsd,
+                    pid: daemon.pid(),
+                    status,
+                });
+            }
+        }
+        if let Some(status) = self.vsock.try_wait() {
+            exited.push(PartExit {
+                part: SandboxPart::VsockBackend,
+                pid: self.vsock.pid(),
+                status,
+            });
+        }
+        exited
     }
 
     /// virtiofsd's pid, when there is a share.

@@ -493,11 +493,13 @@ impl Containerd {
         let mut found = Vec::new();
         let pod_dir = self.run_dir().join(id);
         let pod_marker = pod_dir.display().to_string();
+        // A jailed VMM's command line names only paths inside its jail: it is known by its uid.
+        let jail_uid = hull_runtime::jail::uid_for(&pod_dir);
         for (pid, cmdline) in processes() {
             let shim_of_id = cmdline.contains("containerd-shim-hull-v2")
                 && cmdline.contains(&format!(" -id {id} "))
                 && cmdline.contains(&self.socket().display().to_string());
-            if cmdline.contains(&pod_marker) || shim_of_id {
+            if cmdline.contains(&pod_marker) || shim_of_id || uid_of(pid) == Some(jail_uid) {
                 found.push(format!("process {pid}: {cmdline}"));
             }
         }
@@ -634,6 +636,18 @@ pub fn processes() -> Vec<(u32, String)> {
         all.push((pid, text));
     }
     all
+}
+
+/// The real uid of process `pid`.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Mount points under `dir`.

@@ -5,6 +5,7 @@ pub mod containerd;
 pub mod cri;
 pub mod cri_stream;
 pub mod data;
+pub mod faults;
 pub mod netns;
 pub mod pod;
 pub mod rootfs;

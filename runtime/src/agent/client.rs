@@ -14,6 +14,12 @@ use crate::vsock::{self, VsockError};
 /// Default deadline of one request (waits are unbounded).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Deadline of the requests that only look or signal (`Check`, `GuestDetails`, `SignalProcess`,
+/// `ListProcesses`, `StatsContainer`, `ResizeTty`, `CloseStdin`): containerd, `ctr` and CRI's
+/// stats loop make them often and wait on them, so a hung guest answers them with an error
+/// soon. Ten seconds still leaves a loaded, software-emulated guest plenty of time.
+pub const QUICK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A failed agent call.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -144,11 +150,16 @@ impl AgentClient {
         context::with_timeout(nanos(self.timeout))
     }
 
+    /// The context of a request that only looks or signals (see [`QUICK_TIMEOUT`]).
+    fn quick_ctx(&self) -> Context {
+        context::with_timeout(nanos(self.timeout.min(QUICK_TIMEOUT)))
+    }
+
     /// `Check`: the agent's version.
     pub async fn check(&self) -> Result<String, AgentError> {
         let r = self
             .inner
-            .check(self.ctx(), &pb::CheckRequest::new())
+            .check(self.quick_ctx(), &pb::CheckRequest::new())
             .await
             .map_err(rpc("Check"))?;
         limits::check_len("agent version", r.agent_version.len(), 64)?;
@@ -159,7 +170,7 @@ impl AgentClient {
     pub async fn guest_details(&self) -> Result<pb::GuestDetailsResponse, AgentError> {
         let r = self
             .inner
-            .guest_details(self.ctx(), &pb::Empty::new())
+            .guest_details(self.quick_ctx(), &pb::Empty::new())
             .await
             .map_err(rpc("GuestDetails"))?;
         if r.cgroup_controllers.len() > 64 || r.kernel_release.len() > 256 {
@@ -280,7 +291,7 @@ impl AgentClient {
         };
         check_process(&req.container_id, &req.exec_id)?;
         self.inner
-            .signal_process(self.ctx(), &req)
+            .signal_process(self.quick_ctx(), &req)
             .await
             .map_err(rpc("SignalProcess"))?;
         Ok(())
@@ -325,7 +336,7 @@ impl AgentClient {
             ..Default::default()
         };
         self.inner
-            .resize_tty(self.ctx(), &req)
+            .resize_tty(self.quick_ctx(), &req)
             .await
             .map_err(rpc("ResizeTty"))?;
         Ok(())
@@ -335,7 +346,7 @@ impl AgentClient {
     pub async fn close_stdin(&self, container_id: &str, exec_id: &str) -> Result<(), AgentError> {
         let req = process_request(container_id, exec_id)?;
         self.inner
-            .close_stdin(self.ctx(), &req)
+            .close_stdin(self.quick_ctx(), &req)
             .await
             .map_err(rpc("CloseStdin"))?;
         Ok(())
@@ -393,7 +404,7 @@ impl AgentClient {
         let req = container_request(container_id)?;
         let r = self
             .inner
-            .stats_container(self.ctx(), &req)
+            .stats_container(self.quick_ctx(), &req)
             .await
             .map_err(rpc("StatsContainer"))?;
         if r.io.len() > limits::MAX_IO_DEVICES {
@@ -407,7 +418,7 @@ impl AgentClient {
         let req = container_request(container_id)?;
         let r = self
             .inner
-            .list_processes(self.ctx(), &req)
+            .list_processes(self.quick_ctx(), &req)
             .await
             .map_err(rpc("ListProcesses"))?;
         if r.pids.len() > limits::MAX_PIDS {

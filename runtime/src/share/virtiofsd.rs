@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -130,7 +130,12 @@ impl Virtiofsd {
 
     /// Whether it has exited (and reaps it if so).
     pub fn has_exited(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_some()
+        self.try_wait().is_some()
+    }
+
+    /// How it ended, once it has (reaping it); `None` while it runs.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Its pid.

@@ -99,7 +99,7 @@ impl Shim for HullShim {
         }
         Ok(DeleteResponse {
             pid: 0,
-            exit_status: 128 + 9,
+            exit_status: super::fault::KILLED_STATUS,
             exited_at: Some(timestamp(SystemTime::now())).into(),
             ..Default::default()
         })

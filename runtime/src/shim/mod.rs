@@ -8,6 +8,8 @@
 //! - [`service`]: the ttrpc `Task` impl, which only converts types and calls [`task`];
 //! - [`task`]: one file per Task verb, holding the logic;
 //! - [`pod`]: the state of the pod (its VM, containers and processes);
+//! - [`fault`]: a part of the pod VM dying (VMM, virtiofsd, vsock backend, guest panic) brings
+//!   the pod down, every task ending as killed;
 //! - [`stdio`]: containerd's fifos ↔ the agent's vsock stdio streams;
 //! - [`rootfs`]: a container's root filesystem and its spec, as the guest sees them;
 //! - [`namespaces`]: a pod container's namespace paths, as the guest knows them;
@@ -16,6 +18,7 @@
 
 pub mod config;
 pub mod events;
+pub mod fault;
 pub mod lifecycle;
 pub mod metrics;
 pub mod namespaces;

@@ -15,13 +15,14 @@ use tokio::task::JoinHandle;
 
 use crate::agent::AgentClient;
 use crate::host_cgroup::PodCgroup;
-use crate::sandbox::{SandboxVm, SandboxVmConfig};
+use crate::sandbox::{PartExit, SandboxVm, SandboxVmConfig};
 use crate::vm::hull_vmm::{self, HullVmm};
 use crate::vm::qemu::{HostShape, Qemu};
 use crate::vm::{accel, Hypervisor};
 
 use super::config::{HullConfig, HypervisorChoice};
 use super::events::EventSink;
+use super::fault::{self, FaultSignal};
 use super::rootfs::{RootfsSource, Undo};
 use super::sizing::{vm_size, VmSize};
 use super::stdio::{Attached, StdioPaths};
@@ -29,6 +30,9 @@ use super::ShimError;
 
 /// How long a stopping VM gets before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// How long the VMM of a pod that went down gets to exit on SIGTERM before SIGKILL.
+const KILL_GRACE: Duration = Duration::from_millis(500);
 
 /// How long a finished process's output may take to drain before its exit is reported anyway.
 pub const DRAIN_BOUND: Duration = Duration::from_secs(5);
@@ -47,6 +51,8 @@ pub struct Pod {
     pub exit: Arc<ExitSignal>,
     /// OOM kills reported per container.
     pub ooms: Arc<OomLedger>,
+    /// Raised when a part of the VM died and the pod went down (see [`fault`]).
+    pub fault: Arc<FaultSignal>,
     vm: tokio::sync::Mutex<Option<PodVm>>,
     containers: Mutex<HashMap<String, Arc<Container>>>,
     execs_started: std::sync::atomic::AtomicU64,
@@ -69,6 +75,7 @@ struct PodVm {
     size: VmSize,
     oom_watch: JoinHandle<()>,
     cgroup: Option<PodCgroup>,
+    parts_watch: JoinHandle<()>,
 }
 
 /// What Task calls need of the VM.
@@ -234,6 +241,7 @@ impl Pod {
             events,
             exit,
             ooms: Default::default(),
+            fault: Default::default(),
             vm: tokio::sync::Mutex::new(None),
             containers: Mutex::new(HashMap::new()),
             execs_started: Default::default(),
@@ -256,8 +264,9 @@ impl Pod {
             .map_or(RootfsSource::Shared, RootfsSource::GuestPath)
     }
 
-    /// The running VM, or an error when there is none.
+    /// The running VM, or an error when there is none (or it went down).
     pub async fn vm(&self) -> Result<VmHandle, ShimError> {
+        self.check_up()?;
         self.vm
             .lock()
             .await
@@ -267,8 +276,9 @@ impl Pod {
     }
 
     /// The running VM, booting it for a sandbox with OCI spec `spec` when there is none.
-    pub async fn ensure_vm(&self, spec: &Value) -> Result<VmHandle, ShimError> {
+    pub async fn ensure_vm(self: &Arc<Self>, spec: &Value) -> Result<VmHandle, ShimError> {
         let mut vm = self.vm.lock().await;
+        self.check_up()?;
         if let Some(v) = vm.as_ref() {
             return Ok(v.handle.clone());
         }
@@ -278,7 +288,38 @@ impl Pod {
         Ok(handle)
     }
 
-    async fn boot(&self, spec: &Value) -> Result<PodVm, ShimError> {
+    /// An error once the pod went down: nothing more runs in it.
+    fn check_up(&self) -> Result<(), ShimError> {
+        match self.fault.get() {
+            Some(fault) => Err(ShimError::FailedPrecondition(format!(
+                "pod {} is down: {fault}",
+                self.id
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The VM's host processes that have exited (see [`SandboxVm::exited_parts`]) and the console
+    /// log's path; `None` when there is no VM.
+    pub async fn exited_parts(&self) -> Option<(Vec<PartExit>, PathBuf)> {
+        let mut vm = self.vm.lock().await;
+        let sandbox = &mut vm.as_mut()?.sandbox;
+        let exits = sandbox.exited_parts();
+        Some((exits, sandbox.vm().console_path().to_owned()))
+    }
+
+    /// Kills the VMM at once (the pod went down), and stops the OOM watch, which would wait on a
+    /// dead agent. The rest goes at the last `Delete`.
+    pub async fn kill_vmm(&self) {
+        if let Some(vm) = self.vm.lock().await.as_mut() {
+            vm.oom_watch.abort();
+            if let Err(e) = vm.sandbox.vm().stop(KILL_GRACE) {
+                tracing::warn!(pod = %self.id, "cannot stop the VMM: {e}");
+            }
+        }
+    }
+
+    async fn boot(self: &Arc<Self>, spec: &Value) -> Result<PodVm, ShimError> {
         let images = self.config.images();
         for (what, p) in [("kernel", &images.kernel), ("initramfs", &images.initramfs)] {
             if !p.is_file() {
@@ -387,6 +428,7 @@ impl Pod {
             size,
             oom_watch,
             cgroup,
+            parts_watch: fault::spawn_watch(Arc::downgrade(self)),
         })
     }
 
@@ -408,9 +450,18 @@ impl Pod {
     pub async fn stop_vm(&self) {
         if let Some(vm) = self.vm.lock().await.take() {
             vm.oom_watch.abort();
-            match vm.sandbox.shutdown(STOP_GRACE).await {
-                Ok(status) => tracing::info!(pod = %self.id, "pod VM stopped ({status})"),
-                Err(e) => tracing::warn!(pod = %self.id, "stopping the pod VM: {e}"),
+            vm.parts_watch.abort();
+            if self.fault.get().is_some() {
+                // Nothing in the guest to ask: drop what is left (vsock backend, virtiofsd, the
+                // share's mounts, the network) off the runtime's workers.
+                let sandbox = vm.sandbox;
+                let _ = tokio::task::spawn_blocking(move || drop(sandbox)).await;
+                tracing::info!(pod = %self.id, "pod VM cleaned up after its fault");
+            } else {
+                match vm.sandbox.shutdown(STOP_GRACE).await {
+                    Ok(status) => tracing::info!(pod = %self.id, "pod VM stopped ({status})"),
+                    Err(e) => tracing::warn!(pod = %self.id, "stopping the pod VM: {e}"),
+                }
             }
             if let Some(c) = vm.cgroup {
                 c.remove();

@@ -3,7 +3,7 @@
 //! its vhost-user socket; the host side talks to its hybrid unix socket.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::VsockError;
@@ -79,6 +79,11 @@ impl VsockBackend {
     /// The backend's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How it ended, once it has (reaping it); `None` while it runs.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 }
 

@@ -32,7 +32,7 @@ pub struct CreateArgs {
 }
 
 /// Creates the container; returns the pid containerd sees (the VMM's).
-pub async fn create(pod: &Pod, args: CreateArgs) -> Result<u32, ShimError> {
+pub async fn create(pod: &Arc<Pod>, args: CreateArgs) -> Result<u32, ShimError> {
     limits::check_id("container id", &args.id)
         .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
     if pod.is_taken(&args.id) {

@@ -37,6 +37,7 @@ pub async fn start(pod: &Pod, id: &str, exec_id: &str) -> Result<u32, ShimError>
             process.clone(),
             pod.events.clone(),
             pod.ooms.clone(),
+            pod.fault.clone(),
         );
         let event = TaskStart {
             container_id: id.to_owned(),
@@ -82,6 +83,7 @@ pub async fn start(pod: &Pod, id: &str, exec_id: &str) -> Result<u32, ShimError>
             process.clone(),
             pod.events.clone(),
             pod.ooms.clone(),
+            pod.fault.clone(),
         );
         let event = TaskExecStarted {
             container_id: id.to_owned(),
