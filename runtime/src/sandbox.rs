@@ -321,9 +321,10 @@ impl SandboxVm {
         Ok(false)
     }
 
-    /// The VM's host processes that have exited (reaped), VMM first; empty while all run. Never blocks: a supervisor calls it whenever a child may have
-    /// changed state. One death often brings another (virtiofsd exits when the VMM goes), so
-    /// all of them are returned for the caller to tell cause from consequence.
+    /// The VM's host processes that have exited (reaped), VMM first; empty while all run. Never
+    /// blocks: a supervisor calls it whenever a child may have changed state. One death often
+    /// brings another (virtiofsd exits when the VMM goes), so all of them are returned for the
+    /// caller to tell cause from consequence.
     pub fn exited_parts(&mut self) -> Vec<PartExit> {
         let mut exited = Vec::new();
         if let Ok(Some(status)) = self.vm.wait_timeout(Duration::ZERO) {

@@ -31,7 +31,7 @@ fn a_container_killed_inside_the_guest_ends_with_137() {
     let out = c.exec_out("killpod", "k", &["sh", "-c", "kill -9 -1; echo rc=$?"]);
     assert_eq!(out, "rc=0\n");
     c.wait_status("victim", "STOPPED", Duration::from_secs(30));
-    wait_log_line(
+    let line = wait_log_line(
         &c,
         &[
             "container victim was killed by SIGKILL in the guest",
@@ -39,6 +39,7 @@ fn a_container_killed_inside_the_guest_ends_with_137() {
         ],
         Duration::from_secs(10),
     );
+    eprintln!("{line}");
     assert_eq!(
         events.wait_init_exits("victim", Duration::from_secs(10)),
         vec![137]
@@ -97,6 +98,7 @@ fn a_guest_kernel_panic_ends_the_task_and_is_logged() {
         Duration::from_secs(10),
     );
     assert!(line.contains("ERROR"), "{line}");
+    eprintln!("{line}");
     assert_eq!(
         events.wait_init_exits("panic", Duration::from_secs(10)),
         vec![137]
@@ -134,6 +136,7 @@ fn a_hung_guest_fails_calls_in_time_and_recovers() {
         assert!(took < bound, "{args:?} took {took:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("timeout"), "{args:?}: {}", c.explain(&out));
+        eprintln!("{args:?} failed after {took:?}: {}", err.trim());
     }
     // What the shim knows without the agent still answers.
     let (out, took) = timed(&c, &["task", "ls"]);

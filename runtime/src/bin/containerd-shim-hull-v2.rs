@@ -23,7 +23,7 @@ fn main() {
         return;
     }
     // containerd puts the action last: `… -id <id> -bundle <dir> delete`.
-    let deleting = std::env::args().last().is_some_and(|a| a == "delete");
+    let deleting = std::env::args().next_back().is_some_and(|a| a == "delete");
     let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| {
         eprintln!("containerd-shim-hull-v2: cannot start the async runtime: {e}");
         std::process::exit(1);

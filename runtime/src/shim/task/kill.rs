@@ -12,6 +12,13 @@ pub async fn kill(
     all: bool,
 ) -> Result<(), ShimError> {
     let process = pod.process(id, exec_id)?;
+    if let Some(fault) = pod.fault.get() {
+        // Everything in the guest died with it.
+        return Err(ShimError::NotFound(format!(
+            "{}: its pod VM is down ({fault})",
+            process.name()
+        )));
+    }
     if !all {
         if let ProcessState::Exited(_) = process.state() {
             return Err(ShimError::NotFound(format!(
