@@ -7,6 +7,7 @@ pub mod cmdline;
 pub mod container;
 pub mod fdio;
 pub mod guest;
+pub mod host_vsock;
 pub mod loopback;
 pub mod mounts;
 pub mod network;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use hull_protocol::agent_ttrpc::create_agent;
 use hull_protocol::{AGENT_PORT, STDIO_PORT};
 
+use crate::host_vsock::HostListener;
 use crate::reaper::Reaper;
 use crate::rpc::AgentService;
 use crate::sandbox::Sandbox;
@@ -39,9 +40,11 @@ async fn serve() -> Result<(), ServerError> {
     let reaper = Arc::new(Reaper::default());
     let sandbox = Sandbox::new(reaper.clone());
     let service = create_agent(Arc::new(AgentService::new(sandbox.clone())));
+    // Only the host may call the agent API (see host_vsock).
+    let listener = HostListener::bind(AGENT_PORT)
+        .map_err(|e| ServerError::Ttrpc(ttrpc::Error::Others(format!("bind: {e}"))))?;
     let mut server = ttrpc::r#async::Server::new()
-        .bind(&format!("vsock://-1:{AGENT_PORT}"))
-        .map_err(ServerError::Ttrpc)?
+        .add_listener(listener.incoming())
         .register_service(service);
     server.start().await.map_err(ServerError::Ttrpc)?;
     tokio::spawn(sandbox.clone().watch_oom());

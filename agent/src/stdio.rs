@@ -14,10 +14,11 @@ use hull_protocol::stdio::{self as proto, Channel, StdioHeader};
 use hull_protocol::STDIO_PORT;
 use nix::fcntl::OFlag;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_vsock::{VsockAddr, VsockListener, VsockStream, VMADDR_CID_ANY};
+use tokio_vsock::VsockStream;
 
 use crate::container::ProcessIo;
 use crate::fdio::FdStream;
+use crate::host_vsock::HostListener;
 
 /// Buffer for copying a process's output to its stream.
 const COPY_BUFFER: usize = 64 << 10;
@@ -117,11 +118,11 @@ pub trait StdioLookup: Send + Sync + 'static {
     fn stdio(&self, container_id: &str, exec_id: &str) -> Option<Arc<ProcessStdio>>;
 }
 
-/// Accepts stdio streams on [`STDIO_PORT`] forever.
+/// Accepts stdio streams from the host on [`STDIO_PORT`] forever.
 pub async fn serve(lookup: Arc<dyn StdioLookup>) -> std::io::Result<()> {
-    let listener = VsockListener::bind(VsockAddr::new(VMADDR_CID_ANY, STDIO_PORT))?;
+    let listener = HostListener::bind(STDIO_PORT)?;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let stream = listener.accept().await?;
         let lookup = lookup.clone();
         tokio::spawn(async move {
             if let Err(e) = handle(stream, lookup.as_ref()).await {
