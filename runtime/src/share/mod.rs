@@ -4,11 +4,13 @@
 //! - [`virtiofsd`]: the per-pod virtiofsd process;
 //! - [`mounts`]: mounting containerd's rootfs mounts and the spec's volumes under the share, and
 //!   unmounting everything under a directory (also after a crash);
+//! - [`beneath`]: reaching those mount targets without following symlinks the guest planted;
 //! - [`spec`]: rewriting an OCI spec's host paths to the guest paths the share gives them.
 //!
 //! Layout of a share: `<shared>/<cid>/rootfs` (the container's root filesystem) and
 //! `<shared>/<cid>/mounts/<n>` (the spec's n-th mount when it is a host bind mount).
 
+pub mod beneath;
 pub mod mounts;
 pub mod spec;
 pub mod virtiofsd;
@@ -58,6 +60,12 @@ pub enum ShareError {
     /// A rootfs mount from the engine is not one we can make.
     #[error("unsupported rootfs mount: {0}")]
     Unsupported(String),
+    /// A mount target under the share went through a symlink (the guest can plant them there).
+    #[error("refusing to follow the symlink {0} under a pod's share")]
+    Symlink(PathBuf),
+    /// The mount point above a mount target is not the mount the kernel's table has there.
+    #[error("{0} is not the mount point it was a moment ago")]
+    Moved(PathBuf),
     /// The spec cannot be rewritten.
     #[error("invalid spec: {0}")]
     Spec(String),

@@ -3,10 +3,12 @@
 //! bind-mounted volumes, and unmounting everything under a directory, which is also how leftovers
 //! of a crashed shim are cleaned.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
+use super::beneath::{self, Kind};
 use super::ShareError;
 
 /// One mount as containerd passes it (`type`, `source`, `options`).
@@ -28,7 +30,10 @@ fn mount_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) ->
     }
 }
 
-fn dir_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ShareError + 'a {
+pub(super) fn dir_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ShareError + 'a {
     move |source| ShareError::Dir {
         op,
         path: path.to_owned(),
@@ -86,10 +91,10 @@ pub fn parse_options(options: &[String]) -> (MsFlags, Vec<String>) {
     (flags, data)
 }
 
-/// Mounts the engine's rootfs mounts at `target` (a directory it creates). One overlay or one
-/// bind mount is what containerd's snapshotters give.
+/// Mounts the engine's rootfs mounts at `target` (a directory it creates, reached without
+/// following symlinks under the share, see [`beneath`]). One overlay or one bind mount is what
+/// containerd's snapshotters give.
 pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), ShareError> {
-    std::fs::create_dir_all(target).map_err(dir_err("create", target))?;
     let [m] = mounts else {
         return Err(ShareError::Unsupported(format!(
             "{} rootfs mounts (exactly one is supported)",
@@ -110,10 +115,11 @@ pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), ShareEr
             m.kind
         )));
     }
+    let at = beneath::open(target, Kind::Dir)?;
     let data = data.join(",");
     mount(
         Some("overlay"),
-        target,
+        &at.proc_path(),
         Some("overlay"),
         flags,
         Some(data.as_str()),
@@ -121,34 +127,33 @@ pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), ShareEr
     .map_err(mount_err("mount overlay on", target))
 }
 
-/// Bind-mounts `source` (file or directory) at `target`, read-only if asked.
+/// Bind-mounts `source` (file or directory, a host path) at `target`, read-only if asked;
+/// `target` is made to match and reached without following symlinks under the share (see
+/// [`beneath`]).
 pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), ShareError> {
     let meta = std::fs::metadata(source).map_err(dir_err("stat", source))?;
-    if meta.is_dir() {
-        std::fs::create_dir_all(target).map_err(dir_err("create", target))?;
-    } else {
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(dir_err("create", parent))?;
-        }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(target)
-            .map_err(dir_err("create", target))?;
-    }
+    let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
+    let at = beneath::open(target, kind)?;
     mount(
         Some(source),
-        target,
+        &at.proc_path(),
         None::<&str>,
         MsFlags::MS_BIND | MsFlags::MS_REC,
         None::<&str>,
     )
-    .map_err(mount_err("bind-mount", target))?;
+    .map_err(mount_err("bind-mount", at.path()))?;
     if read_only {
+        // The new mount's root, as the name now resolves (the handle above is the mount point).
+        let root = at.reopen()?;
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
-            .map_err(mount_err("make read-only", target))?;
+        mount(
+            None::<&str>,
+            &PathBuf::from(format!("/proc/self/fd/{}", root.as_raw_fd())),
+            None::<&str>,
+            flags,
+            None::<&str>,
+        )
+        .map_err(mount_err("make read-only", at.path()))?;
     }
     Ok(())
 }
@@ -167,7 +172,7 @@ pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\ooo`.
-fn unescape(field: &str) -> String {
+pub(super) fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -205,7 +210,8 @@ pub fn unmount_all_under(dir: &Path) -> Result<(), ShareError> {
             break;
         }
         for m in found {
-            match umount2(&m, MntFlags::MNT_DETACH) {
+            // NOFOLLOW: the last component is the mount point the table named, never a link.
+            match umount2(&m, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
                 Ok(()) | Err(nix::Error::EINVAL | nix::Error::ENOENT) => {}
                 Err(e) => return Err(mount_err("unmount", &m)(e)),
             }
@@ -266,6 +272,107 @@ mod tests {
         assert_eq!(found.len(), 4);
         assert!(found[..2].contains(&PathBuf::from("/run/hull/p1/shared/c1/rootfs")));
         assert!(!found.iter().any(|p| p.starts_with("/run/hull/p10")));
+    }
+
+    /// Root only (mounts); CI runs as root and may not skip.
+    fn as_root(test: &str) -> bool {
+        if nix::unistd::Uid::effective().is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{test} needs root and CI=true forbids skipping"
+        );
+        eprintln!("SKIPPED {test}: mounting needs root");
+        false
+    }
+
+    #[test]
+    fn symlinks_planted_under_the_share_are_never_followed() {
+        if !as_root("symlinks_planted_under_the_share_are_never_followed") {
+            return;
+        }
+        // A share as the sandbox prepares it, a volume, and a host directory the guest aims at;
+        // everything mounted under the directory goes with it, even when an assertion fails.
+        struct Unmount(tempfile::TempDir);
+        impl Drop for Unmount {
+            fn drop(&mut self) {
+                let _ = unmount_all_under(self.0.path());
+            }
+        }
+        let dir = Unmount(tempfile::tempdir().unwrap());
+        let dir = dir.0.path();
+        let shared = dir.join("shared");
+        let host = dir.join("host-etc");
+        let volume = dir.join("volume");
+        for d in [&host, &volume] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(volume.join("payload"), "from the pod").unwrap();
+        let file_volume = dir.join("hosts");
+        std::fs::write(&file_volume, "from the pod").unwrap();
+        prepare_share(&shared).unwrap();
+        {
+            // What the guest planted: a container directory, a `mounts` directory and a final
+            // component, each a symlink to the host directory (absolute and relative).
+            std::os::unix::fs::symlink(&host, shared.join("c1")).unwrap();
+            std::fs::create_dir_all(shared.join("c2")).unwrap();
+            std::os::unix::fs::symlink("../../host-etc", shared.join("c2/mounts")).unwrap();
+            std::fs::create_dir_all(shared.join("c3/mounts")).unwrap();
+            std::os::unix::fs::symlink(&host, shared.join("c3/mounts/0")).unwrap();
+            std::os::unix::fs::symlink(host.join("f"), shared.join("c3/mounts/1")).unwrap();
+            std::os::unix::fs::symlink(&host, shared.join("c3/rootfs")).unwrap();
+            for (source, target) in [
+                (&volume, shared.join("c1/rootfs")),
+                (&volume, shared.join("c1/mounts/0")),
+                (&volume, shared.join("c2/mounts/0")),
+                (&volume, shared.join("c3/mounts/0")),
+                (&file_volume, shared.join("c3/mounts/1")),
+                (&volume, shared.join("c3/rootfs")),
+            ] {
+                let e = bind(source, &target, false).unwrap_err();
+                assert!(
+                    matches!(e, ShareError::Symlink(_)),
+                    "{}: {e}",
+                    target.display()
+                );
+            }
+            let overlay = RootfsMount {
+                kind: "overlay".into(),
+                source: "overlay".into(),
+                options: vec![format!("lowerdir={}", volume.display())],
+            };
+            for target in [shared.join("c1/rootfs"), shared.join("c3/rootfs")] {
+                assert!(matches!(
+                    mount_rootfs(std::slice::from_ref(&overlay), &target),
+                    Err(ShareError::Symlink(_))
+                ));
+            }
+        }
+        let leaked: Vec<_> = std::fs::read_dir(&host).unwrap().flatten().collect();
+        let mounted = mounts_under(
+            &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
+            dir,
+        );
+        // Positive control: the same calls on clean paths do mount (read-only asked and given).
+        bind(&volume, &shared.join("c4/mounts/0"), true).unwrap();
+        bind(&file_volume, &shared.join("c4/mounts/1"), false).unwrap();
+        let read = std::fs::read_to_string(shared.join("c4/mounts/0/payload"));
+        let ro = std::fs::write(shared.join("c4/mounts/0/x"), "x");
+        let file = std::fs::read_to_string(shared.join("c4/mounts/1"));
+        assert!(leaked.is_empty(), "made in the host directory: {leaked:?}");
+        assert_eq!(
+            mounted,
+            std::slice::from_ref(&shared),
+            "mounted outside the share"
+        );
+        assert_eq!(read.unwrap(), "from the pod");
+        assert_eq!(
+            ro.unwrap_err().raw_os_error(),
+            Some(libc::EROFS),
+            "read-only"
+        );
+        assert_eq!(file.unwrap(), "from the pod");
     }
 
     #[test]
