@@ -4,6 +4,13 @@
 //! - `xattr-set PATH NAME VALUE` / `xattr-get PATH NAME` (prints the value)
 //! - `mmap-write PATH TEXT`: maps PATH shared, writes TEXT at offset 0, msync
 //! - `mmap-read PATH LEN`: maps PATH shared, prints its first LEN bytes
+//! - `vsock-connect CID PORT [MESSAGE]`, `ttrpc-call CID PORT SERVICE METHOD`, `tcp-connect
+//!   ADDR:PORT [MESSAGE]`: connection attempts for the escape tests, see [`net`]
+//! - `handle-open PATH [NODEID GENERATION]`: `open_by_handle_at` with a forged FUSE handle, see
+//!   [`handle`]
+
+mod handle;
+mod net;
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -104,8 +111,22 @@ fn main() -> ExitCode {
             };
             with_mapping(path, len, |m| println!("{}", String::from_utf8_lossy(m)))
         }
+        ["vsock-connect", cid, port] => net::vsock_connect(cid, port, None),
+        ["vsock-connect", cid, port, message] => net::vsock_connect(cid, port, Some(message)),
+        ["handle-open", path] => handle::handle_open(path, None),
+        ["handle-open", path, nodeid, generation] => {
+            let (Ok(n), Ok(g)) = (nodeid.parse(), generation.parse()) else {
+                return ExitCode::from(2);
+            };
+            handle::handle_open(path, Some((n, g)))
+        }
+        ["ttrpc-call", cid, port, service, method] => net::ttrpc_call(cid, port, service, method),
+        ["tcp-connect", addr] => net::tcp_connect(addr, None),
+        ["tcp-connect", addr, message] => net::tcp_connect(addr, Some(message)),
         _ => {
-            eprintln!("usage: hull-fs-probe xattr-set|xattr-get|mmap-write|mmap-read …");
+            eprintln!(
+                "usage: hull-fs-probe xattr-set|xattr-get|mmap-write|mmap-read|vsock-connect|ttrpc-call|tcp-connect|handle-open …"
+            );
             ExitCode::from(2)
         }
     }
