@@ -1,8 +1,8 @@
 //! Mount targets under a pod's share, reached without following a symlink the guest planted.
 //!
 //! Everything under the share (`<shared>/…`) is writable by the guest through virtiofsd, and a
-//! compromised guest (root in the VM, e.g. a privileged container that broke into the agent's
-//! namespace) can swap any directory there for a symlink to a host path. The shim later mounts a
+//! compromised guest (its kernel, or anything in the agent's namespace, where the whole share is
+//! mounted) can swap any directory there for a symlink to a host path. The shim later mounts a
 //! new container's root filesystem and volumes under the share, as root, in the host's mount
 //! namespace: following such a symlink would mount over a host directory of the guest's choosing
 //! (a writable volume over `/etc/cron.d` is root on the host). So a target is reached in two parts:
