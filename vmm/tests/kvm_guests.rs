@@ -82,3 +82,32 @@ fn ram_writes_are_visible_to_the_guest() {
     run.assert_exit(0);
     assert_eq!(run.console, "ram\n");
 }
+
+/// The 8-, 16- and 64-bit writes of the interpreter (the hostile guest uses them on registers).
+#[test]
+fn writes_of_every_width_land_in_ram() {
+    let cmds = [
+        Cmd::Write64 {
+            addr: SCRATCH,
+            value: u64::from_le_bytes(*b"abcdefgh"),
+        },
+        Cmd::Write16 {
+            addr: SCRATCH + 2,
+            value: u16::from_le_bytes(*b"XY"),
+        },
+        Cmd::Write8 {
+            addr: SCRATCH + 7,
+            value: b'\n',
+        },
+        Cmd::Echo {
+            addr: SCRATCH,
+            len: 8,
+            port: 0x3f8,
+        },
+    ];
+    let Some(run) = run_guest(&cmds, &[]) else {
+        return;
+    };
+    run.assert_exit(0);
+    assert_eq!(run.console, "abXYefg\n");
+}

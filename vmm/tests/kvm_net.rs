@@ -11,8 +11,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{
-    avail, desc, handshake, kvm_available, queue_base, run_kernel_via, used, vmm_bin, w,
-    write_guest, NetNs,
+    avail, desc, handshake, kvm_available, packet_socket, queue_base, run_kernel_via, used,
+    vmm_bin, w, write_guest, NetNs,
 };
 use hull_runtime::images::GuestImages;
 use hull_runtime::vm::hull_vmm::HullVmm;
@@ -37,58 +37,10 @@ fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
     f
 }
 
-/// A raw packet socket on `TAP` inside the namespace `ns` (the calling thread joins it).
-fn packet_socket(ns: &str) -> std::os::fd::OwnedFd {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
-    // SAFETY: `f` is an open netns file; setns only changes this thread's namespace.
-    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
-    let proto = u16::try_from(libc::ETH_P_ALL).unwrap().to_be();
-    // SAFETY: plain socket call; the result is checked and then owned.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
-    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
-    // SAFETY: `fd` is a fresh socket nobody else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    let name = std::ffi::CString::new(TAP).unwrap();
-    // SAFETY: `name` is a valid C string.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    assert_ne!(ifindex, 0);
-    // SAFETY: sockaddr_ll is plain data.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = u16::try_from(libc::AF_PACKET).unwrap();
-    addr.sll_protocol = proto;
-    addr.sll_ifindex = i32::try_from(ifindex).unwrap();
-    // SAFETY: `addr` is a valid sockaddr_ll of the given size; the result is checked.
-    let r = unsafe {
-        libc::bind(
-            sock.as_raw_fd(),
-            std::ptr::from_ref(&addr).cast(),
-            u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap(),
-        )
-    };
-    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
-    let tv = libc::timeval {
-        tv_sec: 1,
-        tv_usec: 0,
-    };
-    // SAFETY: `tv` is a valid timeval of the given size; the result is checked.
-    let r = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            std::ptr::from_ref(&tv).cast(),
-            u32::try_from(std::mem::size_of::<libc::timeval>()).unwrap(),
-        )
-    };
-    assert_eq!(r, 0);
-    sock
-}
-
 /// Waits (up to 60 s) for the guest's frame on the tap, answers it, and returns it.
 fn host_side(ns: String, ready: mpsc::Sender<()>) -> Option<Vec<u8>> {
     use std::os::fd::AsRawFd;
-    let sock = packet_socket(&ns);
+    let sock = packet_socket(&ns, TAP);
     ready.send(()).unwrap();
     let mut buf = [0u8; 2048];
     for _ in 0..60 {

@@ -5,8 +5,10 @@
 //! the virtio-mmio handshake and vsock packets through real queues in guest memory).
 //!
 //! Public so the integration tests can use it; not part of the VMM's API. [`virtio`] has the
-//! driver side of virtio-mmio for test guests.
+//! driver side of virtio-mmio for test guests; [`hostile`] makes seeded guests that write garbage
+//! into every virtio-mmio register and queue.
 
+pub mod hostile;
 pub mod virtio;
 
 /// Where test guests are loaded and entered.
@@ -19,9 +21,16 @@ pub const SCRATCH: u64 = GUEST_BASE + 0x8000;
 /// Wraps `image` (loaded at `base`, entered at `entry`) in an x86_64 ELF64 executable with one
 /// `PT_LOAD` segment, as linux-loader's ELF loader accepts it.
 pub fn elf64(base: u64, entry: u64, image: &[u8]) -> Vec<u8> {
+    elf64_segments(entry, &[(base, image)])
+}
+
+/// An x86_64 ELF64 executable entered at `entry` with one `PT_LOAD` segment per `(address,
+/// bytes)`: a test guest can have memory far from its code filled at load time.
+pub fn elf64_segments(entry: u64, segments: &[(u64, &[u8])]) -> Vec<u8> {
     const EHDR: u16 = 64;
     const PHDR: u16 = 56;
-    let mut out = Vec::with_capacity(usize::from(EHDR + PHDR) + image.len());
+    let phnum = u16::try_from(segments.len()).expect("few segments");
+    let mut out = Vec::new();
     out.extend_from_slice(b"\x7fELF");
     out.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little endian, version 1, SysV
     out.extend_from_slice(&[0; 8]);
@@ -34,20 +43,25 @@ pub fn elf64(base: u64, entry: u64, image: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&0u32.to_le_bytes()); // e_flags
     out.extend_from_slice(&EHDR.to_le_bytes());
     out.extend_from_slice(&PHDR.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // e_phnum
+    out.extend_from_slice(&phnum.to_le_bytes()); // e_phnum
     out.extend_from_slice(&0u16.to_le_bytes()); // e_shentsize
     out.extend_from_slice(&0u16.to_le_bytes()); // e_shnum
     out.extend_from_slice(&0u16.to_le_bytes()); // e_shstrndx
-    let offset = u64::from(EHDR + PHDR);
-    out.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    out.extend_from_slice(&7u32.to_le_bytes()); // RWX
-    out.extend_from_slice(&offset.to_le_bytes());
-    out.extend_from_slice(&base.to_le_bytes()); // p_vaddr
-    out.extend_from_slice(&base.to_le_bytes()); // p_paddr
-    out.extend_from_slice(&(image.len() as u64).to_le_bytes());
-    out.extend_from_slice(&(image.len() as u64).to_le_bytes());
-    out.extend_from_slice(&0x1000u64.to_le_bytes());
-    out.extend_from_slice(image);
+    let mut offset = u64::from(EHDR) + u64::from(PHDR) * u64::from(phnum);
+    for (base, image) in segments {
+        out.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        out.extend_from_slice(&7u32.to_le_bytes()); // RWX
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&base.to_le_bytes()); // p_vaddr
+        out.extend_from_slice(&base.to_le_bytes()); // p_paddr
+        out.extend_from_slice(&(image.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(image.len() as u64).to_le_bytes());
+        out.extend_from_slice(&0x1000u64.to_le_bytes());
+        offset += image.len() as u64;
+    }
+    for (_, image) in segments {
+        out.extend_from_slice(image);
+    }
     out
 }
 
@@ -95,6 +109,27 @@ pub enum Cmd {
     },
     /// Load an empty IDT and execute `ud2`: a triple fault.
     TripleFault,
+    /// 64-bit write of `value` to `addr`.
+    Write64 {
+        /// Guest-physical address.
+        addr: u64,
+        /// Value.
+        value: u64,
+    },
+    /// 8-bit write of `value` to `addr`.
+    Write8 {
+        /// Guest-physical address.
+        addr: u64,
+        /// Value.
+        value: u8,
+    },
+    /// 16-bit write of `value` to `addr`.
+    Write16 {
+        /// Guest-physical address.
+        addr: u64,
+        /// Value.
+        value: u16,
+    },
     /// Write 0xfe to the i8042 command port: a reset request.
     Reset,
 }
@@ -108,6 +143,9 @@ impl Cmd {
             Cmd::Echo { addr, len, port } => (4, addr, port.into(), len.into()),
             Cmd::ReadOut { addr, port } => (5, addr, port.into(), 0),
             Cmd::TripleFault => (6, 0, 0, 0),
+            Cmd::Write64 { addr, value } => (7, addr, value, 0),
+            Cmd::Write8 { addr, value } => (8, addr, value.into(), 0),
+            Cmd::Write16 { addr, value } => (9, addr, value.into(), 0),
             Cmd::Reset => (0, 0, 0, 0),
         };
         let mut out = [0u8; 32];
@@ -140,7 +178,7 @@ const INTERPRETER: &[u8] = &[
     0x74, 0x2a, //                   39: je readout
     0x48, 0x83, 0xf8, 0x06, //       3b: cmp rax, 6
     0x74, 0x29, //                   3f: je triple
-    0xeb, 0x36, //                   41: jmp reset
+    0xeb, 0x3d, //                   41: jmp more
     0x89, 0x17, //                   43: write32: mov [rdi], edx
     0xeb, 0xc3, //                   45: jmp loop
     0x8b, 0x07, //                   47: poll: mov eax, [rdi]
@@ -168,24 +206,50 @@ const INTERPRETER: &[u8] = &[
     0xe6, 0x64, //                   7b: out 0x64, al
     0xf4, //                         7d: hlt
     0xeb, 0xfd, //                   7e: jmp hlt
+    0x48, 0x83, 0xf8, 0x07, //       80: more: cmp rax, 7
+    0x74, 0x0e, //                   84: je write64
+    0x48, 0x83, 0xf8, 0x08, //       86: cmp rax, 8
+    0x74, 0x0d, //                   8a: je write8
+    0x48, 0x83, 0xf8, 0x09, //       8c: cmp rax, 9
+    0x74, 0x0b, //                   90: je write16
+    0xeb, 0xe5, //                   92: jmp reset
+    0x48, 0x89, 0x17, //             94: write64: mov [rdi], rdx
+    0xeb, 0xac, //                   97: jmp 45 (jmp loop)
+    0x88, 0x17, //                   99: write8: mov [rdi], dl
+    0xeb, 0xa8, //                   9b: jmp 45
+    0x66, 0x89, 0x17, //             9d: write16: mov [rdi], dx
+    0xeb, 0xa3, //                   a0: jmp 45
 ];
 const IDT_DESC: u64 = GUEST_BASE + 0x800;
 
 /// Assembles a test guest that runs `cmds`, then resets the VM through the i8042.
 pub fn guest(cmds: &[Cmd]) -> Vec<u8> {
-    let mut image = vec![0u8; usize::try_from(SCRATCH - GUEST_BASE).expect("small") + 0x8000];
+    let end = usize::try_from(SCRATCH - GUEST_BASE).expect("small");
+    let used = usize::try_from(COMMANDS - GUEST_BASE).expect("small") + (cmds.len() + 1) * 32;
+    assert!(used <= end, "too many commands");
+    assemble(cmds, COMMANDS, end + 0x8000)
+}
+
+/// Where [`long_guest`] keeps its commands: after the scratch area, with no limit on their number.
+pub const LONG_COMMANDS: u64 = GUEST_BASE + 0x1_0000;
+
+/// Like [`guest`], for command lists of any length: they start at [`LONG_COMMANDS`], the image
+/// ends right after them ([`SCRATCH`] is still free scratch memory).
+pub fn long_guest(cmds: &[Cmd]) -> Vec<u8> {
+    let off = usize::try_from(LONG_COMMANDS - GUEST_BASE).expect("small");
+    assemble(cmds, LONG_COMMANDS, off + (cmds.len() + 1) * 32)
+}
+
+fn assemble(cmds: &[Cmd], commands: u64, len: usize) -> Vec<u8> {
+    let mut image = vec![0u8; len];
     image[..INTERPRETER.len()].copy_from_slice(INTERPRETER);
-    image[2..10].copy_from_slice(&COMMANDS.to_le_bytes());
+    image[2..10].copy_from_slice(&commands.to_le_bytes());
     image[0x6c..0x74].copy_from_slice(&IDT_DESC.to_le_bytes());
     // The empty IDT descriptor (limit 0, base 0) at IDT_DESC: zeros already.
-    let mut at = usize::try_from(COMMANDS - GUEST_BASE).expect("small");
+    let mut at = usize::try_from(commands - GUEST_BASE).expect("small");
     for cmd in cmds.iter().copied().chain(std::iter::once(Cmd::Reset)) {
         image[at..at + 32].copy_from_slice(&cmd.encode());
         at += 32;
-        assert!(
-            at <= usize::try_from(SCRATCH - GUEST_BASE).expect("small"),
-            "too many commands"
-        );
     }
     image
 }
@@ -254,7 +318,7 @@ mod tests {
             (0x33, 0x58),
             (0x39, 0x65),
             (0x3f, 0x6a),
-            (0x41, 0x79),
+            (0x41, 0x80),
             (0x45, 0x0a),
             (0x4d, 0x47),
             (0x4f, 0x0a),
@@ -263,11 +327,18 @@ mod tests {
             (0x63, 0x58),
             (0x68, 0x0a),
             (0x7e, 0x7d),
+            (0x84, 0x94),
+            (0x8a, 0x99),
+            (0x90, 0x9d),
+            (0x92, 0x79),
+            (0x97, 0x45),
+            (0x9b, 0x45),
+            (0xa0, 0x45),
         ];
         for (at, label) in jumps {
             assert_eq!(target(at), label, "jump at {at:#x}");
         }
-        assert_eq!(INTERPRETER.len(), 0x80);
+        assert_eq!(INTERPRETER.len(), 0xa2);
         assert_eq!(&code[0x6c..0x74], &IDT_DESC.to_le_bytes());
     }
 

@@ -187,3 +187,52 @@ impl Drop for NetNs {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// A raw packet socket on the interface `tap` inside the namespace `ns` (the calling thread joins
+/// the namespace), receiving with a 1 s timeout.
+pub fn packet_socket(ns: &str, tap: &str) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+    // SAFETY: `f` is an open netns file; setns only changes this thread's namespace.
+    assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    let proto = u16::try_from(libc::ETH_P_ALL).unwrap().to_be();
+    // SAFETY: plain socket call; the result is checked and then owned.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(proto)) };
+    assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+    // SAFETY: `fd` is a fresh socket nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let name = std::ffi::CString::new(tap).unwrap();
+    // SAFETY: `name` is a valid C string.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert_ne!(ifindex, 0);
+    // SAFETY: sockaddr_ll is plain data.
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = u16::try_from(libc::AF_PACKET).unwrap();
+    addr.sll_protocol = proto;
+    addr.sll_ifindex = i32::try_from(ifindex).unwrap();
+    // SAFETY: `addr` is a valid sockaddr_ll of the given size; the result is checked.
+    let r = unsafe {
+        libc::bind(
+            sock.as_raw_fd(),
+            std::ptr::from_ref(&addr).cast(),
+            u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).unwrap(),
+        )
+    };
+    assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
+    // SAFETY: `tv` is a valid timeval of the given size; the result is checked.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::from_ref(&tv).cast(),
+            u32::try_from(std::mem::size_of::<libc::timeval>()).unwrap(),
+        )
+    };
+    assert_eq!(r, 0);
+    sock
+}

@@ -28,6 +28,12 @@ pub const HOST_CID: u64 = 2;
 pub const LOCAL_PORT_BASE: u32 = 1 << 30;
 /// Longest `CONNECT <port>\n` line.
 const MAX_CONNECT_LINE: usize = 32;
+/// Most control packets (REQUEST, RESPONSE, RST, CREDIT_UPDATE) waiting for guest RX buffers.
+/// A guest can make every TX packet call for an answer and never post an RX buffer; past this
+/// many, answers are dropped (an RST or a credit update: the guest asked for the loss) or their
+/// connection is refused (a REQUEST or RESPONSE that could never arrive), so host memory stays
+/// bounded.
+pub const MAX_CONTROL: usize = 1024;
 const LISTENER_TOKEN: u64 = u64::MAX;
 
 type Key = (u32, u32); // (host port, guest port)
@@ -53,6 +59,9 @@ pub struct MuxerStats {
     pub rst_sent: u64,
     /// Host `CONNECT` lines refused.
     pub bad_connect: u64,
+    /// Control packets dropped, or connections refused, because [`MAX_CONTROL`] answers were
+    /// already waiting for the guest.
+    pub control_dropped: u64,
 }
 
 /// The host side of one vsock device.
@@ -144,6 +153,27 @@ impl Muxer {
         self.conns.len()
     }
 
+    /// Control packets waiting for guest RX buffers (at most [`MAX_CONTROL`]).
+    pub fn pending_control(&self) -> usize {
+        self.control.len()
+    }
+
+    /// Queues a control packet for the guest; `false` (and counted) when [`MAX_CONTROL`] are
+    /// already waiting.
+    fn push_control(&mut self, op: Op, local: u32, peer: u32) -> bool {
+        if self.control.len() >= MAX_CONTROL {
+            self.stats.control_dropped += 1;
+            return false;
+        }
+        self.control.push_back(Control {
+            op,
+            flags: 0,
+            local,
+            peer,
+        });
+        true
+    }
+
     fn watch(&self, fd: RawFd) -> std::io::Result<()> {
         let events =
             EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED;
@@ -155,12 +185,7 @@ impl Muxer {
     }
 
     fn reply_rst(&mut self, local: u32, peer: u32) {
-        self.control.push_back(Control {
-            op: Op::Rst,
-            flags: 0,
-            local,
-            peer,
-        });
+        self.push_control(Op::Rst, local, peer);
     }
 
     fn remove(&mut self, key: Key) {
@@ -265,17 +290,15 @@ impl Muxer {
             return; // dropping the stream closes it
         };
         let local = self.alloc_port();
+        // A REQUEST the guest would never see: refuse the host (dropping the stream closes it).
+        if !self.push_control(Op::Request, local, port) {
+            return;
+        }
         self.by_fd.insert(fd, (local, port));
         self.conns.insert(
             (local, port),
             Connection::new(p.stream, local, port, State::Connecting),
         );
-        self.control.push_back(Control {
-            op: Op::Request,
-            flags: 0,
-            local,
-            peer: port,
-        });
     }
 
     fn alloc_port(&mut self) -> u32 {
@@ -343,12 +366,7 @@ impl Muxer {
                     return self.reset(key);
                 }
                 if c.needs_credit_update() {
-                    self.control.push_back(Control {
-                        op: Op::CreditUpdate,
-                        flags: 0,
-                        local: key.0,
-                        peer: key.1,
-                    });
+                    self.push_control(Op::CreditUpdate, key.0, key.1);
                 }
             }
             Some(Op::CreditUpdate) => {
@@ -358,12 +376,7 @@ impl Muxer {
             }
             Some(Op::CreditRequest) => {
                 if self.conns.contains_key(&key) {
-                    self.control.push_back(Control {
-                        op: Op::CreditUpdate,
-                        flags: 0,
-                        local: key.0,
-                        peer: key.1,
-                    });
+                    self.push_control(Op::CreditUpdate, key.0, key.1);
                 } else {
                     self.reply_rst(key.0, key.1);
                 }
@@ -374,6 +387,11 @@ impl Muxer {
     fn guest_connect(&mut self, hdr: &Header, key: Key) {
         if self.conns.contains_key(&key) {
             return self.reset(key);
+        }
+        if self.control.len() >= MAX_CONTROL {
+            // Its RESPONSE could not be queued: do not connect at all.
+            self.stats.control_dropped += 1;
+            return;
         }
         let path = guest_to_host_path(&self.uds, hdr.dst_port);
         let stream = match UnixStream::connect(&path) {
@@ -388,12 +406,7 @@ impl Muxer {
         c.update_peer_credit(hdr.buf_alloc, hdr.fwd_cnt);
         self.by_fd.insert(fd, key);
         self.conns.insert(key, c);
-        self.control.push_back(Control {
-            op: Op::Response,
-            flags: 0,
-            local: key.0,
-            peer: key.1,
-        });
+        self.push_control(Op::Response, key.0, key.1);
     }
 
     /// Whether a packet may be waiting for the guest.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use virtio_queue::desc::split::Descriptor;
 
 use super::connection::BUF_ALLOC;
-use super::muxer::{guest_to_host_path, LOCAL_PORT_BASE};
+use super::muxer::{guest_to_host_path, LOCAL_PORT_BASE, MAX_CONTROL};
 use super::packet::{Header, Op, MAX_PAYLOAD, SHUTDOWN_RCV, SHUTDOWN_SEND};
 use super::test_utils::{guest_hdr, TestContext, GUEST_CID};
 use crate::devices::virtio::VirtioDevice;
@@ -175,6 +175,35 @@ fn malformed_tx_chains_are_consumed_without_harm() {
     assert_eq!(ctx.tx_used(), 4);
     assert_eq!(ctx.dev.stats().malformed_tx, 4);
     assert_eq!(ops(&ctx.received()), vec![Op::Rst as u16; 2]);
+}
+
+/// A guest that floods the TX queue with packets that each call for an RST and posts no RX
+/// buffer: the answers waiting for it stop at the cap (they grew without end before), a host
+/// CONNECT meanwhile is refused instead of waiting for a REQUEST the guest could not get, and
+/// once the guest reads again the device answers as before.
+#[test]
+fn answers_to_a_guest_that_never_reads_are_capped() {
+    let mut ctx = TestContext::new();
+    let cap = u64::try_from(MAX_CONTROL).unwrap();
+    for _ in 0..3 * cap {
+        ctx.send(guest_hdr(Op::Rw, 1, 2, 0), &[]);
+    }
+    assert_eq!(ctx.tx_used(), u16::try_from(3 * cap % 65536).unwrap());
+    assert_eq!(ctx.dev.muxer().pending_control(), MAX_CONTROL);
+    assert_eq!(ctx.dev.muxer().stats().control_dropped, 2 * cap);
+    let mut host = UnixStream::connect(ctx.uds()).unwrap();
+    host.write_all(b"CONNECT 1024\n").unwrap();
+    host.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ctx.dev.process_backend();
+    let mut buf = [0u8; 16];
+    assert_eq!(host.read(&mut buf).unwrap(), 0, "refused: closed");
+    assert_eq!(ctx.dev.muxer().connections(), 0);
+    // At most 8 buffers at a time: virtio-queue's mock puts the used ring over the second half
+    // of a 16-entry available ring.
+    ctx.add_rx_buffers(8, 4096);
+    ctx.dev.queue_notify(0);
+    assert_eq!(ops(&ctx.received()), vec![Op::Rst as u16; 8]);
+    assert_eq!(ctx.dev.muxer().pending_control(), MAX_CONTROL - 8);
 }
 
 #[test]
