@@ -114,9 +114,15 @@ fn run(args: Args) -> anyhow::Result<i32> {
     };
     let vmm = Vmm::build(&config).context("cannot start the VM")?;
     let stats = vmm.stats();
+    let devices = vmm.virtio_devices();
     let reason = vmm.run().context("the VM failed")?;
     if args.exit_stats {
         eprintln!("hull-vmm: exits {}", stats.summary());
+        for d in &devices {
+            if let Some(c) = hull_vmm::bus::lock(d).counters() {
+                eprintln!("hull-vmm: {c}");
+            }
+        }
     }
     eprintln!("hull-vmm: guest stopped: {reason:?}");
     Ok(reason.exit_code())

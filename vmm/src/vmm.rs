@@ -272,6 +272,11 @@ impl Vmm {
         self.stats.clone()
     }
 
+    /// The virtio devices, to read their [`VirtioDevice::counters`] once the VM stopped.
+    pub fn virtio_devices(&self) -> Vec<Arc<Mutex<dyn VirtioDevice>>> {
+        self.virtio.iter().map(|s| s.device.clone()).collect()
+    }
+
     /// Runs the VM until it stops; returns why. vCPU threads that are still inside `KVM_RUN`
     /// are left to the process's exit (the binary exits right after).
     pub fn run(mut self) -> Result<ExitReason, VmmError> {

@@ -14,6 +14,9 @@
 //! reaches its end, prints [`MARKER`] on the serial port and spins, and the test can measure the
 //! VMM and stop it.
 
+// Random bits and addresses are cut to register widths on purpose.
+#![allow(clippy::cast_possible_truncation)]
+
 use super::virtio::MMIO;
 use super::{elf64_segments, long_guest, Cmd, GUEST_BASE};
 use crate::devices::virtio::mmio::reg;
@@ -472,9 +475,10 @@ impl Gen {
         }
     }
 
-    fn ring_addr(&mut self, slot: u64, off: u64) -> u64 {
+    /// A ring address in `slot`; with `garbage`, sometimes a wrong one.
+    fn ring_addr(&mut self, slot: u64, off: u64, garbage: bool) -> u64 {
         let proper = ARENA + slot * RING_STRIDE + off;
-        if self.rng.percent(85) {
+        if !garbage || self.rng.percent(75) {
             return proper;
         }
         match self.rng.below(4) {
@@ -520,14 +524,17 @@ impl Gen {
         self.w(reg::STATUS, features_ok);
         let n = self.target.queues();
         let extra = if self.rng.percent(20) { 2 } else { 0 };
+        // Most set-ups place every ring properly, so the device runs and meets the garbage in
+        // its queues; the others may be refused (and need a reset) or half work.
+        let garbage = self.rng.percent(35);
         let mut queues = Vec::new();
         for q in 0..n + extra {
-            let size: u16 = if self.rng.percent(75) {
-                self.rng.pick(&[2, 4, 8, 16, 32, 64, 128, 256])
+            let size: u16 = if !garbage || self.rng.percent(60) {
+                self.rng.pick(&[2, 4, 16, 32, 64, 128, 256, 256])
             } else {
                 self.rng.pick(&[0, 1, 3, 255, 257, 512, 0x8000, 0xffff])
             };
-            let raw_size = if self.rng.percent(5) {
+            let raw_size = if garbage && self.rng.percent(10) {
                 self.value()
             } else {
                 u32::from(size)
@@ -535,9 +542,9 @@ impl Gen {
             let slot = self.rng.below(RING_SLOTS);
             self.w(reg::QUEUE_SEL, u32::from(q));
             self.w(reg::QUEUE_NUM, raw_size);
-            let desc = self.ring_addr(slot, 0);
-            let avail = self.ring_addr(slot, AVAIL_OFF);
-            let used = self.ring_addr(slot, USED_OFF);
+            let desc = self.ring_addr(slot, 0, garbage);
+            let avail = self.ring_addr(slot, AVAIL_OFF, garbage);
+            let used = self.ring_addr(slot, USED_OFF, garbage);
             self.set_addr(reg::QUEUE_DESC_LOW, desc);
             self.set_addr(reg::QUEUE_DRIVER_LOW, avail);
             self.set_addr(reg::QUEUE_DEVICE_LOW, used);
@@ -545,7 +552,7 @@ impl Gen {
                 // A fresh start for this ring's available index.
                 self.write32(ARENA + slot * RING_STRIDE + AVAIL_OFF, 0);
             }
-            let ready = if self.rng.percent(90) {
+            let ready = if !garbage || self.rng.percent(80) {
                 1
             } else {
                 self.value()
@@ -634,13 +641,26 @@ impl Gen {
                     self.write32(PACKETS + k * PACKET_STRIDE + off, v);
                 }
                 5..=8 => {
-                    let idx = match self.rng.below(10) {
-                        0..=7 => avail_idx.wrapping_add(
-                            1 + u16::try_from(self.rng.below(u64::from(size))).expect("small"),
-                        ),
-                        8 => avail_idx.wrapping_sub(1),
-                        _ => u16::try_from(self.rng.below(1 << 16)).expect("16 bits"),
+                    // Mostly a few new entries with heads inside the queue, as a driver would
+                    // publish them; sometimes an index that jumps, goes back or is random.
+                    // (An index more than `size` ahead of the device's makes it give up on the
+                    // queue until the next reset: rare, or the device would mostly idle.)
+                    let n = match self.rng.below(100) {
+                        0..=96 => 1 + self.rng.below(u64::from(size).min(8)),
+                        97 => u64::from(size) + 1 + self.rng.below(u64::from(size)),
+                        98 => u64::from(u16::MAX), // one back
+                        _ => self.rng.below(1 << 16),
                     };
+                    if n <= 8 {
+                        for j in (0..n).step_by(2) {
+                            let pos = (u64::from(avail_idx) + j) % u64::from(size);
+                            let a = self.rng.below(u64::from(size));
+                            let b = self.rng.below(u64::from(size));
+                            let heads = u32::try_from(a | (b << 16)).expect("32 bits");
+                            self.write32(base + AVAIL_OFF + 4 + (pos & !1) * 2, heads);
+                        }
+                    }
+                    let idx = avail_idx.wrapping_add(u16::try_from(n & 0xffff).expect("16 bits"));
                     self.queues[qi].avail_idx = idx;
                     let flags = u32::from(self.rng.percent(20));
                     self.write32(base + AVAIL_OFF, flags | (u32::from(idx) << 16));

@@ -119,4 +119,8 @@ pub trait VirtioDevice: Send {
     fn backend_event(&mut self, _index: usize) {}
     /// The VM stops: close host-side resources (sockets, files the device created).
     fn shutdown(&mut self) {}
+    /// The device's counters on one line (`name key=value …`), printed by `--exit-stats`.
+    fn counters(&self) -> Option<String> {
+        None
+    }
 }

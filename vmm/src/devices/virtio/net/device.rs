@@ -161,4 +161,12 @@ impl VirtioDevice for NetDevice {
     fn backend_event(&mut self, _index: usize) {
         self.process_rx();
     }
+
+    fn counters(&self) -> Option<String> {
+        let s = self.stats;
+        Some(format!(
+            "net tx_frames={} tx_dropped={} rx_frames={} rx_dropped={} tap_errors={}",
+            s.tx_frames, s.tx_dropped, s.rx_frames, s.rx_dropped, s.tap_errors
+        ))
+    }
 }

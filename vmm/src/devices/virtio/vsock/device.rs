@@ -172,4 +172,20 @@ impl VirtioDevice for VsockDevice {
     fn shutdown(&mut self) {
         self.close();
     }
+
+    fn counters(&self) -> Option<String> {
+        let s = self.stats;
+        let m = self.muxer.stats();
+        Some(format!(
+            "vsock tx_packets={} malformed_tx={} rx_packets={} bad_rx_buffers={} rst_sent={} \
+             bad_connect={} control_dropped={}",
+            s.tx_packets,
+            s.malformed_tx,
+            s.rx_packets,
+            s.bad_rx_buffers,
+            m.rst_sent,
+            m.bad_connect,
+            m.control_dropped
+        ))
+    }
 }
