@@ -2,7 +2,8 @@
 //! header is skipped (no offloads were negotiated, so it says nothing) and the frame is written
 //! to the tap. RX: frames are read from the tap until it is empty or the guest has no RX buffer
 //! left (the frame then waits, and the next RX kick delivers it); each goes into one chain
-//! behind a header whose only non-zero field is `num_buffers = 1`.
+//! behind a header whose only non-zero field is `num_buffers = 1`. A pass takes at most a
+//! queue's size of chains ([`pass_budget`]); the guest's next kick starts the next.
 
 use std::io::{Read, Write};
 
@@ -10,6 +11,7 @@ use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
 
 use super::device::NetDevice;
 use super::{MAX_FRAME, RXQ, TXQ, VNET_HDR_LEN};
+use crate::devices::virtio::pass_budget;
 use crate::memory::GuestMemory;
 
 /// Reads the frame of one TX chain into `buf`; `None` when the chain is unreadable, shorter than
@@ -46,7 +48,10 @@ impl NetDevice {
         };
         let mem = &active.mem;
         let mut used = false;
-        while let Some(chain) = active.queues[TXQ].pop_descriptor_chain(mem) {
+        for _ in 0..pass_budget(&active.queues[TXQ]) {
+            let Some(chain) = active.queues[TXQ].pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             match read_frame(mem, chain, &mut self.tx_buf) {
                 Some(len) => match self.tap.write_frame(&self.tx_buf[..len]) {
@@ -72,7 +77,7 @@ impl NetDevice {
         };
         let mem = &active.mem;
         let mut used = false;
-        loop {
+        for _ in 0..pass_budget(&active.queues[RXQ]) {
             let len = match self.rx_pending.take() {
                 Some(len) => len,
                 None => match self.tap.read_frame(&mut self.rx_buf[..MAX_FRAME]) {

@@ -9,6 +9,7 @@ use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
 use super::device::VsockDevice;
 use super::packet::{Header, Op, HDR_LEN, MAX_PAYLOAD};
 use super::{RXQ, TXQ};
+use crate::devices::virtio::pass_budget;
 use crate::memory::GuestMemory;
 
 /// Why a TX chain was refused.
@@ -48,7 +49,10 @@ impl VsockDevice {
         };
         let mem = &active.mem;
         let mut used = false;
-        while let Some(chain) = active.queues[TXQ].pop_descriptor_chain(mem) {
+        for _ in 0..pass_budget(&active.queues[TXQ]) {
+            let Some(chain) = active.queues[TXQ].pop_descriptor_chain(mem) else {
+                break;
+            };
             let head = chain.head_index();
             match read_packet(mem, chain) {
                 Ok((hdr, payload)) => {
@@ -86,7 +90,10 @@ impl VsockDevice {
         };
         let mem = &active.mem;
         let mut used = false;
-        while self.muxer.has_rx() {
+        for _ in 0..pass_budget(&active.queues[RXQ]) {
+            if !self.muxer.has_rx() {
+                break;
+            }
             let Some(chain) = active.queues[RXQ].pop_descriptor_chain(mem) else {
                 break;
             };

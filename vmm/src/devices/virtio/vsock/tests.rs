@@ -308,3 +308,43 @@ fn guest_rst_and_device_reset_drop_connections() {
     ctx.dev.reset();
     assert_eq!(ctx.dev.muxer().connections(), 0);
 }
+
+/// The state the `virtqueue` fuzz target found: a used ring laid over the available ring, the
+/// device's used index ahead of its available one, so every used entry the device writes makes
+/// one more chain available. One pass now takes at most the queue's size of chains and returns
+/// to the event loop (before, it never returned).
+#[test]
+fn a_used_ring_over_the_available_ring_cannot_keep_the_device_busy() {
+    use crate::devices::virtio::{Interrupt, VIRTIO_F_VERSION_1};
+    use std::sync::Arc;
+    use virtio_queue::{Queue, QueueT};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+    use vmm_sys_util::eventfd::EventFd;
+
+    let mem: crate::memory::GuestMemory =
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x1_0000)]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = super::VsockDevice::new(GUEST_CID, dir.path().join("v.sock")).unwrap();
+    let ring: u32 = 0x3000;
+    // Descriptor 0: ten bytes, too short for a header. One chain available (head 0).
+    mem.write_obj(Descriptor::new(0x2000, 10, 0, 0), GuestAddress(0x1000))
+        .unwrap();
+    mem.write_obj(1u16, GuestAddress(u64::from(ring) + 2))
+        .unwrap();
+    let mut trap = Queue::new(256).unwrap();
+    trap.set_size(4);
+    trap.set_desc_table_address(Some(0x1000), Some(0));
+    trap.set_avail_ring_address(Some(ring), Some(0));
+    trap.set_used_ring_address(Some(ring), Some(0));
+    trap.set_next_used(2);
+    trap.set_ready(true);
+    let idle = || Queue::new(256).unwrap();
+    let irq = Arc::new(EventFd::new(libc::EFD_NONBLOCK).unwrap());
+    dev.ack_features(VIRTIO_F_VERSION_1);
+    dev.activate(mem, vec![idle(), trap, idle()], Interrupt::new(irq))
+        .unwrap();
+    dev.queue_notify(1);
+    assert_eq!(dev.stats().malformed_tx, 4);
+    dev.queue_notify(1);
+    assert_eq!(dev.stats().malformed_tx, 8, "the next kick, the next pass");
+}
