@@ -496,10 +496,10 @@ impl Containerd {
         // A jailed VMM's command line names only paths inside its jail: it is known by its uid.
         let jail_uid = hull_runtime::jail::uid_for(&pod_dir);
         for (pid, cmdline) in processes() {
-            let shim_of_id = cmdline.contains("containerd-shim-hull-v2")
-                && cmdline.contains(&format!(" -id {id} "))
-                && cmdline.contains(&self.socket().display().to_string());
-            if cmdline.contains(&pod_marker) || shim_of_id || uid_of(pid) == Some(jail_uid) {
+            if cmdline.contains(&pod_marker)
+                || self.is_shim_of(id, &cmdline)
+                || uid_of(pid) == Some(jail_uid)
+            {
                 found.push(format!("process {pid}: {cmdline}"));
             }
         }
@@ -520,6 +520,21 @@ impl Containerd {
             found.push(format!("cgroup {}", dir.display()));
         }
         found
+    }
+
+    /// Whether `cmdline` is the hull shim of pod `id` started by this containerd.
+    fn is_shim_of(&self, id: &str, cmdline: &str) -> bool {
+        cmdline.contains("containerd-shim-hull-v2")
+            && cmdline.contains(&format!(" -id {id} "))
+            && cmdline.contains(&self.socket().display().to_string())
+    }
+
+    /// The pid of pod `id`'s hull shim, if it runs.
+    pub fn shim_pid(&self, id: &str) -> Option<u32> {
+        processes()
+            .into_iter()
+            .find(|(_, cmd)| self.is_shim_of(id, cmd))
+            .map(|(pid, _)| pid)
     }
 
     /// Waits until [`Containerd::leftovers`] of `id` is empty; panics with what is left.

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hull_tests::containerd::{processes, Containerd, NAMESPACE};
+use hull_tests::containerd::{Containerd, NAMESPACE};
 
 fn procs(dir: &Path) -> Vec<u32> {
     std::fs::read_to_string(dir.join("cgroup.procs"))
@@ -49,16 +49,7 @@ fn the_pod_runs_in_its_host_cgroup_and_leaves_none() {
     assert!(!dirs.is_empty(), "no host cgroup at {}", rel.display());
 
     let vmm = c.task_pid(id).expect("the VMM's pid");
-    let socket = c.socket().display().to_string();
-    let shim = processes()
-        .into_iter()
-        .find(|(_, cmd)| {
-            cmd.contains("containerd-shim-hull-v2")
-                && cmd.contains(&format!(" -id {id} "))
-                && cmd.contains(&socket)
-        })
-        .map(|(pid, _)| pid)
-        .expect("the shim");
+    let shim = c.shim_pid(id).expect("the shim");
     // In every hierarchy: the VMM (and its jailer) in vmm/, the shim and its helpers in shim/,
     // nothing in the pod's cgroup itself.
     for dir in &dirs {

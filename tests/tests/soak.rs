@@ -124,16 +124,7 @@ fn containerd_pid(c: &Containerd) -> u32 {
 }
 
 fn shim_of(c: &Containerd, id: &str) -> u32 {
-    let socket = c.socket().display().to_string();
-    processes()
-        .into_iter()
-        .find(|(_, cmd)| {
-            cmd.contains("containerd-shim-hull-v2")
-                && cmd.contains(&format!(" -id {id} "))
-                && cmd.contains(&socket)
-        })
-        .map(|(pid, _)| pid)
-        .expect("the shim")
+    c.shim_pid(id).expect("the shim")
 }
 
 #[test]
