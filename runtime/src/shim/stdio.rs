@@ -5,6 +5,10 @@
 //! [`InputWriter`] (framed, end of input in band); `CloseIO` and the end of the stdin fifo both
 //! end it. Output streams end when the guest pipe reaches EOF, so a process's output is complete
 //! once they have ([`Attached::drain`]).
+//!
+//! An output fifo is written only once its reader (containerd, or its client: `ctr` opens its end
+//! in the background) has it open: bytes left in a fifo that nobody holds open are discarded, so
+//! a short-lived process's output written and closed before the reader came would be lost.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -118,7 +122,7 @@ pub async fn attach_process(
         let stream = attach(uds, cid, eid, Channel::Pty).await?;
         let (out, input) = split_pty(stream);
         if !paths.stdout.is_empty() {
-            let sink = open_output(&paths.stdout).await?;
+            let sink = Sink::open(&paths.stdout).await?;
             attached.outputs.push(tokio::spawn(copy_out(out, sink)));
         }
         *attached.input.lock().await = Some(Input::Pty(input));
@@ -130,7 +134,7 @@ pub async fn attach_process(
             if path.is_empty() {
                 continue;
             }
-            let sink = open_output(path).await?;
+            let sink = Sink::open(path).await?;
             let stream = attach(uds, cid, eid, channel).await?;
             attached.outputs.push(tokio::spawn(copy_out(stream, sink)));
         }
@@ -201,7 +205,14 @@ pub async fn drain(outputs: Vec<JoinHandle<()>>, bound: Duration) -> bool {
     tokio::time::timeout(bound, all).await.is_ok()
 }
 
-async fn copy_out(mut from: impl AsyncRead + Unpin, mut to: Writer) {
+async fn copy_out(mut from: impl AsyncRead + Unpin, sink: Sink) {
+    let (mut to, _keep_open) = match sink.connect().await {
+        Ok(connected) => connected,
+        Err(e) => {
+            tracing::warn!("{e}");
+            return;
+        }
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf).await {
@@ -254,36 +265,69 @@ async fn copy_in(path: String, input: Shared<Input>, close_at_eof: bool) {
     }
 }
 
-/// Opens containerd's end of an output channel. Fifos are opened read-write: the open never
-/// blocks and writes never fail while containerd reopens its end.
-async fn open_output(path: &str) -> Result<Writer, StdioError> {
-    let open_err = |e| StdioError::Open(path.to_owned(), e);
-    if let Some(file) = path.strip_prefix("file://") {
-        let f = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(file)
-            .await
-            .map_err(open_err)?;
-        return Ok(Box::pin(f));
-    }
-    if path.contains("://") {
-        return Err(StdioError::Unsupported(path.to_owned()));
-    }
-    let meta = std::fs::metadata(path).map_err(open_err)?;
-    if meta.file_type().is_fifo() {
-        let sender = pipe::OpenOptions::new()
-            .read_write(true)
-            .open_sender(path)
-            .map_err(open_err)?;
-        Ok(Box::pin(sender))
-    } else {
+/// containerd's end of an output channel, checked but not yet connected.
+enum Sink {
+    /// A file, open for appending.
+    File(Writer),
+    /// A fifo, connected by [`Sink::connect`].
+    Fifo(String),
+}
+
+/// The longest pause between two tries to open an output fifo whose reader is not there yet.
+const FIFO_RETRY_MAX: Duration = Duration::from_millis(20);
+
+impl Sink {
+    /// Opens a `file://` path or a regular file, or checks that a fifo exists.
+    async fn open(path: &str) -> Result<Self, StdioError> {
+        let open_err = |e| StdioError::Open(path.to_owned(), e);
+        if let Some(file) = path.strip_prefix("file://") {
+            let f = tokio::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .await
+                .map_err(open_err)?;
+            return Ok(Sink::File(Box::pin(f)));
+        }
+        if path.contains("://") {
+            return Err(StdioError::Unsupported(path.to_owned()));
+        }
+        let meta = std::fs::metadata(path).map_err(open_err)?;
+        if meta.file_type().is_fifo() {
+            return Ok(Sink::Fifo(path.to_owned()));
+        }
         let f = tokio::fs::OpenOptions::new()
             .append(true)
             .open(path)
             .await
             .map_err(open_err)?;
-        Ok(Box::pin(f))
+        Ok(Sink::File(Box::pin(f)))
+    }
+
+    /// The writer; for a fifo, once its reader has opened it (retrying while the open fails with
+    /// ENXIO, until the copy is aborted). A fifo also gets a read end of ours, never read, so
+    /// writes neither fail nor lose bytes while containerd closes and reopens its end (a restart).
+    async fn connect(self) -> Result<(Writer, Option<pipe::Receiver>), StdioError> {
+        let path = match self {
+            Sink::File(w) => return Ok((w, None)),
+            Sink::Fifo(path) => path,
+        };
+        let open_err = |e| StdioError::Open(path.clone(), e);
+        let mut pause = Duration::from_millis(1);
+        let sender = loop {
+            match pipe::OpenOptions::new().open_sender(&path) {
+                Ok(sender) => break sender,
+                Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(FIFO_RETRY_MAX);
+                }
+                Err(e) => return Err(open_err(e)),
+            }
+        };
+        let keep_open = pipe::OpenOptions::new()
+            .open_receiver(&path)
+            .map_err(open_err)?;
+        Ok((Box::pin(sender), Some(keep_open)))
     }
 }
 
@@ -338,26 +382,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn output_to_fifo_and_file() {
+    async fn output_to_a_fifo_waits_for_its_reader() {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("out");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let mut w = open_output(fifo.to_str().unwrap()).await.unwrap();
-        w.write_all(b"hello").await.unwrap();
-        let mut r = std::fs::File::open(&fifo).unwrap();
-        let mut buf = [0u8; 5];
-        std::io::Read::read_exact(&mut r, &mut buf).unwrap();
-        assert_eq!(&buf, b"hello");
+        let sink = Sink::open(fifo.to_str().unwrap()).await.unwrap();
+        // The whole output, then its end, before anyone reads the fifo: as `ctr` sees a short
+        // process when its background open of the fifo comes late.
+        let copy = tokio::spawn(copy_out(&b"soak\n"[..], sink));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!copy.is_finished(), "the output was written with no reader");
+        let read = tokio::task::spawn_blocking(move || std::fs::read(&fifo).unwrap());
+        copy.await.unwrap();
+        assert_eq!(read.await.unwrap(), b"soak\n");
+    }
+
+    #[tokio::test]
+    async fn output_to_a_file() {
+        let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("log");
-        let mut w = open_output(&format!("file://{}", file.display()))
+        let sink = Sink::open(&format!("file://{}", file.display()))
             .await
             .unwrap();
-        w.write_all(b"line\n").await.unwrap();
-        w.flush().await.unwrap();
+        copy_out(&b"line\n"[..], sink).await;
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "line\n");
         assert!(matches!(
-            open_output("binary:///usr/bin/logger").await,
+            Sink::open("binary:///usr/bin/logger").await,
             Err(StdioError::Unsupported(_))
+        ));
+        assert!(matches!(
+            Sink::open(dir.path().join("gone").to_str().unwrap()).await,
+            Err(StdioError::Open(..))
         ));
     }
 }
