@@ -208,6 +208,7 @@ pub async fn measure(options: &AgentOptions) -> anyhow::Result<AgentResults> {
         boot_timeout: Duration::from_secs(120),
         share: None,
         netns: None,
+        confine_host: false,
     };
     let vm = SandboxVm::start(&qemu, &config)
         .await

@@ -219,6 +219,7 @@ pub async fn measure(modes: &[CacheMode], mib: usize, files: usize) -> anyhow::R
             boot_timeout: Duration::from_secs(120),
             share: Some(*cache),
             netns: None,
+            confine_host: false,
         };
         let vm = SandboxVm::start(&qemu, &config)
             .await

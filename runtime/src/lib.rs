@@ -10,6 +10,7 @@ pub mod images;
 pub mod jail;
 pub mod network;
 pub mod sandbox;
+pub mod seccomp;
 pub mod selftest;
 pub mod share;
 pub mod shim;

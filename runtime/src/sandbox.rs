@@ -31,6 +31,10 @@ pub struct SandboxVmConfig {
     /// The pod's network namespace (CNI's, e.g. `/var/run/netns/cni-…`): the VM takes over the
     /// interface CNI made there (see [`crate::network`]). `None`: the guest has no NIC.
     pub netns: Option<PathBuf>,
+    /// Confine this whole process with the shim's seccomp filter ([`crate::seccomp`]) once the
+    /// VM's host side is up and before anything from the guest is read. Only for a process that
+    /// starts nothing afterwards: the shim.
+    pub confine_host: bool,
 }
 
 /// The tap each pod VM gets inside its pod's network namespace (one VM per namespace).
@@ -58,6 +62,9 @@ pub enum SandboxError {
     /// The pod network could not be extended into the VM.
     #[error("pod network failed")]
     Network(#[from] NetworkError),
+    /// The shim's seccomp filter could not be installed.
+    #[error("cannot confine the shim")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// The VMM exited while the agent was awaited.
     #[error("the VMM exited ({status}) before the agent answered; console: {console}")]
     VmExited {
@@ -241,6 +248,9 @@ impl SandboxVm {
             }
             None => (None, None),
         };
+        if config.confine_host {
+            crate::seccomp::confine_shim()?;
+        }
         // Connecting before the guest's vsock driver is up can wedge vhost-device-vsock (a
         // CONNECT that is never answered, and none after it), so wait for the agent to say it
         // listens first.

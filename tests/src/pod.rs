@@ -100,6 +100,7 @@ impl TestPod {
             boot_timeout: Duration::from_secs(60),
             share,
             netns,
+            confine_host: false,
         };
         let vm = match SandboxVm::start(&qemu, &config).await {
             Ok(vm) => vm,

@@ -155,6 +155,7 @@ async fn one_boot(
         boot_timeout: Duration::from_secs(120),
         share: Some(CacheMode::default()),
         netns: None,
+        confine_host: false,
     };
     let follower = Follower::start(run_dir.path().join("console.log"));
     let spawned = Instant::now();

@@ -92,6 +92,9 @@ pub struct HullConfig {
     /// Run each VMM in a jail (own namespaces, pivot_root, unprivileged uid; see
     /// `hull_runtime::jail`). Turn off only to debug a VMM.
     pub jail: bool,
+    /// Confine the shim with its seccomp allowlist once its pod VM is started (see
+    /// `hull_runtime::seccomp`). Turn off only to debug the shim.
+    pub seccomp: bool,
     /// The jailer binary (empty: `HULL_JAILER`, beside the shim, then PATH).
     pub jailer: Option<PathBuf>,
     /// Testing only: run every container from this guest path (a tree packed into the initramfs)
@@ -126,6 +129,7 @@ impl Default for HullConfig {
             boot_timeout_secs: 60,
             kernel_params: Vec::new(),
             jail: true,
+            seccomp: true,
             jailer: None,
             guest_rootfs: None,
         }

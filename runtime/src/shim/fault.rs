@@ -119,16 +119,22 @@ pub fn signal_name(signal: i32) -> String {
 /// "virtiofsd (pid 42) was killed by SIGKILL", "the VMM (pid 7) exited with code 0".
 fn describe(exit: &PartExit, jailed: bool) -> String {
     let who = format!("{} (pid {})", exit.part, exit.pid);
-    if let Some(signal) = exit.status.signal() {
-        return format!("{who} was killed by {}", signal_name(signal));
-    }
-    let code = exit.status.code().unwrap_or(-1);
-    match killed_by(exit, jailed) {
-        Some(signal) => format!(
-            "{who} exited with code {code}: the jailed VMM was killed by {}",
-            signal_name(signal)
-        ),
-        None => format!("{who} exited with code {code}"),
+    let said = if let Some(signal) = exit.status.signal() {
+        format!("{who} was killed by {}", signal_name(signal))
+    } else {
+        let code = exit.status.code().unwrap_or(-1);
+        match killed_by(exit, jailed) {
+            Some(signal) => format!(
+                "{who} exited with code {code}: the jailed VMM was killed by {}",
+                signal_name(signal)
+            ),
+            None => format!("{who} exited with code {code}"),
+        }
+    };
+    if killed_by(exit, jailed) == Some(libc::SIGSYS) {
+        format!("{said} (its seccomp filter denied a system call)")
+    } else {
+        said
     }
 }
 
@@ -342,6 +348,21 @@ mod tests {
         // Without a jail a code is a code.
         let f = PodFault::new(vec![exit(SandboxPart::Vmm, 10, code(137))], false, None);
         assert_eq!(f.to_string(), "the VMM (pid 10) exited with code 137");
+    }
+
+    #[test]
+    fn a_vmm_killed_by_sigsys_is_told_as_a_seccomp_kill() {
+        let f = PodFault::new(vec![exit(SandboxPart::Vmm, 10, code(159))], true, None);
+        assert_eq!(
+            f.to_string(),
+            "the VMM (pid 10) exited with code 159: the jailed VMM was killed by SIGSYS \
+             (its seccomp filter denied a system call)"
+        );
+        let f = PodFault::new(vec![exit(SandboxPart::Vmm, 10, libc::SIGSYS)], false, None);
+        assert_eq!(
+            f.to_string(),
+            "the VMM (pid 10) was killed by SIGSYS (its seccomp filter denied a system call)"
+        );
     }
 
     #[test]

@@ -330,6 +330,12 @@ impl Pod {
                 )));
             }
         }
+        if crate::seccomp::confined() {
+            // A VM of this shim started (and failed) before: its filter forbids starting another.
+            return Err(ShimError::FailedPrecondition(
+                "this shim already started a pod VM and is confined by seccomp; it cannot start another (containerd starts a new shim per pod)".into(),
+            ));
+        }
         let size = vm_size(&self.config, spec);
         std::fs::create_dir_all(&self.run_dir)
             .map_err(|e| ShimError::Io(format!("cannot create {}", self.run_dir.display()), e))?;
@@ -356,6 +362,7 @@ impl Pod {
                 RootfsSource::GuestPath(_) => None,
             },
             netns: pod_netns(spec),
+            confine_host: self.config.seccomp,
         };
         tracing::info!(
             pod = %self.id,

@@ -1,0 +1,88 @@
+// hull-vmm's seccomp allowlists, one per thread kind, compiled to BPF by `vmm/build.rs` at
+// build time and installed by `hull_vmm::seccomp`. This file is `include!`d by the build script
+// (not a module of the crate): it may only use `seccompiler`, `libc` and `std`.
+
+/// Syscalls every hull-vmm thread needs (memory, futexes, signals, time, exit).
+const COMMON: &[i64] = &[
+    libc::SYS_read,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_futex,
+    libc::SYS_mmap,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_brk,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_rt_sigaction,
+    libc::SYS_sigaltstack,
+    libc::SYS_sched_yield,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_getrandom,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_tgkill,
+    libc::SYS_restart_syscall,
+    libc::SYS_close,
+    libc::SYS_fcntl,
+];
+
+/// Extra syscalls of the event loop: epoll, unix sockets (vsock streams, vhost-user messages),
+/// removing the vsock socket file. Tap frames are `read`/`write`.
+const EVENT_LOOP: &[i64] = &[
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    libc::SYS_accept4,
+    libc::SYS_socket,
+    libc::SYS_connect,
+    libc::SYS_recvfrom,
+    libc::SYS_recvmsg,
+    libc::SYS_sendto,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    libc::SYS_unlink,
+    libc::SYS_unlinkat,
+    libc::SYS_readv,
+];
+
+const KVM_IOCTL_TYPE: u64 = 0xae00;
+const FIONBIO: u64 = 0x5421;
+
+fn ioctl_rule(vcpu: bool) -> Result<Vec<SeccompRule>, BackendError> {
+    let cond = if vcpu {
+        // Any KVM ioctl (type 0xAE): KVM_RUN, and the register reads of an error report.
+        SeccompCondition::new(
+            1,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(0xff00),
+            KVM_IOCTL_TYPE,
+        )?
+    } else {
+        // Making accepted/connected unix streams non-blocking.
+        SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, FIONBIO)?
+    };
+    Ok(vec![SeccompRule::new(vec![cond])?])
+}
+
+/// The allowlist of a vCPU thread (`vcpu`) or of the event loop: anything else kills the
+/// process.
+fn thread_filter(vcpu: bool) -> Result<SeccompFilter, BackendError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
+        COMMON.iter().map(|sc| (*sc, Vec::new())).collect();
+    if !vcpu {
+        rules.extend(EVENT_LOOP.iter().map(|sc| (*sc, Vec::new())));
+    }
+    rules.insert(libc::SYS_ioctl, ioctl_rule(vcpu)?);
+    SeccompFilter::new(
+        rules,
+        SeccompAction::KillProcess,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )
+}
