@@ -11,6 +11,10 @@ export RUSTC_BOOTSTRAP=1   # cargo-fuzz needs nightly flags; the stable compiler
 targets=("$@")
 ((${#targets[@]})) || mapfile -t targets < <(cargo fuzz list)
 sanitizer=${HULL_FUZZ_SANITIZER:-address}
+# Targets that need sockets make a directory under TMPDIR: give them one that goes away.
+TMPDIR=$(mktemp -d /tmp/hull-fuzz.XXXXXX)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 cargo fuzz build -O -s "$sanitizer"
 for t in "${targets[@]}"; do
   work=../target/fuzz-corpus/$t
