@@ -14,13 +14,19 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::vsock::{accepting_guest, vsock_guest};
-use common::{kvm_available, vmm_bin, write_guest};
+use common::{
+    avail, desc, handshake, kvm_available, packet_socket, queue_base, used, vmm_bin, w,
+    write_guest, NetNs,
+};
 use hull_runtime::images::GuestImages;
 use hull_runtime::jail::uid_for;
+use hull_runtime::share::{CacheMode, Virtiofsd};
 use hull_runtime::vm::hull_vmm::{vsock_dir, vsock_socket, HullVmm};
 use hull_runtime::vm::jailed::jail_root;
-use hull_runtime::vm::{Device, Hypervisor, Vm, VmConfig};
-use hull_vmm::testing::{guest, Cmd, SCRATCH};
+use hull_runtime::vm::{Device, Hypervisor, MacAddr, Vm, VmConfig};
+use hull_vmm::devices::virtio::mmio::reg;
+use hull_vmm::testing::virtio::{fs_guest, FS_GUEST_CONSOLE};
+use hull_vmm::testing::{guest, poke, Cmd, SCRATCH};
 
 /// The jailer: `HULL_JAILER`, else `hull-jailer` beside the hull-vmm under test. `cargo test -p
 /// hull-vmm` builds only this crate's binaries, so a missing one is built here (same target
@@ -340,4 +346,181 @@ fn a_killed_jailer_takes_the_vmm_and_its_socket_with_it() {
     assert!(status.is_some(), "the jailer survived SIGKILL");
     // The VMM could not remove its socket: the runtime does once it has reaped the jailer.
     assert_nothing_left(vmm, run_dir);
+}
+
+/// virtio-fs from the jail: hull-vmm's vhost-user frontend reaches the pod's virtiofsd through its
+/// socket bound as `/run/<name>` (handed to the VMM's uid), and virtiofsd maps the guest's memfd.
+#[test]
+fn a_jailed_vmm_reaches_the_pods_virtiofsd() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path();
+    let shared = run_dir.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let daemon = Virtiofsd::start(
+        run_dir,
+        &shared,
+        CacheMode::default(),
+        Duration::from_secs(10),
+    )
+    .expect("virtiofsd (scripts/install-tools.sh installs it)");
+    let mut config = config(run_dir, &fs_guest());
+    // The guest drives the first device: virtio-fs alone.
+    config.devices = vec![Device::VhostUserFs {
+        socket: daemon.socket().to_owned(),
+        tag: "hull".into(),
+    }];
+    let mut vm = jailed().start(&config).unwrap();
+    let vmm = vmm_of(&mut *vm);
+    let status = vm.wait_timeout(Duration::from_secs(60)).unwrap();
+    let log = std::fs::read_to_string(vm.log_path()).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}; log: {log}"
+    );
+    assert_eq!(
+        std::fs::read(vm.console_path()).unwrap(),
+        FS_GUEST_CONSOLE,
+        "log: {log}"
+    );
+    drop(vm);
+    drop(daemon);
+    assert_nothing_left(vmm, run_dir);
+}
+
+const TAP: &str = "hvjail0";
+const GUEST_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x57];
+const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+const ETHERTYPE: u16 = 0x88b5;
+const NET_RX_BUF: u64 = SCRATCH + 0x1000;
+const NET_TX_BUF: u64 = SCRATCH + 0x2000;
+const TO_GUEST: &[u8] = b"to-the-jailed-guest";
+const FROM_GUEST: &[u8] = b"from-the-jailed-guest";
+
+fn frame(dst: [u8; 6], src: [u8; 6], payload: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&ETHERTYPE.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// A guest that waits for one frame (the tap the jailer made is only up once the host sets it
+/// up), echoes its payload on the console, then sends a frame of its own and waits until it went.
+fn answering_net_guest() -> Vec<u8> {
+    let out = frame([0xff; 6], GUEST_MAC, FROM_GUEST);
+    let tx_len = u32::try_from(12 + out.len()).unwrap();
+    let mut cmds = handshake(2);
+    cmds.extend([
+        Cmd::Poll32 {
+            addr: used(0),
+            mask: 0xffff_0000,
+            value: 1 << 16,
+        },
+        Cmd::Echo {
+            addr: NET_RX_BUF + 12 + 14,
+            len: u32::try_from(TO_GUEST.len()).unwrap(),
+            port: 0x3f8,
+        },
+        Cmd::Out8 {
+            port: 0x3f8,
+            value: b'\n',
+        },
+        Cmd::Write32 {
+            addr: avail(1),
+            value: 1 << 16,
+        },
+        w(reg::QUEUE_NOTIFY, 1),
+        Cmd::Poll32 {
+            addr: used(1),
+            mask: 0xffff_0000,
+            value: 1 << 16,
+        },
+    ]);
+    let mut image = guest(&cmds);
+    poke(&mut image, queue_base(0), &desc(NET_RX_BUF, 2048, 2));
+    poke(&mut image, avail(0), &[0, 0, 1, 0, 0, 0]);
+    poke(&mut image, queue_base(1), &desc(NET_TX_BUF, tx_len, 0));
+    poke(&mut image, NET_TX_BUF + 12, &out);
+    image
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip")
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The host end: once the jailer has made the tap, sets it up and sends the guest a frame (again
+/// until hull-vmm has attached and the guest took one), and returns the guest's frame.
+fn net_host_side(ns: &str) -> Vec<u8> {
+    use std::os::fd::AsRawFd;
+    wait_for("the jailer's tap", || ip(&["-n", ns, "link", "show", TAP]));
+    assert!(ip(&["-n", ns, "link", "set", TAP, "up"]));
+    let sock = packet_socket(ns, TAP);
+    let hello = frame(GUEST_MAC, HOST_MAC, TO_GUEST);
+    let mut buf = [0u8; 2048];
+    for _ in 0..60 {
+        // SAFETY: a valid socket and a buffer of the given length; the result is only checked.
+        unsafe { libc::send(sock.as_raw_fd(), hello.as_ptr().cast(), hello.len(), 0) };
+        // SAFETY: a valid socket and a buffer of the given length (1 s receive timeout).
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        let Ok(n) = usize::try_from(n) else { continue };
+        let f = &buf[..n];
+        if n >= 14 && f[6..12] == GUEST_MAC {
+            return f.to_vec();
+        }
+    }
+    panic!("no frame from the jailed guest");
+}
+
+/// virtio-net from the jail: the jailer's stage 1 makes the pod's tap (persistent, owned by the
+/// VMM's uid) in the pod's network namespace, the unprivileged hull-vmm attaches to it, frames go
+/// both ways, and the jailer deletes the tap when the VMM has gone.
+#[test]
+fn a_jailed_vmm_attaches_to_the_tap_its_jailer_made() {
+    if !kvm_available() {
+        return;
+    }
+    let ns = NetNs::new("jail");
+    let dir = tempfile::tempdir().unwrap();
+    let run_dir = dir.path();
+    let mut config = config(run_dir, &answering_net_guest());
+    config.devices = vec![Device::Net {
+        tap: TAP.into(),
+        mac: MacAddr(GUEST_MAC),
+        netns: format!("/run/netns/{}", ns.0).into(),
+    }];
+    let mut vm = jailed().start(&config).unwrap();
+    let vmm = vmm_of(&mut *vm);
+    let name = ns.0.clone();
+    let host = std::thread::spawn(move || net_host_side(&name));
+    let status = vm.wait_timeout(Duration::from_secs(60)).unwrap();
+    let log = std::fs::read_to_string(vm.log_path()).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}; log: {log}"
+    );
+    assert_eq!(
+        host.join().unwrap(),
+        frame([0xff; 6], GUEST_MAC, FROM_GUEST),
+        "log: {log}"
+    );
+    let mut console = TO_GUEST.to_vec();
+    console.push(b'\n');
+    assert!(
+        std::fs::read(vm.console_path())
+            .unwrap()
+            .ends_with(&console),
+        "log: {log}"
+    );
+    drop(vm);
+    assert_nothing_left(vmm, run_dir);
+    assert!(
+        !ip(&["-n", &ns.0, "link", "show", TAP]),
+        "the jailer left its tap"
+    );
 }
