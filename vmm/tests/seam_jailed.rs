@@ -29,8 +29,9 @@ use hull_vmm::testing::virtio::{fs_guest, FS_GUEST_CONSOLE};
 use hull_vmm::testing::{guest, poke, Cmd, SCRATCH};
 
 /// The jailer: `HULL_JAILER`, else `hull-jailer` beside the hull-vmm under test. `cargo test -p
-/// hull-vmm` builds only this crate's binaries, so a missing one is built here (same target
-/// directory and profile); if that fails, the test fails saying so.
+/// hull-vmm` builds only this crate's binaries, so it is built here (same target directory and
+/// profile; a no-op when it is up to date, and never a stale one from an older checkout); if that
+/// fails, the test fails saying so.
 fn jailer() -> &'static Path {
     static JAILER: OnceLock<PathBuf> = OnceLock::new();
     JAILER.get_or_init(|| {
@@ -39,24 +40,22 @@ fn jailer() -> &'static Path {
         }
         let vmm = vmm_bin();
         let profile_dir = vmm.parent().unwrap();
-        let path = profile_dir.join("hull-jailer");
-        if !path.is_file() {
-            let target_dir = profile_dir.parent().unwrap();
-            let mut build = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
-            build
-                .args(["build", "-p", "hull-runtime", "--bin", "hull-jailer"])
-                .arg("--target-dir")
-                .arg(target_dir);
-            if profile_dir.ends_with("release") {
-                build.arg("--release");
-            }
-            let status = build.status();
-            assert!(
-                status.as_ref().is_ok_and(|s| s.success()),
-                "cannot build hull-jailer ({status:?}): run `cargo build -p hull-runtime --bins` \
-                 or set HULL_JAILER"
-            );
+        let target_dir = profile_dir.parent().unwrap();
+        let mut build = Command::new(std::env::var_os("CARGO").unwrap_or("cargo".into()));
+        build
+            .args(["build", "-p", "hull-runtime", "--bin", "hull-jailer"])
+            .arg("--target-dir")
+            .arg(target_dir);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
         }
+        let status = build.status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "cannot build hull-jailer ({status:?}): run `cargo build -p hull-runtime --bins` \
+             and set HULL_JAILER"
+        );
+        let path = profile_dir.join("hull-jailer");
         assert!(
             path.is_file(),
             "hull-jailer is missing at {} (set HULL_JAILER)",
