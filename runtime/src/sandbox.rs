@@ -256,7 +256,9 @@ impl SandboxVm {
         // listens first.
         console::wait_for_line_async(vm.as_mut(), SERVING_LINE, config.boot_timeout).await?;
         let agent = loop {
-            match AgentClient::wait_ready(vsock.uds(), AGENT_POLL).await {
+            // hull-vmm serves vsock itself, on a socket of its own.
+            let uds = vm.vsock_uds().unwrap_or(vsock.uds());
+            match AgentClient::wait_ready(uds, AGENT_POLL).await {
                 Ok(agent) => break agent,
                 Err(e) => {
                     if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
@@ -292,7 +294,7 @@ impl SandboxVm {
 
     /// The hybrid vsock socket (for stdio streams and more connections).
     pub fn vsock_uds(&self) -> &Path {
-        self.vsock.uds()
+        self.vm.vsock_uds().unwrap_or(self.vsock.uds())
     }
 
     /// The VM.

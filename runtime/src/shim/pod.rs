@@ -583,7 +583,10 @@ pub fn hypervisor(
             .hull_vmm
             .as_ref()
             .map_or_else(HullVmm::for_host, HullVmm::new);
-        return Ok(Box::new(vmm));
+        return Ok(match jailer(config) {
+            Some(jailer) => Box::new(vmm.jailed(jailer).in_cgroups(vmm_cgroups)),
+            None => Box::new(vmm),
+        });
     }
     let accel = accel::detect()
         .map_err(|e| ShimError::InvalidArgument(format!("HULL_ACCEL: {e}")))?
@@ -600,15 +603,24 @@ pub fn hypervisor(
             },
         ),
     };
+    Ok(match jailer(config) {
+        Some(jailer) => Box::new(qemu.jailed(jailer).in_cgroups(vmm_cgroups)),
+        None => Box::new(qemu),
+    })
+}
+
+/// The jailer binary both backends run their VMM through, or `None` with `jail = false`.
+fn jailer(config: &HullConfig) -> Option<PathBuf> {
     if !config.jail {
         tracing::warn!("jail = false: the VMM runs unconfined (debugging only)");
-        return Ok(Box::new(qemu));
+        return None;
     }
-    let jailer = config
-        .jailer
-        .clone()
-        .unwrap_or_else(crate::jail::default_jailer);
-    Ok(Box::new(qemu.jailed(jailer).in_cgroups(vmm_cgroups)))
+    Some(
+        config
+            .jailer
+            .clone()
+            .unwrap_or_else(crate::jail::default_jailer),
+    )
 }
 
 /// How many OOM kills containerd was told of, per container: the agent's OOM watch (polled) and

@@ -1,8 +1,10 @@
 //! The hull-vmm backend: hull's own KVM VMM (`vmm/`), the fast path where the host has hardware
 //! KVM. It runs as one `hull-vmm` process per pod, like QEMU, and looks the same from outside:
 //! console in `<run_dir>/console.log`, its log in `<run_dir>/vmm.log`, vsock on the hybrid unix
-//! socket `<run_dir>/vsock.sock` (served in process: no vhost-user daemon), a guest reboot or
-//! stop ends the process with status 0.
+//! socket `<run_dir>/vsock/vsock.sock` ([`vsock_socket`], served in process: no vhost-user
+//! daemon; [`Vm::vsock_uds`] names it), a guest reboot or stop ends the process with status 0.
+//! Like QEMU it runs in the VMM jail ([`HullVmm::jailed`], [`super::jailed`]); its socket
+//! directory `<run_dir>/vsock/` is then the jail's `/run/vsock/`, so the host path is the same.
 //!
 //! Devices: `VhostUserVsock` becomes hull-vmm's in-process vsock (its vhost-user `socket` is not
 //! used: hull-vmm is the backend); `VhostUserFs` is attached through hull-vmm's vhost-user
@@ -15,6 +17,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::accel::{self, HostProbe, ProbePaths};
+use super::jailed;
 use super::process::VmmProcess;
 use super::{Device, Hypervisor, Vm, VmConfig, VmError};
 
@@ -22,13 +25,24 @@ use super::{Device, Hypervisor, Vm, VmConfig, VmError};
 /// names another.
 pub const DEFAULT_BINARY: &str = "hull-vmm";
 
+/// Where a jailed hull-vmm's binary is bound (read-only), and run from.
+pub const JAILED_BINARY: &str = "/vm/hull-vmm";
+
 /// Kernel command-line words every hull guest gets from this backend (`reboot=k`: the guest's
 /// reboot is an i8042 reset, which ends hull-vmm cleanly).
 pub const BASE_CMDLINE: &[&str] = &["console=ttyS0", "reboot=k", "panic=-1", "quiet"];
 
-/// The hybrid vsock socket of a VM run by hull-vmm.
+/// The directory hull-vmm creates its vsock socket in: the VM's own (mode 0700; the VMM's uid
+/// owns it when jailed), since hull-vmm makes its listener itself and, jailed, can write nowhere
+/// else the host sees.
+pub fn vsock_dir(run_dir: &Path) -> PathBuf {
+    run_dir.join("vsock")
+}
+
+/// The hybrid vsock socket of a VM run by hull-vmm (`<run_dir>/vsock/vsock.sock`). A guest's
+/// connection to host port P goes to this path with `_P` appended.
 pub fn vsock_socket(run_dir: &Path) -> PathBuf {
-    run_dir.join("vsock.sock")
+    vsock_dir(run_dir).join("vsock.sock")
 }
 
 /// Whether hull-vmm can run a production guest on this host: only with hardware KVM (a PVM
@@ -46,6 +60,8 @@ pub fn usable() -> Result<String, String> {
 pub struct HullVmm {
     binary: PathBuf,
     extra_args: Vec<OsString>,
+    jailer: Option<PathBuf>,
+    cgroups: Vec<PathBuf>,
 }
 
 impl HullVmm {
@@ -54,7 +70,24 @@ impl HullVmm {
         Self {
             binary: binary.into(),
             extra_args: Vec::new(),
+            jailer: None,
+            cgroups: Vec::new(),
         }
+    }
+
+    /// Runs each VMM in a jail (see [`crate::jail`]) through the jailer binary `jailer`.
+    #[must_use]
+    pub fn jailed(mut self, jailer: impl Into<PathBuf>) -> Self {
+        self.jailer = Some(jailer.into());
+        self
+    }
+
+    /// Has each jailed VMM run in these cgroup directories (one per hierarchy): its jailer joins
+    /// them before it starts the VMM. Without a jail the VMM stays in its parent's cgroup.
+    #[must_use]
+    pub fn in_cgroups(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.cgroups = dirs;
+        self
     }
 
     /// `HULL_VMM`, else `hull-vmm` next to the running executable, else on `PATH`.
@@ -165,15 +198,72 @@ impl Hypervisor for HullVmm {
 
     fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
         config.validate()?;
-        let args = self.args(config)?;
         let binary = self.resolve_binary()?;
-        Ok(Box::new(VmmProcess::spawn(
-            &binary,
-            args,
-            &config.run_dir,
-            config.netns(),
-            "hull-vmm",
-        )?))
+        let vsock = config
+            .devices
+            .iter()
+            .any(|d| matches!(d, Device::VhostUserVsock { .. }));
+        let process = match &self.jailer {
+            None => {
+                let args = self.args(config)?;
+                if vsock {
+                    jailed::private_dir(&vsock_dir(&config.run_dir))?;
+                }
+                VmmProcess::spawn(&binary, args, &config.run_dir, config.netns(), "hull-vmm")?
+            }
+            Some(jailer) => {
+                let (jail, view) = self.jail(config, &binary)?;
+                VmmProcess::spawn_jailed(
+                    Path::new(JAILED_BINARY),
+                    self.args(&view)?,
+                    &config.run_dir,
+                    config.netns(),
+                    Some((jailer, &jail)),
+                    "hull-vmm",
+                )?
+            }
+        };
+        Ok(Box::new(if vsock {
+            process.with_vsock_uds(vsock_socket(&config.run_dir))
+        } else {
+            process
+        }))
+    }
+}
+
+impl HullVmm {
+    /// The jail for `config`'s VMM and the config as the jail shows it: [`jailed::jail`] with
+    /// `/dev/kvm`, this backend's cgroups, and `binary` at [`JAILED_BINARY`] (unlike QEMU,
+    /// hull-vmm is often not under `/usr`: beside the shim, in a target directory). With vsock,
+    /// the socket directory is bound as `/run/vsock` (so [`vsock_socket`] of the jail's `/run` is
+    /// the socket inside) instead of the vhost-user vsock socket, which hull-vmm does not use.
+    pub fn jail(
+        &self,
+        config: &VmConfig,
+        binary: &Path,
+    ) -> Result<(crate::jail::JailConfig, VmConfig), VmError> {
+        let vsock = config
+            .devices
+            .iter()
+            .position(|d| matches!(d, Device::VhostUserVsock { .. }));
+        let mut served = config.clone();
+        if let Some(index) = vsock {
+            served.devices.remove(index);
+        }
+        let (mut jail, mut view) = jailed::jail(&served, true)?;
+        jail.cgroups.clone_from(&self.cgroups);
+        jail.bind(binary, JAILED_BINARY, false);
+        if let Some(index) = vsock {
+            let inside = jailed::socket_dir(&mut jail, &vsock_dir(&config.run_dir))?;
+            debug_assert_eq!(inside, vsock_dir(&view.run_dir));
+            view.devices.insert(
+                index,
+                Device::VhostUserVsock {
+                    socket: vsock_socket(&view.run_dir),
+                },
+            );
+        }
+        Ok((jail, view))
     }
 }
 
@@ -219,7 +309,7 @@ mod tests {
         );
         let joined = args.join(" ");
         assert!(
-            joined.contains("--vsock-uds /run/hull/p1/vsock.sock"),
+            joined.contains("--vsock-uds /run/hull/p1/vsock/vsock.sock"),
             "{joined}"
         );
         assert!(joined.ends_with("--cpuid-clear cx16"), "{joined}");
@@ -271,6 +361,76 @@ mod tests {
             let text = format!("{err} {}", std::error::Error::source(&err).unwrap());
             assert!(text.contains("not supported by hull-vmm"), "{text}");
         }
+    }
+
+    #[test]
+    fn jailed_it_sees_its_files_and_sockets_at_jail_paths() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, b"").unwrap();
+            p
+        };
+        let config = VmConfig {
+            images: GuestImages {
+                kernel: file("vmlinuz"),
+                initramfs: file("initramfs.img"),
+            },
+            cmdline: vec![],
+            vcpus: 1,
+            memory_mib: 128,
+            devices: vec![
+                Device::VhostUserVsock {
+                    socket: file("vhost-vsock.sock"),
+                },
+                Device::VhostUserFs {
+                    socket: file("virtiofs.sock"),
+                    tag: "hull".into(),
+                },
+            ],
+            run_dir: dir.path().to_owned(),
+        };
+        let hv = HullVmm::new("hull-vmm")
+            .jailed("/usr/local/bin/hull-jailer")
+            .in_cgroups(vec!["/sys/fs/cgroup/pod/vmm".into()]);
+        let (jail, view) = hv.jail(&config, Path::new("/opt/hull/hull-vmm")).unwrap();
+        let args = strings(hv.args(&view).unwrap()).join(" ");
+        assert!(
+            args.starts_with(
+                "--kernel /vm/kernel --initrd /vm/initrd --vcpus 1 --mem-mib 128 \
+                 --console /run/console.log "
+            ),
+            "{args}"
+        );
+        assert!(
+            args.contains("--vsock-uds /run/vsock/vsock.sock --fs-socket /run/virtiofs.sock"),
+            "{args}"
+        );
+        assert_eq!(jail.cgroups, [PathBuf::from("/sys/fs/cgroup/pod/vmm")]);
+        assert!(jail.devices.contains(&PathBuf::from("/dev/kvm")));
+        let bound: Vec<_> = jail
+            .binds
+            .iter()
+            .map(|b| (b.host.clone(), b.jail.clone(), b.writable))
+            .collect();
+        assert!(bound.contains(&(vsock_dir(dir.path()), "/run/vsock".into(), true)));
+        assert!(bound.contains(&("/opt/hull/hull-vmm".into(), JAILED_BINARY.into(), false)));
+        // The vhost-user vsock socket is not hull-vmm's: it stays out of the jail.
+        assert!(
+            !bound
+                .iter()
+                .any(|(host, ..)| host.ends_with("vhost-vsock.sock")),
+            "{bound:?}"
+        );
+        let meta = std::fs::metadata(vsock_dir(dir.path())).unwrap();
+        assert_eq!(meta.uid(), jail.uid);
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(
+            vsock_socket(dir.path()),
+            dir.path().join("vsock/vsock.sock"),
+            "the host's path, jailed or not"
+        );
     }
 
     #[test]

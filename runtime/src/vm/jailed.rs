@@ -4,10 +4,19 @@
 //! | host | jail |
 //! |---|---|
 //! | kernel, initramfs | `/vm/kernel`, `/vm/initrd` (read-only) |
+//! | the hull-vmm binary | `/vm/hull-vmm` (read-only; QEMU runs from the bound `/usr`) |
 //! | `<run_dir>/console.log` | `/run/console.log` (owned by the VMM's uid) |
 //! | a vhost-user socket `<dir>/<name>` | `/run/<name>` (owned by the VMM's uid) |
 //! | a disk image | `/vm/disk<n>` (read-only unless the disk is writable) |
 //! | `/dev/kvm` (with KVM), `/dev/net/tun` (with a NIC) | device nodes owned by the VMM's uid |
+//! | hull-vmm's socket directory `<run_dir>/vsock/` | `/run/vsock/` (owned by the VMM's uid, 0700) |
+//!
+//! hull-vmm serves vsock itself and creates its listener, so it gets a writable directory (see
+//! [`socket_dir`]): it listens on `/run/vsock/vsock.sock`, which the host reaches as
+//! `<run_dir>/vsock/vsock.sock` ([`super::hull_vmm::vsock_socket`], the same path unjailed), and
+//! connects a guest's connection to host port P to `/run/vsock/vsock.sock_P`, i.e.
+//! `<run_dir>/vsock/vsock.sock_P`: a host listener there must let the VMM's uid connect (hand its
+//! socket file over, as [`JailConfig::hand_over`] does).
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +75,33 @@ pub fn jail(config: &VmConfig, kvm: bool) -> Result<(JailConfig, VmConfig), VmEr
         }
     }
     Ok((jail, view))
+}
+
+/// Gives the jailed VMM a directory of its own to create sockets in: `host_dir` (created if
+/// needed, mode 0700, owned by the VMM's uid) bound read-write at `/run/<name>`, which is
+/// returned.
+pub fn socket_dir(jail: &mut JailConfig, host_dir: &Path) -> Result<PathBuf, VmError> {
+    let name = host_dir
+        .file_name()
+        .ok_or_else(|| VmError::DeviceMissing(host_dir.to_owned()))?;
+    private_dir(host_dir)?;
+    jail.hand_over(host_dir)?;
+    let inside = Path::new("/run").join(name);
+    jail.bind(host_dir, &inside, true);
+    Ok(inside)
+}
+
+/// Creates `dir` (if needed) with mode 0700.
+pub fn private_dir(dir: &Path) -> Result<(), VmError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let spawn = |e| VmError::Spawn(dir.to_owned(), e);
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(spawn)
+        }
+        Err(e) => Err(spawn(e)),
+    }
 }
 
 #[cfg(test)]
@@ -148,5 +184,25 @@ mod tests {
             .uid();
         assert_eq!(owner, jail.uid);
         assert!(jail_root(dir.path()).is_dir());
+    }
+
+    #[test]
+    fn a_socket_dir_is_private_to_the_vmm_and_bound_writable() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let mut jail = JailConfig::new(jail_root(dir.path()), dir.path());
+        let host = dir.path().join("vsock");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let inside = socket_dir(&mut jail, &host).unwrap();
+        assert_eq!(inside, Path::new("/run/vsock"));
+        let last = jail.binds.last().unwrap();
+        assert_eq!(
+            (&last.host, &last.jail, last.writable),
+            (&host, &inside, true)
+        );
+        let meta = std::fs::metadata(&host).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (jail.uid, jail.gid));
+        assert_eq!(meta.mode() & 0o777, 0o700, "tightened when it existed");
     }
 }

@@ -239,6 +239,11 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, VmError>;
     /// Asks the VMM to stop (SIGTERM), kills it after `grace`, and reaps it.
     fn stop(&mut self, grace: Duration) -> Result<ExitStatus, VmError>;
+    /// The hybrid vsock socket the host connects to, when the VMM serves vsock itself (hull-vmm,
+    /// jailed or not); `None` when a vhost-user backend does (QEMU), whose socket it is then.
+    fn vsock_uds(&self) -> Option<&Path> {
+        None
+    }
 }
 
 #[cfg(test)]

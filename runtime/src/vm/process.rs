@@ -27,6 +27,7 @@ pub struct VmmProcess {
     console: PathBuf,
     log: PathBuf,
     exited: Option<ExitStatus>,
+    vsock_uds: Option<PathBuf>,
 }
 
 impl VmmProcess {
@@ -82,14 +83,37 @@ impl VmmProcess {
             console,
             log,
             exited: None,
+            vsock_uds: None,
         })
+    }
+
+    /// Records that this VMM serves vsock itself on the host socket `uds` (see
+    /// [`Vm::vsock_uds`]). The socket is removed once the VMM has exited, however it ended.
+    #[must_use]
+    pub fn with_vsock_uds(mut self, uds: PathBuf) -> Self {
+        self.vsock_uds = Some(uds);
+        self
     }
 
     fn try_reap(&mut self) -> Result<Option<ExitStatus>, VmError> {
         if self.exited.is_none() {
             self.exited = self.child.try_wait().map_err(VmError::Process)?;
+            if self.exited.is_some() {
+                self.remove_sockets();
+            }
         }
         Ok(self.exited)
+    }
+
+    /// After the VMM has exited: its vsock socket (left behind when it was killed), and the
+    /// socket directory if nothing else is in it.
+    fn remove_sockets(&self) {
+        if let Some(uds) = &self.vsock_uds {
+            let _ = std::fs::remove_file(uds);
+            if let Some(dir) = uds.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
     }
 
     fn signal(&self, signal: Signal) {
@@ -153,7 +177,12 @@ impl Vm for VmmProcess {
         self.signal(Signal::SIGKILL);
         let status = self.child.wait().map_err(VmError::Process)?;
         self.exited = Some(status);
+        self.remove_sockets();
         Ok(status)
+    }
+
+    fn vsock_uds(&self) -> Option<&Path> {
+        self.vsock_uds.as_deref()
     }
 }
 
@@ -162,6 +191,7 @@ impl Drop for VmmProcess {
         if self.exited.is_none() {
             self.signal(Signal::SIGKILL);
             let _ = self.child.wait();
+            self.remove_sockets();
         }
     }
 }

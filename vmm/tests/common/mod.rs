@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use hull_vmm::testing::{guest, guest_elf, Cmd};
 
+pub mod vsock;
+
 /// The binary under test.
 pub fn vmm_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_hull-vmm"))
