@@ -71,22 +71,6 @@ fn vmm_killed_under_a_task() {
 }
 
 #[test]
-fn vmm_killed_by_sigsys_is_told_as_a_seccomp_kill() {
-    // What QEMU's `-sandbox` (or hull-vmm's filters) does to a denied system call.
-    fault_ends_the_task(
-        "vmmsys",
-        |p| {
-            signal(p.vmm_inside, Signal::SIGSYS);
-            p.vmm
-        },
-        &[
-            "the jailed VMM was killed by SIGSYS",
-            "(its seccomp filter denied a system call)",
-        ],
-    );
-}
-
-#[test]
 fn vmm_jailer_killed_under_a_task() {
     // The pid containerd knows for the task: the jailer, whose death takes the VMM with it.
     fault_ends_the_task(

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use hull_tests::containerd::{Containerd, Options};
-use hull_tests::faults::PodPids;
+use hull_tests::faults::{children, PodPids};
 
 /// `field` of `/proc/<pid>/task/<tid>/status` for every thread of `pid`.
 fn thread_fields(pid: u32, field: &str) -> Vec<(u32, String)> {
@@ -57,7 +57,10 @@ fn a_running_pods_shim_is_confined_and_still_serves_its_tasks() {
     let pids = PodPids::of(&c, id);
     assert_eq!(seccomp_mode(pids.vmm_inside), "2", "QEMU's -sandbox");
     let virtiofsd = pids.virtiofsd.expect("the pod shares its rootfs");
-    assert_eq!(seccomp_mode(virtiofsd), "2", "virtiofsd's seccomp");
+    // `--sandbox namespace` forks: the child in the sandbox serves, under the filter.
+    let serving = children(virtiofsd);
+    assert_eq!(serving.len(), 1, "virtiofsd {virtiofsd}'s children");
+    assert_eq!(seccomp_mode(serving[0]), "2", "virtiofsd's seccomp");
 
     // Everything the shim does for a running task works under the filter (new threads too).
     for i in 0..3 {
