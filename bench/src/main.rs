@@ -132,8 +132,8 @@ enum Suite {
         #[arg(long)]
         iperf_secs: Option<u32>,
     },
-    /// What the VMM jail (and QEMU's seccomp filter, which comes with it) costs: start latency,
-    /// stdout (vsock) and virtio-fs throughput, jail on and off interleaved in one run.
+    /// What the hardening costs (the VMM jail and the shim's seccomp filter, toggled together):
+    /// start latency, stdout (vsock) and virtio-fs throughput, on and off interleaved in one run.
     Hardening {
         /// Rounds (each measures both settings).
         #[arg(long, default_value_t = 10)]
