@@ -154,6 +154,32 @@ fn initramfs_check(path: &Path) -> Check {
     }
 }
 
+/// The VMM jail: on (the default) needs `hull-jailer`.
+fn jail_check(on: bool, jailer: Option<PathBuf>) -> Check {
+    if !on {
+        return check(
+            "jail",
+            Outcome::Warn,
+            "jail = false: VMMs run unconfined".into(),
+            Some("remove `jail = false` from the hull configuration (debugging only)"),
+        );
+    }
+    let jailer = jailer.unwrap_or_else(crate::jail::default_jailer);
+    if jailer.is_file() {
+        check("jail", Outcome::Ok, jailer.display().to_string(), None)
+    } else {
+        check(
+            "jail",
+            Outcome::Fail,
+            format!(
+                "the VMM jailer {} is missing: no pod can start",
+                jailer.display()
+            ),
+            Some("run scripts/setup.sh (installs hull-jailer beside the shim), or set `jailer`"),
+        )
+    }
+}
+
 /// Runs every check. `containerd_config` is containerd's configuration file.
 pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
     let mut out = Vec::new();
@@ -301,6 +327,16 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
         )),
     }
 
+    out.push(jail_check(config.jail, config.jailer.clone()));
+    if !config.seccomp {
+        out.push(check(
+            "seccomp",
+            Outcome::Warn,
+            "seccomp = false: shims are not confined once their pod VM runs".into(),
+            Some("remove `seccomp = false` from the hull configuration (debugging only)"),
+        ));
+    }
+
     let text = std::fs::read_to_string(containerd_config).unwrap_or_default();
     if text.contains(crate::shim::RUNTIME_NAME) {
         out.push(check(
@@ -358,6 +394,23 @@ mod tests {
         );
         let containerd = checks.iter().find(|c| c.what == "containerd").unwrap();
         assert_eq!(containerd.outcome, Outcome::Warn);
+    }
+
+    #[test]
+    fn the_jail_needs_its_jailer_and_opt_outs_are_warned() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("hull-jailer");
+        let c = jail_check(true, Some(missing.clone()));
+        assert_eq!(c.outcome, Outcome::Fail);
+        assert!(c.detail.contains("missing"), "{c}");
+        std::fs::write(&missing, b"").unwrap();
+        assert_eq!(jail_check(true, Some(missing)).outcome, Outcome::Ok);
+        assert_eq!(jail_check(false, None).outcome, Outcome::Warn);
+        let cfg = dir.path().join("config.toml");
+        std::fs::write(&cfg, "seccomp = false\n").unwrap();
+        let checks = run(&cfg, Path::new("/nonexistent"));
+        let seccomp = checks.iter().find(|c| c.what == "seccomp").unwrap();
+        assert_eq!(seccomp.outcome, Outcome::Warn);
     }
 
     #[test]
