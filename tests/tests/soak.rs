@@ -170,7 +170,17 @@ fn two_hundred_runs_and_four_exec_loops_leave_nothing_and_grow_nothing() {
                         || String::from_utf8_lossy(&out.stdout).trim() != "soak"
                     {
                         stop.store(true, Ordering::Relaxed);
-                        panic!("exec {exec_id}: {}", c.explain(&out));
+                        let about: Vec<String> = c
+                            .log()
+                            .lines()
+                            .filter(|l| l.contains(&exec_id))
+                            .map(str::to_owned)
+                            .collect();
+                        panic!(
+                            "exec {exec_id}: {}\n--- log lines about {exec_id} ---\n{}",
+                            c.explain(&out),
+                            about.join("\n")
+                        );
                     }
                     n += 1;
                     execs.fetch_add(1, Ordering::Relaxed);

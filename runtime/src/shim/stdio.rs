@@ -8,7 +8,10 @@
 //!
 //! An output fifo is written only once its reader (containerd, or its client: `ctr` opens its end
 //! in the background) has it open: bytes left in a fifo that nobody holds open are discarded, so
-//! a short-lived process's output written and closed before the reader came would be lost.
+//! a short-lived process's output written and closed before the reader came would be lost. And a
+//! copy ends only once the reader has taken what was written (bounded by [`READ_BOUND`]): `ctr`
+//! gives up a fifo whose background open has not finished when the process is deleted, so the
+//! exit must not be reported while the output still sits in the fifo.
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -123,7 +126,10 @@ pub async fn attach_process(
         let (out, input) = split_pty(stream);
         if !paths.stdout.is_empty() {
             let sink = Sink::open(&paths.stdout).await?;
-            attached.outputs.push(tokio::spawn(copy_out(out, sink)));
+            let label = format!("{cid}/{eid} pty");
+            attached
+                .outputs
+                .push(tokio::spawn(copy_out(out, sink, label)));
         }
         *attached.input.lock().await = Some(Input::Pty(input));
     } else {
@@ -136,7 +142,10 @@ pub async fn attach_process(
             }
             let sink = Sink::open(path).await?;
             let stream = attach(uds, cid, eid, channel).await?;
-            attached.outputs.push(tokio::spawn(copy_out(stream, sink)));
+            let label = format!("{cid}/{eid} {channel:?}");
+            attached
+                .outputs
+                .push(tokio::spawn(copy_out(stream, sink, label)));
         }
         if !paths.stdin.is_empty() {
             let stream = attach(uds, cid, eid, Channel::Stdin).await?;
@@ -205,30 +214,58 @@ pub async fn drain(outputs: Vec<JoinHandle<()>>, bound: Duration) -> bool {
     tokio::time::timeout(bound, all).await.is_ok()
 }
 
-async fn copy_out(mut from: impl AsyncRead + Unpin, sink: Sink) {
-    let (mut to, _keep_open) = match sink.connect().await {
+/// Copies one output stream to containerd until the guest ends it; `label` names it in logs.
+async fn copy_out(mut from: impl AsyncRead + Unpin, sink: Sink, label: String) {
+    let (mut to, keep_open) = match sink.connect().await {
         Ok(connected) => connected,
         Err(e) => {
-            tracing::warn!("{e}");
+            tracing::warn!("{label}: {e}");
             return;
         }
     };
     let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0usize;
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
-                tracing::debug!("stdio stream read ended: {e}");
+                tracing::debug!("{label}: stdio stream read ended: {e}");
                 break;
             }
         };
         if let Err(e) = to.write_all(&buf[..n]).await {
-            tracing::warn!("cannot write process output to containerd: {e}");
+            tracing::warn!("{label}: cannot write process output to containerd: {e}");
             break;
         }
+        total += n;
     }
     let _ = to.flush().await;
+    if let Some(fifo) = &keep_open {
+        let unread = read_by_the_other_end(fifo).await;
+        if unread > 0 {
+            tracing::debug!("{label}: {unread} bytes still unread after {READ_BOUND:?}");
+        }
+    }
+    tracing::debug!("{label}: output ended after {total} bytes");
+}
+
+/// How long a finished output copy waits for containerd's end to read what is in the fifo.
+pub const READ_BOUND: Duration = Duration::from_secs(2);
+
+/// Waits until nothing is left unread in the fifo (`fifo` is our own, never read, end), at most
+/// [`READ_BOUND`]; returns what is still unread.
+async fn read_by_the_other_end(fifo: &pipe::Receiver) -> u64 {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let unread = rustix::io::ioctl_fionread(fifo).unwrap_or(0);
+        if unread == 0 || started.elapsed() >= READ_BOUND {
+            return unread;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(FIFO_RETRY_MAX);
+    }
 }
 
 async fn copy_in(path: String, input: Shared<Input>, close_at_eof: bool) {
@@ -389,12 +426,37 @@ mod tests {
         let sink = Sink::open(fifo.to_str().unwrap()).await.unwrap();
         // The whole output, then its end, before anyone reads the fifo: as `ctr` sees a short
         // process when its background open of the fifo comes late.
-        let copy = tokio::spawn(copy_out(&b"soak\n"[..], sink));
+        let copy = tokio::spawn(copy_out(&b"soak\n"[..], sink, "t".into()));
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert!(!copy.is_finished(), "the output was written with no reader");
         let read = tokio::task::spawn_blocking(move || std::fs::read(&fifo).unwrap());
         copy.await.unwrap();
         assert_eq!(read.await.unwrap(), b"soak\n");
+    }
+
+    #[tokio::test]
+    async fn an_output_copy_ends_once_the_reader_took_the_bytes() {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // The reader has the fifo open but has not read yet (ctr's open still finishing).
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let sink = Sink::open(fifo.to_str().unwrap()).await.unwrap();
+        let copy = tokio::spawn(copy_out(&b"soak\n"[..], sink, "t".into()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!copy.is_finished(), "the copy ended with its output unread");
+        let mut buf = [0u8; 16];
+        let n = std::io::Read::read(&mut reader, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"soak\n");
+        tokio::time::timeout(Duration::from_secs(1), copy)
+            .await
+            .expect("the copy ends once the bytes are read")
+            .unwrap();
     }
 
     #[tokio::test]
@@ -404,7 +466,7 @@ mod tests {
         let sink = Sink::open(&format!("file://{}", file.display()))
             .await
             .unwrap();
-        copy_out(&b"line\n"[..], sink).await;
+        copy_out(&b"line\n"[..], sink, "t".into()).await;
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "line\n");
         assert!(matches!(
             Sink::open("binary:///usr/bin/logger").await,
