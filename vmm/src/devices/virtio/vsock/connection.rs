@@ -56,6 +56,9 @@ pub struct Connection {
     pub host_eof: bool,
     /// The guest said it sends no more.
     pub guest_shut_send: bool,
+    /// The host stream was shut down for writing (once: each shutdown wakes the stream's
+    /// edge-triggered epoll entry again, so repeating it on every wake-up spun the event loop).
+    pub host_shut_write: bool,
 }
 
 impl Connection {
@@ -75,6 +78,7 @@ impl Connection {
             readable: state == State::Established,
             host_eof: false,
             guest_shut_send: false,
+            host_shut_write: false,
         }
     }
 
@@ -121,8 +125,9 @@ impl Connection {
                 Err(_) => return Flush::Reset,
             }
         }
-        if self.pending.is_empty() && self.guest_shut_send {
+        if self.pending.is_empty() && self.guest_shut_send && !self.host_shut_write {
             let _ = self.stream.shutdown(Shutdown::Write);
+            self.host_shut_write = true;
         }
         Flush::Ok
     }
@@ -149,6 +154,36 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         (Connection::new(a, 1 << 30, 5000, State::Established), b)
+    }
+
+    #[test]
+    fn the_host_stream_is_shut_for_writing_once_so_its_edge_fires_once() {
+        use std::os::fd::AsRawFd;
+        use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+        let (mut c, mut b) = pair();
+        let epoll = Epoll::new().unwrap();
+        let fd = c.stream.as_raw_fd();
+        let set = EventSet::IN | EventSet::OUT | EventSet::READ_HANG_UP | EventSet::EDGE_TRIGGERED;
+        epoll
+            .ctl(ControlOperation::Add, fd, EpollEvent::new(set, 1))
+            .unwrap();
+        let mut events = [EpollEvent::default(); 4];
+        assert_eq!(epoll.wait(0, &mut events).unwrap(), 1, "the first edge");
+        c.pending.extend_from_slice(b"bye");
+        c.guest_shut_send = true;
+        assert_eq!(c.flush(), Flush::Ok);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"bye", "the data, then the end of the stream");
+        // The shutdown woke the stream once; flushing again must not wake it again (it did, and
+        // the muxer's event loop flushed on every wake-up: a guest could spin it forever).
+        while epoll.wait(0, &mut events).unwrap() > 0 {}
+        assert_eq!(c.flush(), Flush::Ok);
+        assert_eq!(
+            epoll.wait(0, &mut events).unwrap(),
+            0,
+            "a new edge after a no-op flush"
+        );
     }
 
     #[test]
