@@ -1,26 +1,47 @@
 #!/usr/bin/env bash
 # hull's whole test suite: formatting, lints, unit tests, and the VM tests against a fresh build
 # of the guest kernel and initramfs. Installs and builds what it needs first (cached).
+# Each stage prints its duration; a summary of all of them ends the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
-scripts/install-tools.sh
-scripts/build.sh
-guest-kernel/build-test-kernel.sh >/dev/null  # hull-vmm's test-only kernel variant (cached; ~8 min cold)
+t_start=$(date +%s)
+stages=()
+# stage NAME CMD…: runs CMD, prints how long it took, and remembers it for the summary.
+stage() {
+  local name=$1 t0 rc=0
+  shift
+  t0=$(date +%s)
+  echo "hull: stage '$name' starts at $(date -u +%T)" >&2
+  "$@" || rc=$?
+  local dt=$(($(date +%s) - t0))
+  stages+=("$(printf '%-28s %5ss%s' "$name" "$dt" "$( ((rc)) && echo "  FAILED ($rc)")")")
+  echo "hull: stage '$name' took ${dt}s (rc $rc)" >&2
+  return "$rc"
+}
+summary() {
+  local rc=$?
+  echo "hull: stage durations" >&2
+  for s in "${stages[@]}"; do echo "  $s" >&2; done
+  echo "hull: total $(($(date +%s) - t_start))s, rc $rc" >&2
+}
+trap summary EXIT
 
-echo "hull: cargo fmt --check" >&2
-cargo fmt --all -- --check
-echo "hull: cargo clippy -D warnings" >&2
-cargo clippy --locked --workspace --all-targets -- -D warnings
+stage install-deps scripts/install-deps.sh
+stage install-tools scripts/install-tools.sh
+stage build scripts/build.sh
+# hull-vmm's test-only kernel variant (cached; ~8 min cold)
+stage test-kernel bash -c 'guest-kernel/build-test-kernel.sh >/dev/null'
+
+stage fmt cargo fmt --all -- --check
+stage clippy cargo clippy --locked --workspace --all-targets -- -D warnings
 
 export HULL_KERNEL=$PWD/target/hull/vmlinuz
 export HULL_INITRAMFS=$PWD/target/hull/initramfs.img
 export HULL_KERNEL_CONFIG=$PWD/target/hull/kernel.config
-echo "hull: cargo test" >&2
-cargo test --locked --workspace "$@"
+# --no-fail-fast: one failing test binary does not hide the others' results.
+stage cargo-test cargo test --locked --workspace --no-fail-fast "$@"
 
 # Every fuzz target for a bounded time from its committed seed corpus (no sanitizer here: the
 # targets are safe Rust, and the build stays short; scripts/fuzz.sh alone runs them under ASan).
-echo "hull: fuzz targets, ${HULL_FUZZ_SECONDS:-10}s each" >&2
-HULL_FUZZ_SANITIZER=${HULL_FUZZ_SANITIZER:-none} scripts/fuzz.sh "${HULL_FUZZ_SECONDS:-10}"
+stage fuzz env HULL_FUZZ_SANITIZER="${HULL_FUZZ_SANITIZER:-none}" scripts/fuzz.sh "${HULL_FUZZ_SECONDS:-10}"

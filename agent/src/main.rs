@@ -8,6 +8,7 @@ use std::io::Write;
 use hull_agent::{
     boot, cmdline::AgentOptions, loopback, power, selftest, selftest::GuestFacts, server,
 };
+use hull_protocol::error_chain;
 
 /// Writes one line to the console. Errors are ignored: PID 1 must not die because the console is
 /// missing, and `println!` would panic.
@@ -19,7 +20,7 @@ macro_rules! say {
 
 fn main() {
     if let Err(e) = boot::prepare() {
-        say!("hull-agent: {}", chain(&e));
+        say!("hull-agent: {}", error_chain(&e));
         stop();
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -28,18 +29,18 @@ fn main() {
         if let Some(tag) = &options.share {
             match selftest::read_share(tag) {
                 Ok(line) => say!("{line}"),
-                Err(e) => say!("hull-agent: self-test share failed: {}", chain(&e)),
+                Err(e) => say!("hull-agent: self-test share failed: {}", error_chain(&e)),
             }
         }
         match GuestFacts::read() {
             Ok(facts) => say!("{facts}"),
-            Err(e) => say!("hull-agent: self-test failed: {}", chain(&e)),
+            Err(e) => say!("hull-agent: self-test failed: {}", error_chain(&e)),
         }
         stop();
     }
     if let Err(e) = boot::mount_pod_shm() {
         // Only CRI pods' /dev/shm needs it: say so and go on.
-        say!("hull-agent: {}", chain(&e));
+        say!("hull-agent: {}", error_chain(&e));
     }
     if let Err(e) = loopback::up() {
         // Containers lose 127.0.0.1, nothing else: say so and go on.
@@ -47,12 +48,12 @@ fn main() {
     }
     if let Some(tag) = &options.share {
         if let Err(e) = boot::mount_share(tag) {
-            say!("hull-agent: {}", chain(&e));
+            say!("hull-agent: {}", error_chain(&e));
             stop();
         }
     }
     if let Err(e) = server::run() {
-        say!("hull-agent: {}", chain(&e));
+        say!("hull-agent: {}", error_chain(&e));
     }
     stop();
 }
@@ -65,15 +66,4 @@ fn stop() -> ! {
     loop {
         std::thread::park();
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

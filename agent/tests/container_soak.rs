@@ -11,11 +11,16 @@ fn fd_count() -> usize {
     fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-fn mount_count() -> usize {
+/// Mounts in the caller's namespace at or below `dir`: only what this test could have made, so
+/// containers started or stopped elsewhere on the machine meanwhile do not count.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().into_owned();
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
-        .count()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .filter(|mount_point| mount_point == &dir || mount_point.starts_with(&format!("{dir}/")))
+        .collect()
 }
 
 #[test]
@@ -24,7 +29,7 @@ fn cycles_leave_nothing_behind() {
         return;
     }
     let env = Env::new("soak");
-    let (fds, mounts) = (fd_count(), mount_count());
+    let (fds, mounts) = (fd_count(), mounts_under(env.dir.path()));
     for i in 0..20 {
         let mut v = base_spec(&env.id, &["sleep", "30"]);
         v["process"]["terminal"] = json!(i % 2 == 0);
@@ -47,7 +52,7 @@ fn cycles_leave_nothing_behind() {
     std::thread::sleep(Duration::from_millis(50));
     assert_eq!(fd_count(), fds, "descriptors leaked");
     assert_eq!(
-        mount_count(),
+        mounts_under(env.dir.path()),
         mounts,
         "mounts leaked into the caller's namespace"
     );

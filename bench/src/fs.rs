@@ -38,6 +38,16 @@ pub struct Workload {
     pub unlink_s: f64,
 }
 
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "write {:.2} s, read {:.2} s, create {:.2} s, stat {:.2} s, unlink {:.2} s",
+            self.seq_write_s, self.seq_read_s, self.create_s, self.stat_s, self.unlink_s
+        )
+    }
+}
+
 /// One cache mode's figures.
 #[derive(Debug, Serialize)]
 pub struct ModeFigures {
@@ -195,7 +205,7 @@ pub async fn measure(modes: &[CacheMode], mib: usize, files: usize) -> anyhow::R
     let host_dir = scratch.path().join("host");
     std::fs::create_dir_all(&host_dir)?;
     let host_baseline = host_run(&host_dir, mib, files)?;
-    eprintln!("hull-bench: host {host_baseline:?}");
+    eprintln!("hull-bench: host: {host_baseline}");
     let mut results = FsResults {
         suite: "fs",
         host: HostInfo::read(hull_runtime::vm::qemu::DEFAULT_BINARY),
@@ -234,7 +244,7 @@ pub async fn measure(modes: &[CacheMode], mib: usize, files: usize) -> anyhow::R
         std::fs::create_dir_all(&work)?;
         mounts::bind(&work, &root.join("work"), false)?;
         let guest = guest_run(&vm, &cid, mib, files).await?;
-        eprintln!("hull-bench: guest cache={cache} {guest:?}");
+        eprintln!("hull-bench: guest, cache={cache}: {guest}");
         vm.shutdown(Duration::from_secs(5)).await?;
         results.modes.push(ModeFigures {
             cache: cache.to_string(),

@@ -57,6 +57,22 @@ pub struct VmmMemory {
     pub pss_without_guest_ram_kib: u64,
 }
 
+impl std::fmt::Display for VmmMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} MiB guest: RSS {} KiB, PSS {} KiB; without guest RAM: RSS {} KiB, PSS {} KiB \
+             ({} KiB of guest RAM resident)",
+            self.guest_mib,
+            self.rss_kib,
+            self.pss_kib,
+            self.rss_without_guest_ram_kib,
+            self.pss_without_guest_ram_kib,
+            self.guest_ram_rss_kib
+        )
+    }
+}
+
 /// Boot figures of one backend (hardware KVM only).
 #[derive(Debug, Serialize)]
 pub struct LinuxBoot {
@@ -381,7 +397,7 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
         Err(e) => (None, BTreeMap::new(), Some(format!("{e:#}"))),
     };
     let memory = memory(&bin, options.memory_mib)?;
-    eprintln!("hull-bench: vmm memory: {memory:?}");
+    eprintln!("hull-bench: vmm memory: {memory}");
 
     let mut linux_boot = Vec::new();
     let mut linux_boot_skipped = None;

@@ -3,7 +3,8 @@
 //!   ttrpc on vsock port [`AGENT_PORT`];
 //! - [`stdio`]: the stdio streams, one vsock stream per channel on port [`STDIO_PORT`];
 //! - [`limits`]: the caps and checks every message goes through on both sides;
-//! - [`network`]: the pod network request in typed, checked form.
+//! - [`network`]: the pod network request in typed, checked form;
+//! - [`error_chain`]: how both sides print an error for a human (in logs and in ttrpc statuses).
 #![warn(missing_docs)]
 
 #[allow(warnings, missing_docs, clippy::all, clippy::pedantic)]
@@ -21,6 +22,19 @@ pub mod agent_ttrpc {
 pub mod limits;
 pub mod network;
 pub mod stdio;
+
+/// An error and its sources on one line (`outer: inner: root cause`): how host and guest print
+/// an error for a human, in logs and in the text of a ttrpc status.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
 
 /// The vsock port the agent serves its ttrpc API on.
 pub const AGENT_PORT: u32 = 1024;

@@ -14,18 +14,9 @@ pub mod spec;
 use std::path::{Path, PathBuf};
 
 use hull_runtime::images::GuestImages;
-use hull_runtime::vm::{accel, qemu::Qemu};
+use hull_runtime::vm::{accel, qemu::Qemu, Jailable};
 
-/// Whether the tests run under CI, where nothing may skip.
-pub fn under_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// Skips the calling test with a loud message, or fails it under CI.
-pub fn skip_or_fail(why: &str) {
-    assert!(!under_ci(), "CI=true, so this test may not skip: {why}");
-    eprintln!("\n*** SKIPPED: {why} ***\n");
-}
+pub use hull_test_support::{skip_or_fail, under_ci};
 
 /// The guest images to test: `HULL_KERNEL`/`HULL_INITRAMFS`, else the installed ones; `None`
 /// (after [`skip_or_fail`]) when they are not there.

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use hull_runtime::jail;
-use hull_runtime::vm::{Hypervisor, VmConfig, VmError};
+use hull_runtime::vm::{Hypervisor, Jailable, VmConfig, VmError};
 use hull_tests::{guest_images, qemu};
 
 fn pid_alive(pid: u32) -> bool {

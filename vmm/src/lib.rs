@@ -19,6 +19,9 @@ pub mod host;
 pub mod layout;
 pub mod memory;
 pub mod seccomp;
+/// Test guests and hostile-guest programs for hull-vmm's own tests and `hull-bench vmm`: only
+/// with the `testing` feature (and in unit tests), never in the production library.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod vcpu;
 pub mod vmm;

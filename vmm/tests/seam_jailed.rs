@@ -23,7 +23,7 @@ use hull_runtime::jail::uid_for;
 use hull_runtime::share::{CacheMode, Virtiofsd};
 use hull_runtime::vm::hull_vmm::{vsock_dir, vsock_socket, HullVmm};
 use hull_runtime::vm::jailed::jail_root;
-use hull_runtime::vm::{Device, Hypervisor, MacAddr, Vm, VmConfig};
+use hull_runtime::vm::{Device, Hypervisor, Jailable, MacAddr, Vm, VmConfig};
 use hull_vmm::devices::virtio::mmio::reg;
 use hull_vmm::testing::virtio::{fs_guest, FS_GUEST_CONSOLE};
 use hull_vmm::testing::{guest, poke, Cmd, SCRATCH};

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hull_runtime::images::GuestImages;
 use hull_runtime::sandbox::{SandboxVm, SandboxVmConfig, SERVING_LINE};
 use hull_runtime::share::CacheMode;
-use hull_runtime::vm::{accel, qemu::Qemu, Hypervisor};
+use hull_runtime::vm::{accel, qemu::Qemu, Hypervisor, Jailable};
 
 use super::schema::{BootRun, BootSplit, KernelGap};
 use super::Progress;

@@ -1,5 +1,5 @@
 //! The readable report of a comparison: `report.md` with ratio tables (hull / runc, guest /
-//! host) next to DESIGN.md's targets, and SVG plots beside it. Rendered only from
+//! host) next to docs/design.md's targets, and SVG plots beside it. Rendered only from
 //! [`Results`], so `hull bench report results.json` gives the same report again.
 
 pub mod figures;
@@ -75,14 +75,14 @@ fn tick(ok: Option<bool>) -> &'static str {
     }
 }
 
-/// The headline table: each DESIGN.md target with hull's figure, runc's where it has one, and
+/// The headline table: each docs/design.md target with hull's figure, runc's where it has one, and
 /// whether the target is met.
 pub fn headline(r: &Results) -> String {
     let hull = hull_label(r).unwrap_or_else(|| "hull".to_owned());
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| what | {hull} | runc | hull / runc | target (DESIGN.md) | |\n|---|---|---|---|---|---|"
+        "| what | {hull} | runc | hull / runc | target (docs/design.md) | |\n|---|---|---|---|---|---|"
     );
     let boot = boot_quiet_median(r);
     let _ = writeln!(
@@ -269,7 +269,7 @@ pub fn markdown(r: &Results, has_plot: impl Fn(&str) -> bool) -> String {
     s.push_str(&headline(r));
     let _ = writeln!(
         s,
-        "\nDESIGN.md's targets are for hull-vmm on hardware KVM; under TCG (software emulation of \
+        "\ndocs/design.md's targets are for hull-vmm on hardware KVM; under TCG (software emulation of \
          every guest instruction) they are reported, not expected.\n"
     );
     if !r.unavailable.is_empty() {

@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use hull_protocol::error_chain;
 use hull_runtime::jail::exec::{self, STAGE2};
 
 /// The exit code for "the jail could not be built" (as `env`/`chroot` use 125–127).
@@ -51,25 +52,14 @@ fn main() {
     };
     if args.stage2 {
         let err = exec::enter(&args.config, &args.vmm, &args.vmm_args);
-        eprintln!("hull-jailer: {}", chain(&err));
+        eprintln!("hull-jailer: {}", error_chain(&err));
         std::process::exit(JAIL_FAILED);
     }
     match exec::supervise(&args.config, &args.vmm, &args.vmm_args) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("hull-jailer: {}", chain(&e));
+            eprintln!("hull-jailer: {}", error_chain(&e));
             std::process::exit(JAIL_FAILED);
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -18,7 +18,7 @@ use crate::host_cgroup::PodCgroup;
 use crate::sandbox::{PartExit, SandboxVm, SandboxVmConfig};
 use crate::vm::hull_vmm::{self, HullVmm};
 use crate::vm::qemu::{HostShape, Qemu};
-use crate::vm::{accel, Hypervisor};
+use crate::vm::{accel, Hypervisor, Jailable};
 
 use super::config::{HullConfig, HypervisorChoice};
 use super::events::EventSink;

@@ -17,7 +17,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use super::accel::{self, HostProbe, ProbePaths};
-use super::jailed;
+use super::jailed::{self, JailSettings, Jailable};
 use super::process::VmmProcess;
 use super::{Device, Hypervisor, Vm, VmConfig, VmError};
 
@@ -60,8 +60,7 @@ pub fn usable() -> Result<String, String> {
 pub struct HullVmm {
     binary: PathBuf,
     extra_args: Vec<OsString>,
-    jailer: Option<PathBuf>,
-    cgroups: Vec<PathBuf>,
+    jail: JailSettings,
 }
 
 impl HullVmm {
@@ -70,24 +69,8 @@ impl HullVmm {
         Self {
             binary: binary.into(),
             extra_args: Vec::new(),
-            jailer: None,
-            cgroups: Vec::new(),
+            jail: JailSettings::default(),
         }
-    }
-
-    /// Runs each VMM in a jail (see [`crate::jail`]) through the jailer binary `jailer`.
-    #[must_use]
-    pub fn jailed(mut self, jailer: impl Into<PathBuf>) -> Self {
-        self.jailer = Some(jailer.into());
-        self
-    }
-
-    /// Has each jailed VMM run in these cgroup directories (one per hierarchy): its jailer joins
-    /// them before it starts the VMM. Without a jail the VMM stays in its parent's cgroup.
-    #[must_use]
-    pub fn in_cgroups(mut self, dirs: Vec<PathBuf>) -> Self {
-        self.cgroups = dirs;
-        self
     }
 
     /// `HULL_VMM`, else `hull-vmm` next to the running executable, else on `PATH`.
@@ -203,7 +186,7 @@ impl Hypervisor for HullVmm {
             .devices
             .iter()
             .any(|d| matches!(d, Device::VhostUserVsock { .. }));
-        let process = match &self.jailer {
+        let process = match &self.jail.jailer {
             None => {
                 let args = self.args(config)?;
                 if vsock {
@@ -251,7 +234,7 @@ impl HullVmm {
             served.devices.remove(index);
         }
         let (mut jail, mut view) = jailed::jail(&served, true)?;
-        jail.cgroups.clone_from(&self.cgroups);
+        jail.cgroups.clone_from(&self.jail.cgroups);
         jail.bind(binary, JAILED_BINARY, false);
         if let Some(index) = vsock {
             let inside = jailed::socket_dir(&mut jail, &vsock_dir(&config.run_dir))?;
@@ -264,6 +247,12 @@ impl HullVmm {
             );
         }
         Ok((jail, view))
+    }
+}
+
+impl Jailable for HullVmm {
+    fn jail_settings(&mut self) -> &mut JailSettings {
+        &mut self.jail
     }
 }
 

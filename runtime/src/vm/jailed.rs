@@ -24,6 +24,38 @@ use super::process::console_path;
 use super::{Device, VmConfig, VmError};
 use crate::jail::{JailConfig, JailTap};
 
+/// How a backend runs its VMMs: jailed through a jailer binary, in given cgroups, or (no jailer)
+/// as a plain child. Both backends carry one and get their `jailed`/`in_cgroups` builders from
+/// [`Jailable`].
+#[derive(Debug, Clone, Default)]
+pub struct JailSettings {
+    /// The jailer binary; `None`: the VMM runs unjailed.
+    pub jailer: Option<PathBuf>,
+    /// Cgroup directories (one per hierarchy) the jailer joins before it starts the VMM.
+    pub cgroups: Vec<PathBuf>,
+}
+
+/// A backend whose VMMs can run jailed: the builders every such backend shares.
+pub trait Jailable: Sized {
+    /// The backend's jail settings.
+    fn jail_settings(&mut self) -> &mut JailSettings;
+
+    /// Runs each VMM in a jail (see [`crate::jail`]) through the jailer binary `jailer`.
+    #[must_use]
+    fn jailed(mut self, jailer: impl Into<PathBuf>) -> Self {
+        self.jail_settings().jailer = Some(jailer.into());
+        self
+    }
+
+    /// Has each jailed VMM run in these cgroup directories (one per hierarchy): its jailer joins
+    /// them before it starts the VMM. Without a jail the VMM stays in its parent's cgroup.
+    #[must_use]
+    fn in_cgroups(mut self, dirs: Vec<PathBuf>) -> Self {
+        self.jail_settings().cgroups = dirs;
+        self
+    }
+}
+
 /// Where the jail's root is mounted, inside the VM's run directory (empty on the host: the mount
 /// lives in the jail's own mount namespace).
 pub fn jail_root(run_dir: &Path) -> PathBuf {

@@ -1,8 +1,9 @@
 //! The hypervisor seam: "a VM for one pod", whatever runs it.
 //!
 //! A [`Hypervisor`] starts a [`Vm`] from a [`VmConfig`]; the rest of hull only sees the running VM's
-//! console, its sockets and its exit. Backends: QEMU ([`qemu`], runs everywhere, KVM or TCG) and,
-//! in its own issue, hull-vmm.
+//! console, its sockets and its exit. Backends: [`hull_vmm`] (ours, where the host has hardware
+//! KVM) and QEMU ([`qemu`], runs everywhere, KVM or TCG). Both can run their VMM jailed
+//! ([`jailed`], [`Jailable`]).
 
 pub mod accel;
 pub mod console;
@@ -18,6 +19,7 @@ use std::time::Duration;
 use crate::images::GuestImages;
 
 pub use accel::{Accel, AccelChoice};
+pub use jailed::{JailSettings, Jailable};
 
 /// Largest vCPU count a pod may ask for (the guest kernel's `NR_CPUS`).
 pub const MAX_VCPUS: u32 = 64;

@@ -10,6 +10,23 @@ use std::sync::Arc;
 
 use vmm_sys_util::eventfd::EventFd;
 
+/// A read of a legacy device's byte-wide port register at `offset`: a one-byte access goes to
+/// `read`; any other width, or an offset past 255, sees an empty bus (0xff).
+pub(crate) fn read_byte_port(offset: u64, data: &mut [u8], read: impl FnOnce(u8) -> u8) {
+    match (data, u8::try_from(offset)) {
+        ([b], Ok(offset)) => *b = read(offset),
+        (data, _) => data.fill(0xff),
+    }
+}
+
+/// A write to a legacy device's byte-wide port register at `offset`: only one-byte accesses
+/// reach `write`; others are dropped as real hardware would.
+pub(crate) fn write_byte_port(offset: u64, data: &[u8], write: impl FnOnce(u8, u8)) {
+    if let ([b], Ok(offset)) = (data, u8::try_from(offset)) {
+        write(offset, *b);
+    }
+}
+
 /// Why the VM stops, as the guest or the VMM decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

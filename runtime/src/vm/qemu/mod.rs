@@ -6,7 +6,7 @@ pub mod cmdline;
 use std::path::{Path, PathBuf};
 
 use super::accel::{self, Accel};
-use super::jailed;
+use super::jailed::{self, JailSettings, Jailable};
 use super::process::VmmProcess;
 use super::{Hypervisor, Vm, VmConfig, VmError};
 pub use cmdline::HostShape;
@@ -19,8 +19,7 @@ pub const DEFAULT_BINARY: &str = "qemu-system-x86_64";
 pub struct Qemu {
     binary: PathBuf,
     host: HostShape,
-    jailer: Option<PathBuf>,
-    cgroups: Vec<PathBuf>,
+    jail: JailSettings,
 }
 
 impl Qemu {
@@ -29,24 +28,8 @@ impl Qemu {
         Self {
             binary: binary.into(),
             host,
-            jailer: None,
-            cgroups: Vec::new(),
+            jail: JailSettings::default(),
         }
-    }
-
-    /// Runs each VMM in a jail (see [`crate::jail`]) through the jailer binary `jailer`.
-    #[must_use]
-    pub fn jailed(mut self, jailer: impl Into<PathBuf>) -> Self {
-        self.jailer = Some(jailer.into());
-        self
-    }
-
-    /// Has each jailed VMM run in these cgroup directories (one per hierarchy): its jailer joins
-    /// them before it starts the VMM. Without a jail the VMM stays in its parent's cgroup.
-    #[must_use]
-    pub fn in_cgroups(mut self, dirs: Vec<PathBuf>) -> Self {
-        self.cgroups = dirs;
-        self
     }
 
     /// A backend for this host with the given accelerator: `HULL_QEMU` or [`DEFAULT_BINARY`],
@@ -94,7 +77,7 @@ impl Hypervisor for Qemu {
     fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
         config.validate()?;
         let binary = self.resolve_binary()?;
-        let process = match &self.jailer {
+        let process = match &self.jail.jailer {
             None => VmmProcess::spawn(
                 &binary,
                 cmdline::build(config, self.host),
@@ -104,7 +87,7 @@ impl Hypervisor for Qemu {
             )?,
             Some(jailer) => {
                 let (mut jail, view) = jailed::jail(config, self.host.accel == Accel::Kvm)?;
-                jail.cgroups.clone_from(&self.cgroups);
+                jail.cgroups.clone_from(&self.jail.cgroups);
                 VmmProcess::spawn_jailed(
                     &binary,
                     cmdline::build(&view, self.host),
@@ -116,5 +99,11 @@ impl Hypervisor for Qemu {
             }
         };
         Ok(Box::new(process))
+    }
+}
+
+impl Jailable for Qemu {
+    fn jail_settings(&mut self) -> &mut JailSettings {
+        &mut self.jail
     }
 }

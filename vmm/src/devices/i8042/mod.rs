@@ -3,7 +3,7 @@
 
 use vm_superio::{I8042Device, Trigger};
 
-use super::{ExitReason, ExitSignal};
+use super::{read_byte_port, write_byte_port, ExitReason, ExitSignal};
 use crate::bus::BusDevice;
 
 /// First port (data); the command/status port is at +4.
@@ -35,20 +35,14 @@ impl I8042 {
 }
 
 impl BusDevice for I8042 {
-    #[allow(clippy::cast_possible_truncation)] // offsets are below I8042_LEN
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        if data.len() == 1 {
-            data[0] = self.0.read(offset as u8);
-        } else {
-            data.fill(0xff);
-        }
+        read_byte_port(offset, data, |o| self.0.read(o));
     }
 
-    #[allow(clippy::cast_possible_truncation)]
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if data.len() == 1 {
-            let _ = self.0.write(offset as u8, data[0]);
-        }
+        write_byte_port(offset, data, |o, b| {
+            let _ = self.0.write(o, b);
+        });
     }
 }
 

@@ -6,6 +6,7 @@ use std::io::Write;
 use vm_superio::{Serial as Uart, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
+use super::{read_byte_port, write_byte_port};
 use crate::bus::BusDevice;
 
 /// COM1's first port.
@@ -51,20 +52,14 @@ impl Serial {
 }
 
 impl BusDevice for Serial {
-    #[allow(clippy::cast_possible_truncation)] // offsets are below COM1_LEN
     fn read(&mut self, offset: u64, data: &mut [u8]) {
-        if data.len() == 1 {
-            data[0] = self.0.read(offset as u8);
-        } else {
-            data.fill(0xff);
-        }
+        read_byte_port(offset, data, |o| self.0.read(o));
     }
 
-    #[allow(clippy::cast_possible_truncation)]
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if data.len() == 1 {
-            let _ = self.0.write(offset as u8, data[0]);
-        }
+        write_byte_port(offset, data, |o, b| {
+            let _ = self.0.write(o, b);
+        });
     }
 }
 

@@ -34,6 +34,46 @@ pub fn pass_budget(queue: &Queue) -> usize {
     usize::from(queue.size())
 }
 
+/// Copies `data.len()` bytes of a device's configuration space `config`, from `offset`, into
+/// `data`: what a driver reads through the transport. Bytes past the end read as zero, and any
+/// offset (the guest chooses it) is safe.
+pub fn read_config_space(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(i))
+            .and_then(|at| config.get(at).copied())
+            .unwrap_or(0);
+    }
+}
+
+/// Takes at most a pass budget ([`pass_budget`]) of chains from `queue`, hands each to `handle`,
+/// and returns it to the driver as used (0 bytes written: a TX queue); raises the interrupt once
+/// if any was used. A chain the device cannot return (the guest's used ring is broken) ends the
+/// pass.
+pub fn drain_tx_queue<'m>(
+    queue: &mut Queue,
+    mem: &'m GuestMemory,
+    interrupt: &Interrupt,
+    mut handle: impl FnMut(virtio_queue::DescriptorChain<&'m GuestMemory>),
+) {
+    let mut used = false;
+    for _ in 0..pass_budget(queue) {
+        let Some(chain) = queue.pop_descriptor_chain(mem) else {
+            break;
+        };
+        let head = chain.head_index();
+        handle(chain);
+        if queue.add_used(mem, head, 0).is_err() {
+            break;
+        }
+        used = true;
+    }
+    if used {
+        interrupt.signal_used_queue();
+    }
+}
+
 /// A device's interrupt: the status bits the driver reads and acknowledges through the
 /// transport, and the irqfd that raises the GSI.
 #[derive(Debug, Clone)]

@@ -14,7 +14,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::vhost_user::Backend;
 use super::{FsError, NUM_QUEUES, QUEUE_SIZE, VIRTIO_ID_FS};
 use crate::config::FS_TAG_MAX;
-use crate::devices::virtio::{ActivateError, Interrupt, VirtioDevice};
+use crate::devices::virtio::{read_config_space, ActivateError, Interrupt, VirtioDevice};
 use crate::memory::GuestMemory;
 
 /// Size of the config space: tag, then `num_request_queues` (le32).
@@ -125,13 +125,7 @@ impl VirtioDevice for FsDevice {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|at| self.config.get(at).copied())
-                .unwrap_or(0);
-        }
+        read_config_space(&self.config, offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}

@@ -8,7 +8,9 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::tap::Tap;
 use super::{NetError, MAX_FRAME, QUEUE_SIZE, RXQ, TXQ, VIRTIO_ID_NET, VIRTIO_NET_F_MAC};
-use crate::devices::virtio::{ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use crate::devices::virtio::{
+    read_config_space, ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
+};
 use crate::memory::GuestMemory;
 
 /// A driver that activated the device.
@@ -101,13 +103,7 @@ impl VirtioDevice for NetDevice {
         // mac[6], then status (le16, meaningful only with VIRTIO_NET_F_STATUS: not offered).
         let mut cfg = [0u8; 8];
         cfg[..6].copy_from_slice(&self.mac);
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = usize::try_from(offset)
-                .ok()
-                .and_then(|o| o.checked_add(i))
-                .and_then(|at| cfg.get(at).copied())
-                .unwrap_or(0);
-        }
+        read_config_space(&cfg, offset, data);
     }
 
     fn write_config(&mut self, _offset: u64, _data: &[u8]) {}

@@ -11,7 +11,7 @@ use virtio_queue::{DescriptorChain, QueueT, Reader, Writer};
 
 use super::device::NetDevice;
 use super::{MAX_FRAME, RXQ, TXQ, VNET_HDR_LEN};
-use crate::devices::virtio::pass_budget;
+use crate::devices::virtio::{drain_tx_queue, pass_budget};
 use crate::memory::GuestMemory;
 
 /// Reads the frame of one TX chain into `buf`; `None` when the chain is unreadable, shorter than
@@ -46,28 +46,19 @@ impl NetDevice {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        let mem = &active.mem;
-        let mut used = false;
-        for _ in 0..pass_budget(&active.queues[TXQ]) {
-            let Some(chain) = active.queues[TXQ].pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            match read_frame(mem, chain, &mut self.tx_buf) {
-                Some(len) => match self.tap.write_frame(&self.tx_buf[..len]) {
-                    Ok(_) => self.stats.tx_frames += 1,
-                    Err(_) => self.stats.tap_errors += 1,
+        let (tap, tx_buf, stats) = (&mut self.tap, &mut self.tx_buf, &mut self.stats);
+        drain_tx_queue(
+            &mut active.queues[TXQ],
+            &active.mem,
+            &active.interrupt,
+            |chain| match read_frame(&active.mem, chain, tx_buf) {
+                Some(len) => match tap.write_frame(&tx_buf[..len]) {
+                    Ok(_) => stats.tx_frames += 1,
+                    Err(_) => stats.tap_errors += 1,
                 },
-                None => self.stats.tx_dropped += 1,
-            }
-            if active.queues[TXQ].add_used(mem, head, 0).is_err() {
-                break;
-            }
-            used = true;
-        }
-        if used {
-            active.interrupt.signal_used_queue();
-        }
+                None => stats.tx_dropped += 1,
+            },
+        );
     }
 
     /// Moves frames from the tap into RX buffers while both last.

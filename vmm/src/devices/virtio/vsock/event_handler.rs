@@ -9,7 +9,7 @@ use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT, Reader, Writer};
 use super::device::VsockDevice;
 use super::packet::{Header, Op, HDR_LEN, MAX_PAYLOAD};
 use super::{RXQ, TXQ};
-use crate::devices::virtio::pass_budget;
+use crate::devices::virtio::{drain_tx_queue, pass_budget};
 use crate::memory::GuestMemory;
 
 /// Why a TX chain was refused.
@@ -47,20 +47,18 @@ impl VsockDevice {
         let Some(active) = self.active.as_mut() else {
             return;
         };
-        let mem = &active.mem;
-        let mut used = false;
-        for _ in 0..pass_budget(&active.queues[TXQ]) {
-            let Some(chain) = active.queues[TXQ].pop_descriptor_chain(mem) else {
-                break;
-            };
-            let head = chain.head_index();
-            match read_packet(mem, chain) {
+        let (muxer, stats) = (&mut self.muxer, &mut self.stats);
+        drain_tx_queue(
+            &mut active.queues[TXQ],
+            &active.mem,
+            &active.interrupt,
+            |chain| match read_packet(&active.mem, chain) {
                 Ok((hdr, payload)) => {
-                    self.stats.tx_packets += 1;
-                    self.muxer.recv(&hdr, &payload);
+                    stats.tx_packets += 1;
+                    muxer.recv(&hdr, &payload);
                 }
                 Err(TxError::BadLength(hdr)) => {
-                    self.stats.malformed_tx += 1;
+                    stats.malformed_tx += 1;
                     if hdr.op() != Some(Op::Rst) {
                         // Answer as for an unknown op on that connection: RST.
                         let rst = Header {
@@ -68,19 +66,12 @@ impl VsockDevice {
                             len: 0,
                             ..hdr
                         };
-                        self.muxer.recv(&rst, &[]);
+                        muxer.recv(&rst, &[]);
                     }
                 }
-                Err(TxError::NoHeader) => self.stats.malformed_tx += 1,
-            }
-            if active.queues[TXQ].add_used(mem, head, 0).is_err() {
-                break;
-            }
-            used = true;
-        }
-        if used {
-            active.interrupt.signal_used_queue();
-        }
+                Err(TxError::NoHeader) => stats.malformed_tx += 1,
+            },
+        );
     }
 
     /// Fills RX buffers with whatever the muxer has for the guest.
