@@ -63,16 +63,8 @@ impl TestNetns {
 
     /// Runs `f` on a thread inside this namespace and returns what it returns.
     pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
-        let file = std::fs::File::open(self.path()).expect("open the netns file");
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-                    f()
-                })
-                .join()
-                .expect("the thread inside the netns panicked")
-        })
+        hull_runtime::network::netns::on_thread_in(&self.path(), || Ok(f()))
+            .expect("a thread inside the test netns")
     }
 }
 

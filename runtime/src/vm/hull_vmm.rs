@@ -159,7 +159,6 @@ impl HullVmm {
                 Device::VhostUserFs { socket, .. } => {
                     return Err(unsupported("a second virtio-fs device", socket))
                 }
-                Device::Block { path, .. } => return Err(unsupported("virtio-blk", path)),
                 // One NIC per VM (validated); the process runs in the tap's netns (see start).
                 Device::Net { tap, mac, .. } => {
                     push(&"--net-tap");
@@ -339,13 +338,8 @@ mod tests {
             socket: "/s".into(),
             tag: "hull".into(),
         };
-        for devices in [
-            vec![Device::Block {
-                path: "/d".into(),
-                read_only: false,
-            }],
-            vec![fs.clone(), fs],
-        ] {
+        {
+            let devices = vec![fs.clone(), fs];
             let err = HullVmm::new("hull-vmm").args(&config(devices)).unwrap_err();
             let text = format!("{err} {}", std::error::Error::source(&err).unwrap());
             assert!(text.contains("not supported by hull-vmm"), "{text}");

@@ -7,7 +7,6 @@
 //! | the hull-vmm binary | `/vm/hull-vmm` (read-only; QEMU runs from the bound `/usr`) |
 //! | `<run_dir>/console.log` | `/run/console.log` (owned by the VMM's uid) |
 //! | a vhost-user socket `<dir>/<name>` | `/run/<name>` (owned by the VMM's uid) |
-//! | a disk image | `/vm/disk<n>` (read-only unless the disk is writable) |
 //! | `/dev/kvm` (with KVM), `/dev/net/tun` (with a NIC) | device nodes owned by the VMM's uid |
 //! | hull-vmm's socket directory `<run_dir>/vsock/` | `/run/vsock/` (owned by the VMM's uid, 0700) |
 //!
@@ -81,7 +80,7 @@ pub fn jail(config: &VmConfig, kvm: bool) -> Result<(JailConfig, VmConfig), VmEr
     if kvm {
         jail.devices.push("/dev/kvm".into());
     }
-    for (index, device) in view.devices.iter_mut().enumerate() {
+    for device in &mut view.devices {
         match device {
             Device::VhostUserFs { socket, .. } | Device::VhostUserVsock { socket } => {
                 let name = socket
@@ -91,14 +90,6 @@ pub fn jail(config: &VmConfig, kvm: bool) -> Result<(JailConfig, VmConfig), VmEr
                 jail.hand_over(socket)?;
                 jail.bind(socket.clone(), &inside, true);
                 *socket = inside;
-            }
-            Device::Block { path, read_only } => {
-                let inside = PathBuf::from(format!("/vm/disk{index}"));
-                jail.bind(path.clone(), &inside, !*read_only);
-                if !*read_only {
-                    jail.hand_over(path)?;
-                }
-                *path = inside;
             }
             Device::Net { tap, .. } => {
                 jail.devices.push("/dev/net/tun".into());
@@ -166,10 +157,6 @@ mod tests {
                     socket: file("virtiofs.sock"),
                     tag: "hull".into(),
                 },
-                Device::Block {
-                    path: file("disk.img"),
-                    read_only: true,
-                },
                 Device::Net {
                     tap: "tap0_hull".into(),
                     mac: MacAddr([2, 0, 0, 0, 0, 1]),
@@ -186,9 +173,6 @@ mod tests {
             Device::VhostUserVsock {
                 socket: "/run/vhost-vsock.sock".into()
             }
-        );
-        assert!(
-            matches!(&view.devices[2], Device::Block { path, read_only: true } if path == Path::new("/vm/disk2"))
         );
         let bound: Vec<_> = jail
             .binds

@@ -91,13 +91,6 @@ pub enum Device {
         /// The network namespace (a path such as `/var/run/netns/cni-…`).
         netns: PathBuf,
     },
-    /// A virtio-blk disk backed by a host file.
-    Block {
-        /// The image file.
-        path: PathBuf,
-        /// Attach read-only.
-        read_only: bool,
-    },
 }
 
 /// Starting or running a VM failed.
@@ -183,7 +176,6 @@ impl VmConfig {
         for device in &self.devices {
             let backing = match device {
                 Device::VhostUserFs { socket, .. } | Device::VhostUserVsock { socket } => socket,
-                Device::Block { path, .. } => path,
                 Device::Net { tap, netns, .. } => {
                     if tap.is_empty()
                         || tap.len() > MAX_IFNAME_LEN

@@ -126,20 +126,10 @@ impl VmmProcess {
     }
 }
 
-/// Spawns `command` from a short-lived thread that first enters `netns`: a child inherits the
-/// namespaces of the thread that forks it, and the caller's threads stay where they are.
+/// Spawns `command` from a short-lived thread in `netns`: the child inherits that thread's
+/// namespaces, and the caller's threads stay where they are.
 fn spawn_in_netns(mut command: Command, netns: &Path) -> std::io::Result<Child> {
-    let netns = std::fs::File::open(netns)?;
-    std::thread::scope(|scope| {
-        scope
-            .spawn(move || {
-                nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET)
-                    .map_err(std::io::Error::from)?;
-                command.spawn()
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
-    })
+    crate::network::netns::on_thread_in(netns, move || command.spawn())
 }
 
 impl Vm for VmmProcess {

@@ -130,17 +130,6 @@ fn push_device(args: &mut Args, index: usize, device: &Device) {
             args.push("-device");
             args.push(format!("virtio-net-device,netdev=net{index},mac={mac}"));
         }
-        Device::Block { path, read_only } => {
-            let mut drive = OsString::from(format!("id=blk{index},if=none,format=raw,file="));
-            drive.push(escape_commas(path));
-            if *read_only {
-                drive.push(",readonly=on");
-            }
-            args.push("-drive");
-            args.push(drive);
-            args.push("-device");
-            args.push(format!("virtio-blk-device,drive=blk{index}"));
-        }
     }
 }
 
@@ -271,10 +260,6 @@ mod tests {
             Device::VhostUserVsock {
                 socket: "/run/hull/p1/vsock,odd.sock".into(),
             },
-            Device::Block {
-                path: "/var/disk.img".into(),
-                read_only: true,
-            },
         ];
         let args = strings(build(&config(1, 256, devices), tcg(2)));
         let joined = args.join(" ");
@@ -283,9 +268,6 @@ mod tests {
         ));
         assert!(joined.contains(
             "-chardev socket,id=vsock1,path=/run/hull/p1/vsock,,odd.sock -device vhost-user-vsock-device,chardev=vsock1"
-        ));
-        assert!(joined.contains(
-            "-drive id=blk2,if=none,format=raw,file=/var/disk.img,readonly=on -device virtio-blk-device,drive=blk2"
         ));
     }
 

@@ -93,15 +93,8 @@ impl FsDevice {
                 .start(&w.mem, self.acked, &w.queues, &self.kicks, &self.calls);
             match r {
                 Ok(()) => eprintln!("hull-vmm: virtio-fs: vhost-user backend serves the queues"),
-                Err(e) => {
-                    let mut text = e.to_string();
-                    let mut src = std::error::Error::source(&e);
-                    while let Some(s) = src {
-                        text.push_str(&format!(": {s}"));
-                        src = s.source();
-                    }
-                    eprintln!("hull-vmm: virtio-fs: {text}");
-                }
+                // `{:#}`: the error and its sources on one line, as at every edge of hull.
+                Err(e) => eprintln!("hull-vmm: virtio-fs: {:#}", anyhow::Error::from(e)),
             }
         }
     }
