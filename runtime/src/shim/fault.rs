@@ -11,9 +11,10 @@
 //! remaining processes are cleaned up by the last `Delete`, as for any pod.
 
 use std::fmt;
+use std::future::Future;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -21,8 +22,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::sandbox::{PartExit, SandboxPart};
-
-use super::pod::Pod;
 
 /// The exit status of a task whose pod went down under it: 128 + SIGKILL, what runc users see
 /// for a task that was killed (and what `containerd-shim-hull-v2 delete` reports after a dead
@@ -203,9 +202,25 @@ impl FaultSignal {
     }
 }
 
+/// What the watch needs of a pod (the shim's [`super::pod::Pod`]): this module knows pods only
+/// through it.
+pub trait WatchedPod: Send + Sync + 'static {
+    /// The pod's id, for the log.
+    fn pod_id(&self) -> &str;
+    /// Whether its VMM runs jailed (a jailer reports its VMM's signal as an exit code).
+    fn jailed(&self) -> bool;
+    /// Where the pod's fault is raised for its tasks.
+    fn fault_signal(&self) -> &FaultSignal;
+    /// The parts of its VM that have exited, and the VM's console log; `None` once the pod has
+    /// no VM.
+    fn exited_parts(&self) -> impl Future<Output = Option<(Vec<PartExit>, PathBuf)>> + Send;
+    /// Kills what is left of its VM at once.
+    fn kill_vmm(&self) -> impl Future<Output = ()> + Send;
+}
+
 /// Starts watching `pod`'s VM parts; the watch ends with the VM (stopped, or brought down) or
 /// the pod.
-pub fn spawn_watch(pod: Weak<Pod>) -> JoinHandle<()> {
+pub fn spawn_watch<P: WatchedPod>(pod: Weak<P>) -> JoinHandle<()> {
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let mut children = match signal(SignalKind::child()) {
@@ -221,14 +236,14 @@ pub fn spawn_watch(pod: Weak<Pod>) -> JoinHandle<()> {
                 None => return,
                 Some((exits, _)) if exits.is_empty() => {}
                 Some((exits, console)) => {
-                    let exits = settle(&pod, exits).await;
+                    let exits = settle(pod.as_ref(), exits).await;
                     let panic = exits
                         .iter()
                         .any(|e| e.part == SandboxPart::Vmm)
                         .then(|| panic_line(&console))
                         .flatten();
-                    let fault = PodFault::new(exits, pod.config.jail, panic);
-                    bring_down(&pod, fault).await;
+                    let fault = PodFault::new(exits, pod.jailed(), panic);
+                    bring_down(pod.as_ref(), fault).await;
                     return;
                 }
             }
@@ -253,9 +268,9 @@ fn decisive(exits: &[PartExit], jailed: bool) -> bool {
 /// `exits`, and whatever else exits within [`SETTLE`] while they do not tell the cause: one
 /// death brings others within moments (virtiofsd exits when the VMM goes; a jailer reports its
 /// VMM's death once it has reaped it), and the first seen need not be the first that happened.
-async fn settle(pod: &Pod, mut exits: Vec<PartExit>) -> Vec<PartExit> {
+async fn settle(pod: &(impl WatchedPod + ?Sized), mut exits: Vec<PartExit>) -> Vec<PartExit> {
     let deadline = tokio::time::Instant::now() + SETTLE;
-    while !decisive(&exits, pod.config.jail) && tokio::time::Instant::now() < deadline {
+    while !decisive(&exits, pod.jailed()) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
         match pod.exited_parts().await {
             Some((now, _)) => exits = now,
@@ -266,13 +281,13 @@ async fn settle(pod: &Pod, mut exits: Vec<PartExit>) -> Vec<PartExit> {
 }
 
 /// Logs `fault`, raises it for the pod's tasks, and kills what is left of the VM.
-async fn bring_down(pod: &Pod, fault: PodFault) {
+async fn bring_down(pod: &(impl WatchedPod + ?Sized), fault: PodFault) {
     tracing::error!(
-        pod = %pod.id,
+        pod = %pod.pod_id(),
         "pod VM down: {fault}; its tasks end with exit status {KILLED_STATUS}"
     );
     let cause = fault.cause();
-    pod.fault.raise(fault);
+    pod.fault_signal().raise(fault);
     if cause != Some(SandboxPart::Vmm) {
         // The guest may still run, without its files or its channel to the host: stop it, so
         // every process in it ends now (and as the status says, killed).

@@ -4,29 +4,31 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use containerd_shim::ExitSignal;
-use containerd_shim_protos::events::task::TaskOOM;
-use containerd_shim_protos::topics::TASK_OOM_EVENT_TOPIC;
 use serde_json::Value;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::agent::AgentClient;
 use crate::host_cgroup::PodCgroup;
 use crate::sandbox::{PartExit, SandboxVm, SandboxVmConfig};
-use crate::vm::hull_vmm::{self, HullVmm};
-use crate::vm::qemu::{HostShape, Qemu};
-use crate::vm::{accel, Hypervisor, Jailable};
 
-use super::config::{HullConfig, HypervisorChoice};
+use super::config::HullConfig;
 use super::events::EventSink;
 use super::fault::{self, FaultSignal};
-use super::rootfs::{RootfsSource, Undo};
+use super::rootfs::RootfsSource;
 use super::sizing::{vm_size, VmSize};
-use super::stdio::{Attached, StdioPaths};
 use super::ShimError;
+
+mod backend;
+mod oom;
+mod placement;
+mod process;
+
+pub use backend::hypervisor;
+pub use oom::{publish_oom, OomLedger};
+pub use process::{Container, Exit, Process, ProcessState};
 
 /// How long a stopping VM gets before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -87,137 +89,6 @@ pub struct VmHandle {
     pub uds: PathBuf,
     /// The VMM's host pid: the pid containerd sees for every process of the pod.
     pub vmm_pid: u32,
-}
-
-/// A container.
-#[derive(Debug)]
-pub struct Container {
-    /// Its id.
-    pub id: String,
-    /// containerd's bundle directory.
-    pub bundle: PathBuf,
-    /// The init process.
-    pub init: Arc<Process>,
-    /// Exec'd processes by exec id.
-    pub execs: Mutex<HashMap<String, Arc<Process>>>,
-    /// Frozen by `Pause`.
-    pub paused: std::sync::atomic::AtomicBool,
-    /// What to undo on the host at delete.
-    pub rootfs_undo: Mutex<Option<Undo>>,
-    /// Its memory limit, MiB (`None`: unlimited), counted against the VM's RAM while it lives.
-    pub memory_limit_mib: Mutex<Option<u64>>,
-}
-
-/// Where a process is in its life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProcessState {
-    /// Created (init) or registered (exec), not started. Execs keep their OCI process JSON.
-    Created(Option<Vec<u8>>),
-    /// Running.
-    Running,
-    /// Exited.
-    Exited(Exit),
-}
-
-/// How a process ended, as containerd is told.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    /// Exit code, or 128 + signal.
-    pub status: u32,
-    /// When the shim saw it.
-    pub at: SystemTime,
-}
-
-/// A process: a container's init (empty exec id) or an exec.
-#[derive(Debug)]
-pub struct Process {
-    /// Its container.
-    pub container_id: String,
-    /// containerd's exec id, empty for the init process.
-    pub exec_id: String,
-    /// The id the agent knows the process by: containerd reuses exec ids once deleted, the agent
-    /// keeps exited processes, so every exec gets a fresh one (empty for the init process).
-    pub agent_id: String,
-    /// containerd's stdio.
-    pub stdio: StdioPaths,
-    /// The host pid containerd is given (the VMM's).
-    pub host_pid: u32,
-    /// The pid in the guest (0 until known).
-    pub guest_pid: std::sync::atomic::AtomicU32,
-    /// Where it is.
-    pub state: Mutex<ProcessState>,
-    /// The attached streams.
-    pub io: tokio::sync::Mutex<Option<Attached>>,
-    /// `CloseIO` came before the streams were attached (an exec's `Start` attaches them, and
-    /// a client whose stdin is empty may close it meanwhile); `Start` closes the input once
-    /// attached. Read and written under the `io` lock.
-    pub stdin_closed_early: std::sync::atomic::AtomicBool,
-    exit_tx: watch::Sender<Option<Exit>>,
-}
-
-impl Process {
-    /// A new process in state `Created(spec)`.
-    pub fn new(
-        container_id: &str,
-        (exec_id, agent_id): (&str, &str),
-        stdio: StdioPaths,
-        host_pid: u32,
-        spec: Option<Vec<u8>>,
-    ) -> Self {
-        Self {
-            container_id: container_id.to_owned(),
-            exec_id: exec_id.to_owned(),
-            agent_id: agent_id.to_owned(),
-            stdio,
-            host_pid,
-            guest_pid: Default::default(),
-            state: Mutex::new(ProcessState::Created(spec)),
-            io: tokio::sync::Mutex::new(None),
-            stdin_closed_early: Default::default(),
-            exit_tx: watch::channel(None).0,
-        }
-    }
-
-    /// The current state.
-    pub fn state(&self) -> ProcessState {
-        lock(&self.state).clone()
-    }
-
-    /// Sets the state.
-    pub fn set_state(&self, state: ProcessState) {
-        if let ProcessState::Exited(exit) = &state {
-            self.exit_tx.send_replace(Some(*exit));
-        }
-        *lock(&self.state) = state;
-    }
-
-    /// The exit, once there is one.
-    pub fn exit(&self) -> Option<Exit> {
-        *self.exit_tx.borrow()
-    }
-
-    /// Waits for the exit.
-    pub async fn wait(&self) -> Exit {
-        let mut rx = self.exit_tx.subscribe();
-        loop {
-            if let Some(exit) = *rx.borrow_and_update() {
-                return exit;
-            }
-            if rx.changed().await.is_err() {
-                // The sender lives in self, so this cannot happen while self is borrowed.
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-
-    /// A name for messages.
-    pub fn name(&self) -> String {
-        if self.exec_id.is_empty() {
-            format!("container {}", self.container_id)
-        } else {
-            format!("exec {} of {}", self.exec_id, self.container_id)
-        }
-    }
 }
 
 /// Locks a std mutex, ignoring poisoning (no invariant spans a panic here).
@@ -339,7 +210,7 @@ impl Pod {
         let size = vm_size(&self.config, spec);
         std::fs::create_dir_all(&self.run_dir)
             .map_err(|e| ShimError::Io(format!("cannot create {}", self.run_dir.display()), e))?;
-        let cgroup = host_cgroup(&self.id, spec);
+        let cgroup = placement::host_cgroup(&self.id, spec);
         let vmm_cgroups = cgroup.as_ref().map(PodCgroup::vmm_dirs).unwrap_or_default();
         let hypervisor = match hypervisor(&self.config, vmm_cgroups) {
             Ok(h) => h,
@@ -361,7 +232,7 @@ impl Pod {
                 RootfsSource::Shared => Some(self.config.virtio_fs_cache),
                 RootfsSource::GuestPath(_) => None,
             },
-            netns: pod_netns(spec),
+            netns: placement::pod_netns(spec),
             confine_host: self.config.seccomp,
         };
         tracing::info!(
@@ -424,7 +295,7 @@ impl Pod {
             uds: sandbox.vsock_uds().to_owned(),
             vmm_pid,
         };
-        let oom_watch = tokio::spawn(watch_oom(
+        let oom_watch = tokio::spawn(oom::watch_oom(
             handle.agent.clone(),
             self.events.clone(),
             self.ooms.clone(),
@@ -521,6 +392,30 @@ impl Pod {
     }
 }
 
+impl fault::WatchedPod for Pod {
+    fn pod_id(&self) -> &str {
+        &self.id
+    }
+
+    fn jailed(&self) -> bool {
+        self.config.jail
+    }
+
+    fn fault_signal(&self) -> &FaultSignal {
+        &self.fault
+    }
+
+    fn exited_parts(
+        &self,
+    ) -> impl std::future::Future<Output = Option<(Vec<PartExit>, PathBuf)>> + Send {
+        Pod::exited_parts(self)
+    }
+
+    fn kill_vmm(&self) -> impl std::future::Future<Output = ()> + Send {
+        Pod::kill_vmm(self)
+    }
+}
+
 /// Unmounts whatever is left under a pod's directory (never deleting through a mount) and
 /// removes it.
 pub fn remove_pod_dir(dir: &Path) {
@@ -535,196 +430,4 @@ pub const PIDS_FILE: &str = "pids";
 fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// The pod's host cgroup (see [`crate::host_cgroup`]) at the sandbox spec's `linux.cgroupsPath`,
-/// with the shim moved into it. Without a path, or when the host refuses, the pod runs in the
-/// shim's own cgroup and a warning says why.
-fn host_cgroup(pod: &str, spec: &Value) -> Option<PodCgroup> {
-    let path = spec["linux"]["cgroupsPath"].as_str()?;
-    let mut cgroup = match PodCgroup::create(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(%pod, "the pod stays in the shim's cgroup: {}", crate::agent::client::error_chain(&e));
-            return None;
-        }
-    };
-    if let Err(e) = cgroup.join_shim() {
-        tracing::warn!(%pod, "the shim stays out of the pod's cgroup: {}", crate::agent::client::error_chain(&e));
-    }
-    Some(cgroup)
-}
-
-/// The hypervisor backend `config` asks for; a jailed VMM joins `vmm_cgroups`.
-pub fn hypervisor(
-    config: &HullConfig,
-    vmm_cgroups: Vec<PathBuf>,
-) -> Result<Box<dyn Hypervisor + Send>, ShimError> {
-    let choice = match config.hypervisor {
-        HypervisorChoice::Auto => {
-            if hull_vmm::usable().is_ok() {
-                HypervisorChoice::HullVmm
-            } else {
-                HypervisorChoice::Qemu
-            }
-        }
-        other => other,
-    };
-    if choice == HypervisorChoice::HullVmm {
-        // hull-vmm has no software fallback: refuse before anything starts.
-        if let Err(reason) = hull_vmm::usable() {
-            return Err(ShimError::FailedPrecondition(format!(
-                "hypervisor = \"hull-vmm\" needs hardware KVM, and this host has none: {reason}; \
-                 set hypervisor = \"auto\" or \"qemu\" in {}",
-                HullConfig::path().display()
-            )));
-        }
-        let vmm = config
-            .hull_vmm
-            .as_ref()
-            .map_or_else(HullVmm::for_host, HullVmm::new);
-        return Ok(match jailer(config) {
-            Some(jailer) => Box::new(vmm.jailed(jailer).in_cgroups(vmm_cgroups)),
-            None => Box::new(vmm),
-        });
-    }
-    let accel = accel::detect()
-        .map_err(|e| ShimError::InvalidArgument(format!("HULL_ACCEL: {e}")))?
-        .accel;
-    let qemu = match &config.qemu {
-        None => Qemu::for_host(accel),
-        Some(binary) => Qemu::new(
-            binary.clone(),
-            HostShape {
-                accel,
-                host_cpus: std::thread::available_parallelism()
-                    .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
-                tsc_khz: accel::host_tsc_khz(Path::new("/proc/cpuinfo")),
-            },
-        ),
-    };
-    Ok(match jailer(config) {
-        Some(jailer) => Box::new(qemu.jailed(jailer).in_cgroups(vmm_cgroups)),
-        None => Box::new(qemu),
-    })
-}
-
-/// The jailer binary both backends run their VMM through, or `None` with `jail = false`.
-fn jailer(config: &HullConfig) -> Option<PathBuf> {
-    if !config.jail {
-        tracing::warn!("jail = false: the VMM runs unconfined (debugging only)");
-        return None;
-    }
-    Some(
-        config
-            .jailer
-            .clone()
-            .unwrap_or_else(crate::jail::default_jailer),
-    )
-}
-
-/// How many OOM kills containerd was told of, per container: the agent's OOM watch (polled) and
-/// a process's exit (which checks the cgroup's `oom_kill` count before `TaskExit`) both report,
-/// and each kill is reported once.
-#[derive(Debug, Default)]
-pub struct OomLedger(Mutex<HashMap<String, u64>>);
-
-impl OomLedger {
-    /// The cgroup counted `total` kills: true (and now recorded) when some were not reported.
-    pub fn catch_up(&self, cid: &str, total: u64) -> bool {
-        let mut all = lock(&self.0);
-        let seen = all.entry(cid.to_owned()).or_default();
-        if total > *seen {
-            *seen = total;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// Publishes `TaskOOM` for `container_id`.
-pub async fn publish_oom(events: &dyn EventSink, container_id: &str) {
-    tracing::info!(container = %container_id, "OOM kill in the guest");
-    let event = TaskOOM {
-        container_id: container_id.to_owned(),
-        ..Default::default()
-    };
-    events.publish(TASK_OOM_EVENT_TOPIC, Box::new(event)).await;
-}
-
-async fn watch_oom(agent: AgentClient, events: Arc<dyn EventSink>, ooms: Arc<OomLedger>) {
-    loop {
-        match agent.get_oom_event().await {
-            Ok(container_id) => {
-                // The exit path may have reported this kill already: count from the cgroup.
-                let fresh = match agent.stats_container(&container_id).await {
-                    Ok(stats) => {
-                        let kills = stats.memory.as_ref().map_or(1, |m| m.events_oom_kill);
-                        ooms.catch_up(&container_id, kills)
-                    }
-                    // No count (the container may be going away): this event stands for at
-                    // least one kill, which the exit path may already have reported.
-                    Err(_) => ooms.catch_up(&container_id, 1),
-                };
-                if fresh {
-                    publish_oom(events.as_ref(), &container_id).await;
-                }
-            }
-            Err(e) => {
-                tracing::debug!("OOM watch ended: {e}");
-                return;
-            }
-        }
-    }
-}
-
-/// The pod's network namespace: the path the sandbox spec's `network` namespace names (CNI's, for a
-/// Kubernetes pod). The VM takes over the interface CNI made there.
-fn pod_netns(spec: &Value) -> Option<PathBuf> {
-    spec["linux"]["namespaces"]
-        .as_array()?
-        .iter()
-        .find(|ns| ns["type"] == "network")?["path"]
-        .as_str()
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_oom_kill_is_reported_once() {
-        let ooms = OomLedger::default();
-        // The exit path saw the cgroup count one kill first; the watch's event for it is old.
-        assert!(ooms.catch_up("c", 1));
-        assert!(!ooms.catch_up("c", 1));
-        // A second kill, seen by the watch.
-        assert!(ooms.catch_up("c", 2));
-        // The watch's event without a count (the container is going away) stands for one kill,
-        // which the exit path had reported already: not again.
-        assert!(ooms.catch_up("d", 1));
-        assert!(!ooms.catch_up("d", 1));
-        assert!(ooms.catch_up("d", 2));
-    }
-
-    #[tokio::test]
-    async fn a_process_exit_wakes_its_waiters() {
-        let p = Arc::new(Process::new("c", ("", ""), StdioPaths::default(), 1, None));
-        let waiter = tokio::spawn({
-            let p = p.clone();
-            async move { p.wait().await }
-        });
-        assert_eq!(p.state(), ProcessState::Created(None));
-        let exit = Exit {
-            status: 3,
-            at: SystemTime::now(),
-        };
-        p.set_state(ProcessState::Exited(exit));
-        assert_eq!(waiter.await.unwrap(), exit);
-        assert_eq!(p.exit(), Some(exit));
-        assert_eq!(p.name(), "container c");
-    }
 }
