@@ -3,8 +3,9 @@
 //! The agent builds containers itself, so it makes system calls that neither `nix` nor `rustix`
 //! offers as safe functions: `fork` with every signal blocked, the raw `rt_sigaction`,
 //! `close_range`, `execve` from arrays prepared before forking, `ioprio_set`, `seccomp`, `bpf`,
-//! `mount_setattr`, `pidfd_send_signal`, a pty's number, an interface's flags, and descriptors
-//! passed with `SCM_RIGHTS`. They live here, each `unsafe` block with its `// SAFETY:`, so that
+//! `mount_setattr`, `pidfd_send_signal`, a pty's number, an interface's flags, descriptors
+//! passed with `SCM_RIGHTS`, and (not a system call, but the same kind of promise about a
+//! descriptor) registering one with tokio. They live here, each `unsafe` block with its `// SAFETY:`, so that
 //! the rest of the agent is safe code. What `nix` (the agent's system-call crate) or `rustix` (for
 //! what `nix` lacks: capabilities, per-thread ids, pidfds, terminal ioctls) already offers safely
 //! is called directly where it is needed, not wrapped again here.
@@ -422,6 +423,13 @@ pub fn bpf_prog_attach(
         )
     };
     Errno::result(r).map(drop)
+}
+
+/// `fd` registered with the calling thread's tokio runtime for reads and writes (agent side).
+pub fn async_fd(fd: OwnedFd) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd's descriptor stays open and the same until the OwnedFd is dropped, and
+    // the AsyncFd owns it for its whole life.
+    Ok(unsafe { tokio::io::unix::AsyncFd::register(fd) }?)
 }
 
 /// Sets `IFF_UP` on the network interface `name` (shorter than `IFNAMSIZ`), through `sock`, any
