@@ -3,12 +3,12 @@
 //! The agent builds containers itself, so it makes system calls that neither `nix` nor `rustix`
 //! offers as safe functions: `fork` with every signal blocked, the raw `rt_sigaction`,
 //! `close_range`, `execve` from arrays prepared before forking, `ioprio_set`, `seccomp`, `bpf`,
-//! `mount_setattr`, `pidfd_send_signal`, a pty's number, an interface's flags, descriptors
-//! passed with `SCM_RIGHTS`, and (not a system call, but the same kind of promise about a
-//! descriptor) registering one with tokio. They live here, each `unsafe` block with its `// SAFETY:`, so that
-//! the rest of the agent is safe code. What `nix` (the agent's system-call crate) or `rustix` (for
-//! what `nix` lacks: capabilities, per-thread ids, pidfds, terminal ioctls) already offers safely
-//! is called directly where it is needed, not wrapped again here.
+//! `mount_setattr`, `pidfd_send_signal`, a pty's number and an interface's flags; and, not a
+//! system call but the same kind of promise about a descriptor, registering one with tokio. They
+//! live here, each `unsafe` block with its `// SAFETY:`, so that the rest of the agent is safe
+//! code. What `nix` (the agent's system-call crate) or `rustix` (for what `nix` lacks or would
+//! allocate for: capabilities, per-thread ids, pidfds, terminal ioctls, `SCM_RIGHTS`) already
+//! offers safely is called directly where it is needed, not wrapped again here.
 //!
 //! Most of these run in a forked child of the multi-threaded agent, between `fork` and `execve`
 //! (see `container::child`). So every function here makes its system call directly, takes no
@@ -250,73 +250,6 @@ pub fn pty_number(master: BorrowedFd<'_>) -> nix::Result<u32> {
     Errno::result(r).map(|_| n)
 }
 
-/// Sends `bytes` on the stream socket `sock` with the descriptor `fd` attached (`SCM_RIGHTS`);
-/// the number of bytes sent. The control message is built on the stack (`nix`'s `sendmsg`
-/// allocates it).
-pub fn send_with_fd(sock: BorrowedFd<'_>, bytes: &[u8], fd: BorrowedFd<'_>) -> nix::Result<usize> {
-    /// A control message carrying one descriptor, padded as `CMSG_SPACE(4)` is on x86_64.
-    #[repr(C)]
-    struct OneFd {
-        header: libc::cmsghdr,
-        fd: RawFd,
-        pad: u32,
-    }
-    let mut control = OneFd {
-        header: libc::cmsghdr {
-            cmsg_len: std::mem::size_of::<libc::cmsghdr>() + std::mem::size_of::<RawFd>(),
-            cmsg_level: libc::SOL_SOCKET,
-            cmsg_type: libc::SCM_RIGHTS,
-        },
-        fd: fd.as_raw_fd(),
-        pad: 0,
-    };
-    let mut iov = libc::iovec {
-        iov_base: bytes.as_ptr().cast_mut().cast(),
-        iov_len: bytes.len(),
-    };
-    let msg = libc::msghdr {
-        msg_name: std::ptr::null_mut(),
-        msg_namelen: 0,
-        msg_iov: &mut iov,
-        msg_iovlen: 1,
-        msg_control: (&mut control as *mut OneFd).cast(),
-        msg_controllen: std::mem::size_of::<OneFd>(),
-        msg_flags: 0,
-    };
-    // SAFETY: sendmsg(2) reads the header, one iovec over `bytes` and the control message, all
-    // live locals (or borrowed) for the call; the descriptor is open (borrowed).
-    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, 0) };
-    Errno::result(n).map(|n| n.unsigned_abs())
-}
-
-/// `recvmsg(2)` into `buf` with `MSG_CMSG_CLOEXEC`: the number of bytes read and the first
-/// descriptor passed with them (`SCM_RIGHTS`; any more are closed). Agent side: allocates.
-pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> nix::Result<(usize, Option<OwnedFd>)> {
-    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut iov = [std::io::IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let m = recvmsg::<()>(
-        sock.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut got = None;
-    if let Ok(cmsgs) = m.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for raw in fds {
-                    // SAFETY: SCM_RIGHTS installed a fresh descriptor for us that nothing else
-                    // owns.
-                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    got.get_or_insert(owned);
-                }
-            }
-        }
-    }
-    Ok((m.bytes, got))
-}
-
 /// `pidfd_send_signal(2)` with signal 0: `Ok` while the process behind `pidfd` exists (the
 /// kernel checks, sends nothing).
 pub fn pidfd_probe(pidfd: BorrowedFd<'_>) -> nix::Result<()> {
@@ -469,28 +402,6 @@ mod tests {
         assert!(a.ptrs[2].is_null());
         assert_eq!(a.ptrs[0], a[0].as_ptr());
         assert_eq!(format!("{a:?}"), r#"["sh", "-c"]"#);
-    }
-
-    #[test]
-    fn a_descriptor_passes_through_a_socketpair() {
-        use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-        let (a, b) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
-        let file = std::fs::File::open("/proc/self/exe").unwrap();
-        assert_eq!(send_with_fd(a.as_fd(), b"abc", file.as_fd()), Ok(3));
-        let mut buf = [0u8; 8];
-        let (n, fd) = recv_with_fd(b.as_fd(), &mut buf).unwrap();
-        assert_eq!(&buf[..n], b"abc");
-        let (got, want) = (
-            nix::sys::stat::fstat(fd.unwrap()).unwrap(),
-            nix::sys::stat::fstat(&file).unwrap(),
-        );
-        assert_eq!((got.st_dev, got.st_ino), (want.st_dev, want.st_ino));
     }
 
     #[test]

@@ -27,9 +27,7 @@ pub fn open_in_container(sock: BorrowedFd<'_>) -> Result<(OwnedFd, CString), Fai
     let path = CString::new(format!("/dev/pts/{n}"))
         .map_err(|_| Failure::new(Stage::Terminal, 4, libc::EINVAL))?;
     let slave = open(path.as_c_str(), flags, Mode::empty()).map_err(fail(4))?;
-    if !sync::send_fd(sock, master.as_fd()) {
-        return Err(Failure::last(Stage::Terminal, 5));
-    }
+    sync::send_fd(sock, master.as_fd()).map_err(|e| Failure::rustix(Stage::Terminal, 5, e))?;
     Ok((slave, path))
 }
 

@@ -6,15 +6,19 @@
 //! end closing (by `CLOEXEC`) without an error record, so nobody ever has to `waitpid`.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::{read, write};
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
 
 use super::stage::{Failure, Stage};
-use crate::sys;
 
 /// A failure of the channel itself.
 #[derive(Debug, thiserror::Error)]
@@ -124,12 +128,27 @@ pub(crate) fn send_raw(fd: BorrowedFd<'_>, msg: Msg) -> bool {
     true
 }
 
-/// Child side: sends a descriptor (the pty master) with a [`MSG_PTY`] record (no allocation).
-pub(crate) fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> bool {
+/// Child side: sends a descriptor (the pty master) with a [`MSG_PTY`] record. No allocation:
+/// the control message is built on the stack (`nix`'s `sendmsg` would allocate it).
+pub(crate) fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
     let bytes = Msg::new(MSG_PTY, 0).to_bytes();
+    let fds = [fd];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(rustix::io::Errno::NOBUFS);
+    }
     // One record of 16 bytes on a stream socket: a short write is not expected, and would show
     // as a protocol error on the other side.
-    matches!(sys::send_with_fd(sock, &bytes, fd), Ok(16))
+    match sendmsg(
+        sock,
+        &[io::IoSlice::new(&bytes)],
+        &mut control,
+        SendFlags::empty(),
+    )? {
+        16 => Ok(()),
+        _ => Err(rustix::io::Errno::IO),
+    }
 }
 
 /// Reports a failure from the child.
@@ -205,11 +224,23 @@ pub(crate) fn recv(
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(SyncError::Io(e.into())),
         }
-        let (n, got) = match sys::recv_with_fd(fd, &mut buf[off..]) {
-            Ok(r) => r,
-            Err(nix::Error::EINTR) => continue,
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [io::IoSliceMut::new(&mut buf[off..])];
+        let n = match recvmsg(fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Ok(m) => m.bytes,
+            Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(SyncError::Io(e.into())),
         };
+        // The first descriptor passed; any more are closed with the iterator.
+        let mut got = None;
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = msg {
+                for owned in fds {
+                    got.get_or_insert(owned);
+                }
+            }
+        }
         if got.is_some() {
             passed = got;
         }
@@ -279,7 +310,7 @@ mod tests {
     fn passes_a_descriptor() {
         let (p, c) = channel().unwrap();
         let f = std::fs::File::open("/dev/null").unwrap();
-        assert!(send_fd(c.as_fd(), f.as_fd()));
+        send_fd(c.as_fd(), f.as_fd()).unwrap();
         match recv(p.as_fd(), Duration::from_secs(1), "pty").unwrap() {
             Received::Pty(fd) => {
                 let st = nix::sys::stat::fstat(&fd).unwrap();
