@@ -22,9 +22,7 @@ impl FdStream {
         let flags = fcntl(&fd, FcntlArg::F_GETFL).map_err(io::Error::from)?;
         let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
         fcntl(&fd, FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
-        // SAFETY: `fd` is an OwnedFd moved into the AsyncFd, so it stays open and is the same
-        // descriptor for the AsyncFd's whole life; registration errors are returned.
-        let inner = unsafe { AsyncFd::register(fd) }.map_err(io::Error::from)?;
+        let inner = crate::sys::async_fd(fd)?;
         Ok(Self { inner })
     }
 }

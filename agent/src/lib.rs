@@ -1,6 +1,7 @@
 //! hull-agent: the guest side of hull. It runs as PID 1 inside every pod's microVM.
 //!
 //! This crate holds the logic; `main.rs` only picks a mode and makes sure PID 1 never returns.
+#![warn(missing_docs)]
 
 pub mod boot;
 pub mod cmdline;
@@ -19,6 +20,7 @@ pub mod selftest;
 pub mod server;
 pub mod stats;
 pub mod stdio;
+pub mod sys;
 
 /// What every ready line starts with; the host looks for it on the serial console.
 pub const READY_PREFIX: &str = "hull-agent ready:";

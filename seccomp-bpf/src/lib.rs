@@ -5,6 +5,7 @@
 //!
 //! The format is the BPF instructions one after the other, 8 bytes each: `code` (u16), `jt` (u8),
 //! `jf` (u8), `k` (u32), little endian.
+#![warn(missing_docs)]
 
 use std::path::Path;
 

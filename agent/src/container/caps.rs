@@ -5,6 +5,10 @@
 //! with `capset(2)` and the ambient set raised. Absent sets are empty, as the spec says.
 
 use oci_spec::runtime::{Capabilities, LinuxCapabilities};
+use rustix::thread::{
+    configure_capability_in_ambient_set, remove_capability_from_bounding_set, set_capabilities,
+    CapabilitySet, CapabilitySets,
+};
 
 use super::stage::{Failure, Stage};
 
@@ -101,79 +105,35 @@ impl CapsPlan {
             if self.bounding & (1u64 << cap) != 0 {
                 continue;
             }
-            // SAFETY: prctl with integer arguments only; the result is checked.
-            let r =
-                unsafe { libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0) };
-            if r != 0 {
-                return Err(Failure::last(Stage::Bounding, usize::from(cap)));
-            }
+            remove_capability_from_bounding_set(one(cap))
+                .map_err(|e| Failure::rustix(Stage::Bounding, usize::from(cap), e))?;
         }
         Ok(())
     }
 
     /// Forked side: sets effective, permitted and inheritable, then raises the ambient set.
     pub fn apply(&self) -> Result<(), Failure> {
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy)]
-        struct Data {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        let split = |m: u64| [(m & 0xffff_ffff) as u32, (m >> 32) as u32];
-        let (e, p, i) = (
-            split(self.effective),
-            split(self.permitted),
-            split(self.inheritable),
-        );
-        let mut header = Header {
-            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-            pid: 0,
+        let sets = CapabilitySets {
+            effective: CapabilitySet::from_bits_retain(self.effective),
+            permitted: CapabilitySet::from_bits_retain(self.permitted),
+            inheritable: CapabilitySet::from_bits_retain(self.inheritable),
         };
-        let data = [
-            Data {
-                effective: e[0],
-                permitted: p[0],
-                inheritable: i[0],
-            },
-            Data {
-                effective: e[1],
-                permitted: p[1],
-                inheritable: i[1],
-            },
-        ];
-        // SAFETY: capset(2) with a v3 header and the two data words it expects, both live on the
-        // stack for the call; the result is checked.
-        let r =
-            unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
-        if r != 0 {
-            return Err(Failure::last(Stage::Capabilities, 0));
-        }
+        // capset(2), version 3, for this thread.
+        set_capabilities(None, sets).map_err(|e| Failure::rustix(Stage::Capabilities, 0, e))?;
         for cap in 0..=self.last_cap {
             if self.ambient & (1u64 << cap) == 0 {
                 continue;
             }
-            // SAFETY: prctl with integer arguments only; the result is checked.
-            let r = unsafe {
-                libc::prctl(
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                    libc::c_ulong::from(cap),
-                    0,
-                    0,
-                )
-            };
-            if r != 0 {
-                return Err(Failure::last(Stage::Ambient, usize::from(cap)));
-            }
+            configure_capability_in_ambient_set(one(cap), true)
+                .map_err(|e| Failure::rustix(Stage::Ambient, usize::from(cap), e))?;
         }
         Ok(())
     }
+}
+
+/// The set of capability number `cap` alone.
+fn one(cap: u8) -> CapabilitySet {
+    CapabilitySet::from_bits_retain(1u64 << cap)
 }
 
 #[cfg(test)]

@@ -9,6 +9,8 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{self, Signal};
+use nix::unistd::Pid;
 use oci_spec::runtime::LinuxResources;
 
 use super::devcgroup::{self, DevCgroupError};
@@ -255,15 +257,14 @@ impl Cgroup {
             write_file(&kill, "1")?;
         } else {
             for pid in self.pids()? {
-                // SAFETY: kill(2) takes no pointers; errors (already gone) are ignored on purpose.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // Errors (already gone) are ignored on purpose.
+                let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
         self.wait_for("the cgroup to empty", || {
             if !kill.exists() {
                 for pid in self.pids()? {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    let _ = signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
             }
             Ok(self.pids()?.is_empty())

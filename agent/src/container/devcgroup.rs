@@ -10,10 +10,12 @@
 //! The program is attached by the agent once the init process has built its `/dev`, and replaced
 //! by `update`. It is written by hand: a handful of instructions per rule.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType};
+
+use crate::sys;
 
 /// A device rule set we cannot load.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +52,6 @@ pub enum DevCgroupError {
     },
 }
 
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 const DEV_BLOCK: i32 = 1;
@@ -68,6 +68,15 @@ pub struct Insn {
     regs: u8,
     off: i16,
     imm: i32,
+}
+
+impl Insn {
+    /// The instruction as the kernel reads it: its eight bytes in memory order.
+    fn encode(self) -> u64 {
+        let [o0, o1] = self.off.to_ne_bytes();
+        let [i0, i1, i2, i3] = self.imm.to_ne_bytes();
+        u64::from_ne_bytes([self.code, self.regs, o0, o1, i0, i1, i2, i3])
+    }
 }
 
 const fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> Insn {
@@ -195,85 +204,39 @@ pub fn compile(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Insn>, DevCgroupError>
     Ok(p)
 }
 
-#[repr(C)]
-#[derive(Default)]
-struct LoadAttr {
-    prog_type: u32,
-    insn_cnt: u32,
-    insns: u64,
-    license: u64,
-    log_level: u32,
-    log_size: u32,
-    log_buf: u64,
-    kern_version: u32,
-    prog_flags: u32,
-    prog_name: [u8; 16],
-    prog_ifindex: u32,
-    expected_attach_type: u32,
-}
-
-#[repr(C)]
-#[derive(Default)]
-struct AttachAttr {
-    target_fd: u32,
-    attach_bpf_fd: u32,
-    attach_type: u32,
-    attach_flags: u32,
-    replace_bpf_fd: u32,
-}
-
 /// How often a program load answered with EAGAIN is tried.
 const LOAD_ATTEMPTS: u32 = 5;
 
 /// Loads a compiled program into the kernel.
 fn load(prog: &[Insn]) -> Result<OwnedFd, DevCgroupError> {
-    let license = c"Apache-2.0";
+    let insns: Vec<u64> = prog.iter().map(|i| i.encode()).collect();
     let mut log = vec![0u8; 16384];
     let mut name = [0u8; 16];
     name[..10].copy_from_slice(b"hull_devcg");
-    let attr = LoadAttr {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: u32::try_from(prog.len()).unwrap_or(u32::MAX),
-        insns: prog.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: u32::try_from(log.len()).unwrap_or(0),
-        log_buf: log.as_mut_ptr() as u64,
-        prog_name: name,
-        expected_attach_type: BPF_CGROUP_DEVICE,
-        ..Default::default()
-    };
     // The kernel may answer EAGAIN transiently (seen once under load): try a few times.
     let mut attempts = 0;
-    let fd = loop {
-        // SAFETY: bpf(BPF_PROG_LOAD) reads `attr` and the instruction and license buffers it
-        // points to, and writes at most `log_size` bytes into `log`; all live for the call.
-        // Checked.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_PROG_LOAD,
-                &attr as *const LoadAttr,
-                std::mem::size_of::<LoadAttr>(),
-            )
-        };
-        let again = std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
+    let loaded = loop {
+        let r = sys::bpf_prog_load(
+            BPF_PROG_TYPE_CGROUP_DEVICE,
+            BPF_CGROUP_DEVICE,
+            &insns,
+            c"Apache-2.0",
+            name,
+            &mut log,
+        );
         attempts += 1;
-        if fd >= 0 || !again || attempts >= LOAD_ATTEMPTS {
-            break fd;
+        if !matches!(r, Err(nix::Error::EAGAIN)) || attempts >= LOAD_ATTEMPTS {
+            break r;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     };
-    if fd < 0 {
-        let source = std::io::Error::last_os_error();
+    loaded.map_err(|e| {
         let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-        return Err(DevCgroupError::Load {
+        DevCgroupError::Load {
             log: String::from_utf8_lossy(&log[..end]).trim().to_string(),
-            source,
-        });
-    }
-    // SAFETY: the kernel returned a fresh program descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(i32::try_from(fd).unwrap_or(-1)) })
+            source: e.into(),
+        }
+    })
 }
 
 /// The devices every container may use whatever its rules say, appended after them (so they win),
@@ -314,26 +277,9 @@ pub fn apply(cgroup: &Path, rules: &[LinuxDeviceCgroup]) -> Result<(), DevCgroup
         source,
     };
     let dir = std::fs::File::open(cgroup).map_err(attach_err)?;
-    let attr = AttachAttr {
-        target_fd: dir.as_raw_fd().unsigned_abs(),
-        attach_bpf_fd: prog_fd.as_raw_fd().unsigned_abs(),
-        attach_type: BPF_CGROUP_DEVICE,
-        ..Default::default()
-    };
-    // SAFETY: bpf(BPF_PROG_ATTACH) reads `attr`, which holds descriptors we own; checked. The
-    // attachment keeps its own reference to the program, so closing `prog_fd` afterwards is fine.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_ATTACH,
-            &attr as *const AttachAttr,
-            std::mem::size_of::<AttachAttr>(),
-        )
-    };
-    if r != 0 {
-        return Err(attach_err(std::io::Error::last_os_error()));
-    }
-    Ok(())
+    // The attachment keeps its own reference to the program, so closing `prog_fd` is fine.
+    sys::bpf_prog_attach(dir.as_fd(), prog_fd.as_fd(), BPF_CGROUP_DEVICE)
+        .map_err(|e| attach_err(e.into()))
 }
 
 #[cfg(test)]

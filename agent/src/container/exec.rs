@@ -8,8 +8,9 @@
 //! without an error record means the exec succeeded.
 
 use std::convert::Infallible;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use oci_spec::runtime::Process;
 
@@ -20,13 +21,16 @@ use super::process::ProcessPlan;
 use super::stage::{Failure, Stage};
 use super::sync::{self, Msg, Received};
 use super::{Container, ContainerError, ProcessIo, Spawned};
+use crate::sys::{self, Fork, ForkedChild};
 
-struct Fds {
-    sock: RawFd,
-    procs: RawFd,
-    pidfd: RawFd,
-    ns_flags: libc::c_int,
-    stdio: Option<[RawFd; 3]>,
+/// Everything the forked side reads, borrowed from the owners in the agent.
+struct Fds<'a> {
+    sock: BorrowedFd<'a>,
+    procs: BorrowedFd<'a>,
+    pidfd: BorrowedFd<'a>,
+    ns_flags: CloneFlags,
+    stdio: Option<[BorrowedFd<'a>; 3]>,
+    /// Every descriptor above, by number, sorted.
     keep: Vec<RawFd>,
 }
 
@@ -54,25 +58,25 @@ pub(crate) fn exec(
     let ns_flags = c
         .namespaces
         .iter()
-        .fold(0, |f, t| f | clone_flag(*t).bits());
+        .fold(CloneFlags::empty(), |f, t| f | clone_flag(*t));
     let mut keep = vec![child_sock.as_raw_fd(), procs.as_raw_fd(), pidfd.as_raw_fd()];
     keep.extend(cio.raw().into_iter().flatten());
     keep.sort_unstable();
     keep.dedup();
     let fds = Fds {
-        sock: child_sock.as_raw_fd(),
-        procs: procs.as_raw_fd(),
-        pidfd: pidfd.as_raw_fd(),
+        sock: child_sock.as_fd(),
+        procs: procs.as_fd(),
+        pidfd: pidfd.as_fd(),
         ns_flags,
-        stdio: cio.raw(),
+        stdio: cio.borrowed(),
         keep,
     };
     // SAFETY: the child only runs `bootstrap`, which keeps to the forked-child contract and ends
     // in `_exit`.
-    let pid = unsafe { child::fork() }
-        .map_err(|f| ContainerError::Fork(std::io::Error::from_raw_os_error(f.errno)))?;
-    if pid == 0 {
-        bootstrap(&fds, &plan);
+    match unsafe { sys::fork() } {
+        Ok(Fork::Child(child)) => bootstrap(child, &fds, &plan),
+        Ok(Fork::Parent(_)) => {}
+        Err(e) => return Err(ContainerError::Fork(e.into())),
     }
     drop(child_sock);
     drop(procs);
@@ -101,7 +105,8 @@ pub(crate) fn exec(
             }
             Received::Pty(fd) => {
                 if let Some((rows, cols)) = plan.console_size {
-                    super::pty::set_size(fd.as_raw_fd(), rows, cols);
+                    // A failure only leaves the default size.
+                    let _ = super::pty::set_size(fd.as_fd(), rows, cols);
                 }
                 master = Some(fd);
             }
@@ -133,28 +138,29 @@ pub(crate) fn exec(
     }
 }
 
-fn bootstrap(fds: &Fds, plan: &ProcessPlan) -> ! {
+fn bootstrap(child: ForkedChild, fds: &Fds<'_>, plan: &ProcessPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
-        child::reset_signals();
-        child::close_other_fds(&fds.keep)?;
+        child::reset_signals(child);
+        child::close_other_fds(child, &fds.keep)?;
         child::set_oom_score_adj(plan.oom_score_adj)?;
         child::join_cgroup(fds.procs)?;
-        if fds.ns_flags != 0 {
+        if !fds.ns_flags.is_empty() {
             child::setns(fds.pidfd, fds.ns_flags, 0)?;
         }
         // SAFETY: the child runs `exec_process`, which keeps to the contract and ends in _exit.
-        let pid = unsafe { child::fork() }?;
-        if pid == 0 {
-            exec_process(fds, plan);
-        }
+        let pid = match unsafe { sys::fork() } {
+            Ok(Fork::Child(child)) => exec_process(child, fds, plan),
+            Ok(Fork::Parent(pid)) => pid.as_raw(),
+            Err(e) => return Err(Failure::nix(Stage::Fork, 0, e)),
+        };
         sync::send_raw(fds.sock, Msg::new(sync::MSG_PID, pid.unsigned_abs()));
         child::exit(0)
     })
 }
 
-fn exec_process(fds: &Fds, plan: &ProcessPlan) -> ! {
+fn exec_process(child: ForkedChild, fds: &Fds<'_>, plan: &ProcessPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
-        child::reset_signals();
+        child::reset_signals(child);
         child::setup_stdio(fds.stdio)?;
         if fds.stdio.is_none() {
             let (slave, _) = super::pty::open_in_container(fds.sock)?;

@@ -13,13 +13,15 @@
 //! an error record tells the agent the exec succeeded.
 
 use std::convert::Infallible;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
+use rustix::process::PidfdFlags;
+use rustix::thread::{set_thread_res_gid, set_thread_res_uid};
 
 use super::caps::kernel_last_cap;
 use super::cgroup::{self, Cgroup};
@@ -34,6 +36,7 @@ use super::seccomp;
 use super::stage::{Failure, Stage};
 use super::sync::{self, Msg, Received};
 use super::{Container, ContainerConfig, ContainerError, ProcessIo};
+use crate::sys::{self, Fork, ForkedChild};
 
 /// Everything decided before forking.
 #[derive(Debug)]
@@ -218,12 +221,14 @@ pub(crate) fn step_error(f: Failure, detail: String, process: &ProcessPlan) -> C
     }
 }
 
-/// Everything the forked side reads, by raw number (the owners stay in the agent).
-struct Fds {
-    sock: RawFd,
-    procs: RawFd,
-    stdio: Option<[RawFd; 3]>,
-    joins: Vec<(RawFd, libc::c_int)>,
+/// Everything the forked side reads, borrowed from the owners in the agent (whose copies in the
+/// child are never dropped: it ends in `_exit`).
+struct Fds<'a> {
+    sock: BorrowedFd<'a>,
+    procs: BorrowedFd<'a>,
+    stdio: Option<[BorrowedFd<'a>; 3]>,
+    joins: Vec<(BorrowedFd<'a>, CloneFlags)>,
+    /// Every descriptor above, by number, sorted.
     keep: Vec<RawFd>,
 }
 
@@ -292,24 +297,21 @@ fn create_in(
     keep.sort_unstable();
     keep.dedup();
     let fds = Fds {
-        sock: child_sock.as_raw_fd(),
-        procs: procs.as_raw_fd(),
-        stdio: cio.raw(),
-        joins: joins
-            .iter()
-            .map(|(fd, f)| (fd.as_raw_fd(), f.bits()))
-            .collect(),
+        sock: child_sock.as_fd(),
+        procs: procs.as_fd(),
+        stdio: cio.borrowed(),
+        joins: joins.iter().map(|(fd, f)| (fd.as_fd(), *f)).collect(),
         keep,
     };
     let unshare = plan.ns.unshare_flags();
     let new_userns = plan.ns.is_new(LinuxNamespaceType::User);
     // SAFETY: the child only runs `bootstrap`, which keeps to the forked-child contract and ends
     // in `_exit`.
-    let bootstrap_pid = unsafe { child::fork() }
-        .map_err(|f| ContainerError::Fork(std::io::Error::from_raw_os_error(f.errno)))?;
-    if bootstrap_pid == 0 {
-        bootstrap(&fds, unshare, new_userns, plan);
-    }
+    let bootstrap_pid = match unsafe { sys::fork() } {
+        Ok(Fork::Child(child)) => bootstrap(child, &fds, unshare, new_userns, plan),
+        Ok(Fork::Parent(pid)) => pid.as_raw(),
+        Err(e) => return Err(ContainerError::Fork(e.into())),
+    };
     drop(child_sock);
     drop(procs);
     drop(joins);
@@ -350,7 +352,8 @@ fn create_in(
             }) => ready = true,
             Received::Pty(fd) => {
                 if let Some((rows, cols)) = plan.process.console_size {
-                    super::pty::set_size(fd.as_raw_fd(), rows, cols);
+                    // A failure only leaves the default size.
+                    let _ = super::pty::set_size(fd.as_fd(), rows, cols);
                 }
                 master = Some(fd);
             }
@@ -400,38 +403,35 @@ fn write_proc(pid: i32, file: &'static str, value: &str) -> Result<(), Container
         .map_err(|source| ContainerError::Proc { file, source })
 }
 
+/// A pidfd (close-on-exec) for the process `pid`.
 pub(crate) fn pidfd_open(pid: i32) -> Result<OwnedFd, ContainerError> {
-    // SAFETY: pidfd_open(2) with integer arguments; the result is checked.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(ContainerError::Proc {
+    let pid = rustix::process::Pid::from_raw(pid).ok_or(rustix::io::Errno::INVAL);
+    pid.and_then(|pid| rustix::process::pidfd_open(pid, PidfdFlags::empty()))
+        .map_err(|e| ContainerError::Proc {
             file: "pidfd",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let fd = RawFd::try_from(fd).map_err(|_| ContainerError::Proc {
-        file: "pidfd",
-        source: std::io::Error::from_raw_os_error(libc::EBADF),
-    })?;
-    // SAFETY: pidfd_open returned a fresh descriptor (close-on-exec by default) nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            source: e.into(),
+        })
 }
 
 /// First child. Never returns.
-fn bootstrap(fds: &Fds, unshare: CloneFlags, new_userns: bool, plan: &InitPlan) -> ! {
+fn bootstrap(
+    child: ForkedChild,
+    fds: &Fds<'_>,
+    unshare: CloneFlags,
+    new_userns: bool,
+    plan: &InitPlan,
+) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
-        child::reset_signals();
-        child::close_other_fds(&fds.keep)?;
+        child::reset_signals(child);
+        child::close_other_fds(child, &fds.keep)?;
         child::set_oom_score_adj(plan.process.oom_score_adj)?;
         child::join_cgroup(fds.procs)?;
         for (i, (fd, flag)) in fds.joins.iter().enumerate() {
             child::setns(*fd, *flag, i)?;
         }
         if !unshare.is_empty() {
-            // SAFETY: unshare(2) with flags only; checked. This process is single-threaded.
-            if unsafe { libc::unshare(unshare.bits()) } != 0 {
-                return Err(Failure::last(Stage::Unshare, 0));
-            }
+            // This process is single-threaded, as unshare(CLONE_NEWUSER) needs.
+            nix::sched::unshare(unshare).map_err(|e| Failure::nix(Stage::Unshare, 0, e))?;
         }
         if !plan.ns.time_offsets.is_empty() {
             // The offsets of a new time namespace can be set until its first process exists.
@@ -449,29 +449,28 @@ fn bootstrap(fds: &Fds, unshare: CloneFlags, new_userns: bool, plan: &InitPlan) 
                 }) => {}
                 _ => child::exit(1),
             }
-            // SAFETY: integer arguments only; checked.
-            if unsafe { libc::syscall(libc::SYS_setresgid, 0, 0, 0) } != 0 {
-                return Err(Failure::last(Stage::BecomeRoot, 0));
-            }
-            // SAFETY: integer arguments only; checked.
-            if unsafe { libc::syscall(libc::SYS_setresuid, 0, 0, 0) } != 0 {
-                return Err(Failure::last(Stage::BecomeRoot, 1));
-            }
+            let root = rustix::process::Gid::ROOT;
+            set_thread_res_gid(root, root, root)
+                .map_err(|e| Failure::rustix(Stage::BecomeRoot, 0, e))?;
+            let root = rustix::process::Uid::ROOT;
+            set_thread_res_uid(root, root, root)
+                .map_err(|e| Failure::rustix(Stage::BecomeRoot, 1, e))?;
         }
         // SAFETY: the child runs `init_process`, which keeps to the contract and ends in _exit.
-        let pid = unsafe { child::fork() }?;
-        if pid == 0 {
-            init_process(fds, plan);
-        }
+        let pid = match unsafe { sys::fork() } {
+            Ok(Fork::Child(child)) => init_process(child, fds, plan),
+            Ok(Fork::Parent(pid)) => pid.as_raw(),
+            Err(e) => return Err(Failure::nix(Stage::Fork, 0, e)),
+        };
         sync::send_raw(fds.sock, Msg::new(sync::MSG_PID, pid.unsigned_abs()));
         child::exit(0)
     })
 }
 
 /// The container's init process. Never returns.
-fn init_process(fds: &Fds, plan: &InitPlan) -> ! {
+fn init_process(child: ForkedChild, fds: &Fds<'_>, plan: &InitPlan) -> ! {
     child::run_child(fds.sock, || -> Result<Infallible, Failure> {
-        child::reset_signals();
+        child::reset_signals(child);
         child::setup_stdio(fds.stdio)?;
         plan.rootfs.setup()?;
         if fds.stdio.is_none() {

@@ -228,19 +228,8 @@ impl Container {
 
     /// Whether the init process still runs (a zombie counts as gone).
     fn init_alive(&self) -> bool {
-        use std::os::fd::AsRawFd;
-        // SAFETY: pidfd_send_signal(2) with signal 0 only checks; integer arguments and a pidfd
-        // we own.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                0,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        r == 0
+        use std::os::fd::AsFd;
+        crate::sys::pidfd_probe(self.pidfd.as_fd()).is_ok()
             && std::fs::read_to_string(format!("/proc/{}/stat", self.init_pid))
                 .map(|s| {
                     // The state follows the ")" that ends the command name.

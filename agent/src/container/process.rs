@@ -1,5 +1,5 @@
 //! A process to run in the container (the init process or an exec'd one), prepared in the agent
-//! before forking: argv/envp as C strings, the executable candidates from `PATH`, identity,
+//! before forking: argv/envp as C strings (with their `execve` arrays), the executable candidates from `PATH`, identity,
 //! capabilities, rlimits, no_new_privs, I/O priority and the compiled seccomp program.
 //!
 //! The forked side then runs [`ProcessPlan::prepare`] (everything up to the point where only
@@ -9,6 +9,8 @@ use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::sys::prctl;
+use nix::unistd::chdir;
 use oci_spec::runtime::{IOPriorityClass, Process};
 
 use super::caps::{CapsError, CapsPlan};
@@ -17,6 +19,7 @@ use super::rlimits::{self, RlimitError, RlimitPlan};
 use super::seccomp::SeccompProgram;
 use super::stage::{Failure, Stage};
 use super::user::{self, UserError, UserPlan};
+use crate::sys::{self, CStrArray};
 
 /// The `PATH` used when the process's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -57,9 +60,9 @@ pub enum ProcessError {
 #[derive(Debug)]
 pub struct ProcessPlan {
     /// argv.
-    pub args: Vec<CString>,
+    pub args: CStrArray,
     /// envp.
-    pub env: Vec<CString>,
+    pub env: CStrArray,
     /// Paths to try with `execve`, in order (one when `args[0]` holds a `/`).
     pub candidates: Vec<CString>,
     /// Working directory inside the container.
@@ -179,8 +182,8 @@ impl ProcessPlan {
             )
         });
         Ok(ProcessPlan {
-            args,
-            env,
+            args: CStrArray::new(args),
+            env: CStrArray::new(env),
             candidates,
             cwd,
             cwd_c,
@@ -202,36 +205,19 @@ impl ProcessPlan {
     pub fn prepare(&self) -> Result<(), Failure> {
         rlimits::apply(&self.rlimits)?;
         if let Some(prio) = self.io_priority {
-            // SAFETY: ioprio_set(IOPRIO_WHO_PROCESS, self, prio): integers only; checked.
-            let r = unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, prio) };
-            if r != 0 {
-                return Err(Failure::last(Stage::IoPriority, 0));
-            }
+            sys::set_io_priority(prio).map_err(|e| Failure::nix(Stage::IoPriority, 0, e))?;
         }
         if self.no_new_privs {
-            // SAFETY: prctl with integer arguments only; the result is checked.
-            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-                return Err(Failure::last(Stage::NoNewPrivs, 0));
-            }
+            prctl::set_no_new_privs().map_err(|e| Failure::nix(Stage::NoNewPrivs, 0, e))?;
         } else if let Some(s) = &self.seccomp {
             s.load()?;
         }
         self.caps.drop_bounding()?;
-        // SAFETY: prctl with integer arguments only; the result is checked.
-        if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) } != 0 {
-            return Err(Failure::last(Stage::Uid, 0));
-        }
+        prctl::set_keepcaps(true).map_err(|e| Failure::nix(Stage::Uid, 0, e))?;
         self.user.switch()?;
-        // SAFETY: as above.
-        if unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) } != 0 {
-            return Err(Failure::last(Stage::Uid, 0));
-        }
+        prctl::set_keepcaps(false).map_err(|e| Failure::nix(Stage::Uid, 0, e))?;
         self.caps.apply()?;
-        // SAFETY: chdir(2) on a live C string; the result is checked.
-        if unsafe { libc::chdir(self.cwd_c.as_ptr()) } != 0 {
-            return Err(Failure::last(Stage::Chdir, 0));
-        }
-        Ok(())
+        chdir(self.cwd_c.as_c_str()).map_err(|e| Failure::nix(Stage::Chdir, 0, e))
     }
 
     /// Forked side: marks every inherited descriptor above 2 close-on-exec, loads seccomp (when
@@ -239,17 +225,8 @@ impl ProcessPlan {
     pub fn exec(&self) -> Failure {
         // Before seccomp: a profile may not allow close_range, and a descriptor handed to us
         // without close-on-exec (a caller's pipe above 2) must not reach the workload.
-        // SAFETY: close_range(2) with CLOSE_RANGE_CLOEXEC only sets flags; integers only.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_close_range,
-                3u32,
-                u32::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            )
-        };
-        if r != 0 {
-            return Failure::last(Stage::CloseFds, 1);
+        if let Err(e) = sys::set_cloexec_from(3) {
+            return Failure::nix(Stage::CloseFds, 1, e);
         }
         if self.no_new_privs {
             if let Some(s) = &self.seccomp {
@@ -258,17 +235,9 @@ impl ProcessPlan {
                 }
             }
         }
-        let mut argv: Vec<*const libc::c_char> = self.args.iter().map(|a| a.as_ptr()).collect();
-        argv.push(std::ptr::null());
-        let mut envp: Vec<*const libc::c_char> = self.env.iter().map(|a| a.as_ptr()).collect();
-        envp.push(std::ptr::null());
         let mut errno = libc::ENOENT;
         for c in &self.candidates {
-            // SAFETY: argv and envp are NULL-terminated arrays of pointers into live CStrings.
-            unsafe { libc::execve(c.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-            let e = std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::ENOENT);
+            let e = sys::execve(c, &self.args, &self.env) as i32;
             // Like execvp: keep looking after ENOENT/ENOTDIR, remember EACCES.
             match e {
                 libc::ENOENT | libc::ENOTDIR => {}

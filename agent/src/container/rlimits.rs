@@ -1,6 +1,7 @@
 //! `process.rlimits` → `setrlimit(2)` calls, made in the forked process before it drops
 //! privileges (raising a hard limit needs `CAP_SYS_RESOURCE`).
 
+use nix::sys::resource::{setrlimit, Resource};
 use oci_spec::runtime::{PosixRlimit, PosixRlimitType};
 
 use super::stage::{Failure, Stage};
@@ -20,32 +21,32 @@ pub enum RlimitError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RlimitPlan {
     /// `RLIMIT_*`.
-    pub resource: u32,
+    pub resource: Resource,
     /// Soft limit (`u64::MAX` is infinity).
     pub soft: u64,
     /// Hard limit.
     pub hard: u64,
 }
 
-/// The `RLIMIT_*` number of a spec rlimit type.
-pub fn resource(t: PosixRlimitType) -> u32 {
+/// The `RLIMIT_*` resource of a spec rlimit type.
+pub fn resource(t: PosixRlimitType) -> Resource {
     match t {
-        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
-        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
-        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
-        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
-        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
-        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
-        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
-        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
-        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
-        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
-        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
-        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
-        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
-        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
-        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
-        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+        PosixRlimitType::RlimitCpu => Resource::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => Resource::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => Resource::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => Resource::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => Resource::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => Resource::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => Resource::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => Resource::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => Resource::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => Resource::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
     }
 }
 
@@ -73,15 +74,7 @@ pub fn plan(list: &[PosixRlimit]) -> Result<Vec<RlimitPlan>, RlimitError> {
 /// Forked side: sets every limit.
 pub fn apply(list: &[RlimitPlan]) -> Result<(), Failure> {
     for (i, l) in list.iter().enumerate() {
-        let lim = libc::rlimit {
-            rlim_cur: l.soft,
-            rlim_max: l.hard,
-        };
-        // SAFETY: setrlimit(2) with a live rlimit struct; the result is checked.
-        let r = unsafe { libc::setrlimit(l.resource as _, &lim) };
-        if r != 0 {
-            return Err(Failure::last(Stage::Rlimit, i));
-        }
+        setrlimit(l.resource, l.soft, l.hard).map_err(|e| Failure::nix(Stage::Rlimit, i, e))?;
     }
     Ok(())
 }
@@ -104,12 +97,12 @@ mod tests {
         assert_eq!(
             p[0],
             RlimitPlan {
-                resource: libc::RLIMIT_NOFILE,
+                resource: Resource::RLIMIT_NOFILE,
                 soft: 1024,
                 hard: 4096
             }
         );
-        assert_eq!(p[1].resource, libc::RLIMIT_CORE);
+        assert_eq!(p[1].resource, Resource::RLIMIT_CORE);
         assert_eq!(p[2].soft, libc::RLIM_INFINITY);
     }
 

@@ -15,11 +15,15 @@ use std::os::unix::fs::{symlink, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{mknod, umask, Mode, SFlag};
 use nix::sys::statvfs::{statvfs, FsFlags};
+use nix::unistd::{chown, Gid, Uid};
+use rustix::system::{setdomainname, sethostname};
 
 use super::devices::{DevicePlan, DEV_SYMLINKS};
 use super::mounts::{MountKind, MountPlan};
 use super::stage::{Failure, Stage};
+use crate::sys;
 
 /// The filesystem half of the container's set-up.
 #[derive(Debug, Default)]
@@ -164,8 +168,8 @@ impl RootfsPlan {
     /// new mount namespace, as root. [`RootfsPlan::finish`] does the rest after the pty (if any)
     /// is open.
     pub fn setup(&self) -> Result<(), Failure> {
-        // SAFETY: umask(2) cannot fail; nodes and mount points get exactly the modes asked for.
-        unsafe { libc::umask(0) };
+        // Nodes and mount points get exactly the modes asked for.
+        umask(Mode::empty());
         mount(
             None::<&str>,
             "/",
@@ -219,16 +223,10 @@ impl RootfsPlan {
                 .map_err(fail_nix(Stage::ReadonlyRoot, 0))?;
         }
         if let Some(h) = &self.hostname {
-            // SAFETY: sethostname(2) reads `len` bytes of a live C string; checked.
-            if unsafe { libc::sethostname(h.as_ptr(), h.as_bytes().len()) } != 0 {
-                return Err(Failure::last(Stage::Hostname, 0));
-            }
+            sethostname(h.as_bytes()).map_err(|e| Failure::rustix(Stage::Hostname, 0, e))?;
         }
         if let Some(d) = &self.domainname {
-            // SAFETY: setdomainname(2) reads `len` bytes of a live C string; checked.
-            if unsafe { libc::setdomainname(d.as_ptr(), d.as_bytes().len()) } != 0 {
-                return Err(Failure::last(Stage::Domainname, 0));
-            }
+            setdomainname(d.as_bytes()).map_err(|e| Failure::rustix(Stage::Domainname, 0, e))?;
         }
         Ok(())
     }
@@ -322,22 +320,25 @@ impl RootfsPlan {
             let c = CString::new(path.as_os_str().as_bytes())
                 .map_err(|_| Failure::new(Stage::Device, i, libc::EINVAL))?;
             let dev = libc::makedev(d.major, d.minor);
+            let (kind, mode) = (
+                SFlag::from_bits_retain(d.kind),
+                Mode::from_bits_retain(d.mode),
+            );
             for attempt in 0..2 {
-                // SAFETY: mknod(2) on a live C string; the result is checked.
-                if unsafe { libc::mknod(c.as_ptr(), d.kind | d.mode, dev) } == 0 {
-                    break;
+                match mknod(c.as_c_str(), kind, mode, dev) {
+                    Ok(()) => break,
+                    Err(nix::Error::EEXIST) if attempt == 0 => {
+                        fs::remove_file(&path).map_err(fail_io(Stage::Device, i))?;
+                    }
+                    Err(e) => return Err(Failure::nix(Stage::Device, i, e)),
                 }
-                let e = std::io::Error::last_os_error();
-                if attempt == 0 && e.raw_os_error() == Some(libc::EEXIST) {
-                    fs::remove_file(&path).map_err(fail_io(Stage::Device, i))?;
-                    continue;
-                }
-                return Err(Failure::new(Stage::Device, i, errno(&e)));
             }
-            // SAFETY: chown(2) on a live C string; the result is checked.
-            if unsafe { libc::chown(c.as_ptr(), d.uid, d.gid) } != 0 {
-                return Err(Failure::last(Stage::Device, i));
-            }
+            chown(
+                c.as_c_str(),
+                Some(Uid::from_raw(d.uid)),
+                Some(Gid::from_raw(d.gid)),
+            )
+            .map_err(fail_nix(Stage::Device, i))?;
         }
         if self.dev_symlinks {
             for (i, (link, target)) in DEV_SYMLINKS.iter().enumerate() {
@@ -380,37 +381,10 @@ impl RootfsPlan {
 
 /// `mount_setattr(2)` with `AT_RECURSIVE` on the mount at `path`.
 fn set_recursive_attrs(path: &Path, (set, clr): (u64, u64)) -> std::io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clr,
-        propagation: 0,
-        userns_fd: 0,
-    };
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: mount_setattr(2) reads a live C string and a live struct of the size passed;
-    // checked.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    let recursive = libc::c_uint::try_from(libc::AT_RECURSIVE).unwrap_or_default();
+    Ok(sys::mount_setattr(&c, recursive, set, clr)?)
 }
 
 /// Forked side, after pivot_root: binds the pty slave at `slave_path` on `/dev/console`.

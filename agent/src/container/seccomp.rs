@@ -84,24 +84,8 @@ impl SeccompProgram {
 
     /// Forked side: installs the filter on this process.
     pub fn load(&self) -> Result<(), Failure> {
-        let prog = libc::sock_fprog {
-            len: u16::try_from(self.filter.len()).unwrap_or(u16::MAX),
-            filter: self.filter.as_ptr().cast_mut(),
-        };
-        // SAFETY: seccomp(2) reads `prog`, which points into a live Vec of `len` instructions;
-        // the result is checked.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                libc::SECCOMP_SET_MODE_FILTER,
-                self.flags,
-                &prog as *const libc::sock_fprog,
-            )
-        };
-        if r != 0 {
-            return Err(Failure::last(Stage::Seccomp, 0));
-        }
-        Ok(())
+        crate::sys::seccomp_set_filter(&self.filter, self.flags)
+            .map_err(|e| Failure::nix(Stage::Seccomp, 0, e))
     }
 }
 

@@ -186,6 +186,11 @@ impl Failure {
         Failure::new(stage, index, e as i32)
     }
 
+    /// From a rustix error.
+    pub fn rustix(stage: Stage, index: usize, e: rustix::io::Errno) -> Failure {
+        Failure::new(stage, index, e.raw_os_error())
+    }
+
     /// From an io error.
     pub fn io(stage: Stage, index: usize, e: &std::io::Error) -> Failure {
         Failure::new(stage, index, e.raw_os_error().unwrap_or(libc::EIO))

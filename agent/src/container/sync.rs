@@ -6,13 +6,16 @@
 //! end closing (by `CLOEXEC`) without an error record, so nobody ever has to `waitpid`.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::mem::MaybeUninit;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::unistd::{read, write};
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
 };
 
 use super::stage::{Failure, Stage};
@@ -112,40 +115,44 @@ pub(crate) fn channel() -> Result<(OwnedFd, OwnedFd), SyncError> {
 }
 
 /// Writes one record; usable in the forked child (no allocation, retries EINTR).
-pub(crate) fn send_raw(fd: i32, msg: Msg) -> bool {
+pub(crate) fn send_raw(fd: BorrowedFd<'_>, msg: Msg) -> bool {
     let bytes = msg.to_bytes();
     let mut off = 0;
     while off < bytes.len() {
-        // SAFETY: writes from a live stack buffer within its bounds; the result is checked.
-        let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
-        if n < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return false;
+        match write(fd, &bytes[off..]) {
+            Ok(n) => off += n,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return false,
         }
-        // n is positive and at most the remaining length.
-        off += n.unsigned_abs();
     }
     true
 }
 
-/// Child side: sends a descriptor (the pty master) with a [`MSG_PTY`] record.
-pub(crate) fn send_fd(sock: i32, fd: RawFd) -> bool {
+/// Child side: sends a descriptor (the pty master) with a [`MSG_PTY`] record. No allocation:
+/// the control message is built on the stack (`nix`'s `sendmsg` would allocate it).
+pub(crate) fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> rustix::io::Result<()> {
     let bytes = Msg::new(MSG_PTY, 0).to_bytes();
-    let iov = [io::IoSlice::new(&bytes)];
     let fds = [fd];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(rustix::io::Errno::NOBUFS);
+    }
     // One record of 16 bytes on a stream socket: a short write is not expected, and would show
     // as a protocol error on the other side.
-    matches!(
-        sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None),
-        Ok(16)
-    )
+    match sendmsg(
+        sock,
+        &[io::IoSlice::new(&bytes)],
+        &mut control,
+        SendFlags::empty(),
+    )? {
+        16 => Ok(()),
+        _ => Err(rustix::io::Errno::IO),
+    }
 }
 
 /// Reports a failure from the child.
-pub(crate) fn send_failure(fd: i32, f: Failure) {
+pub(crate) fn send_failure(fd: BorrowedFd<'_>, f: Failure) {
     send_raw(
         fd,
         Msg {
@@ -158,22 +165,16 @@ pub(crate) fn send_failure(fd: i32, f: Failure) {
 }
 
 /// Reads one record in the child (blocking); `None` on EOF or error.
-pub(crate) fn recv_raw(fd: i32) -> Option<Msg> {
+pub(crate) fn recv_raw(fd: BorrowedFd<'_>) -> Option<Msg> {
     let mut buf = [0u8; 16];
     let mut off = 0;
     while off < buf.len() {
-        // SAFETY: reads into a live stack buffer within its bounds; the result is checked.
-        let n = unsafe { libc::read(fd, buf[off..].as_mut_ptr().cast(), buf.len() - off) };
-        if n < 0 {
-            if io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return None;
+        match read(fd, &mut buf[off..]) {
+            Ok(0) => return None,
+            Ok(n) => off += n,
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => return None,
         }
-        if n == 0 {
-            return None;
-        }
-        off += n.unsigned_abs();
     }
     Some(Msg::from_bytes(&buf))
 }
@@ -193,7 +194,7 @@ pub(crate) enum Received {
 
 /// Parent side: sends one record.
 pub(crate) fn send(fd: BorrowedFd<'_>, msg: Msg) -> Result<(), SyncError> {
-    if send_raw(fd.as_raw_fd(), msg) {
+    if send_raw(fd, msg) {
         Ok(())
     } else {
         Err(SyncError::Io(io::Error::last_os_error()))
@@ -223,33 +224,23 @@ pub(crate) fn recv(
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(SyncError::Io(e.into())),
         }
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
         let mut iov = [io::IoSliceMut::new(&mut buf[off..])];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let r = recvmsg::<()>(
-            fd.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        );
-        let (n, got) = match r {
-            Ok(m) => {
-                let mut got = None;
-                if let Ok(cmsgs) = m.cmsgs() {
-                    for c in cmsgs {
-                        if let ControlMessageOwned::ScmRights(fds) = c {
-                            for raw in fds {
-                                // SAFETY: SCM_RIGHTS installed a fresh descriptor for us.
-                                let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                                got.get_or_insert(owned);
-                            }
-                        }
-                    }
-                }
-                (m.bytes, got)
-            }
-            Err(nix::Error::EINTR) => continue,
+        let n = match recvmsg(fd, &mut iov, &mut control, RecvFlags::CMSG_CLOEXEC) {
+            Ok(m) => m.bytes,
+            Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(SyncError::Io(e.into())),
         };
+        // The first descriptor passed; any more are closed with the iterator.
+        let mut got = None;
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = msg {
+                for owned in fds {
+                    got.get_or_insert(owned);
+                }
+            }
+        }
         if got.is_some() {
             passed = got;
         }
@@ -289,9 +280,9 @@ mod tests {
     #[test]
     fn records_round_trip_and_eof_is_seen() {
         let (p, c) = channel().unwrap();
-        assert!(send_raw(c.as_raw_fd(), Msg::new(MSG_PID, 1234)));
+        assert!(send_raw(c.as_fd(), Msg::new(MSG_PID, 1234)));
         send_failure(
-            c.as_raw_fd(),
+            c.as_fd(),
             Failure {
                 stage: Stage::Mount,
                 index: 3,
@@ -319,7 +310,7 @@ mod tests {
     fn passes_a_descriptor() {
         let (p, c) = channel().unwrap();
         let f = std::fs::File::open("/dev/null").unwrap();
-        assert!(send_fd(c.as_raw_fd(), f.as_raw_fd()));
+        send_fd(c.as_fd(), f.as_fd()).unwrap();
         match recv(p.as_fd(), Duration::from_secs(1), "pty").unwrap() {
             Received::Pty(fd) => {
                 let st = nix::sys::stat::fstat(&fd).unwrap();

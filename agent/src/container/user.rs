@@ -6,6 +6,10 @@
 
 use std::path::Path;
 
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{setgroups, Gid};
+use rustix::thread::{set_thread_res_gid, set_thread_res_uid};
+
 use super::stage::{Failure, Stage};
 
 /// A user we cannot apply.
@@ -27,7 +31,7 @@ pub struct UserPlan {
     /// gid.
     pub gid: u32,
     /// Additional gids (exactly these; none when the spec has none).
-    pub groups: Vec<libc::gid_t>,
+    pub groups: Vec<Gid>,
     /// umask (0o022 when the spec has none).
     pub umask: u32,
 }
@@ -38,10 +42,11 @@ impl UserPlan {
         if u.username().as_ref().is_some_and(|n| !n.is_empty()) {
             return Err(UserError::Username);
         }
-        let groups = u.additional_gids().clone().unwrap_or_default();
+        let groups = u.additional_gids().as_deref().unwrap_or_default();
         if groups.len() > 65536 {
             return Err(UserError::TooManyGroups(groups.len()));
         }
+        let groups = groups.iter().map(|g| Gid::from_raw(*g)).collect();
         Ok(UserPlan {
             uid: u.uid(),
             gid: u.gid(),
@@ -52,24 +57,14 @@ impl UserPlan {
 
     /// Forked side: groups, gid, then uid. The caller holds `PR_SET_KEEPCAPS`.
     pub fn switch(&self) -> Result<(), Failure> {
-        // SAFETY: setgroups(2) reads `len` gids from a live Vec; the result is checked.
-        let r = unsafe { libc::setgroups(self.groups.len(), self.groups.as_ptr()) };
-        if r != 0 {
-            return Err(Failure::last(Stage::Groups, 0));
-        }
-        // SAFETY: integer arguments only; the result is checked. The raw syscall sets the ids of
-        // this (single-threaded) process only, without glibc's all-threads broadcast.
-        let r = unsafe { libc::syscall(libc::SYS_setresgid, self.gid, self.gid, self.gid) };
-        if r != 0 {
-            return Err(Failure::last(Stage::Gid, 0));
-        }
-        // SAFETY: as above.
-        let r = unsafe { libc::syscall(libc::SYS_setresuid, self.uid, self.uid, self.uid) };
-        if r != 0 {
-            return Err(Failure::last(Stage::Uid, 0));
-        }
-        // SAFETY: umask(2) cannot fail.
-        unsafe { libc::umask(self.umask as libc::mode_t) };
+        setgroups(&self.groups).map_err(|e| Failure::nix(Stage::Groups, 0, e))?;
+        // The raw system calls set the ids of this (single-threaded) process only, without
+        // glibc's all-threads broadcast. An id of u32::MAX (-1) leaves that id as it is.
+        let gid = rustix::process::Gid::from_raw_unchecked(self.gid);
+        set_thread_res_gid(gid, gid, gid).map_err(|e| Failure::rustix(Stage::Gid, 0, e))?;
+        let uid = rustix::process::Uid::from_raw_unchecked(self.uid);
+        set_thread_res_uid(uid, uid, uid).map_err(|e| Failure::rustix(Stage::Uid, 0, e))?;
+        umask(Mode::from_bits_truncate(self.umask));
         Ok(())
     }
 }
@@ -138,7 +133,7 @@ mod tests {
             UserPlan {
                 uid: 1000,
                 gid: 100,
-                groups: vec![5, 6],
+                groups: vec![Gid::from_raw(5), Gid::from_raw(6)],
                 umask: 0o077
             }
         );

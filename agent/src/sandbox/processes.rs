@@ -1,6 +1,6 @@
 //! Process-level operations: exec, signal, wait, resize, close stdin.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use hull_protocol::agent::ExecProcessRequest;
@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 
 use super::containers::{blocking, check_terminal};
 use super::{lock, AgentError, ContainerState, ProcessEntry, Sandbox};
+use crate::container::pty;
 use crate::reaper::ExitInfo;
 use crate::stdio::ProcessStdio;
 
@@ -126,24 +127,12 @@ impl Sandbox {
             .stdio
             .pty_master()
             .ok_or_else(|| AgentError::FailedPrecondition("the process has no terminal".into()))?;
-        let size = libc::winsize {
-            ws_row: u16::try_from(rows)
-                .map_err(|_| AgentError::InvalidArgument(format!("{rows} rows")))?,
-            ws_col: u16::try_from(cols)
-                .map_err(|_| AgentError::InvalidArgument(format!("{cols} columns")))?,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        // SAFETY: TIOCSWINSZ reads one winsize from a pointer to a live local; the fd is a pty
-        // master we own; the return value is checked.
-        let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
-        if rc != 0 {
-            return Err(AgentError::Io(
-                "cannot resize the terminal".into(),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        let rows =
+            u16::try_from(rows).map_err(|_| AgentError::InvalidArgument(format!("{rows} rows")))?;
+        let cols = u16::try_from(cols)
+            .map_err(|_| AgentError::InvalidArgument(format!("{cols} columns")))?;
+        pty::set_size(master.as_fd(), rows, cols)
+            .map_err(|e| AgentError::Io("cannot resize the terminal".into(), e))
     }
 
     /// `CloseStdin`.

@@ -29,8 +29,8 @@ pub fn root_or_skip(name: &str) -> bool {
         && find_cgroup2().is_some()
         && Path::new("/bin/busybox").exists()
     {
-        // SAFETY: prctl with integer arguments; makes orphaned grandchildren our children.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        // Orphaned grandchildren become our children (cannot fail for this process).
+        let _ = nix::sys::prctl::set_child_subreaper(true);
         return true;
     }
     hull_test_support::skip_or_fail(&format!(
