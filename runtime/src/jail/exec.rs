@@ -335,12 +335,6 @@ fn limits(config: &JailConfig) -> Result<(), JailError> {
         config.max_open_files,
     )
     .map_err(sys("cannot limit open files"))?;
-    setrlimit(
-        Resource::RLIMIT_FSIZE,
-        config.max_file_size,
-        config.max_file_size,
-    )
-    .map_err(sys("cannot limit file size"))?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(sys("cannot disable core dumps"))?;
     Ok(())
 }

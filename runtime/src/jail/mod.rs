@@ -4,10 +4,14 @@
 //! - its own mount, PID, IPC and UTS namespaces (it is PID 1 of its PID namespace, so nothing it
 //!   starts outlives it);
 //! - `pivot_root` into a fresh tmpfs holding only what it uses: the system's `/usr` read-only (for
-//!   its shared libraries and firmware), the kernel and initramfs read-only, its sockets and console
-//!   file, and device nodes it needs (`/dev/kvm`, `/dev/net/tun`, `/dev/null`, `/dev/urandom`);
+//!   its shared libraries and firmware), the kernel and initramfs read-only, its sockets, and device nodes it needs (`/dev/kvm`, `/dev/net/tun`, `/dev/null`, `/dev/urandom`);
 //! - an unprivileged uid/gid of its own (one per pod), no supplementary groups, `no_new_privs`,
 //!   rlimits, and the parent-death signal so it dies with its jailer.
+//!
+//! There is no `RLIMIT_FSIZE`: it would also cap the guest-RAM memfd the VMM sizes with
+//! `ftruncate`. The VMM writes no host file that grows: its console and messages are pipes the
+//! runtime copies into bounded logs ([`crate::vm::output`]), and its writable tmpfs mounts have
+//! a size.
 //!
 //! The runtime describes a jail as a [`JailConfig`] and runs `hull-jailer --config <json> -- <vmm>
 //! <args>` ([`command`]); `hull-jailer` ([`exec`]) builds it and execs the VMM inside. Everything
@@ -68,8 +72,6 @@ pub struct JailConfig {
     pub tap: Option<JailTap>,
     /// `RLIMIT_NOFILE`.
     pub max_open_files: u64,
-    /// `RLIMIT_FSIZE`, bytes: the largest file the VMM may write (its console log).
-    pub max_file_size: u64,
     /// cgroup directories (one per hierarchy) the jailer joins before it starts the VMM, so the
     /// VMM and the guest's RAM are accounted there (see [`crate::host_cgroup`]).
     #[serde(default)]
@@ -122,7 +124,6 @@ impl JailConfig {
             devices: vec!["/dev/null".into(), "/dev/urandom".into()],
             tap: None,
             max_open_files: 4096,
-            max_file_size: 1 << 30,
             cgroups: Vec::new(),
         }
     }

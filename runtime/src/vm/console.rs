@@ -21,13 +21,13 @@ impl ConsoleWatcher {
     /// without printing it.
     pub fn poll(&mut self, vm: &mut dyn Vm, prefix: &str) -> Result<Option<String>, VmError> {
         let console = vm.console_path().to_owned();
-        self.offset += read_new(&console, self.offset, &mut self.seen)?;
+        self.offset = read_new(&console, self.offset, &mut self.seen)?;
         if let Some(line) = find_line(&self.seen, prefix) {
             return Ok(Some(line));
         }
         if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
             // The guest may have printed the line just before the VMM exited.
-            self.offset += read_new(&console, self.offset, &mut self.seen)?;
+            self.offset = read_new(&console, self.offset, &mut self.seen)?;
             return find_line(&self.seen, prefix)
                 .map(Some)
                 .ok_or_else(|| VmError::ExitedEarly {
@@ -82,18 +82,22 @@ pub async fn wait_for_line_async(
     }
 }
 
-/// Appends what was written to `path` after `offset`; returns how many bytes that was.
+/// Appends what was written to `path` after `offset`; returns the offset read up to. A file
+/// shorter than `offset` was moved aside when full (see [`super::output`]): the new one is read
+/// from its start.
 fn read_new(path: &Path, offset: u64, buf: &mut Vec<u8>) -> Result<u64, VmError> {
     let err = |e| VmError::Console(path.to_owned(), e);
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         // QEMU creates the file right after it starts; not there yet is not an error.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(offset),
         Err(e) => return Err(err(e)),
     };
-    file.seek(SeekFrom::Start(offset)).map_err(err)?;
-    let n = file.read_to_end(buf).map_err(err)?;
-    Ok(n as u64)
+    let len = file.metadata().map_err(err)?.len();
+    let start = if len < offset { 0 } else { offset };
+    file.seek(SeekFrom::Start(start)).map_err(err)?;
+    let n = file.read_to_end(buf).map_err(err)? as u64;
+    Ok(start + n)
 }
 
 /// The first complete line holding `prefix`, from the prefix to the end of the line.

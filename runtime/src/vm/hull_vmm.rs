@@ -122,8 +122,8 @@ impl HullVmm {
         push(&config.vcpus.to_string());
         push(&"--mem-mib");
         push(&config.memory_mib.to_string());
-        push(&"--console");
-        push(&super::qemu::cmdline::console_path(&config.run_dir));
+        // No `--console`: hull-vmm writes the console to its stdout, which the runtime keeps in
+        // a bounded log (see `super::output`).
         let mut words: Vec<String> = BASE_CMDLINE.iter().map(|w| (*w).to_owned()).collect();
         words.extend(config.cmdline.iter().cloned());
         push(&"--cmdline");
@@ -281,7 +281,7 @@ mod tests {
         assert_eq!(
             args.join(" "),
             "--kernel /img/vmlinuz --initrd /img/initramfs.img --vcpus 2 --mem-mib 256 \
-             --console /run/hull/p1/console.log --cmdline console=ttyS0 reboot=k panic=-1 quiet \
+             --cmdline console=ttyS0 reboot=k panic=-1 quiet \
              hull.selftest=1"
         );
     }
@@ -382,7 +382,7 @@ mod tests {
         assert!(
             args.starts_with(
                 "--kernel /vm/kernel --initrd /vm/initrd --vcpus 1 --mem-mib 128 \
-                 --console /run/console.log "
+                 --cmdline "
             ),
             "{args}"
         );

@@ -5,7 +5,6 @@
 //! |---|---|
 //! | kernel, initramfs | `/vm/kernel`, `/vm/initrd` (read-only) |
 //! | the hull-vmm binary | `/vm/hull-vmm` (read-only; QEMU runs from the bound `/usr`) |
-//! | `<run_dir>/console.log` | `/run/console.log` (owned by the VMM's uid) |
 //! | a vhost-user socket `<dir>/<name>` | `/run/<name>` (owned by the VMM's uid) |
 //! | `/dev/kvm` (with KVM), `/dev/net/tun` (with a NIC) | device nodes owned by the VMM's uid |
 //! | hull-vmm's socket directory `<run_dir>/vsock/` | `/run/vsock/` (owned by the VMM's uid, 0700) |
@@ -19,7 +18,6 @@
 
 use std::path::{Path, PathBuf};
 
-use super::process::console_path;
 use super::{Device, VmConfig, VmError};
 use crate::jail::{JailConfig, JailTap};
 
@@ -72,11 +70,6 @@ pub fn jail(config: &VmConfig, kvm: bool) -> Result<(JailConfig, VmConfig), VmEr
     view.images.initramfs = "/vm/initrd".into();
     jail.bind(&config.images.kernel, &view.images.kernel, false);
     jail.bind(&config.images.initramfs, &view.images.initramfs, false);
-    jail.bind(
-        console_path(&config.run_dir),
-        console_path(&view.run_dir),
-        true,
-    );
     if kvm {
         jail.devices.push("/dev/kvm".into());
     }
@@ -180,11 +173,12 @@ mod tests {
             .map(|b| (b.host.clone(), b.jail.clone(), b.writable))
             .collect();
         assert!(bound.contains(&(config.images.kernel.clone(), "/vm/kernel".into(), false)));
-        assert!(bound.contains(&(
-            dir.path().join("console.log"),
-            "/run/console.log".into(),
-            true
-        )));
+        assert!(
+            !bound
+                .iter()
+                .any(|(_, jail, _)| jail.ends_with("console.log")),
+            "the console is the VMM's stdout, not a file it writes"
+        );
         assert!(bound.contains(&(
             dir.path().join("virtiofs.sock"),
             "/run/virtiofs.sock".into(),

@@ -9,6 +9,7 @@ pub mod accel;
 pub mod console;
 pub mod hull_vmm;
 pub mod jailed;
+pub mod output;
 pub mod process;
 pub mod qemu;
 

@@ -1,5 +1,6 @@
 //! A VMM as a child process: how both backends (QEMU and hull-vmm) start, watch and stop theirs.
-//! The VMM's stderr goes to `<run_dir>/vmm.log`, the guest console to `<run_dir>/console.log`.
+//! The guest console is the VMM's stdout and goes to `<run_dir>/console.log`, the VMM's stderr to
+//! `<run_dir>/vmm.log`, both copied there with a bound by an [`OutputPump`].
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+use super::output::{self, BoundedLog, OutputPump};
 use super::{Vm, VmError};
 use crate::jail::{self, JailConfig};
 
@@ -20,6 +22,11 @@ pub fn console_path(run_dir: &Path) -> PathBuf {
     run_dir.join("console.log")
 }
 
+/// The VMM's own log inside a run directory.
+pub fn log_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("vmm.log")
+}
+
 /// A running VMM process. Dropping it kills and reaps the VMM if it still runs.
 #[derive(Debug)]
 pub struct VmmProcess {
@@ -28,6 +35,7 @@ pub struct VmmProcess {
     log: PathBuf,
     exited: Option<ExitStatus>,
     vsock_uds: Option<PathBuf>,
+    output: OutputPump,
 }
 
 impl VmmProcess {
@@ -45,8 +53,8 @@ impl VmmProcess {
     }
 
     /// [`VmmProcess::spawn`], inside `jail` when given: `(jailer binary, jail)`, with `args`
-    /// already naming paths as the jail shows them. The console file is created first and handed
-    /// to the jailed VMM's uid.
+    /// already naming paths as the jail shows them. The VMM must write the guest console to its
+    /// stdout.
     pub fn spawn_jailed(
         binary: &Path,
         args: Vec<OsString>,
@@ -56,27 +64,37 @@ impl VmmProcess {
         backend: &str,
     ) -> Result<Self, VmError> {
         let console = console_path(run_dir);
-        let log = run_dir.join("vmm.log");
-        let _ = std::fs::remove_file(&console);
-        let log_file = std::fs::File::create(&log).map_err(|e| VmError::Spawn(log.clone(), e))?;
+        let log = log_path(run_dir);
+        let console_log = BoundedLog::create(&console, output::CONSOLE_LOG_MAX)
+            .map_err(|e| VmError::Spawn(console.clone(), e))?;
+        let vmm_log = BoundedLog::create(&log, output::VMM_LOG_MAX)
+            .map_err(|e| VmError::Spawn(log.clone(), e))?;
         let mut command = match jail {
             None => Command::new(binary),
-            Some((jailer, config)) => {
-                std::fs::File::create(&console).map_err(|e| VmError::Spawn(console.clone(), e))?;
-                config.hand_over(&console)?;
-                jail::command(jailer, config, binary, vec![])?
-            }
+            Some((jailer, config)) => jail::command(jailer, config, binary, vec![])?,
         };
         command
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file);
-        let child = match netns {
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match netns {
             None => command.spawn(),
             Some(netns) => spawn_in_netns(command, netns),
         }
         .map_err(|e| VmError::Spawn(binary.to_owned(), e))?;
+        let pipes = child.stdout.take().zip(child.stderr.take());
+        let output = pipes
+            .ok_or_else(|| std::io::Error::other("no output pipes"))
+            .and_then(|(stdout, stderr)| OutputPump::start(stdout, stderr, console_log, vmm_log));
+        let output = match output {
+            Ok(o) => o,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(VmError::Spawn(binary.to_owned(), e));
+            }
+        };
         tracing::debug!(pid = child.id(), backend, "VMM started");
         Ok(Self {
             child,
@@ -84,6 +102,7 @@ impl VmmProcess {
             log,
             exited: None,
             vsock_uds: None,
+            output,
         })
     }
 
@@ -99,10 +118,21 @@ impl VmmProcess {
         if self.exited.is_none() {
             self.exited = self.child.try_wait().map_err(VmError::Process)?;
             if self.exited.is_some() {
-                self.remove_sockets();
+                self.ended();
             }
         }
         Ok(self.exited)
+    }
+
+    /// After the VMM has exited: its last output copied to the logs, its sockets removed.
+    fn ended(&mut self) {
+        if !self.output.finish(output::DRAIN) {
+            tracing::warn!(
+                pid = self.child.id(),
+                "the VMM's output pipes are still open after it exited"
+            );
+        }
+        self.remove_sockets();
     }
 
     /// After the VMM has exited: its vsock socket (left behind when it was killed), and the
@@ -167,7 +197,7 @@ impl Vm for VmmProcess {
         self.signal(Signal::SIGKILL);
         let status = self.child.wait().map_err(VmError::Process)?;
         self.exited = Some(status);
-        self.remove_sockets();
+        self.ended();
         Ok(status)
     }
 
@@ -181,7 +211,7 @@ impl Drop for VmmProcess {
         if self.exited.is_none() {
             self.signal(Signal::SIGKILL);
             let _ = self.child.wait();
-            self.remove_sockets();
+            self.ended();
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The QEMU command line for a hull VM: `-M microvm` without ACPI (QEMU then passes the
 //! virtio-mmio devices on the kernel command line, which is how our kernel finds them), guest RAM
-//! on a shared memfd, no default devices, console to a file, and `-no-reboot` so a guest reboot
-//! ends the VMM.
+//! on a shared memfd, no default devices, the console on QEMU's stdout (the runtime keeps it in a
+//! bounded log, see [`crate::vm::output`]), and `-no-reboot` so a guest reboot ends the VMM.
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -79,11 +79,13 @@ pub fn build(config: &VmConfig, host: HostShape) -> Vec<OsString> {
             args.push_all(&["-cpu", "max"]);
         }
     }
-    args.push("-chardev");
-    let mut console = OsString::from("file,id=console,path=");
-    console.push(console_path(&config.run_dir));
-    args.push(console);
-    args.push_all(&["-serial", "chardev:console"]);
+    // stdin is /dev/null: the console only writes. `signal=off`: no Ctrl-C handling.
+    args.push_all(&[
+        "-chardev",
+        "stdio,id=console,signal=off",
+        "-serial",
+        "chardev:console",
+    ]);
     for (i, device) in config.devices.iter().enumerate() {
         push_device(&mut args, i, device);
     }
@@ -199,7 +201,7 @@ mod tests {
     }
 
     #[test]
-    fn tcg_microvm_with_shared_memfd_and_file_console() {
+    fn tcg_microvm_with_shared_memfd_and_console_on_stdout() {
         let args = strings(build(&config(2, 512, vec![]), tcg(2)));
         assert_eq!(value(&args, "-M"), "microvm,acpi=off,memory-backend=mem");
         assert_eq!(
@@ -210,10 +212,7 @@ mod tests {
         assert_eq!(value(&args, "-smp"), "2");
         assert_eq!(value(&args, "-accel"), "tcg,thread=single,tb-size=128");
         assert_eq!(value(&args, "-cpu"), "max");
-        assert_eq!(
-            value(&args, "-chardev"),
-            "file,id=console,path=/run/hull/p1/console.log"
-        );
+        assert_eq!(value(&args, "-chardev"), "stdio,id=console,signal=off");
         assert_eq!(value(&args, "-serial"), "chardev:console");
         assert_eq!(value(&args, "-kernel"), "/img/vmlinuz");
         assert_eq!(value(&args, "-initrd"), "/img/initramfs.img");
