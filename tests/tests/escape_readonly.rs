@@ -6,7 +6,8 @@
 //! every way a file changes: write, append, truncate, chmod, chown, utimes, rename, unlink, rmdir,
 //! create, mkdir, symlink, hard links inside and out, a rename out, an extended attribute. The
 //! same attacks on a read-write volume of the same container are the positive control: they reach
-//! the host, so the probe would have seen an escape. Against the old shim every attack reached the
+//! the host, so the probe would have seen an escape; that volume is mounted read-only a second time
+//! too (as a pod's second container may have it), and that mount stays read-only. Against the old shim every attack reached the
 //! host, the image's layer included (virtiofsd's copy of each mount was writable). See
 //! docs/virtio-fs.md, "Read-only is enforced by the host".
 
@@ -107,6 +108,7 @@ fn containerd() -> Option<Containerd> {
         (probe.as_path(), "bin/hull-fs-probe"),
         (empty.as_path(), "ro/.mount-point"),
         (empty.as_path(), "rw/.mount-point"),
+        (empty.as_path(), "rw-ro/.mount-point"),
         (empty.as_path(), "ro-file"),
     ];
     build_busybox_image_with(&image, IMAGE, &extra).expect("busybox image with the probe");
@@ -216,12 +218,16 @@ fn privileged_container_cannot_change_read_only_volumes_or_root_through_the_raw_
     let script = format!(
         r#"S=/run/raw-share
 mkdir -p $S && mount -t virtiofs hull $S; echo "raw share=$? $(cat $S/kind 2>&1)"
+echo "mounts: $(grep -E ' /r[ow]' /proc/mounts | cut -d' ' -f2,4 | tr '\n' ' ')"
 echo "own view: $(touch /ro/own 2>&1 >/dev/null | grep -c 'Read-only') $(touch /own 2>&1 >/dev/null | grep -c 'Read-only')"
-for m in /ro /ro-file /; do mount -o remount,bind,rw $m; echo "remount $m=$?"; done
+for m in /ro /ro-file / /rw-ro; do mount -o remount,bind,rw $m; echo "remount $m=$?"; done
 {ATTACK}
 attack raw $S /rw/scratch
 attack remount /ro /rw/scratch
+cat /rw-ro/w /rw-ro/a >/dev/null
+try "rw-ro write" sh -c "echo pwned > /rw-ro/w"
 attack rw /rw /rw/scratch
+try "rw-ro append" sh -c "echo pwned >> /rw-ro/a"
 FILE=/ro-file
 R=
 {FILE_AND_ROOT}
@@ -233,6 +239,7 @@ echo END"#
             "type=bind,src={},dst=/ro-file,options=bind:ro",
             file.display()
         ),
+        format!("type=bind,src={},dst=/rw-ro,options=rbind:ro", rw.display()),
         format!("type=bind,src={},dst=/ro,options=rbind:ro", ro.display()),
     ];
     let mut args = vec![
@@ -257,11 +264,21 @@ echo END"#
     // lifted the guest's read-only flags; before that the container's own view was read-only.
     assert_eq!(lines_after(&all, "raw share="), ["0 ro"], "{all}");
     assert_eq!(lines_after(&all, "own view: "), ["1 1"], "{all}");
-    for m in ["/ro", "/ro-file", "/"] {
+    for m in ["/ro", "/ro-file", "/", "/rw-ro"] {
         assert_eq!(lines_after(&all, &format!("remount {m}=")), ["0"], "{all}");
     }
 
-    // Positive control: every attack on the read-write volume went through and reached the host.
+    // Positive control: every attack on the read-write volume went through and reached the host,
+    // also where the same files were looked up through a read-only mount of the same source first
+    // (`/rw-ro`, a second container's read-only view of a pod's volume), which stayed read-only
+    // before and after (virtiofsd keys its inodes by mount too).
+    for p in ["write", "append"] {
+        assert_eq!(
+            lines_after(&all, &format!("rw-ro {p}: ")),
+            ["refused"],
+            "{all}"
+        );
+    }
     for p in PROBES {
         assert_eq!(lines_after(&all, &format!("rw {p}: ")), ["ok"], "{all}");
     }
