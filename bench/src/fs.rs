@@ -242,7 +242,7 @@ pub async fn measure(modes: &[CacheMode], mib: usize, files: usize) -> anyhow::R
         busybox_rootfs(&root)?;
         let work = scratch.path().join(format!("guest-{cache}"));
         std::fs::create_dir_all(&work)?;
-        mounts::bind(&work, &root.join("work"), false)?;
+        mounts::bind(&work, &root.join("work"), mounts::Access::ReadWrite)?;
         let guest = guest_run(&vm, &cid, mib, files).await?;
         eprintln!("hull-bench: guest, cache={cache}: {guest}");
         vm.shutdown(Duration::from_secs(5)).await?;

@@ -62,9 +62,13 @@ const SHIM_ALLOWED: &[i64] = &[
     libc::SYS_umask,
     libc::SYS_copy_file_range,
     libc::SYS_sendfile,
-    // Containers' root filesystems into the share, and the share's teardown.
+    // Containers' root filesystems into the share, and the share's teardown; read-only ones are
+    // cloned detached, made read-only and attached (runtime/src/share/detached.rs).
     libc::SYS_mount,
     libc::SYS_umount2,
+    libc::SYS_open_tree,
+    libc::SYS_mount_setattr,
+    libc::SYS_move_mount,
     // The pod network's teardown runs in the pod's network namespace (a thread of its own).
     libc::SYS_setns,
     // Memory.

@@ -52,6 +52,31 @@ fn parent_is_virtiofsd(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{ppid}/comm")).is_ok_and(|c| c.trim() == "virtiofsd")
 }
 
+/// The mounts in the mount namespace of pod `pod`'s virtiofsd (its serving child, which sees the
+/// share as `/`): (mount point, root in its file system, per-mount options).
+fn virtiofsd_mounts(cri: &Cri, pod: &str) -> Vec<(String, String, String)> {
+    let pod_dir = cri.containerd().run_dir().join(pod).display().to_string();
+    let pid = processes()
+        .into_iter()
+        .find(|(pid, c)| {
+            c.contains("virtiofsd") && c.contains(&pod_dir) && parent_is_virtiofsd(*pid)
+        })
+        .map(|(pid, _)| pid)
+        .expect("the pod's virtiofsd");
+    std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+        .expect("virtiofsd's mountinfo")
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split(' ').collect();
+            Some((
+                (*cols.get(4)?).to_owned(),
+                (*cols.get(3)?).to_owned(),
+                (*cols.get(5)?).to_owned(),
+            ))
+        })
+        .collect()
+}
+
 fn log_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
@@ -444,6 +469,68 @@ fn a_pod_is_one_vm_with_its_containers() {
     assert_eq!(st.exit_code, 7);
     assert!(took < Duration::from_secs(15), "stop took {took:?}");
 
+    // A read-only root (`readOnlyRootFilesystem`) and a read-only volume (ConfigMap-like) are
+    // read-only in virtiofsd's own mount namespace, which serves the guest, not only in the
+    // guest (whose flags guest root can lift: tests/tests/escape_readonly.rs); the root still got
+    // the mount points CRI's files need (the image has no /etc/hosts). The sandbox's root, an
+    // image layer lent read-only, too; a writable root stays writable.
+    let config_map = cri.containerd().dir().join("config-map");
+    std::fs::create_dir_all(&config_map).unwrap();
+    std::fs::write(config_map.join("key"), "value").unwrap();
+    let mut readonly = Cri::container_config("readonly", 0, &["sleep", "1000"]);
+    readonly.mounts = vec![k8s_cri::v1::Mount {
+        container_path: "/config".into(),
+        host_path: config_map.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    }];
+    if let Some(sc) = readonly
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        sc.readonly_rootfs = true;
+    }
+    let e = cri.run_container(&pod, &config, readonly);
+    cri.wait_container(&e, ContainerState::ContainerRunning, WAIT);
+    assert_eq!(cri.exec_out(&e, &["cat", "/config/key"]), "value");
+    assert!(cri
+        .exec_out(&e, &["cat", "/etc/hosts"])
+        .contains("localhost"));
+    let touch = cri.exec_sync(&e, &["touch", "/new"], 30).expect("ExecSync");
+    assert_ne!(touch.exit_code, 0, "a read-only root took a new file");
+    let served = virtiofsd_mounts(&cri, &pod);
+    let flags = |point: &str| {
+        served
+            .iter()
+            .find(|(p, _, _)| p == point)
+            .map(|(_, _, f)| f.clone())
+            .unwrap_or_else(|| panic!("virtiofsd has no mount at {point}: {served:?}"))
+    };
+    assert!(
+        flags(&format!("/{e}/rootfs")).starts_with("ro,"),
+        "{served:?}"
+    );
+    assert!(
+        flags(&format!("/{pod}/rootfs")).starts_with("ro,"),
+        "{served:?}"
+    );
+    assert!(
+        flags(&format!("/{a}/rootfs")).starts_with("rw,"),
+        "{served:?}"
+    );
+    let config_mount: Vec<&String> = served
+        .iter()
+        .filter(|(p, root, _)| {
+            p.starts_with(&format!("/{e}/mounts/")) && root.ends_with("/config-map")
+        })
+        .map(|(_, _, f)| f)
+        .collect();
+    assert!(
+        config_mount.len() == 1 && config_mount[0].starts_with("ro,"),
+        "{served:?}"
+    );
+
     // A container exits and is restarted (a new attempt) in the running pod.
     let once = |attempt| {
         Cri::container_config("once", attempt, &["sh", "-c", "echo run; sleep 2; exit 5"])
@@ -465,7 +552,7 @@ fn a_pod_is_one_vm_with_its_containers() {
     cri.wait_container(&a, ContainerState::ContainerRunning, WAIT);
 
     // The VM goes with the sandbox, and nothing is left.
-    let ids = [a, b, c, d, r0, r1];
+    let ids = [a, b, c, d, e, r0, r1];
     let t = Instant::now();
     cri.remove_pod(&pod)
         .unwrap_or_else(|e| panic!("Stop/RemovePodSandbox: {e}\n{}", cri.log_tail()));

@@ -55,7 +55,7 @@ fn mount_overlay(pod: &TestPod, cid: &str, l: &Layers) -> PathBuf {
             format!("workdir={}", l.work.display()),
         ],
     };
-    mounts::mount_rootfs(&[m], &target).unwrap();
+    mounts::mount_rootfs(&[m], &target, None).unwrap();
     target
 }
 

@@ -119,10 +119,15 @@ fn fail_nix(stage: Stage, i: usize) -> impl Fn(nix::Error) -> Failure {
     move |e| Failure::nix(stage, i, e)
 }
 
-/// Creates `path` as a directory (or an empty file when `dir` is false), with its parents.
+/// Creates `path` as a directory (or an empty file when `dir` is false), with its parents. What
+/// exists is left as it is, without opening it for writing: a read-only root (read-only on the
+/// host too, which made its mount points) must not refuse a mount point it already has.
 fn create_target(path: &Path, dir: bool) -> std::io::Result<()> {
     if dir {
         return fs::create_dir_all(path);
+    }
+    if fs::symlink_metadata(path).is_ok() {
+        return Ok(());
     }
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
@@ -514,5 +519,44 @@ mod tests {
         assert!(d.path().join("a/b/file").is_file());
         create_target(&d.path().join("c/d"), true).unwrap();
         assert!(d.path().join("c/d").is_dir());
+    }
+
+    #[test]
+    fn existing_targets_on_a_read_only_root_are_used_as_they_are() {
+        if !nix::unistd::geteuid().is_root() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("needs root and CI=true forbids skipping");
+            }
+            eprintln!(
+                "SKIPPED existing_targets_on_a_read_only_root_are_used_as_they_are: needs root"
+            );
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        mount(
+            Some("tmpfs"),
+            root,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        fs::write(root.join("file"), "").unwrap();
+        fs::create_dir(root.join("dir")).unwrap();
+        let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, root, None::<&str>, flags, None::<&str>).unwrap();
+        let existing = (
+            create_target(&root.join("file"), false),
+            create_target(&root.join("dir"), true),
+            create_target(&root.join("dir"), false),
+        );
+        let missing = create_target(&root.join("new"), false);
+        umount2(root, MntFlags::MNT_DETACH).unwrap();
+        assert!(
+            existing.0.is_ok() && existing.1.is_ok() && existing.2.is_ok(),
+            "{existing:?}"
+        );
+        assert_eq!(missing.unwrap_err().raw_os_error(), Some(libc::EROFS));
     }
 }

@@ -14,8 +14,9 @@
 //! - the rest, one component at a time from the anchor's descriptor (`/proc/self/fd/<n>/<name>`
 //!   with `O_NOFOLLOW`): a symlink anywhere there is refused.
 //!
-//! The caller mounts onto [`Beneath::proc_path`], the magic link of the opened target, so a swap
-//! after the walk cannot redirect the mount either.
+//! The caller mounts onto the opened target ([`Beneath::target`] for `move_mount`,
+//! [`Beneath::proc_path`], its magic link, for `mount`), so a swap after the walk cannot redirect
+//! the mount either.
 
 use std::fs::File;
 use std::io::ErrorKind;
@@ -38,8 +39,6 @@ pub enum Kind {
 /// A mount target opened without following symlinks below its anchor.
 #[derive(Debug)]
 pub struct Beneath {
-    parent: File,
-    name: std::ffi::OsString,
     target: File,
     path: PathBuf,
 }
@@ -50,15 +49,14 @@ impl Beneath {
         fd_path(&self.target)
     }
 
+    /// The opened target (an `O_PATH` handle): attach mounts onto this.
+    pub fn target(&self) -> &File {
+        &self.target
+    }
+
     /// The target as named by the caller (for messages).
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// Opens what is now at the target's name: after a mount there, the new mount's root (to
-    /// remount it). Still no symlink followed.
-    pub fn reopen(&self) -> Result<File, ShareError> {
-        open_nofollow(&self.parent, &self.name, &self.path)
     }
 }
 
@@ -156,8 +154,6 @@ pub fn open(target: &Path, kind: Kind) -> Result<Beneath, ShareError> {
     path.push(name);
     let target_file = child(&dir, name, &path, kind)?;
     Ok(Beneath {
-        parent: dir,
-        name: name.to_os_string(),
         target: target_file,
         path,
     })

@@ -5,12 +5,17 @@
 //! - [`mounts`]: mounting containerd's rootfs mounts and the spec's volumes under the share, and
 //!   unmounting everything under a directory (also after a crash);
 //! - [`beneath`]: reaching those mount targets without following symlinks the guest planted;
+//! - [`detached`]: mounts made read-only before they are attached, so that virtiofsd's copy of
+//!   a read-only volume or root is read-only too;
+//! - [`mountpoints`]: mount points made by the host in a root it makes read-only;
 //! - [`spec`]: rewriting an OCI spec's host paths to the guest paths the share gives them.
 //!
 //! Layout of a share: `<shared>/<cid>/rootfs` (the container's root filesystem) and
 //! `<shared>/<cid>/mounts/<n>` (the spec's n-th mount when it is a host bind mount).
 
 pub mod beneath;
+pub mod detached;
+pub mod mountpoints;
 pub mod mounts;
 pub mod spec;
 pub mod virtiofsd;

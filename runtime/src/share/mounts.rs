@@ -3,12 +3,14 @@
 //! bind-mounted volumes, and unmounting everything under a directory, which is also how leftovers
 //! of a crashed shim are cleaned.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
-use super::beneath::{self, Kind};
+use super::beneath::{self, Beneath, Kind};
+use super::detached::Detached;
+use super::mountpoints::{self, MountPoint};
 use super::ShareError;
 
 /// One mount as containerd passes it (`type`, `source`, `options`).
@@ -20,6 +22,17 @@ pub struct RootfsMount {
     pub source: String,
     /// Options (`ro`, `lowerdir=…`, …).
     pub options: Vec<String>,
+}
+
+fn io_mount_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> ShareError + 'a {
+    move |e| ShareError::Mount {
+        op,
+        path: path.to_owned(),
+        source: nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+    }
 }
 
 fn mount_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) -> ShareError + 'a {
@@ -91,23 +104,74 @@ pub fn parse_options(options: &[String]) -> (MsFlags, Vec<String>) {
     (flags, data)
 }
 
+/// How writable the host makes a mount under the share (the guest gets no more than this,
+/// whatever it mounts itself: see [`super::detached`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Access {
+    /// As writable as its source.
+    #[default]
+    ReadWrite,
+    /// Its top mount read-only (OCI `ro`: mounts below a bound tree keep theirs, as with runc).
+    ReadOnly,
+    /// Every mount of the tree read-only (OCI `rro`).
+    ReadOnlyRecursive,
+}
+
+impl Access {
+    /// The access an OCI mount's options ask for, read as the agent does: the last of `ro` and
+    /// `rw` for the top mount, and the recursive `rro` / `rrw` over it.
+    pub fn from_options(options: &[String]) -> Self {
+        let (flags, _) = parse_options(options);
+        let recursive = options
+            .iter()
+            .rev()
+            .find(|o| *o == "rro" || *o == "rrw")
+            .map(String::as_str);
+        match recursive {
+            Some("rro") => Access::ReadOnlyRecursive,
+            Some(_) => Access::ReadWrite,
+            None if flags.contains(MsFlags::MS_RDONLY) => Access::ReadOnly,
+            None => Access::ReadWrite,
+        }
+    }
+}
+
+/// A root filesystem the spec wants read-only (`root.readonly`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadOnlyRoot<'a> {
+    /// Mount points to make before it becomes read-only (see [`mountpoints`]).
+    pub mount_points: &'a [MountPoint],
+    /// A directory outside the share (the pod's run directory) where an overlay can be mounted
+    /// for a moment to make them.
+    pub stage: &'a Path,
+}
+
 /// Mounts the engine's rootfs mounts at `target` (a directory it creates, reached without
 /// following symlinks under the share, see [`beneath`]). One overlay or one bind mount is what
-/// containerd's snapshotters give.
-pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), ShareError> {
+/// containerd's snapshotters give. With `read_only` the guest gets it read-only whatever it
+/// does; mount points are made first where the engine lent it writable.
+pub fn mount_rootfs(
+    mounts: &[RootfsMount],
+    target: &Path,
+    read_only: Option<ReadOnlyRoot<'_>>,
+) -> Result<(), ShareError> {
     let [m] = mounts else {
         return Err(ShareError::Unsupported(format!(
             "{} rootfs mounts (exactly one is supported)",
             mounts.len()
         )));
     };
-    let (flags, data) = parse_options(&m.options);
+    let (mut flags, data) = parse_options(&m.options);
+    // Lent read-only (a snapshot view: an image layer other containers share): kept so, and
+    // nothing is made in it.
+    let lent_read_only = flags.contains(MsFlags::MS_RDONLY);
     if m.kind == "bind" || flags.contains(MsFlags::MS_BIND) {
-        return bind(
-            Path::new(&m.source),
-            target,
-            flags.contains(MsFlags::MS_RDONLY),
-        );
+        let (access, points) = match read_only {
+            _ if lent_read_only => (Access::ReadOnly, &[][..]),
+            Some(root) => (Access::ReadOnly, root.mount_points),
+            None => (Access::ReadWrite, &[][..]),
+        };
+        return bind_with_mount_points(Path::new(&m.source), target, access, points);
     }
     if m.kind != "overlay" {
         return Err(ShareError::Unsupported(format!(
@@ -115,47 +179,83 @@ pub fn mount_rootfs(mounts: &[RootfsMount], target: &Path) -> Result<(), ShareEr
             m.kind
         )));
     }
-    let at = beneath::open(target, Kind::Dir)?;
     let data = data.join(",");
-    mount(
-        Some("overlay"),
-        &at.proc_path(),
-        Some("overlay"),
-        flags,
-        Some(data.as_str()),
-    )
-    .map_err(mount_err("mount overlay on", target))
+    let at = beneath::open(target, Kind::Dir)?;
+    match read_only {
+        Some(root) if !lent_read_only => staged_overlay(flags, &data, &at, root),
+        _ => {
+            // A new mount read-only from the start propagates as read-only copies.
+            if read_only.is_some() {
+                flags.insert(MsFlags::MS_RDONLY);
+            }
+            mount(
+                Some("overlay"),
+                &at.proc_path(),
+                Some("overlay"),
+                flags,
+                Some(data.as_str()),
+            )
+            .map_err(mount_err("mount overlay on", target))
+        }
+    }
 }
 
-/// Bind-mounts `source` (file or directory, a host path) at `target`, read-only if asked;
-/// `target` is made to match and reached without following symlinks under the share (see
-/// [`beneath`]).
-pub fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), ShareError> {
+/// A writable overlay that must reach the guest read-only, with its mount points made first:
+/// mounted for a moment at the stage (outside the share: virtiofsd's namespace never sees it),
+/// the points made in it, cloned detached, made read-only, unmounted from the stage, and the
+/// read-only clone attached at `at`.
+fn staged_overlay(
+    flags: MsFlags,
+    data: &str,
+    at: &Beneath,
+    root: ReadOnlyRoot<'_>,
+) -> Result<(), ShareError> {
+    let stage = root.stage;
+    std::fs::create_dir_all(stage).map_err(dir_err("create", stage))?;
+    if let Err(e) = mount(Some("overlay"), stage, Some("overlay"), flags, Some(data)) {
+        let _ = std::fs::remove_dir(stage);
+        return Err(mount_err("mount overlay on", stage)(e));
+    }
+    let tree = Detached::clone_tree(stage).map_err(io_mount_err("clone the mount at", stage));
+    let unmounted = umount2(stage, MntFlags::MNT_DETACH).map_err(mount_err("unmount", stage));
+    let _ = std::fs::remove_dir(stage);
+    let tree = tree?;
+    unmounted?;
+    mountpoints::create_all(tree.root(), root.mount_points);
+    tree.set_read_only(false)
+        .map_err(io_mount_err("make read-only", at.path()))?;
+    tree.attach(at.target().as_fd())
+        .map_err(io_mount_err("attach", at.path()))
+}
+
+/// Bind-mounts `source` (file or directory, a host path, with the mounts below it) at `target`
+/// as writable as `access` says; `target` is made to match and reached without following
+/// symlinks under the share (see [`beneath`]).
+pub fn bind(source: &Path, target: &Path, access: Access) -> Result<(), ShareError> {
+    bind_with_mount_points(source, target, access, &[])
+}
+
+/// [`bind`], making `mount_points` in the tree first when it is to be read-only (a root
+/// filesystem, see [`mountpoints`]).
+pub fn bind_with_mount_points(
+    source: &Path,
+    target: &Path,
+    access: Access,
+    mount_points: &[MountPoint],
+) -> Result<(), ShareError> {
     let meta = std::fs::metadata(source).map_err(dir_err("stat", source))?;
     let kind = if meta.is_dir() { Kind::Dir } else { Kind::File };
     let at = beneath::open(target, kind)?;
-    mount(
-        Some(source),
-        &at.proc_path(),
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(mount_err("bind-mount", at.path()))?;
-    if read_only {
-        // The new mount's root, as the name now resolves (the handle above is the mount point).
-        let root = at.reopen()?;
-        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        mount(
-            None::<&str>,
-            &PathBuf::from(format!("/proc/self/fd/{}", root.as_raw_fd())),
-            None::<&str>,
-            flags,
-            None::<&str>,
-        )
-        .map_err(mount_err("make read-only", at.path()))?;
+    // Finished detached, then attached: see `detached` for why a remount after the bind is not
+    // enough.
+    let tree = Detached::clone_tree(source).map_err(io_mount_err("clone", source))?;
+    if access != Access::ReadWrite {
+        mountpoints::create_all(tree.root(), mount_points);
+        tree.set_read_only(access == Access::ReadOnlyRecursive)
+            .map_err(io_mount_err("make read-only", at.path()))?;
     }
-    Ok(())
+    tree.attach(at.target().as_fd())
+        .map_err(io_mount_err("bind-mount", at.path()))
 }
 
 /// Mount points at or under `dir`, from `/proc/self/mountinfo` text, deepest first.
@@ -325,7 +425,7 @@ mod tests {
                 (&file_volume, shared.join("c3/mounts/1")),
                 (&volume, shared.join("c3/rootfs")),
             ] {
-                let e = bind(source, &target, false).unwrap_err();
+                let e = bind(source, &target, Access::ReadWrite).unwrap_err();
                 assert!(
                     matches!(e, ShareError::Symlink(_)),
                     "{}: {e}",
@@ -339,7 +439,7 @@ mod tests {
             };
             for target in [shared.join("c1/rootfs"), shared.join("c3/rootfs")] {
                 assert!(matches!(
-                    mount_rootfs(std::slice::from_ref(&overlay), &target),
+                    mount_rootfs(std::slice::from_ref(&overlay), &target, None),
                     Err(ShareError::Symlink(_))
                 ));
             }
@@ -350,8 +450,8 @@ mod tests {
             dir,
         );
         // Positive control: the same calls on clean paths do mount (read-only asked and given).
-        bind(&volume, &shared.join("c4/mounts/0"), true).unwrap();
-        bind(&file_volume, &shared.join("c4/mounts/1"), false).unwrap();
+        bind(&volume, &shared.join("c4/mounts/0"), Access::ReadOnly).unwrap();
+        bind(&file_volume, &shared.join("c4/mounts/1"), Access::ReadWrite).unwrap();
         let read = std::fs::read_to_string(shared.join("c4/mounts/0/payload"));
         let ro = std::fs::write(shared.join("c4/mounts/0/x"), "x");
         let file = std::fs::read_to_string(shared.join("c4/mounts/1"));
@@ -379,15 +479,15 @@ mod tests {
             options: vec![],
         };
         assert!(matches!(
-            mount_rootfs(&[m("overlay"), m("overlay")], dir.path()),
+            mount_rootfs(&[m("overlay"), m("overlay")], dir.path(), None),
             Err(ShareError::Unsupported(_))
         ));
         assert!(matches!(
-            mount_rootfs(&[m("zfs")], dir.path()),
+            mount_rootfs(&[m("zfs")], dir.path(), None),
             Err(ShareError::Unsupported(_))
         ));
         assert!(matches!(
-            mount_rootfs(&[], dir.path()),
+            mount_rootfs(&[], dir.path(), None),
             Err(ShareError::Unsupported(_))
         ));
     }

@@ -16,8 +16,8 @@ pub struct HostBind {
     pub source: PathBuf,
     /// Where it goes under the host share.
     pub target: PathBuf,
-    /// Read-only.
-    pub read_only: bool,
+    /// How writable (the guest gets no more, see [`super::detached`]).
+    pub access: mounts::Access,
 }
 
 fn is_bind(kind: Option<&str>, options: &[String]) -> bool {
@@ -65,7 +65,7 @@ pub fn rewrite(
         binds.push(HostBind {
             source,
             target: host_shared.join(cid).join("mounts").join(n.to_string()),
-            read_only: options.iter().any(|o| o == "ro"),
+            access: mounts::Access::from_options(&options),
         });
         m.set_source(Some(PathBuf::from(format!(
             "{GUEST_SHARE}/{cid}/mounts/{n}"
@@ -78,7 +78,7 @@ pub fn rewrite(
 /// Makes the bind mounts [`rewrite`] asked for.
 pub fn apply(binds: &[HostBind]) -> Result<(), ShareError> {
     for b in binds {
-        mounts::bind(&b.source, &b.target, b.read_only)?;
+        mounts::bind(&b.source, &b.target, b.access)?;
     }
     Ok(())
 }
@@ -124,12 +124,12 @@ mod tests {
                 HostBind {
                     source: "/srv/data".into(),
                     target: "/run/hull/p/shared/c1/mounts/1".into(),
-                    read_only: true
+                    access: mounts::Access::ReadOnly
                 },
                 HostBind {
                     source: "/var/lib/pod/hosts".into(),
                     target: "/run/hull/p/shared/c1/mounts/2".into(),
-                    read_only: false
+                    access: mounts::Access::ReadWrite
                 }
             ]
         );

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use containerd_shim_protos::api::Mount;
 use serde_json::Value;
 
-use crate::share::{self, mounts, ShareError};
+use crate::share::{self, mountpoints, mounts, ShareError};
 
 /// Preparing a root filesystem failed.
 #[derive(Debug, thiserror::Error)]
@@ -110,14 +110,36 @@ fn share_container(
 ) -> Result<Value, RootfsError> {
     let share_err = |e| RootfsError::Share(cid.to_owned(), e);
     let target = shared.join(cid).join("rootfs");
+    let mut typed: oci_spec::runtime::Spec = serde_json::from_value(spec)
+        .map_err(|e| RootfsError::Spec(format!("not an OCI runtime spec: {e}")))?;
+    let host_root = typed
+        .root()
+        .as_ref()
+        .map(|r| bundle.join(r.path()))
+        .ok_or_else(|| RootfsError::Spec("the spec has no root.path".into()))?;
+    // A read-only root is read-only on the host too (share::detached), with the mount points
+    // the agent would have made in it made first (share::mountpoints). The stage, where an
+    // overlay is made ready, is beside the share, never in it.
+    let read_only = typed.root().as_ref().and_then(|r| r.readonly()) == Some(true);
+    let mount_points = if read_only {
+        mountpoints::from_spec(&typed)
+    } else {
+        Vec::new()
+    };
+    let stage = shared.with_file_name(format!("stage-{cid}"));
+    let read_only_root = read_only.then_some(mounts::ReadOnlyRoot {
+        mount_points: &mount_points,
+        stage: &stage,
+    });
     if rootfs_mounts.is_empty() {
         // No snapshot (e.g. `ctr run --rootfs`/`--config`): the spec's root is a host path.
-        let root = spec["root"]["path"]
-            .as_str()
-            .ok_or_else(|| RootfsError::Spec("the spec has no root.path".into()))?;
-        let root = bundle.join(root);
-        let read_only = spec["root"]["readonly"].as_bool().unwrap_or(false);
-        mounts::bind(&root, &target, read_only).map_err(share_err)?;
+        let access = if read_only {
+            mounts::Access::ReadOnly
+        } else {
+            mounts::Access::ReadWrite
+        };
+        mounts::bind_with_mount_points(&host_root, &target, access, &mount_points)
+            .map_err(share_err)?;
     } else {
         let list: Vec<mounts::RootfsMount> = rootfs_mounts
             .iter()
@@ -127,10 +149,8 @@ fn share_container(
                 options: m.options.clone(),
             })
             .collect();
-        mounts::mount_rootfs(&list, &target).map_err(share_err)?;
+        mounts::mount_rootfs(&list, &target, read_only_root).map_err(share_err)?;
     }
-    let mut typed: oci_spec::runtime::Spec = serde_json::from_value(spec)
-        .map_err(|e| RootfsError::Spec(format!("not an OCI runtime spec: {e}")))?;
     let binds = share::spec::rewrite(&mut typed, cid, shared).map_err(share_err)?;
     share::spec::apply(&binds).map_err(share_err)?;
     serde_json::to_value(&typed).map_err(|e| RootfsError::Spec(format!("OCI spec: {e}")))
