@@ -180,6 +180,114 @@ fn jail_check(on: bool, jailer: Option<PathBuf>) -> Check {
     }
 }
 
+/// Host memory `hull check` leaves to the host and to a pod's own host side (VMM, TCG cache,
+/// shim, virtiofsd) when it says how large a pod's guest RAM can be, MiB.
+pub const HOST_RESERVE_MIB: u64 = 1024;
+
+/// `MemTotal` of a `/proc/meminfo` text, MiB.
+fn mem_total_mib(meminfo: &str) -> Option<u64> {
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+/// `CONFIG_NR_CPUS` of a kernel `.config` text.
+fn nr_cpus(kernel_config: &str) -> Option<u32> {
+    kernel_config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_NR_CPUS="))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The largest pod this host runs: the configured maxima, bounded by the host's memory (less
+/// [`HOST_RESERVE_MIB`]), the guest kernel's `NR_CPUS` (from `kernel.config` beside the kernel,
+/// when there) and what a VM takes ([`crate::vm::MAX_VCPUS`]).
+fn sizes_check(config: &HullConfig, meminfo: &str, kernel_config: Option<&str>) -> Check {
+    let host_mib = mem_total_mib(meminfo);
+    let backed = host_mib.map(|m| m.saturating_sub(HOST_RESERVE_MIB));
+    let memory = backed.map_or(u64::from(config.max_memory_mib), |b| {
+        b.min(u64::from(config.max_memory_mib))
+    });
+    let kernel_cpus = kernel_config.and_then(nr_cpus);
+    let vcpus = config
+        .max_vcpus
+        .min(crate::vm::MAX_VCPUS)
+        .min(kernel_cpus.unwrap_or(u32::MAX));
+    let host = host_mib.map_or_else(
+        || "host memory unknown".to_owned(),
+        |m| format!("host {m} MiB"),
+    );
+    let mut bounds = vec![
+        format!("max_vcpus {}", config.max_vcpus),
+        format!("max_memory_mib {}", config.max_memory_mib),
+        host,
+    ];
+    if let Some(n) = kernel_cpus {
+        bounds.push(format!("guest kernel NR_CPUS {n}"));
+    }
+    let detail = format!(
+        "largest pod {vcpus} vCPUs, {memory} MiB ({}); smallest {} MiB",
+        bounds.join(", "),
+        crate::vm::MIN_MEMORY_MIB
+    );
+    if vcpus < config.max_vcpus {
+        return check(
+            "sizes",
+            Outcome::Warn,
+            format!(
+                "{detail}: max_vcpus {} is more than the guest kernel takes",
+                config.max_vcpus
+            ),
+            Some(&format!(
+                "lower max_vcpus to {vcpus} in the hull configuration"
+            )),
+        );
+    }
+    if memory < u64::from(config.max_memory_mib) {
+        return check(
+            "sizes",
+            Outcome::Warn,
+            format!(
+                "{detail}: max_memory_mib {} is more than this host can back (a larger pod boots, \
+                 but the host runs out of memory once its guest uses it)",
+                config.max_memory_mib
+            ),
+            Some(&format!(
+                "lower max_memory_mib to {memory} in the hull configuration"
+            )),
+        );
+    }
+    check("sizes", Outcome::Ok, detail, None)
+}
+
+/// Whether the accelerator QEMU would get can run a Linux guest: `HULL_ACCEL=kvm` on a host
+/// whose `/dev/kvm` cannot (PVM, no hardware module) boots nothing (QEMU stops the guest with
+/// `KVM internal error`), so it fails the check.
+fn accel_check(forced: &accel::AccelChoice, probe: &HostProbe) -> Option<Check> {
+    let found = accel::choose(probe);
+    (forced.accel == crate::vm::Accel::Kvm && found.accel != crate::vm::Accel::Kvm).then(|| {
+        check(
+            "accelerator",
+            Outcome::Fail,
+            format!(
+                "KVM is forced ({}) but {}: QEMU cannot boot a guest with it (it stops the guest \
+                 with \"KVM internal error\")",
+                forced.reason, found.reason
+            ),
+            Some(
+                "unset HULL_ACCEL (hull then uses TCG on this host), or use a host with VT-x/AMD-V",
+            ),
+        )
+    })
+}
+
 /// Runs every check. `containerd_config` is containerd's configuration file.
 pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
     let mut out = Vec::new();
@@ -198,7 +306,7 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
                 "config",
                 Outcome::Fail,
                 crate::agent::client::error_chain(&e),
-                Some("correct the key named above (docs/shim.md lists the keys)"),
+                Some(&e.fix()),
             ));
             HullConfig::default()
         }
@@ -258,7 +366,11 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
             )),
         }
     } else {
-        let choice = accel::detect().map_or_else(
+        let detected = accel::detect();
+        if let Some(c) = detected.as_ref().ok().and_then(|c| accel_check(c, &probe)) {
+            out.push(c);
+        }
+        let choice = detected.map_or_else(
             |e| format!("HULL_ACCEL: {e}"),
             |c| format!("qemu-{} ({})", c.accel, c.reason),
         );
@@ -296,6 +408,12 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
 
     out.push(kernel_check(&config.kernel));
     out.push(initramfs_check(&config.initramfs));
+    let kernel_config = std::fs::read_to_string(config.kernel.with_file_name("kernel.config")).ok();
+    out.push(sizes_check(
+        &config,
+        &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+        kernel_config.as_deref(),
+    ));
 
     let virtiofsd = config
         .virtiofsd
@@ -411,6 +529,53 @@ mod tests {
         let checks = run(&cfg, Path::new("/nonexistent"));
         let seccomp = checks.iter().find(|c| c.what == "seccomp").unwrap();
         assert_eq!(seccomp.outcome, Outcome::Warn);
+    }
+
+    #[test]
+    fn the_largest_pod_is_the_configured_one_bounded_by_the_host() {
+        let config = HullConfig::default();
+        let big = "MemTotal:       24000000 kB\n";
+        let c = sizes_check(&config, big, Some("CONFIG_NR_CPUS=64\n"));
+        assert_eq!(c.outcome, Outcome::Ok, "{c}");
+        assert!(c.detail.starts_with("largest pod 8 vCPUs, 8192 MiB"), "{c}");
+        let small = "MemTotal:        4194304 kB\n";
+        let c = sizes_check(&config, small, None);
+        assert_eq!(c.outcome, Outcome::Warn, "{c}");
+        assert!(c.detail.starts_with("largest pod 8 vCPUs, 3072 MiB"), "{c}");
+        assert!(c.fix.unwrap().contains("max_memory_mib to 3072"));
+        let c = sizes_check(&config, big, Some("CONFIG_NR_CPUS=4\n"));
+        assert_eq!(c.outcome, Outcome::Warn, "{c}");
+        assert!(c.detail.starts_with("largest pod 4 vCPUs"), "{c}");
+    }
+
+    #[test]
+    fn forced_kvm_on_a_host_that_cannot_run_linux_fails() {
+        let forced = accel::AccelChoice {
+            accel: crate::vm::Accel::Kvm,
+            reason: "forced by HULL_ACCEL".into(),
+        };
+        let pvm = HostProbe {
+            kvm_device: true,
+            kvm_modules: vec!["kvm_pvm".into()],
+            cpu_virt_flag: false,
+        };
+        let c = accel_check(&forced, &pvm).expect("a failed check");
+        assert_eq!(c.outcome, Outcome::Fail);
+        assert!(
+            c.detail.contains("PVM") && c.detail.contains("HULL_ACCEL"),
+            "{c}"
+        );
+        let hardware = HostProbe {
+            kvm_device: true,
+            kvm_modules: vec!["kvm_intel".into()],
+            cpu_virt_flag: true,
+        };
+        assert!(accel_check(&forced, &hardware).is_none());
+        let tcg = accel::AccelChoice {
+            accel: crate::vm::Accel::Tcg,
+            reason: "forced".into(),
+        };
+        assert!(accel_check(&tcg, &pvm).is_none());
     }
 
     #[test]

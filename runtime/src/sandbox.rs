@@ -66,7 +66,7 @@ pub enum SandboxError {
     #[error("cannot confine the shim")]
     Seccomp(#[from] crate::seccomp::SeccompError),
     /// The VMM exited while the agent was awaited.
-    #[error("the VMM exited ({status}) before the agent answered; console: {console}")]
+    #[error("the VMM exited ({status}) before the agent answered")]
     VmExited {
         /// How it exited.
         status: std::process::ExitStatus,
@@ -136,6 +136,20 @@ impl Drop for PodNic {
         if let Err(e) = network::delete_link(&self.netns, TAP_NAME) {
             tracing::warn!(error = %e, netns = %self.netns.display(), "cannot delete the pod tap");
         }
+    }
+}
+
+/// The error for a VMM found exited while the VM was being set up: what it said when it stopped
+/// the guest, else how it exited.
+fn vm_exited(vm: &dyn Vm, status: std::process::ExitStatus) -> SandboxError {
+    match vm.fatal() {
+        Some(line) => SandboxError::Vm(VmError::Stopped {
+            line: line.to_owned(),
+        }),
+        None => SandboxError::VmExited {
+            status,
+            console: vm.console_path().to_owned(),
+        },
     }
 }
 
@@ -235,10 +249,7 @@ impl SandboxVm {
                         Ok(()) => break,
                         Err(NetworkError::TapMissing(_)) if waiting.elapsed() < TAP_TIMEOUT => {
                             if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
-                                return Err(SandboxError::VmExited {
-                                    status,
-                                    console: vm.console_path().to_owned(),
-                                });
+                                return Err(vm_exited(vm.as_ref(), status));
                             }
                         }
                         Err(e) => return Err(e.into()),
@@ -262,10 +273,7 @@ impl SandboxVm {
                 Ok(agent) => break agent,
                 Err(e) => {
                     if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
-                        return Err(SandboxError::VmExited {
-                            status,
-                            console: vm.console_path().to_owned(),
-                        });
+                        return Err(vm_exited(vm.as_ref(), status));
                     }
                     if started.elapsed() >= config.boot_timeout {
                         return Err(e.into());

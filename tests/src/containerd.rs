@@ -37,6 +37,7 @@ pub struct Containerd {
     child: Option<Child>,
     namespace: &'static str,
     netns: Option<TestNetns>,
+    env: Vec<(String, String)>,
 }
 
 /// Knobs of the hull configuration a test containerd hands its shims.
@@ -58,6 +59,8 @@ pub struct Options {
     pub shim: Option<PathBuf>,
     /// The shim's `log_level` (default `debug`).
     pub log_level: Option<String>,
+    /// Extra environment of containerd, which its shims inherit (e.g. `HULL_ACCEL`).
+    pub env: Vec<(String, String)>,
     /// Turn CRI on (handlers `hull` and `runc`, a CNI bridge network), run containerd in a
     /// network namespace of its own, and import the images into CRI's namespace with a pause image.
     pub cri: bool,
@@ -166,11 +169,12 @@ impl Containerd {
         };
         let hull_config = format!(
             "hypervisor = \"{}\"\nkernel = \"{}\"\ninitramfs = \"{}\"\nrun_dir = \"{}\"\n\
-             log_level = \"{}\"\n{guest_rootfs}{}\n",
+             log_dir = \"{}\"\nlog_level = \"{}\"\n{guest_rootfs}{}\n",
             options.hypervisor.as_deref().unwrap_or("qemu"),
             kernel.display(),
             initramfs.display(),
             base.join("run").display(),
+            base.join("log").display(),
             options.log_level.as_deref().unwrap_or("debug"),
             options.extra_config
         );
@@ -191,6 +195,7 @@ impl Containerd {
             child: None,
             namespace,
             netns,
+            env: options.env.clone(),
         };
         me.spawn().map_err(Failed)?;
         if options.cri {
@@ -277,6 +282,7 @@ impl Containerd {
             .arg(base.join("containerd.toml"))
             .env("PATH", path)
             .env("HULL_CONFIG", base.join("hull.toml"))
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(stderr)
@@ -324,6 +330,11 @@ impl Containerd {
     /// The private directory (root, state, sockets, logs, hull's run dir).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Where the shims keep the records of pods that failed to start (`log_dir`).
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir().join("log")
     }
 
     /// hull's run directory for this containerd's pods.

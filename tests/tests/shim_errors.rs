@@ -1,6 +1,7 @@
 //! containerd end to end: what hull's shim leaves behind — nothing after a delete, nothing after
 //! a failed create — and the errors containerd gets for a broken spec, a missing kernel, a bad
-//! hull configuration, and hull-vmm asked for on a host without hardware KVM.
+//! hull configuration, hull-vmm asked for on a host without hardware KVM, a VM that cannot boot
+//! (its log kept and named, a real code), bad sizing annotations, and a VMM that stops its guest.
 
 use std::time::Duration;
 
@@ -110,4 +111,189 @@ fn hull_vmm_without_hardware_kvm_is_a_clear_error() {
         c.explain(&out)
     );
     c.assert_clean("nokvm", Duration::from_secs(10));
+}
+
+/// The file a boot failure's message says its logs are kept in.
+fn kept_log(message: &str) -> Option<std::path::PathBuf> {
+    let at = message.find("its logs are kept in ")? + "its logs are kept in ".len();
+    let path = message[at..].split_whitespace().next()?;
+    Some(path.trim_end_matches([':', ';', ',']).into())
+}
+
+#[test]
+fn a_vm_that_cannot_boot_leaves_a_log_the_error_names_and_a_real_code() {
+    // A real guest that cannot start: its kernel finds no init and panics.
+    let Some(c) = Containerd::start_with(&Options {
+        extra_config: "kernel_params = [\"rdinit=/nonexistent\"]".into(),
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let out = c.run_rm("noinit", &["true"]);
+    assert!(!out.status.success(), "{}", c.explain(&out));
+    let err = text(&out.stderr);
+    // FAILED_PRECONDITION, which containerd passes on (INTERNAL would reach ctr as `unknown`).
+    assert!(
+        err.trim_end().ends_with(": failed precondition"),
+        "{}",
+        c.explain(&out)
+    );
+    assert!(
+        err.contains("cannot start the pod VM") && err.contains("Kernel panic"),
+        "the VMM's and the console's last words: {}",
+        c.explain(&out)
+    );
+    assert!(
+        !err.contains(&c.run_dir().display().to_string()),
+        "names a removed file: {err}"
+    );
+    let log = kept_log(&err).unwrap_or_else(|| panic!("no kept log named: {}", c.explain(&out)));
+    assert_eq!(log, c.log_dir().join("noinit.log"));
+    let kept = std::fs::read_to_string(&log).expect("the kept log is readable");
+    for part in [
+        "pod noinit failed to start",
+        "the VMM exited",
+        "--- VMM output",
+        "--- guest console",
+        "Kernel panic - not syncing",
+    ] {
+        assert!(
+            kept.contains(part),
+            "{part:?} not in {}:\n{kept}",
+            log.display()
+        );
+    }
+    // The shim's log, which containerd keeps, has the console's end too.
+    assert!(
+        c.log().contains("Kernel panic - not syncing"),
+        "{}",
+        c.log()
+    );
+    c.assert_clean("noinit", Duration::from_secs(10));
+    let _ = c.ctr(&["container", "delete", "noinit"]);
+}
+
+#[test]
+fn bad_sizing_annotations_are_errors_naming_the_annotation() {
+    let Some(c) = Containerd::start() else { return };
+    for (i, (name, value, says)) in [
+        ("io.hull.memory_mib", "0", "out of range"),
+        ("io.hull.memory_mib", "1", "out of range"),
+        ("io.hull.memory_mib", "abc", "not a whole number"),
+        ("io.hull.memory_mib", "999999", "out of range"),
+        ("io.hull.memory_mib", "", "not a whole number"),
+        ("io.hull.vcpus", "0", "out of range"),
+        ("io.hull.vcpus", "two", "not a whole number"),
+        ("io.hull.vcpus", "65", "out of range"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("badsize{i}");
+        let annotation = format!("{name}={value}");
+        let out = c.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            RUNTIME,
+            "--annotation",
+            &annotation,
+            hull_tests::containerd::IMAGE,
+            &id,
+            "true",
+        ]);
+        assert!(!out.status.success(), "{annotation}: {}", c.explain(&out));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("annotation {name}=\"{value}\"")) && err.contains(says),
+            "{annotation}: {}",
+            c.explain(&out)
+        );
+        assert!(
+            err.trim_end().ends_with(": invalid argument"),
+            "{annotation}: {}",
+            c.explain(&out)
+        );
+        c.assert_clean(&id, Duration::from_secs(10));
+        let _ = c.ctr(&["container", "delete", &id]);
+    }
+}
+
+#[test]
+fn sizing_annotations_the_config_does_not_allow_are_ignored_with_a_warning() {
+    let Some(c) = Containerd::start_with(&Options {
+        extra_config: "sizing_annotations = []".into(),
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--annotation",
+        "io.hull.memory_mib=abc",
+        hull_tests::containerd::IMAGE,
+        "ignored",
+        "head",
+        "-n",
+        "1",
+        "/proc/meminfo",
+    ]);
+    assert!(out.status.success(), "{}", c.explain(&out));
+    // The default 256 MiB.
+    let kib: u64 = text(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (200 * 1024..=256 * 1024).contains(&kib),
+        "MemTotal {kib} KiB"
+    );
+    let log = c.log();
+    assert!(
+        log.contains("sizing annotation ignored") && log.contains("io.hull.memory_mib"),
+        "{}",
+        hull_tests::containerd::tail(&log, 40)
+    );
+    c.assert_clean("ignored", Duration::from_secs(10));
+}
+
+#[test]
+fn a_vmm_that_stops_its_guest_is_reported_with_its_words() {
+    // KVM forced on a host whose KVM cannot run Linux (PVM): QEMU stops the guest with
+    // "KVM internal error" and does not exit. With hardware KVM there is nothing to check.
+    let probe = hull_runtime::vm::accel::HostProbe::read(&Default::default());
+    if !probe.kvm_device {
+        hull_tests::skip_or_fail("no /dev/kvm: KVM cannot be forced");
+        return;
+    }
+    if hull_runtime::vm::accel::choose(&probe).accel == hull_runtime::vm::Accel::Kvm {
+        eprintln!("this host has hardware KVM: a forced KVM boots; nothing to check");
+        return;
+    }
+    // The PVH vmlinux reaches the instruction PVM cannot emulate sooner than the bzImage.
+    let images = hull_runtime::images::GuestImages::from_env();
+    let vmlinux = images.kernel.with_file_name("vmlinux");
+    let Some(c) = Containerd::start_with(&Options {
+        kernel: vmlinux.is_file().then_some(vmlinux),
+        env: vec![("HULL_ACCEL".into(), "kvm".into())],
+        ..Options::default()
+    }) else {
+        return;
+    };
+    let out = c.run_rm("forcedkvm", &["true"]);
+    assert!(!out.status.success(), "{}", c.explain(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the VMM stopped the guest: KVM internal error"),
+        "the VMM's words, not a boot timeout: {}",
+        c.explain(&out)
+    );
+    assert!(!err.contains("within"), "not a timeout: {err}");
+    assert!(err.trim_end().ends_with(": failed precondition"), "{err}");
+    c.assert_clean("forcedkvm", Duration::from_secs(10));
+    let _ = c.ctr(&["container", "delete", "forcedkvm"]);
 }

@@ -141,6 +141,14 @@ fn boot(vcpus: u32, memory_mib: u32, timeout: Duration) -> anyhow::Result<()> {
             "hull: warning: using TCG (software emulation): {}",
             choice.reason
         );
+    } else {
+        let found = accel::choose(&accel::HostProbe::read(&accel::ProbePaths::default()));
+        if found.accel != Accel::Kvm {
+            eprintln!(
+                "hull: warning: KVM is forced ({}) but {}: the guest will not boot",
+                choice.reason, found.reason
+            );
+        }
     }
     let qemu = Qemu::for_host(choice.accel);
     let run_dir = private_run_dir()?;

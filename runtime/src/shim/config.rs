@@ -12,6 +12,8 @@ use crate::images::{GuestImages, INSTALL_DIR};
 
 /// Where the configuration lives.
 pub const DEFAULT_PATH: &str = "/etc/hull/config.toml";
+/// Where failed starts are recorded unless `log_dir` says otherwise.
+pub const DEFAULT_LOG_DIR: &str = "/var/log/hull";
 
 /// Reading the configuration failed.
 #[derive(Debug, thiserror::Error)]
@@ -19,13 +21,17 @@ pub enum ConfigError {
     /// The file exists but cannot be read.
     #[error("cannot read {0}")]
     Read(PathBuf, #[source] std::io::Error),
-    /// The file is not valid TOML or has a bad key (toml names it).
+    /// The file is not valid TOML or has a bad key or value.
     #[error("{path}: {message}")]
     Parse {
         /// The file.
         path: PathBuf,
-        /// The parser's message (names the key and line).
+        /// The parser's message (with the line it stopped at).
         message: String,
+        /// The line (from 1) the parser stopped at, when it says.
+        line: Option<usize>,
+        /// The key on that line, when the line has one.
+        key: Option<String>,
     },
     /// A key has a value hull cannot use.
     #[error("{path}: key `{key}`: {why}")]
@@ -85,6 +91,9 @@ pub struct HullConfig {
     pub log_level: String,
     /// Where pods keep their runtime files (`<run_dir>/<pod id>/`).
     pub run_dir: PathBuf,
+    /// Where the record of a pod VM that failed to start is kept (`<log_dir>/<pod id>.log`, the
+    /// newest few; see `hull_runtime::shim::boot_log`).
+    pub log_dir: PathBuf,
     /// How long a pod VM may take until its agent answers, seconds.
     pub boot_timeout_secs: u64,
     /// Extra guest kernel command-line words.
@@ -126,6 +135,7 @@ impl Default for HullConfig {
             sizing_annotations: vec![VCPUS_ANNOTATION.into(), MEMORY_ANNOTATION.into()],
             log_level: "info".into(),
             run_dir: PathBuf::from("/run/hull"),
+            log_dir: PathBuf::from(DEFAULT_LOG_DIR),
             boot_timeout_secs: 60,
             kernel_params: Vec::new(),
             jail: true,
@@ -134,6 +144,58 @@ impl Default for HullConfig {
             guest_rootfs: None,
         }
     }
+}
+
+impl ConfigError {
+    /// What the user should do, naming the key or line where the error has one.
+    pub fn fix(&self) -> String {
+        const KEYS: &str = "docs/shim.md lists the keys";
+        match self {
+            ConfigError::Read(path, _) => format!(
+                "make {} readable, or remove it to use the compiled-in defaults",
+                path.display()
+            ),
+            ConfigError::Parse {
+                path,
+                line,
+                key: Some(key),
+                ..
+            } => match line {
+                Some(line) => format!(
+                    "correct `{key}` on line {line} of {} ({KEYS})",
+                    path.display()
+                ),
+                None => format!("correct `{key}` in {} ({KEYS})", path.display()),
+            },
+            ConfigError::Parse {
+                path,
+                line: Some(line),
+                ..
+            } => format!(
+                "correct line {line} of {} (TOML syntax; {KEYS})",
+                path.display()
+            ),
+            ConfigError::Parse { path, .. } => {
+                format!("correct {} (TOML syntax; {KEYS})", path.display())
+            }
+            ConfigError::Invalid { path, key, .. } => {
+                format!("correct `{key}` in {} ({KEYS})", path.display())
+            }
+        }
+    }
+}
+
+/// The line (from 1) holding byte `at` of `text`, and the key on it (`key = …`), if any.
+fn locate(text: &str, at: usize) -> (usize, Option<String>) {
+    let at = at.min(text.len());
+    let line = text[..at].matches('\n').count() + 1;
+    let key = text
+        .lines()
+        .nth(line - 1)
+        .and_then(|l| l.split_once('='))
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('#') && !k.starts_with('['));
+    (line, key)
 }
 
 impl HullConfig {
@@ -158,9 +220,17 @@ impl HullConfig {
 
     /// Parses `text` (from `path`, for messages) and checks every value.
     pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().replace('\n', " "),
+        let config: Self = toml::from_str(text).map_err(|e| {
+            let (line, key) = e
+                .span()
+                .map(|span| locate(text, span.start))
+                .map_or((None, None), |(line, key)| (Some(line), key));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string().trim_end().replace('\n', " "),
+                line,
+                key,
+            }
         })?;
         config.validate(path)?;
         Ok(config)
@@ -175,8 +245,14 @@ impl HullConfig {
         if self.default_vcpus == 0 || self.default_vcpus > self.max_vcpus {
             return Err(invalid("default_vcpus", "must be between 1 and max_vcpus"));
         }
-        if self.max_vcpus > 255 {
-            return Err(invalid("max_vcpus", "must be at most 255"));
+        if self.max_vcpus > crate::vm::MAX_VCPUS {
+            return Err(invalid(
+                "max_vcpus",
+                &format!(
+                    "must be at most {} (the guest kernel's NR_CPUS)",
+                    crate::vm::MAX_VCPUS
+                ),
+            ));
         }
         if self.default_memory_mib < 64 || self.default_memory_mib > self.max_memory_mib {
             return Err(invalid(
@@ -194,6 +270,9 @@ impl HullConfig {
         }
         if !self.run_dir.is_absolute() {
             return Err(invalid("run_dir", "must be an absolute path"));
+        }
+        if !self.log_dir.is_absolute() {
+            return Err(invalid("log_dir", "must be an absolute path"));
         }
         for a in &self.sizing_annotations {
             if a != VCPUS_ANNOTATION && a != MEMORY_ANNOTATION {
@@ -264,6 +343,21 @@ mod tests {
         assert_eq!((c.default_vcpus, c.default_memory_mib), (2, 512));
         assert_eq!(c.virtio_fs_cache, CacheMode::Never);
         assert_eq!(c.guest_rootfs.as_deref(), Some("/testroot/busybox"));
+    }
+
+    #[test]
+    fn fixes_name_the_key_or_the_line() {
+        let fix = |text: &str| parse(text).unwrap_err().fix();
+        let f = fix("max_vcpus = -1\n");
+        assert!(f.contains("`max_vcpus` on line 1"), "{f}");
+        let f = fix("# hull\n\ndefault_vcpu = 2\n");
+        assert!(f.contains("`default_vcpu` on line 3"), "{f}");
+        let f = fix("jail = true\n[[[\n");
+        assert!(f.contains("line 2") && !f.contains('`'), "{f}");
+        let f = fix("default_vcpus = 0\n");
+        assert!(f.contains("`default_vcpus`"), "{f}");
+        let e = ConfigError::Read("/etc/hull/config.toml".into(), std::io::Error::other("x"));
+        assert!(e.fix().contains("readable"), "{}", e.fix());
     }
 
     #[test]

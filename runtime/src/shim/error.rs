@@ -10,6 +10,7 @@ use crate::share::ShareError;
 
 use super::config::ConfigError;
 use super::rootfs::RootfsError;
+use super::sizing::SizingError;
 use super::stdio::StdioError;
 
 /// A Task call failed.
@@ -39,21 +40,24 @@ pub enum ShimError {
         #[source]
         source: std::io::Error,
     },
+    /// The pod's sizing (its annotations) cannot be honoured.
+    #[error("cannot size the pod VM")]
+    Sizing(#[from] SizingError),
     /// `/etc/hull/config.toml` is bad.
     #[error("hull configuration")]
     Config(#[from] ConfigError),
     /// The pod VM did not start.
     #[error("cannot start the pod VM")]
     Boot(#[from] SandboxError),
-    /// The pod VM did not start; what the VMM and the guest console said last (the pod's
-    /// directory, where their logs were, is gone by the time containerd reports this).
-    #[error("cannot start the pod VM ({said})")]
+    /// The pod VM did not start: why, what the VMM and the guest console said last, and where
+    /// their logs are kept (the pod's directory, where they were, is gone by the time containerd
+    /// reports this; see `super::boot_log`).
+    #[error("{message}")]
     BootFailed {
-        /// The last lines of the VMM's output and the guest console, `; `-joined.
-        said: String,
-        /// Why.
-        #[source]
-        source: SandboxError,
+        /// The whole message.
+        message: String,
+        /// Why (already in the message).
+        cause: SandboxError,
     },
     /// The guest's agent refused or failed.
     #[error("guest agent")]
@@ -76,7 +80,9 @@ impl ShimError {
         match self {
             ShimError::NotFound(_) => Code::NOT_FOUND,
             ShimError::AlreadyExists(_) => Code::ALREADY_EXISTS,
-            ShimError::InvalidArgument(_) | ShimError::Spec { .. } => Code::INVALID_ARGUMENT,
+            ShimError::InvalidArgument(_) | ShimError::Spec { .. } | ShimError::Sizing(_) => {
+                Code::INVALID_ARGUMENT
+            }
             ShimError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
             ShimError::Config(_) => Code::FAILED_PRECONDITION,
@@ -94,17 +100,29 @@ impl ShimError {
                 _,
                 ShareError::Unsupported(_) | ShareError::Spec(_),
             )) => Code::INVALID_ARGUMENT,
-            ShimError::Boot(_)
-            | ShimError::BootFailed { .. }
-            | ShimError::Rootfs(_)
-            | ShimError::Stdio(_)
-            | ShimError::Io(..) => Code::INTERNAL,
+            ShimError::Boot(e) | ShimError::BootFailed { cause: e, .. } => boot_code(e),
+            ShimError::Rootfs(_) | ShimError::Stdio(_) | ShimError::Io(..) => Code::INTERNAL,
         }
     }
 
     /// The error as containerd receives it.
     pub fn to_ttrpc(&self) -> ttrpc::Error {
         ttrpc::Error::RpcStatus(ttrpc::get_status(self.code(), error_chain(self)))
+    }
+}
+
+/// The code of a pod VM that did not start. The host cannot run the VM as configured (the VMM
+/// died or never got the guest to its agent, a helper is missing or failed): FAILED_PRECONDITION,
+/// which containerd passes on as such. (containerd 1.6 turns INTERNAL into `unknown`, so it is
+/// kept for what is hull's own fault.)
+fn boot_code(e: &SandboxError) -> ttrpc::Code {
+    use crate::vm::VmError;
+    match e {
+        SandboxError::Seccomp(_) => ttrpc::Code::INTERNAL,
+        SandboxError::Vm(VmError::InvalidSizing(_) | VmError::InvalidDevice(_)) => {
+            ttrpc::Code::INVALID_ARGUMENT
+        }
+        _ => ttrpc::Code::FAILED_PRECONDITION,
     }
 }
 

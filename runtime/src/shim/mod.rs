@@ -8,6 +8,7 @@
 //! - [`service`]: the ttrpc `Task` impl, which only converts types and calls [`task`];
 //! - [`task`]: one file per Task verb, holding the logic;
 //! - [`pod`]: the state of the pod (its VM, containers and processes);
+//! - [`boot_log`]: what is kept of a pod VM that failed to start;
 //! - [`fault`]: a part of the pod VM dying (VMM, virtiofsd, vsock backend, guest panic) brings
 //!   the pod down, every task ending as killed;
 //! - [`stdio`]: containerd's fifos ↔ the agent's vsock stdio streams;
@@ -16,6 +17,7 @@
 //! - [`pod_shm`]: a pod container's `/dev/shm`, the pod's tmpfs in the guest;
 //! - [`config`], [`sizing`], [`metrics`], [`events`]: the pieces around them.
 
+pub mod boot_log;
 pub mod config;
 pub mod events;
 pub mod fault;

@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 
 use crate::agent::AgentClient;
 use crate::host_cgroup::PodCgroup;
-use crate::sandbox::{PartExit, SandboxVm, SandboxVmConfig};
+use crate::sandbox::{PartExit, SandboxError, SandboxVm, SandboxVmConfig};
 
+use super::boot_log;
 use super::config::HullConfig;
 use super::events::EventSink;
 use super::fault::{self, FaultSignal};
@@ -207,7 +208,7 @@ impl Pod {
                 "this shim already started a pod VM and is confined by seccomp; it cannot start another (containerd starts a new shim per pod)".into(),
             ));
         }
-        let size = vm_size(&self.config, spec);
+        let size = vm_size(&self.config, spec)?;
         std::fs::create_dir_all(&self.run_dir)
             .map_err(|e| ShimError::Io(format!("cannot create {}", self.run_dir.display()), e))?;
         let cgroup = placement::host_cgroup(&self.id, spec);
@@ -252,33 +253,12 @@ impl Pod {
         let mut sandbox = match booted {
             Ok(s) => s,
             Err(e) => {
-                let read =
-                    |f: &str| std::fs::read_to_string(self.run_dir.join(f)).unwrap_or_default();
-                let (vmm, console) = (read("vmm.log"), read("console.log"));
-                tracing::error!(
-                    pod = %self.id,
-                    "boot failed; VMM output:\n{}\nconsole tail:\n{}",
-                    tail_lines(&vmm, 20),
-                    tail_lines(&console, 20)
-                );
+                let failed = self.boot_failed(e, size);
                 remove_pod_dir(&self.run_dir);
                 if let Some(c) = cgroup {
                     c.remove();
                 }
-                let said: Vec<String> = [("VMM", &vmm), ("console", &console)]
-                    .into_iter()
-                    .filter(|(_, text)| !text.trim().is_empty())
-                    .map(|(who, text)| {
-                        format!("{who}: {}", tail_lines(text, 3).replace('\n', " | "))
-                    })
-                    .collect();
-                if said.is_empty() {
-                    return Err(e.into());
-                }
-                return Err(ShimError::BootFailed {
-                    said: said.join("; "),
-                    source: e,
-                });
+                return Err(failed);
             }
         };
         let vmm_pid = sandbox.vm().pid();
@@ -308,6 +288,37 @@ impl Pod {
             cgroup,
             parts_watch: fault::spawn_watch(Arc::downgrade(self)),
         })
+    }
+
+    /// The error for a VM that did not start, with what it said last; the VM's logs are copied
+    /// to `log_dir` (see [`boot_log`]) before its run directory goes.
+    fn boot_failed(&self, e: SandboxError, size: VmSize) -> ShimError {
+        let tails = boot_log::Tails::read(&self.run_dir);
+        let reason = crate::agent::client::error_chain(&e);
+        tracing::error!(
+            pod = %self.id,
+            "pod VM failed to start: {reason}\n--- VMM output ---\n{}\n--- console (last lines) ---\n{}",
+            tails.vmm,
+            tail_lines(&tails.console, 40)
+        );
+        let shape = format!("{} vCPUs, {} MiB", size.vcpus, size.memory_mib);
+        let kept = boot_log::keep(&self.config.log_dir, &self.id, &reason, &shape, &tails)
+            .map_or_else(
+                |k| {
+                    format!(
+                        "its logs could not be kept in {}: {k}",
+                        self.config.log_dir.display()
+                    )
+                },
+                |path| format!("its logs are kept in {}", path.display()),
+            );
+        let said = tails.summary(3);
+        let message = if said.is_empty() {
+            format!("cannot start the pod VM: {reason}; {kept}")
+        } else {
+            format!("cannot start the pod VM: {reason}; {said}; {kept}")
+        };
+        ShimError::BootFailed { message, cause: e }
     }
 
     /// The running VM's size.

@@ -4,7 +4,10 @@
 //! sandbox's `linux.resources`, and the pod's summed container resources that containerd passes as
 //! `io.kubernetes.cri.sandbox-*` annotations (from the kubelet's `PodSandboxConfig.resources`),
 //! each plus `memory_overhead_mib`; or the sizing annotations the configuration allows; bounded by
-//! the configuration. Memory and vCPUs are not hot-added: a container that joins later must fit
+//! the configuration. A sizing annotation is the user's explicit ask: a value that is not a whole
+//! number within the configured bounds is an error naming it ([`SizingError`]), never a silent
+//! default; one the configuration does not allow is ignored with a warning in the shim's log.
+//! Memory and vCPUs are not hot-added: a container that joins later must fit
 //! ([`check_fits`]) — its memory limit plus the limits of the pod's other live containers within
 //! the guest RAM less the overhead — or `Create` fails with a message that says how to size the
 //! pod. Containers without a memory limit share what is there.
@@ -12,6 +15,22 @@
 use serde_json::Value;
 
 use super::config::{HullConfig, MEMORY_ANNOTATION, VCPUS_ANNOTATION};
+use crate::vm::MIN_MEMORY_MIB;
+
+/// A pod's sizing cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizingError {
+    /// A sizing annotation's value is not a whole number within the configured bounds.
+    #[error("annotation {name}={value:?}: {why}")]
+    BadAnnotation {
+        /// The annotation.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What a valid value is.
+        why: String,
+    },
+}
 
 /// vCPUs and guest RAM of a pod VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +88,54 @@ pub fn check_fits(
     ))
 }
 
-/// The size of the VM for a sandbox whose OCI spec is `spec`.
-pub fn vm_size(config: &HullConfig, spec: &Value) -> VmSize {
+/// The value of sizing annotation `name` in `spec`, checked against `range`; `None` when the spec
+/// does not set it, or the configuration does not allow it (then with a warning).
+fn sizing_annotation(
+    config: &HullConfig,
+    spec: &Value,
+    name: &'static str,
+    range: std::ops::RangeInclusive<u32>,
+    unit: &str,
+    bound_key: &str,
+) -> Result<Option<u32>, SizingError> {
+    let raw = &spec["annotations"][name];
+    if raw.is_null() {
+        return Ok(None);
+    }
+    let value = raw.as_str().map_or_else(|| raw.to_string(), str::to_owned);
+    if !config.sizing_annotations.iter().any(|a| a == name) {
+        tracing::warn!(
+            annotation = name,
+            value = %value,
+            "sizing annotation ignored: `sizing_annotations` in {} does not allow it",
+            HullConfig::path().display()
+        );
+        return Ok(None);
+    }
+    let bad = |why: String| SizingError::BadAnnotation {
+        name,
+        value: value.clone(),
+        why,
+    };
+    let within = format!(
+        "{} to {} ({bound_key} in {})",
+        range.start(),
+        range.end(),
+        HullConfig::path().display()
+    );
+    let trimmed = value.trim();
+    if !raw.is_string() || trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad(format!("not a whole number of {unit}; {within}")));
+    }
+    match trimmed.parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(Some(n)),
+        _ => Err(bad(format!("out of range: {unit} must be {within}"))),
+    }
+}
+
+/// The size of the VM for a sandbox whose OCI spec is `spec`; an error when a sizing
+/// annotation's value cannot be honoured.
+pub fn vm_size(config: &HullConfig, spec: &Value) -> Result<VmSize, SizingError> {
     let mut vcpus = config.default_vcpus;
     let mut memory_mib = config.default_memory_mib;
     let cpu = &spec["linux"]["resources"]["cpu"];
@@ -96,22 +161,40 @@ pub fn vm_size(config: &HullConfig, spec: &Value) -> VmSize {
         let wanted = limit + u64::from(config.memory_overhead_mib);
         memory_mib = memory_mib.max(u32::try_from(wanted).unwrap_or(u32::MAX));
     }
-    let annotation = |name: &str| -> Option<u32> {
-        if !config.sizing_annotations.iter().any(|a| a == name) {
-            return None;
-        }
-        spec["annotations"][name].as_str()?.trim().parse().ok()
-    };
-    if let Some(v) = annotation(VCPUS_ANNOTATION).filter(|v| *v > 0) {
-        vcpus = v;
-    }
-    if let Some(m) = annotation(MEMORY_ANNOTATION).filter(|m| *m > 0) {
-        memory_mib = m;
-    }
-    VmSize {
+    let asked_vcpus = sizing_annotation(
+        config,
+        spec,
+        VCPUS_ANNOTATION,
+        1..=config.max_vcpus,
+        "vCPUs",
+        "max_vcpus",
+    )?;
+    let asked_memory = sizing_annotation(
+        config,
+        spec,
+        MEMORY_ANNOTATION,
+        MIN_MEMORY_MIB..=config.max_memory_mib,
+        "MiB",
+        "max_memory_mib",
+    )?;
+    vcpus = asked_vcpus.unwrap_or(vcpus);
+    memory_mib = asked_memory.unwrap_or(memory_mib);
+    let size = VmSize {
         vcpus: vcpus.clamp(1, config.max_vcpus),
-        memory_mib: memory_mib.clamp(64, config.max_memory_mib),
+        memory_mib: memory_mib.clamp(MIN_MEMORY_MIB, config.max_memory_mib),
+    };
+    if (size.vcpus, size.memory_mib) != (vcpus, memory_mib) {
+        tracing::warn!(
+            vcpus,
+            memory_mib,
+            max_vcpus = config.max_vcpus,
+            max_memory_mib = config.max_memory_mib,
+            "the pod's resources ask for more than the configuration allows: the VM gets {} vCPUs and {} MiB",
+            size.vcpus,
+            size.memory_mib
+        );
     }
+    Ok(size)
 }
 
 #[cfg(test)]
@@ -124,7 +207,7 @@ mod tests {
     fn defaults_without_resources() {
         let c = HullConfig::default();
         assert_eq!(
-            vm_size(&c, &json!({})),
+            vm_size(&c, &json!({})).unwrap(),
             VmSize {
                 vcpus: 1,
                 memory_mib: 256
@@ -140,7 +223,7 @@ mod tests {
             "memory": {"limit": 512 * 1024 * 1024}
         }}});
         assert_eq!(
-            vm_size(&c, &spec),
+            vm_size(&c, &spec).unwrap(),
             VmSize {
                 vcpus: 3,
                 memory_mib: 640
@@ -151,7 +234,7 @@ mod tests {
             "memory": {"limit": 1u64 << 40}
         }}});
         assert_eq!(
-            vm_size(&c, &spec),
+            vm_size(&c, &spec).unwrap(),
             VmSize {
                 vcpus: c.max_vcpus,
                 memory_mib: c.max_memory_mib
@@ -160,7 +243,10 @@ mod tests {
         // Unlimited (-1) changes nothing.
         let spec = json!({"linux": {"resources": {"cpu": {"quota": -1, "period": 100000},
             "memory": {"limit": -1}}}});
-        assert_eq!(vm_size(&c, &spec), vm_size(&c, &json!({})));
+        assert_eq!(
+            vm_size(&c, &spec).unwrap(),
+            vm_size(&c, &json!({})).unwrap()
+        );
     }
 
     #[test]
@@ -172,7 +258,7 @@ mod tests {
             CRI_SANDBOX_CPU_PERIOD: "100000"
         }});
         assert_eq!(
-            vm_size(&c, &spec),
+            vm_size(&c, &spec).unwrap(),
             VmSize {
                 vcpus: 2,
                 memory_mib: 300 + c.memory_overhead_mib
@@ -180,7 +266,10 @@ mod tests {
         );
         // Zero (no limits in the pod) changes nothing.
         let spec = json!({"annotations": {CRI_SANDBOX_MEMORY: "0"}});
-        assert_eq!(vm_size(&c, &spec), vm_size(&c, &json!({})));
+        assert_eq!(
+            vm_size(&c, &spec).unwrap(),
+            vm_size(&c, &json!({})).unwrap()
+        );
     }
 
     #[test]
@@ -210,7 +299,7 @@ mod tests {
         let spec = json!({"annotations": {"io.hull.vcpus": "2", "io.hull.memory_mib": "1024"}});
         let c = HullConfig::default();
         assert_eq!(
-            vm_size(&c, &spec),
+            vm_size(&c, &spec).unwrap(),
             VmSize {
                 vcpus: 2,
                 memory_mib: 1024
@@ -220,6 +309,61 @@ mod tests {
             sizing_annotations: vec![],
             ..HullConfig::default()
         };
-        assert_eq!(vm_size(&c, &spec), vm_size(&c, &json!({})));
+        assert_eq!(
+            vm_size(&c, &spec).unwrap(),
+            vm_size(&c, &json!({})).unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_sizing_annotations_are_errors_naming_them() {
+        let c = HullConfig::default();
+        let size = |name: &str, value: &str| {
+            vm_size(&c, &json!({"annotations": {name: value}})).map_err(|e| e.to_string())
+        };
+        for (value, says) in [
+            ("0", "out of range"),
+            ("1", "out of range"),
+            ("63", "out of range"),
+            ("8193", "out of range"),
+            ("99999999999", "out of range"),
+            ("abc", "not a whole number"),
+            ("", "not a whole number"),
+            ("-5", "not a whole number"),
+            ("1.5", "not a whole number"),
+            ("512MiB", "not a whole number"),
+        ] {
+            let e = size(MEMORY_ANNOTATION, value).unwrap_err();
+            assert!(
+                e.contains("io.hull.memory_mib")
+                    && e.contains(says)
+                    && e.contains("max_memory_mib"),
+                "{value:?}: {e}"
+            );
+        }
+        for value in ["0", "9", "x", "-1"] {
+            let e = size(VCPUS_ANNOTATION, value).unwrap_err();
+            assert!(
+                e.contains("io.hull.vcpus") && e.contains("max_vcpus"),
+                "{value:?}: {e}"
+            );
+        }
+        // The bounds themselves are fine, blanks around a number too.
+        assert_eq!(size(MEMORY_ANNOTATION, "64").unwrap().memory_mib, 64);
+        assert_eq!(size(MEMORY_ANNOTATION, " 8192 ").unwrap().memory_mib, 8192);
+        assert_eq!(size(VCPUS_ANNOTATION, "8").unwrap().vcpus, 8);
+        // Not a string at all.
+        let e = vm_size(&c, &json!({"annotations": {MEMORY_ANNOTATION: 512}})).unwrap_err();
+        assert!(e.to_string().contains("512"), "{e}");
+        // Where the configuration does not allow the annotation, any value is ignored.
+        let c = HullConfig {
+            sizing_annotations: vec![],
+            ..HullConfig::default()
+        };
+        let spec = json!({"annotations": {MEMORY_ANNOTATION: "abc", VCPUS_ANNOTATION: "0"}});
+        assert_eq!(
+            vm_size(&c, &spec).unwrap(),
+            vm_size(&c, &json!({})).unwrap()
+        );
     }
 }

@@ -28,12 +28,18 @@ impl ConsoleWatcher {
         if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
             // The guest may have printed the line just before the VMM exited.
             self.offset = read_new(&console, self.offset, &mut self.seen)?;
-            return find_line(&self.seen, prefix)
-                .map(Some)
-                .ok_or_else(|| VmError::ExitedEarly {
+            if let Some(line) = find_line(&self.seen, prefix) {
+                return Ok(Some(line));
+            }
+            return Err(match vm.fatal() {
+                Some(line) => VmError::Stopped {
+                    line: line.to_owned(),
+                },
+                None => VmError::ExitedEarly {
                     status,
                     log: vm.log_path().to_owned(),
-                });
+                },
+            });
         }
         Ok(None)
     }

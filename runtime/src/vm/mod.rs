@@ -130,16 +130,23 @@ pub enum VmError {
     /// The console log could not be read.
     #[error("cannot read the console log {0}")]
     Console(PathBuf, #[source] std::io::Error),
-    /// The VMM exited before the guest printed what we waited for.
-    #[error("the VMM exited ({status}) before the guest was ready; see {log}")]
+    /// The VMM exited before the guest printed what we waited for. (The message names no log:
+    /// the run directory holding it is the caller's to keep or to point at.)
+    #[error("the VMM exited ({status}) before the guest was ready")]
     ExitedEarly {
         /// How it exited.
         status: ExitStatus,
         /// Where its log is.
         log: PathBuf,
     },
+    /// The VMM stopped the guest for good (and was killed for it).
+    #[error("the VMM stopped the guest: {line}")]
+    Stopped {
+        /// What the VMM said.
+        line: String,
+    },
     /// The guest did not print what we waited for in time.
-    #[error("no {what:?} on the console within {timeout:?}; see {console}")]
+    #[error("no {what:?} on the console within {timeout:?}")]
     Timeout {
         /// The text waited for.
         what: String,
@@ -237,6 +244,11 @@ pub trait Vm: Send + Sync + std::fmt::Debug {
     /// The hybrid vsock socket the host connects to, when the VMM serves vsock itself (hull-vmm,
     /// jailed or not); `None` when a vhost-user backend does (QEMU), whose socket it is then.
     fn vsock_uds(&self) -> Option<&Path> {
+        None
+    }
+    /// The line with which the VMM said it stopped the guest for good (see
+    /// [`output::FATAL_MARKERS`]); such a VMM is killed and counts as exited.
+    fn fatal(&self) -> Option<&str> {
         None
     }
 }

@@ -8,6 +8,12 @@
 //! with "failed to resize memfd … File too large"). Here each log is a [`BoundedLog`]: once a file
 //! reaches its bound it becomes `<name>.1` (replacing the previous one) and a new file starts, so
 //! a pod keeps at most twice the bound per log and always its latest lines.
+//!
+//! The pump also reads the VMM's words for a guest that is dead although the VMM lives on: QEMU
+//! does not exit when KVM cannot run the guest (`KVM internal error …`, as on a PVM host forced to
+//! KVM); it stops the VM and waits. The first such line ([`FATAL_MARKERS`]) is kept in a
+//! [`FatalLine`], and the VMM's owner ends the VMM at once instead of waiting for a boot that
+//! cannot come.
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -15,6 +21,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{ChildStderr, ChildStdout};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +35,12 @@ pub const VMM_LOG_MAX: u64 = 256 << 10;
 /// How long [`OutputPump::finish`] waits for what the VMM wrote last to be copied, after the
 /// VMM has exited.
 pub const DRAIN: Duration = Duration::from_secs(2);
+
+/// What a VMM writes when it has stopped its guest for good but not exited (QEMU on a KVM error).
+pub const FATAL_MARKERS: &[&str] = &["KVM internal error", "KVM: entry failed"];
+
+/// The first fatal line a VMM wrote, once it has (shared between the pump and the VMM's owner).
+pub type FatalLine = Arc<OnceLock<String>>;
 
 /// A log file that never grows past its bound: see the module docs.
 #[derive(Debug)]
@@ -83,16 +96,18 @@ pub struct OutputPump {
 }
 
 impl OutputPump {
-    /// Starts copying `console` (the VMM's stdout) and `log` (its stderr).
+    /// Starts copying `console` (the VMM's stdout) and `log` (its stderr); a fatal line on
+    /// stderr is put in `fatal`.
     pub fn start(
         stdout: ChildStdout,
         stderr: ChildStderr,
         console: BoundedLog,
         log: BoundedLog,
+        fatal: FatalLine,
     ) -> std::io::Result<Self> {
         let thread = std::thread::Builder::new()
             .name("vmm-output".into())
-            .spawn(move || pump(stdout, stderr, console, log))?;
+            .spawn(move || pump(stdout, stderr, console, log, &fatal))?;
         Ok(Self {
             thread: Some(thread),
         })
@@ -118,7 +133,35 @@ impl OutputPump {
     }
 }
 
-fn pump(mut stdout: ChildStdout, mut stderr: ChildStderr, console: BoundedLog, log: BoundedLog) {
+/// Looks for a fatal line in `stderr`'s new bytes `new`; `pending` holds an unfinished line.
+fn scan_fatal(pending: &mut Vec<u8>, new: &[u8], fatal: &FatalLine) {
+    if fatal.get().is_some() {
+        return;
+    }
+    pending.extend_from_slice(new);
+    while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+        let line = String::from_utf8_lossy(&pending[..end]).trim().to_owned();
+        pending.drain(..=end);
+        if FATAL_MARKERS.iter().any(|m| line.contains(m)) {
+            let _ = fatal.set(line.chars().take(200).collect());
+            pending.clear();
+            return;
+        }
+    }
+    // A line longer than this is no marker line.
+    if pending.len() > 4096 {
+        pending.clear();
+    }
+}
+
+fn pump(
+    mut stdout: ChildStdout,
+    mut stderr: ChildStderr,
+    console: BoundedLog,
+    log: BoundedLog,
+    fatal: &FatalLine,
+) {
+    let mut pending = Vec::new();
     let mut outputs = [Some(console), Some(log)];
     let mut open = [true, true];
     let mut buf = vec![0u8; 64 * 1024];
@@ -153,6 +196,9 @@ fn pump(mut stdout: ChildStdout, mut stderr: ChildStderr, console: BoundedLog, l
             match got {
                 Ok(0) => open[index] = false,
                 Ok(n) => {
+                    if index == 1 {
+                        scan_fatal(&mut pending, &buf[..n], fatal);
+                    }
                     // A log that cannot be written (its disk is full) drops the output, never
                     // blocks the VMM.
                     if let Some(out) = &mut outputs[index] {
@@ -192,6 +238,26 @@ mod tests {
     }
 
     #[test]
+    fn a_fatal_line_is_caught_even_split_across_reads() {
+        let fatal = FatalLine::default();
+        let mut pending = Vec::new();
+        scan_fatal(&mut pending, b"qemu: warning: x\nKVM inte", &fatal);
+        assert!(fatal.get().is_none());
+        scan_fatal(&mut pending, b"rnal error. Suberror: 1\nextra data", &fatal);
+        assert_eq!(
+            fatal.get().map(String::as_str),
+            Some("KVM internal error. Suberror: 1")
+        );
+        let quiet = FatalLine::default();
+        scan_fatal(
+            &mut Vec::new(),
+            b"KVM internal error without an end",
+            &quiet,
+        );
+        assert!(quiet.get().is_none(), "only whole lines count");
+    }
+
+    #[test]
     fn the_pump_copies_both_streams_until_they_close() {
         let dir = tempfile::tempdir().unwrap();
         let (console, log) = (dir.path().join("console.log"), dir.path().join("vmm.log"));
@@ -209,6 +275,7 @@ mod tests {
             child.stderr.take().unwrap(),
             BoundedLog::create(&console, 1000).unwrap(),
             BoundedLog::create(&log, 1000).unwrap(),
+            FatalLine::default(),
         )
         .unwrap();
         child.wait().unwrap();

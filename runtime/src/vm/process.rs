@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::output::{self, BoundedLog, OutputPump};
+use super::output::{self, BoundedLog, FatalLine, OutputPump};
 use super::{Vm, VmError};
 use crate::jail::{self, JailConfig};
 
@@ -36,6 +36,7 @@ pub struct VmmProcess {
     exited: Option<ExitStatus>,
     vsock_uds: Option<PathBuf>,
     output: OutputPump,
+    fatal: FatalLine,
 }
 
 impl VmmProcess {
@@ -84,9 +85,12 @@ impl VmmProcess {
         }
         .map_err(|e| VmError::Spawn(binary.to_owned(), e))?;
         let pipes = child.stdout.take().zip(child.stderr.take());
+        let fatal = FatalLine::default();
         let output = pipes
             .ok_or_else(|| std::io::Error::other("no output pipes"))
-            .and_then(|(stdout, stderr)| OutputPump::start(stdout, stderr, console_log, vmm_log));
+            .and_then(|(stdout, stderr)| {
+                OutputPump::start(stdout, stderr, console_log, vmm_log, fatal.clone())
+            });
         let output = match output {
             Ok(o) => o,
             Err(e) => {
@@ -103,6 +107,7 @@ impl VmmProcess {
             exited: None,
             vsock_uds: None,
             output,
+            fatal,
         })
     }
 
@@ -115,6 +120,18 @@ impl VmmProcess {
     }
 
     fn try_reap(&mut self) -> Result<Option<ExitStatus>, VmError> {
+        if self.exited.is_none() && self.fatal.get().is_some() {
+            // The VMM stopped its guest for good but lives on: it counts as dead now.
+            tracing::warn!(
+                pid = self.child.id(),
+                said = self.fatal.get().map(String::as_str),
+                "the VMM stopped its guest: killing it"
+            );
+            self.signal(Signal::SIGKILL);
+            let status = self.child.wait().map_err(VmError::Process)?;
+            self.exited = Some(status);
+            self.ended();
+        }
         if self.exited.is_none() {
             self.exited = self.child.try_wait().map_err(VmError::Process)?;
             if self.exited.is_some() {
@@ -203,6 +220,10 @@ impl Vm for VmmProcess {
 
     fn vsock_uds(&self) -> Option<&Path> {
         self.vsock_uds.as_deref()
+    }
+
+    fn fatal(&self) -> Option<&str> {
+        self.fatal.get().map(String::as_str)
     }
 }
 
