@@ -3,7 +3,8 @@
 //! Each process's stdio ends are made before it is spawned: pipes (close-on-exec on our side), or
 //! a pty. Our ends wait in [`ProcessStdio`] until the host attaches the matching stream, so output
 //! written before the host attaches stays in the pipe, and a slow reader of one channel never
-//! blocks another. An output stream is closed only once its pipe reached end of file.
+//! blocks another. An output stream is closed only once its pipe reached end of file; output is
+//! gathered into large stream writes on the way ([`crate::gather`]).
 
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
@@ -18,10 +19,8 @@ use tokio_vsock::VsockStream;
 
 use crate::container::ProcessIo;
 use crate::fdio::FdStream;
+use crate::gather::{copy_output, Gather};
 use crate::host_vsock::HostListener;
-
-/// Buffer for copying a process's output to its stream.
-const COPY_BUFFER: usize = 64 << 10;
 
 /// Our ends of one process's stdio, waiting for the host's streams.
 #[derive(Debug, Default)]
@@ -162,12 +161,22 @@ async fn handle(mut stream: VsockStream, lookup: &dyn StdioLookup) -> std::io::R
         return refuse(stream, "channel not configured or already attached").await;
     };
     stream.write_all(b"OK\n").await?;
+    let exec = if header.exec_id.is_empty() {
+        "-"
+    } else {
+        &header.exec_id
+    };
+    let name = format!("{}/{exec} {}", header.container_id, header.channel);
+    serve_endpoint(stream, endpoint)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{name}: {e}")))
+}
+
+async fn serve_endpoint(mut stream: VsockStream, endpoint: Endpoint) -> std::io::Result<()> {
     match endpoint {
         Endpoint::Output(fd) => {
-            // Large reads: each write to the vsock stream costs a round through the device.
-            let mut from = tokio::io::BufReader::with_capacity(COPY_BUFFER, FdStream::new(fd)?);
-            tokio::io::copy_buf(&mut from, &mut stream).await?;
-            stream.flush().await?;
+            let mut from = FdStream::new(fd)?;
+            copy_output(&mut from, &mut stream, Gather::Stream).await?;
         }
         Endpoint::Input(fd) => {
             let mut to = FdStream::new(fd)?;
@@ -181,15 +190,15 @@ async fn handle(mut stream: VsockStream, lookup: &dyn StdioLookup) -> std::io::R
             let inbound = tokio::spawn(async move {
                 let _ = copy_frames(&mut rx, &mut input).await;
             });
-            tokio::io::copy(&mut output, &mut tx).await?;
-            tx.flush().await?;
+            copy_output(&mut output, &mut tx, Gather::Ready).await?;
             inbound.abort();
         }
     }
     Ok(())
 }
 
-/// Copies framed input to `to` until the end-of-input frame or the stream ends.
+/// Copies framed input to `to` until the end-of-input frame or the stream ends, or until the
+/// process closed its end of `to` (a normal end: the host drops what it still sends).
 async fn copy_frames<R, W>(from: &mut R, to: &mut W) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -206,7 +215,10 @@ where
             return Ok(());
         }
         from.read_exact(&mut buf[..len]).await?;
-        to.write_all(&buf[..len]).await?;
+        match to.write_all(&buf[..len]).await {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            written => written?,
+        }
     }
 }
 

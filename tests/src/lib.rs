@@ -10,6 +10,7 @@ pub mod netns;
 pub mod pod;
 pub mod rootfs;
 pub mod spec;
+pub mod stdio;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,7 @@
 //! CPU and stdio inside a running idle container of each target, through `ctr task exec` (no
 //! boot in the figures): the static probe's getppid, compute and fork/exec loops — the same
 //! binary also runs on the host — and stdout throughput through the shim (`dd` of zeros to
-//! stdout, minus an empty exec).
+//! stdout in 4 KiB and in 64 KiB writes, minus an empty exec).
 
 use std::process::Command;
 
@@ -97,37 +97,49 @@ pub fn in_container(ctx: &Ctx<'_>, t: &Target, id: &str) -> anyhow::Result<Vec<C
     Ok(out)
 }
 
-/// stdout throughput in container `id` of `t`.
-pub fn stdio(ctx: &Ctx<'_>, t: &Target, id: &str) -> anyhow::Result<Stdio> {
-    let blocks = ctx.opts.stdio_mib * 16;
-    let count = format!("count={blocks}");
-    let mut fig = Stdio {
-        runtime: t.label(),
-        bytes: blocks as u64 * 65536,
-        empty_s: Vec::new(),
-        full_s: Vec::new(),
-    };
+/// The write sizes of the stdio step: busybox's own (`cat`, `head`: 4 KiB) and a large one.
+pub const STDIO_WRITE_SIZES: [u64; 2] = [4096, 65536];
+
+/// stdout throughput in container `id` of `t`, one figure per write size; the sizes alternate
+/// within each repetition so that both see the same load.
+pub fn stdio(ctx: &Ctx<'_>, t: &Target, id: &str) -> anyhow::Result<Vec<Stdio>> {
+    let bytes = ctx.opts.stdio_mib as u64 * 1048576;
+    let mut figs: Vec<Stdio> = STDIO_WRITE_SIZES
+        .iter()
+        .map(|&write_bytes| Stdio {
+            runtime: t.label(),
+            write_bytes,
+            bytes,
+            empty_s: Vec::new(),
+            full_s: Vec::new(),
+        })
+        .collect();
     for r in 0..ctx.opts.repeats {
-        ctx.check()?;
-        ctx.message(&format!(
-            "stdio: {} MiB out of {}",
-            ctx.opts.stdio_mib,
-            t.label()
-        ));
-        let (empty, _, _) = target::exec(ctx.c, id, &format!("io-e{r}"), &["true"], false)?;
-        let args = ["dd", "if=/dev/zero", "bs=65536", count.as_str()];
-        let (full, bytes, _) = target::exec(ctx.c, id, &format!("io-f{r}"), &args, false)?;
-        anyhow::ensure!(
-            bytes == fig.bytes,
-            "stdout of {}: {bytes} bytes, expected {}",
-            t.label(),
-            fig.bytes
-        );
-        fig.empty_s.push(empty.as_secs_f64());
-        fig.full_s.push(full.as_secs_f64());
-        ctx.inc();
+        for fig in &mut figs {
+            ctx.check()?;
+            ctx.message(&format!(
+                "stdio: {} MiB out of {} in {} KiB writes",
+                ctx.opts.stdio_mib,
+                t.label(),
+                fig.write_bytes / 1024
+            ));
+            let w = fig.write_bytes;
+            let (empty, _, _) = target::exec(ctx.c, id, &format!("io-e{w}-{r}"), &["true"], false)?;
+            let bs = format!("bs={w}");
+            let count = format!("count={}", bytes / w);
+            let args = ["dd", "if=/dev/zero", bs.as_str(), count.as_str()];
+            let (full, got, _) = target::exec(ctx.c, id, &format!("io-f{w}-{r}"), &args, false)?;
+            anyhow::ensure!(
+                got == bytes,
+                "stdout of {} in {w}-byte writes: {got} bytes, expected {bytes}",
+                t.label()
+            );
+            fig.empty_s.push(empty.as_secs_f64());
+            fig.full_s.push(full.as_secs_f64());
+            ctx.inc();
+        }
     }
-    Ok(fig)
+    Ok(figs)
 }
 
 #[cfg(test)]

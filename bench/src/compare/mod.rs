@@ -182,7 +182,10 @@ fn units(opts: &Options, targets: usize, pods: usize) -> u64 {
     let w = |p: &str, n: usize| if opts.wants(p) { n } else { 0 };
     let n = w("start", opts.runs * targets + opts.breakdown_runs)
         + w("cpu", 3 * opts.repeats * (targets + 1))
-        + w("stdio", opts.repeats * targets)
+        + w(
+            "stdio",
+            opts.repeats * targets * cpu::STDIO_WRITE_SIZES.len(),
+        )
         + w("density", pods * targets)
         + w("boot", opts.boots * 2)
         + w("fs", 1)
@@ -405,7 +408,7 @@ fn idle_phases(ctx: &Ctx<'_>, t: &Target, id: &str, results: &mut Results) -> an
         results.cpu.extend(cpu::in_container(ctx, t, id)?);
     }
     if opts.wants("stdio") {
-        results.stdio.push(cpu::stdio(ctx, t, id)?);
+        results.stdio.extend(cpu::stdio(ctx, t, id)?);
     }
     Ok(())
 }

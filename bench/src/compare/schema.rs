@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Summary;
 
 /// The schema name written into every results file.
-pub const SCHEMA: &str = "hull-bench/compare/v2";
+pub const SCHEMA: &str = "hull-bench/compare/v3";
 
 /// One run of `hull bench`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,7 +33,7 @@ pub struct Results {
     pub density: Vec<Density>,
     /// CPU workloads inside each runtime and on the host.
     pub cpu: Vec<CpuFigure>,
-    /// stdout throughput through each runtime's shim.
+    /// stdout throughput through each runtime's shim, per write size.
     pub stdio: Vec<Stdio>,
     /// virtio-fs against the host directory.
     pub fs: Option<FsFigures>,
@@ -266,12 +266,14 @@ pub struct CpuFigure {
     pub wall_s: Vec<f64>,
 }
 
-/// stdout throughput of one runtime.
+/// stdout throughput of one runtime with one write size.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stdio {
     /// Runtime.
     pub runtime: String,
+    /// Bytes of each `write` the process makes (`dd bs=`).
+    pub write_bytes: u64,
     /// Bytes moved per sample.
     pub bytes: u64,
     /// `ctr task exec` of a process writing nothing, seconds (subtracted).

@@ -622,21 +622,26 @@ fn io_section(s: &mut String, r: &Results) {
     if !r.stdio.is_empty() {
         let _ = writeln!(
             s,
-            "\n## stdio through the shim\n\n`ctr task exec <id> dd if=/dev/zero bs=64k` into \
-             ctr's stdout, minus an exec of `true`.\n"
+            "\n## stdio through the shim\n\n`ctr task exec <id> dd if=/dev/zero bs=<write>` into \
+             ctr's stdout, minus an exec of `true`; 4 KiB is what busybox's `cat` and `head` \
+             write at a time.\n"
         );
-        let runc = r
-            .stdio
-            .iter()
-            .find(|x| x.runtime == "runc")
-            .map(figures::stdio_mib_s);
-        let _ = writeln!(s, "| runtime | MiB | MiB/s | / runc |\n|---|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| runtime | write | MiB | MiB/s | / runc, same write |\n|---|---|---|---|---|"
+        );
         for x in &r.stdio {
+            let runc = r
+                .stdio
+                .iter()
+                .find(|y| y.runtime == "runc" && y.write_bytes == x.write_bytes)
+                .map(figures::stdio_mib_s);
             let v = figures::stdio_mib_s(x);
             let _ = writeln!(
                 s,
-                "| {} | {} | {v:.0} | {} |",
+                "| {} | {} KiB | {} | {v:.0} | {} |",
                 x.runtime,
+                x.write_bytes / 1024,
                 x.bytes >> 20,
                 ratio(Some(v), runc)
             );

@@ -29,6 +29,7 @@ pub mod pod_shm;
 pub mod rootfs;
 pub mod service;
 pub mod sizing;
+pub mod stdin;
 pub mod stdio;
 pub mod task;
 

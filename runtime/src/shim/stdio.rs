@@ -1,10 +1,11 @@
 //! containerd's stdio (fifos, or `file://` paths) ↔ the agent's vsock stdio streams.
 //!
 //! Without a terminal each channel is its own stream; with one, a single pty stream carries the
-//! output to containerd's stdout and the input from its stdin. Input goes through an
-//! [`InputWriter`] (framed, end of input in band); `CloseIO` and the end of the stdin fifo both
-//! end it. Output streams end when the guest pipe reaches EOF, so a process's output is complete
-//! once they have ([`Attached::drain`]).
+//! output to containerd's stdout and the input from its stdin. Input goes through the stdin copy
+//! ([`super::stdin`]): `CloseIO` and the end of the stdin fifo both end it, only after every byte
+//! the client wrote before them. Output streams end when the guest pipe reaches EOF, so a
+//! process's output is complete once they have ([`drain`]); small pieces of output are gathered
+//! into large fifo writes on the way.
 //!
 //! An output fifo is written only once its reader (containerd, or its client: `ctr` opens its end
 //! in the background) has it open: bytes left in a fifo that nobody holds open are discarded, so
@@ -16,16 +17,16 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use hull_protocol::stdio::Channel;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::unix::{pipe, OwnedWriteHalf};
-use tokio::net::UnixStream;
-use tokio::sync::Mutex;
+use tokio::net::unix::pipe;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::stdin::{copy_in, Input, Shared};
 use crate::agent::client::StdioConfig;
 use crate::agent::stdio::{attach, split_pty, InputWriter, StdioAttachError};
 
@@ -75,37 +76,12 @@ impl StdioPaths {
     }
 }
 
-/// The input side of a process.
-#[derive(Debug)]
-enum Input {
-    Pipe(InputWriter<UnixStream>),
-    Pty(InputWriter<OwnedWriteHalf>),
-}
-
-impl Input {
-    async fn write(&mut self, data: &[u8]) -> Result<(), StdioAttachError> {
-        match self {
-            Input::Pipe(w) => w.write(data).await,
-            Input::Pty(w) => w.write(data).await,
-        }
-    }
-
-    async fn close(self) -> Result<(), StdioAttachError> {
-        match self {
-            Input::Pipe(w) => w.close().await.map(drop),
-            // Dropping the write half would shut the socket down for writing, which ends the
-            // whole hybrid vsock connection (and so the pty's output): keep it open.
-            Input::Pty(w) => w.close().await.map(OwnedWriteHalf::forget),
-        }
-    }
-}
-
-type Shared<T> = Arc<Mutex<Option<T>>>;
-
 /// The host ends of one process's stdio, copying in the background.
 #[derive(Debug, Default)]
 pub struct Attached {
     input: Shared<Input>,
+    /// Asks the stdin copy to end the input once it has forwarded what the fifo holds.
+    end_input: Option<watch::Sender<bool>>,
     stdin_copy: Option<JoinHandle<()>>,
     outputs: Vec<JoinHandle<()>>,
 }
@@ -156,7 +132,9 @@ pub async fn attach_process(
         let input = attached.input.clone();
         let path = paths.stdin.clone();
         let close_at_eof = !paths.terminal;
-        attached.stdin_copy = Some(tokio::spawn(copy_in(path, input, close_at_eof)));
+        let (end_tx, end_rx) = watch::channel(false);
+        attached.end_input = Some(end_tx);
+        attached.stdin_copy = Some(tokio::spawn(copy_in(path, input, end_rx, close_at_eof)));
     }
     Ok(attached)
 }
@@ -168,9 +146,13 @@ impl Attached {
     }
 
     /// Ends the process's input (`CloseIO`); nothing happens when it has ended already.
+    ///
+    /// With a stdin fifo, the stdin copy ends it once it has forwarded what the fifo holds
+    /// ([`super::stdin`]); this returns at once, the guest may take its time to read.
     pub async fn close_input(&self) -> Result<(), StdioError> {
-        if let Some(copy) = &self.stdin_copy {
-            copy.abort();
+        if let Some(end) = &self.end_input {
+            end.send_replace(true);
+            return Ok(());
         }
         if let Some(input) = self.input.lock().await.take() {
             input.close().await?;
@@ -223,22 +205,26 @@ async fn copy_out(mut from: impl AsyncRead + Unpin, sink: Sink, label: String) {
             return;
         }
     };
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut buf = vec![0u8; OUTPUT_BUFFER];
     let mut total = 0usize;
     loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
+        let (n, end) = match gather(&mut from, &mut buf).await {
+            Ok(got) => got,
             Err(e) => {
                 tracing::debug!("{label}: stdio stream read ended: {e}");
-                break;
+                (0, true)
             }
         };
-        if let Err(e) = to.write_all(&buf[..n]).await {
-            tracing::warn!("{label}: cannot write process output to containerd: {e}");
+        if n > 0 {
+            if let Err(e) = to.write_all(&buf[..n]).await {
+                tracing::warn!("{label}: cannot write process output to containerd: {e}");
+                break;
+            }
+            total += n;
+        }
+        if end {
             break;
         }
-        total += n;
     }
     let _ = to.flush().await;
     if let Some(fifo) = &keep_open {
@@ -248,6 +234,35 @@ async fn copy_out(mut from: impl AsyncRead + Unpin, sink: Sink, label: String) {
         }
     }
     tracing::debug!("{label}: output ended after {total} bytes");
+}
+
+/// Buffer of an output copy: several of the guest's stream writes go out in one fifo write.
+const OUTPUT_BUFFER: usize = 256 << 10;
+
+/// Waits for output, then takes whatever else is already there without waiting, up to
+/// `buf`'s size: one write to containerd for many small pieces from the guest (the vsock
+/// backend hands them over a packet at a time). Returns the bytes read and whether the stream
+/// ended; an error with bytes already read is reported as the end after them.
+async fn gather(
+    from: &mut (impl AsyncRead + Unpin),
+    buf: &mut [u8],
+) -> std::io::Result<(usize, bool)> {
+    let mut filled = from.read(buf).await?;
+    if filled == 0 {
+        return Ok((0, true));
+    }
+    while filled < buf.len() {
+        match from.read(&mut buf[filled..]).now_or_never() {
+            None => break,
+            Some(Ok(0)) => return Ok((filled, true)),
+            Some(Ok(n)) => filled += n,
+            Some(Err(e)) => {
+                tracing::debug!("stdio stream read ended: {e}");
+                return Ok((filled, true));
+            }
+        }
+    }
+    Ok((filled, false))
 }
 
 /// How long a finished output copy waits for containerd's end to read what is in the fifo.
@@ -265,40 +280,6 @@ async fn read_by_the_other_end(fifo: &pipe::Receiver) -> u64 {
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(FIFO_RETRY_MAX);
-    }
-}
-
-async fn copy_in(path: String, input: Shared<Input>, close_at_eof: bool) {
-    let mut fifo = match open_input(&path).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!("{e}");
-            return;
-        }
-    };
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match fifo.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!("reading {path}: {e}");
-                break;
-            }
-        };
-        let mut guard = input.lock().await;
-        let Some(w) = guard.as_mut() else { return };
-        if let Err(e) = w.write(&buf[..n]).await {
-            tracing::warn!("cannot forward input: {e}");
-            return;
-        }
-    }
-    if close_at_eof {
-        if let Some(w) = input.lock().await.take() {
-            if let Err(e) = w.close().await {
-                tracing::debug!("cannot end input: {e}");
-            }
-        }
     }
 }
 
@@ -368,16 +349,10 @@ impl Sink {
     }
 }
 
-/// Opens containerd's stdin fifo for reading, without blocking. Until a writer has opened the
-/// fifo it is neither readable nor hung up, so reads wait for the client rather than ending.
-async fn open_input(path: &str) -> Result<pipe::Receiver, StdioError> {
-    pipe::OpenOptions::new()
-        .open_receiver(path)
-        .map_err(|e| StdioError::Open(path.to_owned(), e))
-}
-
 #[cfg(test)]
 mod tests {
+    use tokio::net::UnixStream;
+
     use super::*;
 
     #[test]
@@ -400,22 +375,26 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn input_waits_for_the_writer() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("in");
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-        let mut r = open_input(fifo.to_str().unwrap()).await.unwrap();
-        let reader = tokio::spawn(async move {
-            let mut all = Vec::new();
-            r.read_to_end(&mut all).await.unwrap();
-            all
-        });
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(!reader.is_finished(), "EOF before any writer");
-        let mut w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
-        std::io::Write::write_all(&mut w, b"data").unwrap();
-        drop(w);
-        assert_eq!(reader.await.unwrap(), b"data");
+    async fn output_pieces_already_there_go_out_in_one_write() {
+        let (mut guest, mut host) = UnixStream::pair().unwrap();
+        for i in 0..3u8 {
+            guest.write_all(&[i; 4096]).await.unwrap();
+        }
+        let mut buf = vec![0u8; OUTPUT_BUFFER];
+        let (n, end) = gather(&mut host, &mut buf).await.unwrap();
+        assert_eq!((n, end), (3 * 4096, false));
+        assert!(buf[..n]
+            .chunks(4096)
+            .enumerate()
+            .all(|(i, c)| c == [u8::try_from(i).unwrap_or(0); 4096]));
+        guest.write_all(b"last").await.unwrap();
+        drop(guest);
+        let (n, end) = gather(&mut host, &mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"last");
+        // The end right behind the bytes: seen now, or by the next call.
+        if !end {
+            assert_eq!(gather(&mut host, &mut buf).await.unwrap(), (0, true));
+        }
     }
 
     #[tokio::test]
