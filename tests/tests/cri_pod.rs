@@ -20,7 +20,8 @@ fn pod_processes(cri: &Cri, pod: &str) -> (usize, usize, usize, usize) {
     let count = |f: &dyn Fn(&str) -> bool| all.iter().filter(|(_, c)| f(c)).count();
     (
         count(&|c| c.contains("containerd-shim-hull-v2") && c.contains(&socket)),
-        count(&|c| c.contains("qemu-system") && c.contains(&pod_dir)),
+        // QEMU or hull-vmm (a jailed VMM is counted by its jailer, whose command line names both).
+        count(&|c| (c.contains("qemu-system") || c.contains("hull-vmm")) && c.contains(&pod_dir)),
         // virtiofsd's namespace sandbox is a monitor parent and its child: one instance.
         all.iter()
             .filter(|(pid, c)| {
