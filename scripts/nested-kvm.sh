@@ -150,7 +150,7 @@ timeout -s KILL "$limit" qemu-system-x86_64 \
   -M q35,memory-backend=mem -accel tcg -cpu max -smp "$cpus" -m "${memory}M" \
   -object memory-backend-memfd,id=mem,size="${memory}M",share=on \
   -nodefaults -no-user-config -display none -no-reboot \
-  -kernel "$kernel_tree/boot/vmlinuz-$release" -initrd "$job/initrd.cpio" \
+  -kernel "$kernel_tree/boot/vmlinux-$release" -initrd "$job/initrd.cpio" \
   -append "console=ttyS0 panic=-1 ${HULL_NESTED_APPEND:-quiet} hull.nested.job=$job hull.nested.init=$repo/scripts/nested/l1-init.sh" \
   -serial "file:$job/console.log" \
   -chardev "file,id=out,path=$job/out" -device isa-serial,chardev=out \

@@ -2,7 +2,8 @@
 # The nested-KVM tier's content, run inside L1 by scripts/nested-kvm.sh (never on the host): the
 # test binaries scripts/nested/build-tier.sh built, under CI=true (nothing may skip), on L1's real
 # /dev/kvm with the production guest kernel:
-#   1. hull-vmm boots the production kernel + initramfs to the agent's ready line (1 and 2 vCPUs);
+#   1. hull-vmm boots the production kernel + initramfs to the agent's ready line (1 and 2 vCPUs),
+#      and `hull boot` boots the configured hull-vmm;
 #   2. the VM-level tests on hull-vmm, then on QEMU -accel kvm: agent Check, a container created,
 #      started and exec'd with stdio both ways (vsock streams), the rootfs and rw/ro volumes over
 #      virtio-fs, the NIC on a tap, the VMM jailed under its seccomp filter;
@@ -48,6 +49,7 @@ group() {
 echo "tier: $(nproc) L1 CPUs; $(hull check 2>&1 | grep -i -m1 'hypervisor' || true)"
 group "production boots" hull-vmm linux_boot \
   production_kernel_boots_to_ready_with_1_vcpu production_kernel_boots_to_ready_with_2_vcpus
+group "hull boot: the configured VMM" hull-vmm cli_boot boot_runs_the_configured_hull_vmm_or_says_why_it_cannot
 
 for backend in hull-vmm qemu; do
   group "agent: check, exec, stdio" "$backend" agent_basics \
