@@ -20,8 +20,9 @@ packages=(
   protobuf-compiler containernetworking-plugins iproute2 util-linux
   # hull-bench cri: pod ⇄ host TCP throughput
   iperf3
-  # the nested-KVM tier (scripts/nested-kvm.sh): unpacking L1's kernel, listing test binaries
-  python3
+  # the nested-KVM tier (scripts/nested-kvm.sh): unpacking L1's kernel, listing test binaries,
+  # L1's CPU time
+  python3 time
 )
 
 missing=()

@@ -19,6 +19,9 @@
 # Knobs: HULL_NESTED_CPUS (2), HULL_NESTED_MEMORY_MIB (4096), HULL_NESTED_TIMEOUT (seconds, 1800),
 # HULL_NESTED_KEEP=1 keeps the job directory.
 set -euo pipefail
+# The whole script is one function, read in full before it runs: editing the file while an L1 runs
+# (it takes many minutes) cannot change what the running copy does next.
+main() {
 caller=$PWD
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -146,7 +149,9 @@ filter_pid=$!
 # (it has no HPET or ACPI PM timer to fall back on when TSC calibration against the PIT fails).
 echo "hull: booting L1 (TCG, AMD SVM; ${cpus} vCPUs, ${memory} MiB, kernel $release)" >&2
 set +e
-timeout -s KILL "$limit" qemu-system-x86_64 \
+# /usr/bin/time: L1's CPU time, which is what the tier costs on an idle machine (wall time on a
+# shared one says more about the neighbours).
+timeout -s KILL "$limit" /usr/bin/time -f '%U %S' -o "$job/cpu" qemu-system-x86_64 \
   -M q35,memory-backend=mem -accel tcg -cpu max -smp "$cpus" -m "${memory}M" \
   -object memory-backend-memfd,id=mem,size="${memory}M",share=on \
   -nodefaults -no-user-config -display none -no-reboot \
@@ -163,7 +168,8 @@ qemu_pid=''
 wait "$filter_pid"
 filter_pid=''
 set -e
-echo "hull: L1 ran ${SECONDS}s in all" >&2
+read -r user sys <"$job/cpu" 2>/dev/null || user=0 sys=0
+echo "hull: L1 ran ${SECONDS}s in all, using $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.0f", u + s}')s of CPU" >&2
 
 if [[ -s $job/rc ]]; then
   rc=$(cat "$job/rc")
@@ -177,3 +183,5 @@ fi
 cat "$job/qemu.log" >&2
 tail -n 40 "$job/console.log" >&2
 exit 125
+}
+main "$@"

@@ -57,7 +57,10 @@ fn boot_runs_the_configured_hull_vmm_or_says_why_it_cannot() {
         Ok(_) => {
             assert!(out.status.success(), "{stdout}\n{stderr}");
             assert!(stdout.contains("hull-agent ready: cpus=1 "), "{stdout}");
-            assert!(stdout.contains("hull: hull-vmm booted to ready"), "{stdout}");
+            assert!(
+                stdout.contains("hull: hull-vmm booted to ready"),
+                "{stdout}"
+            );
         }
         Err(_) => {
             assert!(!out.status.success(), "{stdout}\n{stderr}");

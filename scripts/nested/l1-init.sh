@@ -4,7 +4,9 @@
 # host (mounts, kvm_amd, this checkout's hull installed, containerd with hull registered and the
 # busybox image), runs the job's command with its output on the second serial port, reports its
 # status there on a marker line, and powers L1 off. Never exits: PID 1's exit would panic L1.
-job=$1
+# One function, read in full before it runs: the file may change on the host while L1 runs.
+main() {
+local job=$1
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 out=/dev/ttyS1
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/root/.cargo/bin
@@ -35,6 +37,7 @@ must mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
 must mount -t tmpfs -o mode=1777 shm /dev/shm
 must mount -t tmpfs -o mode=0755 hull /var/lib/hull
 must mount -t cgroup2 cgroup2 /sys/fs/cgroup
+mount -t debugfs debugfs /sys/kernel/debug  # KVM's exit counters (hull-bench vmm)
 [[ -e /dev/ptmx ]] || ln -s pts/ptmx /dev/ptmx
 ln -sfn /proc/self/fd /dev/fd
 ln -sfn /proc/self/fd/0 /dev/stdin
@@ -71,3 +74,5 @@ bash "$job/cmd.sh" </dev/null >"$out" 2>&1
 rc=$?
 step "job ended with status $rc"
 finish "$rc"
+}
+main "$@"

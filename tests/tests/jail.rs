@@ -190,7 +190,11 @@ async fn a_booted_pods_vmm_is_jailed_and_filtered() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let comm = std::fs::read_to_string(format!("/proc/{vmm}/comm")).unwrap();
-    eprintln!("backend {}: VMM {}", hull_tests::hypervisor_choice(), comm.trim());
+    eprintln!(
+        "backend {}: VMM {}",
+        hull_tests::hypervisor_choice(),
+        comm.trim()
+    );
     let uid = jail::uid_for(pod.run_dir()).to_string();
     assert_ne!(uid, "0");
     assert_eq!(

@@ -148,8 +148,8 @@ fn boot(
     hypervisor: Option<String>,
 ) -> anyhow::Result<()> {
     let path = HullConfig::path();
-    let mut config = HullConfig::load_from(&path)
-        .with_context(|| format!("cannot use {}", path.display()))?;
+    let mut config =
+        HullConfig::load_from(&path).with_context(|| format!("cannot use {}", path.display()))?;
     if let Some(name) = hypervisor {
         config.hypervisor = match name.as_str() {
             "auto" => HypervisorChoice::Auto,
