@@ -38,6 +38,9 @@ must mount -t tmpfs -o mode=1777 shm /dev/shm
 must mount -t tmpfs -o mode=0755 hull /var/lib/hull
 must mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t debugfs debugfs /sys/kernel/debug  # KVM's exit counters (hull-bench vmm)
+# What systemd does on a cgroup-v2 host: the root delegates its controllers, so the cgroups below
+# it (runc's, hull's pod cgroups) account CPU and memory.
+for c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control; done
 [[ -e /dev/ptmx ]] || ln -s pts/ptmx /dev/ptmx
 ln -sfn /proc/self/fd /dev/fd
 ln -sfn /proc/self/fd/0 /dev/stdin
