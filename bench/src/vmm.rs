@@ -66,9 +66,11 @@ pub struct LinuxBoot {
     pub to_ready_ms: Summary,
     /// Spawn → VMM exit, ms.
     pub to_exit_ms: Summary,
-    /// KVM exits of one boot by reason (medians over the runs), from the host kernel's KVM
-    /// counters (`/sys/kernel/debug/kvm`) read around each boot; empty where debugfs is not
-    /// mounted. Counted the same way for every backend.
+    /// KVM exits of one boot by reason (medians over the runs, zeros left out), from the host
+    /// kernel's KVM counters (`/sys/kernel/debug/kvm`) read around each boot, the same way for
+    /// every backend. Empty where debugfs is not mounted, and so far also where it is: the global
+    /// counters sum over the VMs that exist, so a destroyed VM's exits leave them (to do: read the
+    /// VM's own directory before it exits).
     pub kvm_exits: BTreeMap<String, f64>,
 }
 
