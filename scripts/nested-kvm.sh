@@ -17,7 +17,8 @@
 # torn down; its console log is kept (and named) when something failed.
 #
 # Knobs: HULL_NESTED_CPUS (2), HULL_NESTED_MEMORY_MIB (4096), HULL_NESTED_TIMEOUT (seconds, 1800),
-# HULL_NESTED_KEEP=1 keeps the job directory.
+# HULL_NESTED_KEEP=1 keeps the job directory, HULL_NESTED_CGROUP=v2 gives L1 cgroup v2 alone (default:
+# hybrid, as this project's hosts).
 set -euo pipefail
 # The whole script is one function, read in full before it runs: editing the file while an L1 runs
 # (it takes many minutes) cannot change what the running copy does next.
@@ -156,7 +157,7 @@ timeout -s KILL "$limit" /usr/bin/time -f '%U %S' -o "$job/cpu" qemu-system-x86_
   -object memory-backend-memfd,id=mem,size="${memory}M",share=on \
   -nodefaults -no-user-config -display none -no-reboot \
   -kernel "$kernel_tree/boot/vmlinux-$release" -initrd "$job/initrd.cpio" \
-  -append "console=ttyS0 panic=-1 ${HULL_NESTED_APPEND:-quiet} hull.nested.job=$job hull.nested.init=$repo/scripts/nested/l1-init.sh" \
+  -append "console=ttyS0 panic=-1 ${HULL_NESTED_APPEND:-quiet} hull.nested.cgroup=${HULL_NESTED_CGROUP:-hybrid} hull.nested.job=$job hull.nested.init=$repo/scripts/nested/l1-init.sh" \
   -serial "file:$job/console.log" \
   -chardev "file,id=out,path=$job/out" -device isa-serial,chardev=out \
   -chardev "socket,id=vfs,path=$job/vfs.sock" -device vhost-user-fs-pci,chardev=vfs,tag=hostroot,queue-size=1024 \

@@ -36,11 +36,25 @@ mkdir -p /dev/pts /dev/shm /run/lock /run/netns /lib/modules
 must mount -t devpts -o gid=5,mode=0620,ptmxmode=0666 devpts /dev/pts
 must mount -t tmpfs -o mode=1777 shm /dev/shm
 must mount -t tmpfs -o mode=0755 hull /var/lib/hull
-must mount -t cgroup2 cgroup2 /sys/fs/cgroup
+if grep -qw 'hull.nested.cgroup=v2' /proc/cmdline; then
+  must mount -t cgroup2 cgroup2 /sys/fs/cgroup
+  # What systemd does on a cgroup-v2 host: the root delegates its controllers.
+  for c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control; done
+else
+  # Hybrid, as this project's hosts (and CI's) are: v1 controllers, v2 at /sys/fs/cgroup/unified.
+  must mount -t tmpfs -o mode=0755 cgroup /sys/fs/cgroup
+  for c in cpuset cpu,cpuacct blkio memory devices freezer net_cls,net_prio perf_event hugetlb pids; do
+    mkdir -p "/sys/fs/cgroup/$c"
+    mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" || rmdir "/sys/fs/cgroup/$c"
+  done
+  ln -s cpu,cpuacct /sys/fs/cgroup/cpu
+  ln -s cpu,cpuacct /sys/fs/cgroup/cpuacct
+  ln -s net_cls,net_prio /sys/fs/cgroup/net_cls
+  ln -s net_cls,net_prio /sys/fs/cgroup/net_prio
+  mkdir -p /sys/fs/cgroup/unified
+  must mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+fi
 mount -t debugfs debugfs /sys/kernel/debug  # KVM's exit counters (hull-bench vmm)
-# What systemd does on a cgroup-v2 host: the root delegates its controllers, so the cgroups below
-# it (runc's, hull's pod cgroups) account CPU and memory.
-for c in $(cat /sys/fs/cgroup/cgroup.controllers); do echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control; done
 [[ -e /dev/ptmx ]] || ln -s pts/ptmx /dev/ptmx
 ln -sfn /proc/self/fd /dev/fd
 ln -sfn /proc/self/fd/0 /dev/stdin
