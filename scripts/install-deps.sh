@@ -20,6 +20,9 @@ packages=(
   protobuf-compiler containernetworking-plugins iproute2 util-linux
   # hull-bench cri: pod ⇄ host TCP throughput
   iperf3
+  # the nested-KVM tier (scripts/nested-kvm.sh): unpacking L1's kernel, listing test binaries,
+  # L1's CPU time
+  python3 time
 )
 
 missing=()
@@ -35,3 +38,7 @@ if ((${#missing[@]})); then
 else
   echo "hull: Debian packages already installed"
 fi
+
+# The nested-KVM tier's L1 kernel (scripts/nested-kvm.sh): Debian's packaged kernel, unpacked into
+# /var/cache/hull/nested, not installed.
+"$(dirname "$0")/install-nested-kernel.sh" >/dev/null

@@ -5,7 +5,8 @@
 #     oom_score_adj), a backup of the file first;
 #   - containerd started if it is not running (no systemd needed);
 #   - a busybox image built offline from busybox-static, imported as hull.local/busybox:latest;
-#   - `ctr run --rm --runtime io.containerd.hull.v2 … uname -a`, printing the guest's kernel.
+#   - `ctr run --rm --runtime io.containerd.hull.v2 … uname -a`, printing the guest's kernel
+#     (HULL_SETUP_DEMO=0 leaves it out).
 # Expects hull installed (scripts/setup.sh does that first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,9 +73,14 @@ else
   ctr --address "$socket" version >/dev/null || { echo "hull: containerd did not start; see /var/log/containerd-hull.log" >&2; exit 1; }
 fi
 
-tarball=$(mktemp --suffix=.tar)
-trap 'rm -f "$tarball"' EXIT
-scripts/busybox-image.sh "$tarball" "$image"
+if [[ -n ${HULL_BUSYBOX_IMAGE:-} ]]; then
+  tarball=$HULL_BUSYBOX_IMAGE  # built already by scripts/busybox-image.sh
+else
+  tarball=$(mktemp --suffix=.tar)
+  trap 'rm -f "$tarball"' EXIT
+  scripts/busybox-image.sh "$tarball" "$image"
+fi
 ctr --address "$socket" images import "$tarball" >/dev/null
+[[ ${HULL_SETUP_DEMO:-1} == 1 ]] || exit 0
 echo "hull: running a container in a microVM: ctr run --rm --runtime io.containerd.hull.v2 $image hull-demo uname -a" >&2
 ctr --address "$socket" run --rm --runtime io.containerd.hull.v2 "$image" "hull-demo-$$" uname -a

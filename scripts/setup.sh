@@ -12,11 +12,7 @@ scripts/install-tools.sh
 scripts/build.sh
 
 echo "hull: installing" >&2
-install -d /usr/local/bin /usr/local/share/hull
-install -m 0755 target/hull/bin/hull target/hull/bin/containerd-shim-hull-v2 \
-  target/hull/bin/hull-jailer target/hull/bin/hull-vmm target/hull/bin/hull-bench target/hull/bin/hull-bench-probe /usr/local/bin/
-install -m 0644 target/hull/vmlinuz target/hull/initramfs.img /usr/local/share/hull/
-install -m 0644 target/hull/kernel.config /usr/local/share/hull/kernel.config
+scripts/install-hull.sh
 
 echo "hull: booting the installed guest once" >&2
 env -u HULL_KERNEL -u HULL_INITRAMFS hull boot --vcpus 1 --memory 256

@@ -82,6 +82,12 @@ pub struct LinuxBoot {
     pub to_ready_ms: Summary,
     /// Spawn → VMM exit, ms.
     pub to_exit_ms: Summary,
+    /// KVM exits of one boot by reason (medians over the runs, zeros left out), from the host
+    /// kernel's KVM counters (`/sys/kernel/debug/kvm`) read around each boot, the same way for
+    /// every backend. Empty where debugfs is not mounted, and so far also where it is: the global
+    /// counters sum over the VMs that exist, so a destroyed VM's exits leave them (to do: read the
+    /// VM's own directory before it exits).
+    pub kvm_exits: BTreeMap<String, f64>,
 }
 
 /// One boot of the test kernel variant.
@@ -239,6 +245,41 @@ fn wait_console(
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The samples of one backend's Linux boots.
+#[derive(Debug, Default)]
+struct BootSamples {
+    ready: Vec<f64>,
+    exit: Vec<f64>,
+    exits: BTreeMap<String, Vec<f64>>,
+}
+
+/// The host kernel's KVM exit counters (sums over every vCPU since KVM was loaded), by reason:
+/// `exits` and each `*_exits` file of `/sys/kernel/debug/kvm`, with `insn_emulation` and
+/// `hypercalls`. Empty without debugfs.
+fn kvm_counters() -> BTreeMap<String, u64> {
+    let Ok(dir) = std::fs::read_dir("/sys/kernel/debug/kvm") else {
+        return BTreeMap::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let wanted = name == "exits"
+                || name.ends_with("_exits")
+                || name == "insn_emulation"
+                || name == "hypercalls";
+            if !wanted {
+                return None;
+            }
+            let n = std::fs::read_to_string(e.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name, n))
+        })
+        .collect()
 }
 
 fn memory(bin: &Path, mib: u32) -> anyhow::Result<VmmMemory> {
@@ -412,19 +453,44 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
             Box::new(HullVmm::new(&bin)),
             Box::new(Qemu::for_host(Accel::Kvm)),
         ];
-        for hv in backends {
-            let (mut ready, mut exit) = (Vec::new(), Vec::new());
-            for i in 0..options.runs {
-                let dir = tempfile::tempdir()?;
-                let r = boot_selftest(&*hv, &images, &spec, dir.path())
-                    .with_context(|| format!("{} boot {} failed", hv.name(), i + 1))?;
-                ready.push(ms(r.to_ready));
-                exit.push(ms(r.to_exit));
+        // Interleaved, the order swapped every round: a drift of the host's load (or, nested,
+        // of the emulator's) falls on both backends alike.
+        let mut samples: Vec<BootSamples> =
+            backends.iter().map(|_| BootSamples::default()).collect();
+        for i in 0..options.runs {
+            let mut order: Vec<usize> = (0..backends.len()).collect();
+            if i % 2 == 1 {
+                order.reverse();
             }
+            for b in order {
+                let hv = &backends[b];
+                let dir = tempfile::tempdir()?;
+                let before = kvm_counters();
+                let r = boot_selftest(&**hv, &images, &spec, dir.path())
+                    .with_context(|| format!("{} boot {} failed", hv.name(), i + 1))?;
+                let after = kvm_counters();
+                let s = &mut samples[b];
+                s.ready.push(ms(r.to_ready));
+                s.exit.push(ms(r.to_exit));
+                for (reason, n) in &after {
+                    let was = before.get(reason).copied().unwrap_or(0);
+                    #[allow(clippy::cast_precision_loss)]
+                    let delta = n.saturating_sub(was) as f64;
+                    s.exits.entry(reason.clone()).or_default().push(delta);
+                }
+            }
+        }
+        for (hv, s) in backends.iter().zip(samples) {
             linux_boot.push(LinuxBoot {
                 backend: hv.name(),
-                to_ready_ms: Summary::of(&ready).context("no samples")?,
-                to_exit_ms: Summary::of(&exit).context("no samples")?,
+                to_ready_ms: Summary::of(&s.ready).context("no samples")?,
+                to_exit_ms: Summary::of(&s.exit).context("no samples")?,
+                kvm_exits: s
+                    .exits
+                    .into_iter()
+                    .filter_map(|(k, v)| Some((k, Summary::of(&v)?.median)))
+                    .filter(|(_, v)| *v > 0.0)
+                    .collect(),
             });
         }
     } else {
@@ -525,6 +591,14 @@ pub fn report(r: &VmmResults) -> String {
             "- {} Linux boot: ready median {:.0} ms p95 {:.0} ms; exit median {:.0} ms p95 {:.0} ms",
             b.backend, b.to_ready_ms.median, b.to_ready_ms.p95, b.to_exit_ms.median, b.to_exit_ms.p95
         );
+        if !b.kvm_exits.is_empty() {
+            let exits: Vec<String> = b
+                .kvm_exits
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.0}"))
+                .collect();
+            let _ = writeln!(s, "  - KVM exits per boot (medians): {}", exits.join(", "));
+        }
     }
     if let Some(why) = &r.linux_boot_skipped {
         let _ = writeln!(s, "- Linux boot figures: not measured: {why}");

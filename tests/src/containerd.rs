@@ -47,7 +47,8 @@ pub struct Options {
     pub kernel: Option<PathBuf>,
     /// Extra lines appended to the hull configuration.
     pub extra_config: String,
-    /// The `hypervisor` key (default `qemu`).
+    /// The `hypervisor` key (default: `HULL_TEST_HYPERVISOR`, else `qemu`; see
+    /// [`crate::hypervisor_choice`]).
     pub hypervisor: Option<String>,
     /// Run containers from the busybox tree in the test initramfs instead of containerd's
     /// snapshot shared over virtio-fs.
@@ -170,7 +171,10 @@ impl Containerd {
         let hull_config = format!(
             "hypervisor = \"{}\"\nkernel = \"{}\"\ninitramfs = \"{}\"\nrun_dir = \"{}\"\n\
              log_dir = \"{}\"\nlog_level = \"{}\"\n{guest_rootfs}{}\n",
-            options.hypervisor.as_deref().unwrap_or("qemu"),
+            options
+                .hypervisor
+                .as_deref()
+                .unwrap_or_else(|| crate::hypervisor_choice()),
             kernel.display(),
             initramfs.display(),
             base.join("run").display(),

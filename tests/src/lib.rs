@@ -15,7 +15,8 @@ pub mod stdio;
 use std::path::{Path, PathBuf};
 
 use hull_runtime::images::GuestImages;
-use hull_runtime::vm::{accel, qemu::Qemu, Jailable};
+use hull_runtime::vm::hull_vmm::{self, HullVmm};
+use hull_runtime::vm::{accel, qemu::Qemu, Hypervisor, Jailable};
 
 pub use hull_test_support::{skip_or_fail, under_ci};
 
@@ -54,6 +55,55 @@ pub fn qemu() -> Option<Qemu> {
         return None;
     }
     Some(qemu.jailed(jailer))
+}
+
+/// The backend the VM-level tests boot their pods on, and the `hypervisor` key of the test
+/// containerd's hull configuration: `HULL_TEST_HYPERVISOR` = `qemu` (the default: KVM where it can
+/// run Linux, else TCG), `hull-vmm` (needs hardware KVM: the nested-KVM tier,
+/// `scripts/nested-kvm.sh`) or `auto` (hull-vmm where it can run, else QEMU, as the shim decides).
+pub fn hypervisor_choice() -> &'static str {
+    match std::env::var("HULL_TEST_HYPERVISOR").as_deref() {
+        Err(_) | Ok("" | "qemu") => "qemu",
+        Ok("hull-vmm") => "hull-vmm",
+        Ok("auto") => "auto",
+        Ok(other) => panic!("HULL_TEST_HYPERVISOR={other:?}: expected qemu, hull-vmm or auto"),
+    }
+}
+
+/// The jailed backend [`hypervisor_choice`] names; `None` (after [`skip_or_fail`]) when this host
+/// cannot run it.
+pub fn hypervisor() -> Option<Box<dyn Hypervisor + Send + Sync>> {
+    let vmm = match hypervisor_choice() {
+        "hull-vmm" => true,
+        "auto" => hull_vmm::usable().is_ok(),
+        _ => false,
+    };
+    if !vmm {
+        return qemu().map(|q| Box::new(q) as Box<dyn Hypervisor + Send + Sync>);
+    }
+    if let Err(reason) = hull_vmm::usable() {
+        skip_or_fail(&format!("hull-vmm needs hardware KVM: {reason}"));
+        return None;
+    }
+    let binary = vmm_binary();
+    let jailer = jailer_binary();
+    for (what, path) in [("hull-vmm", &binary), ("jailer", &jailer)] {
+        if !path.is_file() {
+            skip_or_fail(&format!(
+                "no {what} at {} (run scripts/build.sh)",
+                path.display()
+            ));
+            return None;
+        }
+    }
+    Some(Box::new(HullVmm::new(binary).jailed(jailer)))
+}
+
+/// hull-vmm: `HULL_VMM`, else the one `scripts/build.sh` put in `target/hull/bin`.
+pub fn vmm_binary() -> PathBuf {
+    env_path("HULL_VMM").unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hull/bin/hull-vmm")
+    })
 }
 
 /// The jailer: `HULL_JAILER`, else the one `scripts/build.sh` put in `target/hull/bin`.

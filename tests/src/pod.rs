@@ -1,4 +1,5 @@
-//! A pod VM for tests: the test initramfs booted through the QEMU backend with vsock, an agent
+//! A pod VM for tests: the test initramfs booted through the backend `HULL_TEST_HYPERVISOR` names
+//! (QEMU by default, see [`crate::hypervisor`]) with vsock, an agent
 //! client, and helpers to run containers and collect their output. Dropping it stops everything.
 
 use std::path::Path;
@@ -85,7 +86,7 @@ impl TestPod {
         netns: Option<std::path::PathBuf>,
     ) -> Option<Self> {
         let images = crate::guest_images()?;
-        let qemu = crate::qemu()?;
+        let hypervisor = crate::hypervisor()?;
         let initramfs = test_initramfs().unwrap_or_else(|e| panic!("test initramfs: {e}"));
         let run_dir = tempfile::tempdir().expect("run dir");
         let config = SandboxVmConfig {
@@ -102,7 +103,7 @@ impl TestPod {
             netns,
             confine_host: false,
         };
-        let vm = match SandboxVm::start(&qemu, &config).await {
+        let vm = match SandboxVm::start(hypervisor.as_ref(), &config).await {
             Ok(vm) => vm,
             Err(e) => {
                 let read = |name: &str| {

@@ -167,3 +167,55 @@ fn a_missing_jailer_is_a_clear_error() {
     let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(text.contains("/nonexistent/hull-jailer"), "{text}");
 }
+
+/// On the backend under test (`HULL_TEST_HYPERVISOR`: QEMU here, hull-vmm and QEMU+KVM in the
+/// nested-KVM tier), a booted pod's VMM — the process that reads guest memory — is jailed and
+/// confined while its agent answers: its own namespaces, the pod's unprivileged uid, no
+/// capabilities, `no_new_privs`, and a seccomp filter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booted_pods_vmm_is_jailed_and_filtered() {
+    let Some(pod) = hull_tests::pod::TestPod::boot(1, 256).await else {
+        return;
+    };
+    pod.agent().check().await.expect("the agent answers");
+    let jailer = pod.vm.vm_pid();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let vmm = loop {
+        let children = std::fs::read_to_string(format!("/proc/{jailer}/task/{jailer}/children"))
+            .unwrap_or_default();
+        if let Some(pid) = children.split_whitespace().next() {
+            break pid.parse::<u32>().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no VMM under jailer {jailer}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let comm = std::fs::read_to_string(format!("/proc/{vmm}/comm")).unwrap();
+    eprintln!(
+        "backend {}: VMM {}",
+        hull_tests::hypervisor_choice(),
+        comm.trim()
+    );
+    let uid = jail::uid_for(pod.run_dir()).to_string();
+    assert_ne!(uid, "0");
+    assert_eq!(
+        status_field(vmm, "Uid")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [uid.as_str(); 4]
+    );
+    assert_eq!(status_field(vmm, "CapEff"), "0000000000000000");
+    assert_eq!(status_field(vmm, "NoNewPrivs"), "1");
+    assert_eq!(status_field(vmm, "Seccomp"), "2");
+    assert_eq!(
+        status_field(vmm, "NSpid").split_whitespace().last(),
+        Some("1")
+    );
+    for kind in ["mnt", "pid", "ipc", "uts"] {
+        assert_ne!(
+            ns(&vmm.to_string(), kind),
+            ns("self", kind),
+            "{kind} namespace shared"
+        );
+    }
+    assert!(!std::path::Path::new(&format!("/proc/{vmm}/root/etc/passwd")).exists());
+}

@@ -11,9 +11,9 @@ use clap::{Parser, Subcommand};
 use hull_runtime::hostcheck;
 use hull_runtime::images::GuestImages;
 use hull_runtime::selftest::{boot_selftest, SelftestSpec};
-use hull_runtime::shim::config::HullConfig;
+use hull_runtime::shim::config::{HullConfig, HypervisorChoice};
 use hull_runtime::shim::RUNTIME_NAME;
-use hull_runtime::vm::{accel, qemu::Qemu, Accel, Hypervisor};
+use hull_runtime::vm::accel;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "hull: a VM-isolated container runtime")]
@@ -47,6 +47,10 @@ enum Command {
         /// Seconds to wait for the ready line (and again for the exit).
         #[arg(long, default_value_t = 60)]
         timeout: u64,
+        /// The VMM: `auto`, `hull-vmm` or `qemu` (default: the configuration's `hypervisor`, so
+        /// the boot is on the backend pods get).
+        #[arg(long)]
+        hypervisor: Option<String>,
     },
     /// Measure hull against runc on this host (`hull-bench`; `hull bench --help` for its options,
     /// `hull bench --quick` for a run of a few minutes, `hull bench report results.json`).
@@ -76,7 +80,8 @@ fn main() -> anyhow::Result<()> {
             vcpus,
             memory,
             timeout,
-        } => boot(vcpus, memory, Duration::from_secs(timeout)),
+            hypervisor,
+        } => boot(vcpus, memory, Duration::from_secs(timeout), hypervisor),
         Command::Bench { args } => bench(&args),
     }
 }
@@ -134,30 +139,54 @@ fn version() {
     );
 }
 
-fn boot(vcpus: u32, memory_mib: u32, timeout: Duration) -> anyhow::Result<()> {
-    let choice = accel::detect()?;
-    if choice.accel == Accel::Tcg {
+/// Boots the installed guest once on the backend pods get (the configuration's `hypervisor`,
+/// jailed as the shim runs it), or on the one `hypervisor` names.
+fn boot(
+    vcpus: u32,
+    memory_mib: u32,
+    timeout: Duration,
+    hypervisor: Option<String>,
+) -> anyhow::Result<()> {
+    let path = HullConfig::path();
+    let mut config =
+        HullConfig::load_from(&path).with_context(|| format!("cannot use {}", path.display()))?;
+    if let Some(name) = hypervisor {
+        config.hypervisor = match name.as_str() {
+            "auto" => HypervisorChoice::Auto,
+            "hull-vmm" => HypervisorChoice::HullVmm,
+            "qemu" => HypervisorChoice::Qemu,
+            other => bail!("--hypervisor {other:?}: expected auto, hull-vmm or qemu"),
+        };
+    }
+    let backend = hull_runtime::shim::pod::hypervisor(&config, Vec::new())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if backend.name() == "qemu-tcg" {
         eprintln!(
             "hull: warning: using TCG (software emulation): {}",
-            choice.reason
+            accel::detect()?.reason
         );
     } else {
+        let choice = accel::detect()?;
         let found = accel::choose(&accel::HostProbe::read(&accel::ProbePaths::default()));
-        if found.accel != Accel::Kvm {
+        if choice.accel == accel::Accel::Kvm && found.accel != accel::Accel::Kvm {
             eprintln!(
                 "hull: warning: KVM is forced ({}) but {}: the guest will not boot",
                 choice.reason, found.reason
             );
         }
     }
-    let qemu = Qemu::for_host(choice.accel);
     let run_dir = private_run_dir()?;
     let spec = SelftestSpec {
         vcpus,
         memory_mib,
         timeout,
     };
-    let result = boot_selftest(&qemu, &GuestImages::from_env(), &spec, run_dir.path());
+    let result = boot_selftest(
+        backend.as_ref(),
+        &GuestImages::from_env(),
+        &spec,
+        run_dir.path(),
+    );
     let report = match result {
         Ok(r) => r,
         Err(e) => {
@@ -171,7 +200,7 @@ fn boot(vcpus: u32, memory_mib: u32, timeout: Duration) -> anyhow::Result<()> {
     println!("{}", report.ready_line);
     println!(
         "hull: {} booted to ready in {} ms, VM exited after {} ms ({})",
-        qemu.name(),
+        backend.name(),
         report.to_ready.as_millis(),
         report.to_exit.as_millis(),
         report.status

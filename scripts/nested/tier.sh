@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The nested-KVM tier's content, run inside L1 by scripts/nested-kvm.sh (never on the host): the
+# test binaries scripts/nested/build-tier.sh built, under CI=true (nothing may skip), on L1's real
+# /dev/kvm with the production guest kernel:
+#   1. hull-vmm boots the production kernel + initramfs to the agent's ready line (1 and 2 vCPUs),
+#      and `hull boot` boots the configured hull-vmm;
+#   2. the VM-level tests on hull-vmm, then on QEMU -accel kvm: agent Check, a container created,
+#      started and exec'd with stdio both ways (vsock streams), the rootfs and rw/ro volumes over
+#      virtio-fs, the NIC on a tap, the VMM jailed under its seccomp filter;
+#   3. containerd end to end with `hypervisor = "auto"` (which must resolve to hull-vmm): ctr run
+#      --rm exit codes 3 and 0, stdout/stderr, stdin, ctr task exec, kill -9 of the VMM, one CRI pod.
+# Prints a line per group and a closing "N passed, N failed" line; exits non-zero if any failed.
+set -uo pipefail
+# One function, read in full before it runs: the file may change on the host while L1 runs.
+main() {
+cd "$(dirname "$0")/../.."
+export CI=true RUST_BACKTRACE=1
+export HULL_KERNEL=$PWD/target/hull/vmlinuz
+export HULL_INITRAMFS=$PWD/target/hull/initramfs.img
+export HULL_KERNEL_CONFIG=$PWD/target/hull/kernel.config
+export HULL_JAILER=$PWD/target/hull/bin/hull-jailer HULL_VMM=$PWD/target/hull/bin/hull-vmm
+export HULL_SHIM=$PWD/target/hull/bin/containerd-shim-hull-v2
+passed=0 failed=0 failures=()
+
+bin() { sed -n "s/^$1=//p" target/nested/tests.env; }
+
+# group NAME BACKEND TEST-TARGET TEST…: runs the named tests of one test binary on BACKEND.
+group() {
+  local name=$1 backend=$2 target=$3 t0=$SECONDS out status
+  shift 3
+  local exe
+  exe=$(bin "$target")
+  [[ -x $exe ]] || { echo "tier: no test binary for $target (scripts/nested/build-tier.sh)"; failed=$((failed + $#)); failures+=("$name: not built"); return; }
+  out=$(mktemp)
+  HULL_TEST_HYPERVISOR=$backend "$exe" --exact --test-threads="${HULL_NESTED_TEST_THREADS:-1}" "$@" >"$out" 2>&1
+  status=$?
+  local p f
+  p=$(sed -n 's/^test result: .* \([0-9]\+\) passed; \([0-9]\+\) failed.*/\1/p' "$out" | tail -1)
+  f=$(sed -n 's/^test result: .* \([0-9]\+\) passed; \([0-9]\+\) failed.*/\2/p' "$out" | tail -1)
+  p=${p:-0} f=${f:-0}
+  if ((status != 0 || p != $#)); then
+    cat "$out"
+    ((f == 0)) && f=$(($# - p))
+    failures+=("$name")
+  fi
+  passed=$((passed + p)) failed=$((failed + f))
+  printf 'tier: %-34s %-8s %d/%d passed in %ds\n' "$name" "$backend" "$p" "$#" $((SECONDS - t0))
+  rm -f "$out"
+}
+
+# `hypervisor = "auto"` must pick hull-vmm here: the containerd groups rely on it.
+backend_line=$(hull check 2>&1 | grep -m1 'backend:')
+echo "tier: $(nproc) L1 CPUs; hull check: ${backend_line:-no backend line}"
+if [[ $backend_line != *"backend: hull-vmm"* ]]; then
+  failed=$((failed + 1)) failures+=("hull check: auto does not resolve to hull-vmm")
+fi
+group "production boots" hull-vmm linux_boot \
+  production_kernel_boots_to_ready_with_1_vcpu production_kernel_boots_to_ready_with_2_vcpus
+group "hull boot: the configured VMM" hull-vmm cli_boot boot_runs_the_configured_hull_vmm_or_says_why_it_cannot
+
+for backend in hull-vmm qemu; do
+  # Guest details (vCPUs, RAM, kernel) check hull-vmm's CPUID, e820 and memory set-up; stdin is
+  # hull-vmm's in-process vsock, where QEMU's is the vhost-user backend the host tier already runs.
+  # The jail test asks the agent's Check on both.
+  if [[ $backend == hull-vmm ]]; then
+    group "agent: details, exec, stdio" "$backend" agent_basics \
+      check_and_guest_details_answer exit_code_42_comes_back sigterm_ends_an_exec_and_sigkill_the_init
+    group "agent: stdin both ways" "$backend" agent_stdio \
+      stdin_eof_reaches_the_process_and_close_stdin_without_a_stream
+  else
+    group "agent: exec, stdio" "$backend" agent_basics \
+      exit_code_42_comes_back sigterm_ends_an_exec_and_sigkill_the_init
+  fi
+  group "virtio-fs: rootfs, rw and ro volumes" "$backend" virtiofs \
+    busybox_rootfs_from_the_host_runs_and_writes_reach_the_host \
+    read_only_volume_gives_erofs_and_symlinks_resolve_inside
+  group "net: NIC on a tap" "$backend" network a_pod_vm_answers_at_the_pod_ip_and_reaches_its_gateway
+  group "jail: Check, jailed, seccomp" "$backend" jail a_booted_pods_vmm_is_jailed_and_filtered
+done
+
+# Each of these tests starts its own containerd (~20 s in L1): exit codes 3 and 0 with stdout and
+# stderr apart (stdout_and_stderr_apart) stand for shim_run's run_rm_exit_codes (four more pods).
+group "containerd: ctr run --rm" auto shim_run stdout_and_stderr_apart stdin_round_trip
+group "containerd: ctr task exec" auto shim_task exec_with_and_without_terminal
+group "containerd: kill -9 of the VMM" auto shim_faults vmm_killed_under_a_task
+group "CRI: one pod, two containers" auto cri_pod a_pod_is_one_vm_with_its_containers
+
+for f in "${failures[@]}"; do echo "tier: FAILED: $f"; done
+echo "nested: $passed passed, $failed failed"
+((failed == 0 && ${#failures[@]} == 0))
+}
+main "$@"
