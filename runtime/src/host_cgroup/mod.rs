@@ -241,19 +241,29 @@ impl PodCgroup {
     }
 }
 
-/// Removes cgroup directory `dir`, waiting briefly for processes that are exiting to leave it.
+/// Removes cgroup directory `dir`, waiting up to 2 s for processes that are exiting to leave it.
+/// EBUSY is retried even when `cgroup.procs` already reads empty (a process that has left the
+/// list may still be tearing down: seen on a loaded host, where the pod's cgroup was left
+/// behind), but not when a child cgroup keeps it busy (an ancestor another pod still uses).
 fn remove_cgroup(dir: &Path) -> std::io::Result<()> {
     let mut last = Ok(());
-    for _ in 0..20 {
+    for _ in 0..80 {
         last = std::fs::remove_dir(dir);
         match &last {
-            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && !members(dir).is_empty() => {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EBUSY) && !has_child_cgroup(dir) => {
                 std::thread::sleep(std::time::Duration::from_millis(25));
             }
             _ => return last,
         }
     }
     last
+}
+
+/// Whether cgroup directory `dir` has a child cgroup (a subdirectory).
+fn has_child_cgroup(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().any(|e| e.path().is_dir()))
+        .unwrap_or(false)
 }
 
 /// Kills every process left in the pod cgroup at OCI `cgroups_path` and removes its `shim` and
