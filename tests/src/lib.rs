@@ -11,6 +11,7 @@ pub mod pod;
 pub mod rootfs;
 pub mod spec;
 pub mod stdio;
+pub mod sweep;
 
 use std::path::{Path, PathBuf};
 

@@ -127,31 +127,18 @@ impl Rng {
     }
 }
 
-/// The sweep's time budget: `HULL_SHAPE_SWEEP_SECS`, else 60 s. A shape is started only while
-/// the budget lasts, so the test takes the budget plus at most one boot.
-fn budget() -> Duration {
-    let secs = std::env::var("HULL_SHAPE_SWEEP_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    Duration::from_secs(secs)
-}
-
 #[test]
 fn a_seeded_sweep_of_vm_shapes_within_the_configured_bounds_boots_each_shape() {
     let Some(c) = Containerd::start() else { return };
     let bounds = config(&c);
-    let seed = std::env::var("HULL_SHAPE_SWEEP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_secs())
-        });
+    let seed = hull_tests::sweep::seed("HULL_SHAPE_SWEEP_SEED");
     eprintln!("shape sweep: seed {seed} (rerun with HULL_SHAPE_SWEEP_SEED={seed})");
     let mut rng = Rng(seed);
-    let (started, budget) = (Instant::now(), budget());
+    // A shape is started only while the budget lasts: the test takes it plus at most one boot.
+    let (started, budget) = (
+        Instant::now(),
+        hull_tests::sweep::budget("HULL_SHAPE_SWEEP_SECS", 60),
+    );
     let mut shapes = 0;
     while started.elapsed() < budget || shapes == 0 {
         let mib = rng.within(hull_runtime::vm::MIN_MEMORY_MIB..=bounds.max_memory_mib);

@@ -9,7 +9,7 @@
 
 use std::process::Output;
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hull_tests::containerd::Containerd;
 use hull_tests::data::bytes;
@@ -143,30 +143,11 @@ impl Case {
     }
 }
 
-fn seed() -> u64 {
-    std::env::var("HULL_SWEEP_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(1, |d| d.as_secs() ^ u64::from(d.subsec_nanos()))
-        })
-}
-
-fn budget() -> Duration {
-    let secs = std::env::var("HULL_SWEEP_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(75);
-    Duration::from_secs(secs)
-}
-
 #[test]
 fn stdio_sweep_through_ctr_task_exec() {
     let Some(c) = Containerd::start() else { return };
-    let seed = seed();
-    let budget = budget();
+    let seed = hull_tests::sweep::seed("HULL_SWEEP_SEED");
+    let budget = hull_tests::sweep::budget("HULL_SWEEP_SECS", 75);
     eprintln!("stdio sweep: seed {seed} (HULL_SWEEP_SEED={seed} replays it), {budget:?}");
     let mut rng = Rng::new(seed);
     c.run_detached("sweep", &["sleep", "3600"]);
