@@ -8,6 +8,7 @@ pub mod data;
 pub mod faults;
 pub mod netns;
 pub mod pod;
+pub mod probe_output;
 pub mod rootfs;
 pub mod spec;
 pub mod stdio;

@@ -5,6 +5,7 @@
 //! that shows the same path works where it should (so "nothing read" cannot be a broken probe).
 //! See docs/jail.md, "What a privileged container can reach".
 
+use hull_tests::probe_output::{lines_after, text};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
@@ -77,19 +78,6 @@ fn token() -> String {
         .and_then(|mut f| f.read_exact(&mut bytes))
         .expect("/dev/urandom");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The lines of `all` that start with `prefix`, without it.
-fn lines_after<'a>(all: &'a str, prefix: &str) -> Vec<&'a str> {
-    all.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
 }
 
 /// `ctr run --rm` (attached) of `sh -c script` as container `id`, with `flags` (before the image).

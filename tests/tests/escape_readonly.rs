@@ -11,12 +11,12 @@
 //! host, the image's layer included (virtiofsd's copy of each mount was writable). See
 //! docs/virtio-fs.md, "Read-only is enforced by the host".
 
+use hull_tests::probe_output::{lines_after, text};
 use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use hull_tests::containerd::{build_busybox_image_with, Containerd, IMAGE, RUNTIME};
 
@@ -77,19 +77,6 @@ try "root mkdir" mkdir $R/pwned-dir
 try "root unlink" rm $R/etc/group
 try "root chmod" chmod 700 $R/etc/passwd
 try "root rename" mv $R/etc/passwd $R/etc/passwd-"#;
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The lines of `all` that start with `prefix`, without it.
-fn lines_after<'a>(all: &'a str, prefix: &str) -> Vec<&'a str> {
-    all.lines().filter_map(|l| l.strip_prefix(prefix)).collect()
-}
 
 /// A private containerd whose busybox image carries `hull-fs-probe` (extended attributes) and
 /// the volumes' mount points: a root lent read-only gets none made (as with runc).
