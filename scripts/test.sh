@@ -24,7 +24,14 @@ summary() {
   echo "hull: stage durations" >&2
   for s in "${stages[@]}"; do echo "  $s" >&2; done
   echo "hull: total $(($(date +%s) - t_start))s, rc $rc" >&2
+  disk_report
 }
+# The disk is shared and sometimes nearly full; a linker that runs out of it dies with SIGBUS,
+# which reads like a toolchain bug. Say how much room there was, before and after.
+disk_report() {
+  echo "hull: disk: $(df -h --output=avail,size . | tail -1 | awk '{print $1 " free of " $2}'), target/ $(du -sh target 2>/dev/null | cut -f1)" >&2
+}
+disk_report
 trap summary EXIT
 
 stage install-deps scripts/install-deps.sh
