@@ -11,6 +11,7 @@ use crate::share::ShareError;
 use super::config::ConfigError;
 use super::rootfs::RootfsError;
 use super::sizing::SizingError;
+use super::spec::SpecError;
 use super::stdio::StdioError;
 
 /// A Task call failed.
@@ -38,7 +39,7 @@ pub enum ShimError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: std::io::Error,
+        source: SpecError,
     },
     /// The pod's sizing (its annotations) cannot be honoured.
     #[error("cannot size the pod VM")]
@@ -142,7 +143,7 @@ mod tests {
         assert_eq!(e.code(), ttrpc::Code::NOT_FOUND);
         let e = ShimError::Spec {
             path: "/b/config.json".into(),
-            source: std::io::Error::other("expected value at line 1"),
+            source: SpecError::Read(std::io::Error::other("expected value at line 1")),
         };
         match e.to_ttrpc() {
             ttrpc::Error::RpcStatus(s) => {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use containerd_shim::ExitSignal;
-use serde_json::Value;
+use oci_spec::runtime::Spec;
 use tokio::task::JoinHandle;
 
 use crate::agent::AgentClient;
@@ -148,7 +148,7 @@ impl Pod {
     }
 
     /// The running VM, booting it for a sandbox with OCI spec `spec` when there is none.
-    pub async fn ensure_vm(self: &Arc<Self>, spec: &Value) -> Result<VmHandle, ShimError> {
+    pub async fn ensure_vm(self: &Arc<Self>, spec: &Spec) -> Result<VmHandle, ShimError> {
         let mut vm = self.vm.lock().await;
         self.check_up()?;
         if let Some(v) = vm.as_ref() {
@@ -191,7 +191,7 @@ impl Pod {
         }
     }
 
-    async fn boot(self: &Arc<Self>, spec: &Value) -> Result<PodVm, ShimError> {
+    async fn boot(self: &Arc<Self>, spec: &Spec) -> Result<PodVm, ShimError> {
         let images = self.config.images();
         for (what, p) in [("kernel", &images.kernel), ("initramfs", &images.initramfs)] {
             if !p.is_file() {

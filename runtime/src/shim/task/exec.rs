@@ -25,9 +25,9 @@ pub async fn exec(
             "container {id} is not running"
         )));
     }
-    let value: serde_json::Value = serde_json::from_slice(&process_json)
-        .map_err(|e| ShimError::InvalidArgument(format!("exec process is not JSON: {e}")))?;
-    if !value["args"].is_array() {
+    let process: oci_spec::runtime::Process = serde_json::from_slice(&process_json)
+        .map_err(|e| ShimError::InvalidArgument(format!("exec process: {e}")))?;
+    if process.args().is_none() {
         return Err(ShimError::InvalidArgument(
             "exec process has no args".into(),
         ));
