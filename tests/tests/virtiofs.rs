@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hull_runtime::share::{guest_rootfs, mounts, spec as share_spec, CacheMode};
+use hull_runtime::share::{guest_rootfs, mountinfo, mounts, spec as share_spec, CacheMode};
 use hull_tests::pod::TestPod;
 use hull_tests::rootfs::busybox_rootfs;
 use hull_tests::spec::spec;
@@ -68,7 +68,7 @@ fn shared_spec(pod: &TestPod, cid: &str, mut s: serde_json::Value) -> serde_json
 }
 
 fn mounted_under(dir: &Path) -> Vec<PathBuf> {
-    mounts::mounts_under(
+    mountinfo::mounts_under(
         &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
         dir,
     )
