@@ -262,8 +262,11 @@ impl Pod {
             }
         };
         let vmm_pid = sandbox.vm().pid();
-        let mut pids = format!("{vmm_pid}\n{}\n", sandbox.vsock_pid());
-        if let Some(pid) = sandbox.virtiofsd_pid() {
+        let mut pids = format!("{vmm_pid}\n");
+        for pid in [sandbox.vsock_pid(), sandbox.virtiofsd_pid()]
+            .into_iter()
+            .flatten()
+        {
             pids.push_str(&format!("{pid}\n"));
         }
         if let Err(e) = std::fs::write(self.run_dir.join(PIDS_FILE), pids) {

@@ -77,11 +77,14 @@ pub enum Device {
         /// The mount tag the guest uses.
         tag: String,
     },
-    /// virtio-vsock served by a vhost-user backend listening on `socket`.
+    /// virtio-vsock served by a vhost-user backend listening on `socket` (QEMU).
     VhostUserVsock {
         /// The backend's socket.
         socket: PathBuf,
     },
+    /// virtio-vsock served by the VMM itself, with no backend process (hull-vmm): the host
+    /// connects to the hybrid socket [`Vm::vsock_uds`] names. See [`Hypervisor::serves_vsock`].
+    Vsock,
     /// A virtio-net NIC on a tap that the VMM creates by name and owns (the tap goes away with the
     /// VMM). The VMM process runs in `netns`, the pod's network namespace, so the tap is born there.
     Net {
@@ -184,6 +187,7 @@ impl VmConfig {
         for device in &self.devices {
             let backing = match device {
                 Device::VhostUserFs { socket, .. } | Device::VhostUserVsock { socket } => socket,
+                Device::Vsock => continue,
                 Device::Net { tap, netns, .. } => {
                     if tap.is_empty()
                         || tap.len() > MAX_IFNAME_LEN
@@ -227,6 +231,11 @@ pub trait Hypervisor: std::fmt::Debug {
     fn name(&self) -> String;
     /// Validates `config` and boots the VM. Returns once the VMM process runs.
     fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError>;
+    /// Whether the VMM serves vsock itself ([`Device::Vsock`]); otherwise it needs a vhost-user
+    /// backend process ([`Device::VhostUserVsock`]).
+    fn serves_vsock(&self) -> bool {
+        false
+    }
 }
 
 /// A running VM. Dropping it stops the VMM (killing it if need be) and reaps it.
