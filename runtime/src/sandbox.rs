@@ -374,14 +374,18 @@ impl SandboxVm {
         self.boot_time
     }
 
-    /// Removes every container, stops the VM and the vsock backend.
+    /// Removes every container, stops the VM and its host parts.
     pub async fn shutdown(
         mut self,
         grace: Duration,
     ) -> Result<std::process::ExitStatus, SandboxError> {
         // Best effort: the VM is stopped whatever the agent says.
         let _ = tokio::time::timeout(grace, self.agent.destroy_sandbox()).await;
-        Ok(self.vm.stop(grace)?)
+        // Stopping waits for the VMM (up to `grace`), and the drop that follows for virtiofsd and
+        // the share's unmounts: on a blocking thread, not on one of the runtime's workers.
+        tokio::task::spawn_blocking(move || Ok(self.vm.stop(grace)?))
+            .await
+            .map_err(|e| SandboxError::Vm(VmError::Process(std::io::Error::other(e))))?
     }
 }
 

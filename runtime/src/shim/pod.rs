@@ -361,11 +361,13 @@ impl Pod {
                     Err(e) => tracing::warn!(pod = %self.id, "stopping the pod VM: {e}"),
                 }
             }
-            if let Some(c) = vm.cgroup {
-                c.remove();
-            }
+            // Removing the cgroup may wait for a process still tearing down, and the pod
+            // directory's unmounts for the kernel: off the runtime's workers too.
+            let cgroup = vm.cgroup;
+            let _ = tokio::task::spawn_blocking(move || cgroup.map(PodCgroup::remove)).await;
         }
-        remove_pod_dir(&self.run_dir);
+        let dir = self.run_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_pod_dir(&dir)).await;
     }
 
     /// Container `id`.
