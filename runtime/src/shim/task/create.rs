@@ -102,7 +102,8 @@ async fn create_in_vm(
             return Err(e.into());
         }
     };
-    let io = match attach_process(&vm.uds, &args.id, "", &args.stdio).await {
+    let name = format!("container {}", args.id);
+    let io = match attach_process(&vm.uds, (&args.id, ""), &name, &args.stdio).await {
         Ok(io) => io,
         Err(e) => {
             let _ = vm.agent.remove_container(&args.id).await;
