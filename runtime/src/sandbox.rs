@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::agent::{AgentClient, AgentError};
+use crate::agent::{AgentClient, AgentClientError};
 use crate::images::GuestImages;
 use crate::network::{self, NetworkError, PodInterface, PodNetwork};
 use crate::share::{self, mounts, CacheMode, ShareError, Virtiofsd};
@@ -59,7 +59,7 @@ pub enum SandboxError {
     Vm(#[from] VmError),
     /// The agent did not come up.
     #[error("agent failed")]
-    Agent(#[from] AgentError),
+    Agent(#[from] AgentClientError),
     /// The pod network could not be extended into the VM.
     #[error("pod network failed")]
     Network(#[from] NetworkError),

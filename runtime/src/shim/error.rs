@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::agent::client::error_chain;
-use crate::agent::AgentError;
+use crate::agent::AgentClientError;
 use crate::sandbox::SandboxError;
 use crate::share::ShareError;
 
@@ -62,7 +62,7 @@ pub enum ShimError {
     },
     /// The guest's agent refused or failed.
     #[error("guest agent")]
-    Agent(#[from] AgentError),
+    Agent(#[from] AgentClientError),
     /// The root filesystem could not be prepared.
     #[error("root filesystem")]
     Rootfs(#[from] RootfsError),
