@@ -26,6 +26,9 @@ pub enum ShimError {
     /// The request cannot be honoured as asked.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// An id or field of the request breaks a limit of the protocol.
+    #[error("invalid request")]
+    Limit(#[from] hull_protocol::limits::LimitError),
     /// The object is not in a state that allows the call.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -81,9 +84,10 @@ impl ShimError {
         match self {
             ShimError::NotFound(_) => Code::NOT_FOUND,
             ShimError::AlreadyExists(_) => Code::ALREADY_EXISTS,
-            ShimError::InvalidArgument(_) | ShimError::Spec { .. } | ShimError::Sizing(_) => {
-                Code::INVALID_ARGUMENT
-            }
+            ShimError::InvalidArgument(_)
+            | ShimError::Limit(_)
+            | ShimError::Spec { .. }
+            | ShimError::Sizing(_) => Code::INVALID_ARGUMENT,
             ShimError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
             ShimError::Config(_) => Code::FAILED_PRECONDITION,
@@ -120,9 +124,9 @@ fn boot_code(e: &SandboxError) -> ttrpc::Code {
     use crate::vm::VmError;
     match e {
         SandboxError::Seccomp(_) => ttrpc::Code::INTERNAL,
-        SandboxError::Vm(VmError::InvalidSizing(_) | VmError::InvalidDevice(_)) => {
-            ttrpc::Code::INVALID_ARGUMENT
-        }
+        SandboxError::Vm(
+            VmError::InvalidSizing(_) | VmError::InvalidDevice(_) | VmError::InvalidMac(_),
+        ) => ttrpc::Code::INVALID_ARGUMENT,
         _ => ttrpc::Code::FAILED_PRECONDITION,
     }
 }

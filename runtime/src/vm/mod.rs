@@ -46,7 +46,7 @@ impl std::str::FromStr for MacAddr {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         hull_protocol::network::parse_mac(s)
             .map(Self)
-            .map_err(|e| VmError::InvalidDevice(e.to_string()))
+            .map_err(VmError::InvalidMac)
     }
 }
 
@@ -118,6 +118,9 @@ pub enum VmError {
     /// A device is described wrongly.
     #[error("invalid device: {0}")]
     InvalidDevice(String),
+    /// A NIC's MAC address is not one.
+    #[error("invalid device: bad MAC address")]
+    InvalidMac(#[source] hull_protocol::network::NetworkError),
     /// A device's backing file or socket is not there.
     #[error("device backing {0} does not exist")]
     DeviceMissing(PathBuf),

@@ -32,8 +32,7 @@ pub struct CreateArgs {
 
 /// Creates the container; returns the pid containerd sees (the VMM's).
 pub async fn create(pod: &Arc<Pod>, args: CreateArgs) -> Result<u32, ShimError> {
-    limits::check_id("container id", &args.id)
-        .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+    limits::check_id("container id", &args.id)?;
     if pod.is_taken(&args.id) {
         return Err(ShimError::AlreadyExists(format!("container {}", args.id)));
     }

@@ -18,7 +18,7 @@ pub async fn exec(
     stdio: StdioPaths,
     process_json: Vec<u8>,
 ) -> Result<(), ShimError> {
-    limits::check_id("exec id", exec_id).map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+    limits::check_id("exec id", exec_id)?;
     let container = pod.container(id)?;
     if container.init.state() != ProcessState::Running {
         return Err(ShimError::FailedPrecondition(format!(
