@@ -329,6 +329,33 @@ impl Vmm {
     /// are left to the process's exit (the binary exits right after).
     pub fn run(mut self) -> Result<ExitReason, VmmError> {
         let signals = block_stop_signals()?;
+        let epoll = self.watch(&signals)?;
+        // Built before any thread starts, so a filter that cannot be built stops the VM here.
+        let vcpu_filter = self
+            .seccomp
+            .then(|| seccomp::filter(ThreadKind::Vcpu))
+            .transpose()?;
+        let threads = self.start_vcpus(vcpu_filter)?;
+        if self.seccomp {
+            seccomp::install(ThreadKind::EventLoop)?;
+        }
+        let reason = self.serve(&epoll, &signals)?;
+        lock(&self.serial).flush();
+        for slot in &self.virtio {
+            lock(&slot.device).shutdown();
+        }
+        // vCPUs that already returned are reaped; others are stopped by the process exit.
+        for t in threads {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        Ok(reason)
+    }
+
+    /// An epoll instance watching the exit eventfd, the stop signals, every queue ioeventfd the
+    /// event loop reads and every device backend's descriptors, each under its token.
+    fn watch(&self, signals: &File) -> Result<Epoll, VmmError> {
         let epoll = Epoll::new().map_err(os("create the epoll instance"))?;
         let add = |fd: RawFd, token: u64| {
             epoll
@@ -357,16 +384,19 @@ impl Vmm {
                     .map_err(os("watch a device backend"))?;
             }
         }
+        Ok(epoll)
+    }
 
-        // Built before any thread starts, so a filter that cannot be built stops the VM here.
-        let vcpu_filter = self
-            .seccomp
-            .then(|| seccomp::filter(ThreadKind::Vcpu))
-            .transpose()?;
-        let mut threads: Vec<JoinHandle<ExitReason>> = Vec::new();
+    /// One thread per vCPU, each under `filter` when there is one (a vCPU that cannot install it
+    /// stops the VM as a crash).
+    fn start_vcpus(
+        &mut self,
+        filter: Option<seccompiler::BpfProgram>,
+    ) -> Result<Vec<JoinHandle<ExitReason>>, VmmError> {
+        let mut threads = Vec::new();
         for vcpu in self.vcpus.drain(..) {
             let name = format!("vcpu{}", vcpu.id);
-            let filter = vcpu_filter.clone();
+            let filter = filter.clone();
             let exit = self.exit.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -387,63 +417,58 @@ impl Vmm {
                     .map_err(os("start a vCPU thread"))?,
             );
         }
-        if self.seccomp {
-            seccomp::install(ThreadKind::EventLoop)?;
-        }
+        Ok(threads)
+    }
 
+    /// The event loop: serves queue kicks, backend events and stop signals until the VM has a
+    /// reason to stop, which it returns.
+    fn serve(&self, epoll: &Epoll, signals: &File) -> Result<ExitReason, VmmError> {
         let mut events = vec![EpollEvent::default(); 64];
-        let reason = loop {
+        loop {
             let n = match epoll.wait(-1, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(VmmError::Os("wait for events", e)),
             };
             for ev in &events[..n] {
-                let token = ev.data();
-                match token & TOKEN_KIND {
-                    TOKEN_EXIT => {
-                        let _ = self.exit.eventfd().read();
-                    }
-                    TOKEN_SIGNAL => {
-                        drain_signalfd(&signals);
-                        self.exit.exit(ExitReason::Stopped);
-                    }
-                    TOKEN_QUEUE => {
-                        let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
-                        let q = u16::try_from(token & 0xffff).unwrap_or(u16::MAX);
-                        if let Some(slot) = self.virtio.get(d) {
-                            if let Some(evt) = slot.queue_evts.get(usize::from(q)) {
-                                let _ = evt.read();
-                            }
-                            lock(&slot.device).queue_notify(q);
-                        }
-                    }
-                    TOKEN_BACKEND => {
-                        let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
-                        let i = usize::try_from(token & 0xffff).unwrap_or(usize::MAX);
-                        if let Some(slot) = self.virtio.get(d) {
-                            lock(&slot.device).backend_event(i);
-                        }
-                    }
-                    _ => {}
-                }
+                self.dispatch(ev.data(), signals);
             }
             let r = self.exit.reason();
             if r != ExitReason::Running {
-                break r;
-            }
-        };
-        lock(&self.serial).flush();
-        for slot in &self.virtio {
-            lock(&slot.device).shutdown();
-        }
-        // vCPUs that already returned are reaped; others are stopped by the process exit.
-        for t in threads {
-            if t.is_finished() {
-                let _ = t.join();
+                return Ok(r);
             }
         }
-        Ok(reason)
+    }
+
+    /// Handles one epoll event by its token.
+    fn dispatch(&self, token: u64, signals: &File) {
+        match token & TOKEN_KIND {
+            TOKEN_EXIT => {
+                let _ = self.exit.eventfd().read();
+            }
+            TOKEN_SIGNAL => {
+                drain_signalfd(signals);
+                self.exit.exit(ExitReason::Stopped);
+            }
+            TOKEN_QUEUE => {
+                let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
+                let q = u16::try_from(token & 0xffff).unwrap_or(u16::MAX);
+                if let Some(slot) = self.virtio.get(d) {
+                    if let Some(evt) = slot.queue_evts.get(usize::from(q)) {
+                        let _ = evt.read();
+                    }
+                    lock(&slot.device).queue_notify(q);
+                }
+            }
+            TOKEN_BACKEND => {
+                let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
+                let i = usize::try_from(token & 0xffff).unwrap_or(usize::MAX);
+                if let Some(slot) = self.virtio.get(d) {
+                    lock(&slot.device).backend_event(i);
+                }
+            }
+            _ => {}
+        }
     }
 }
 
