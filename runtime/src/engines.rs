@@ -160,7 +160,7 @@ fn config_texts(file: &Path) -> Vec<(PathBuf, String)> {
 /// Whether a CRI-O configuration declares a VM runtime whose `runtime_path` is hull's shim; the
 /// name of its table when it does.
 pub fn crio_registers_hull(text: &str) -> Option<String> {
-    let value: toml::Value = text.parse().ok()?;
+    let value: toml::Table = toml::from_str(text).ok()?;
     let runtimes = value
         .get("crio")?
         .get("runtime")?
@@ -242,6 +242,17 @@ fn docker_check(probe: &EngineProbe) -> Check {
         };
     };
     let found = format!("{} ({})", version_of(&binary, "Docker"), binary.display());
+    if probe.on_path("dockerd").is_none() {
+        return Check {
+            what: "docker",
+            outcome: Outcome::Ok,
+            detail: format!(
+                "{found}: the client only, no dockerd here (a Docker engine elsewhere registers \
+                 {RUNTIME_NAME} in its own daemon.json)"
+            ),
+            fix: None,
+        };
+    }
     let text = std::fs::read_to_string(&probe.docker_config).unwrap_or_default();
     if text.contains(RUNTIME_NAME) {
         Check {
@@ -350,6 +361,14 @@ mod tests {
         );
         fake(&bin, "crio", "crio version 1.26.4");
         fake(&bin, "docker", "Docker version 26.1.5+dfsg1, build a72d7cd");
+        assert!(find(&checks(&p), "docker")
+            .detail
+            .contains("the client only"));
+        fake(
+            &bin,
+            "dockerd",
+            "Docker version 26.1.5+dfsg1, build a72d7cd",
+        );
         fake(&bin, "podman", "podman version 5.4.2");
         let tests_ctrd = root.path().join("engines/containerd-1.7/bin");
         std::fs::create_dir_all(&tests_ctrd).unwrap();
