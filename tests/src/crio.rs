@@ -231,6 +231,48 @@ impl Drop for Crio {
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
+        // What killed shims leave outside this directory: their sockets (the bundles' `address`)
+        // and their pods' host cgroups (the bundles' `linux.cgroupsPath`, the VMM's below it,
+        // the pod's parent when empty).
+        for bundle in self.bundles() {
+            if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
+                let path = address.trim().trim_start_matches("unix://").to_owned();
+                if std::os::unix::net::UnixStream::connect(&path).is_err() {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            let spec: serde_json::Value = std::fs::read(bundle.join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            if let Some(path) = spec["linux"]["cgroupsPath"].as_str() {
+                let path = Path::new(path.trim_start_matches('/'));
+                for rel in [path.join("vmm"), path.to_owned()]
+                    .into_iter()
+                    .chain(path.parent().map(Path::to_owned))
+                {
+                    for dir in crate::host_cgroup_dirs(&rel) {
+                        let _ = std::fs::remove_dir(dir);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Crio {
+    /// The containers' bundles (`config.json`, the shim's `address`) in CRI-O's storage.
+    fn bundles(&self) -> Vec<PathBuf> {
+        let runroot = self.dir().join("runroot");
+        std::fs::read_dir(&runroot)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|d| d.file_name().to_string_lossy().ends_with("-containers"))
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .map(|c| c.path().join("userdata"))
+            .filter(|b| b.join("config.json").is_file())
+            .collect()
     }
 }
 
