@@ -67,7 +67,8 @@ pub struct Options {
     /// network namespace of its own, and import the images into CRI's namespace with a pause image.
     pub cri: bool,
     /// A directory holding another `containerd` and its `ctr` (and runc shim) to start instead of
-    /// those on `PATH` (e.g. containerd 1.7: [`crate::engines::containerd_1_7`]).
+    /// those on `PATH` (e.g. containerd 1.7: [`crate::engines::containerd_1_7`]); default
+    /// `HULL_TEST_CONTAINERD_BIN`, so a whole suite can run against another containerd.
     pub containerd_bin: Option<PathBuf>,
 }
 
@@ -183,8 +184,12 @@ impl Containerd {
     /// Starts containerd with `options`, as a `Result` (for callers that are not tests).
     pub fn launch(options: &Options) -> Result<Self, LaunchError> {
         use LaunchError::{Failed, Missing};
+        let bin = options
+            .containerd_bin
+            .clone()
+            .or_else(|| crate::env_path("HULL_TEST_CONTAINERD_BIN"));
         for tool in ["containerd", "ctr"] {
-            if let Some(bin) = &options.containerd_bin {
+            if let Some(bin) = &bin {
                 if !bin.join(tool).is_file() {
                     return Err(Missing(format!(
                         "{} is not installed (scripts/install-engines.sh)",
@@ -221,7 +226,7 @@ impl Containerd {
             namespace,
             netns,
             env: options.env.clone(),
-            bin: options.containerd_bin.clone(),
+            bin,
         };
         me.spawn().map_err(Failed)?;
         if options.cri {

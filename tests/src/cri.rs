@@ -1,11 +1,12 @@
 //! CRI end to end: a private containerd with its CRI plugin on, runtime handlers `hull` and
 //! `runc`, a CNI bridge network (bridge + host-local, loopback) from a conf dir of its own, all in
 //! a network namespace the test creates; and a Rust CRI v1 client (`k8s-cri`, tonic over the unix
-//! socket) with the calls the kubelet makes, as blocking helpers.
+//! socket) with the calls the kubelet makes, as blocking helpers. The same client drives a private
+//! CRI-O ([`Cri::start_crio`], [`crate::crio`]) with the same CNI network.
 //!
 //! Network tests reach pods from the namespace with [`Cri::netns`] (`netns().command("wget")`).
 //! Dropping a [`Cri`] stops and removes every pod through CRI first (so containerd deletes their
-//! network namespaces), then everything the containerd left.
+//! network namespaces), then everything the engine left.
 
 use std::collections::HashMap;
 use std::future::Future;
