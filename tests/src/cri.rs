@@ -358,6 +358,9 @@ impl Cri {
     /// `RunPodSandbox` with `handler`; the sandbox id.
     pub fn run_pod(&self, config: &PodSandboxConfig, handler: &str) -> Result<String, Status> {
         std::fs::create_dir_all(&config.log_directory).expect("pod log dir");
+        if let (Some(crio), Some(linux)) = (&self.crio, &config.linux) {
+            crio.note_cgroup_parent(&linux.cgroup_parent);
+        }
         let req = RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: handler.to_owned(),

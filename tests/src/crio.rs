@@ -24,6 +24,7 @@ pub struct Crio {
     dir: tempfile::TempDir,
     child: Option<Child>,
     netns: TestNetns,
+    cgroup_parents: std::sync::Mutex<Vec<String>>,
 }
 
 impl Crio {
@@ -74,6 +75,7 @@ impl Crio {
             dir,
             child: None,
             netns: TestNetns::new("hull-crio"),
+            cgroup_parents: Default::default(),
         };
         me.spawn(&crio_dir.join("crio")).map_err(Failed)?;
         Ok(me)
@@ -200,6 +202,16 @@ impl Crio {
         found
     }
 
+    /// Notes a pod's host cgroup parent, whose tree a dead shim would leave behind; dropping the
+    /// CRI-O removes what is left of it.
+    pub fn note_cgroup_parent(&self, parent: &str) {
+        let mut parents = self
+            .cgroup_parents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        parents.push(parent.trim_start_matches('/').to_owned());
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal(child.id(), nix::sys::signal::Signal::SIGTERM);
@@ -231,9 +243,8 @@ impl Drop for Crio {
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
-        // What killed shims leave outside this directory: their sockets (the bundles' `address`)
-        // and their pods' host cgroups (the bundles' `linux.cgroupsPath`, the VMM's below it,
-        // the pod's parent when empty).
+        // What killed shims leave outside this directory: their sockets (the bundles'
+        // `address`) and their pods' host cgroups (empty once their processes are killed).
         for bundle in self.bundles() {
             if let Ok(address) = std::fs::read_to_string(bundle.join("address")) {
                 let path = address.trim().trim_start_matches("unix://").to_owned();
@@ -241,23 +252,29 @@ impl Drop for Crio {
                     let _ = std::fs::remove_file(path);
                 }
             }
-            let spec: serde_json::Value = std::fs::read(bundle.join("config.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            if let Some(path) = spec["linux"]["cgroupsPath"].as_str() {
-                let path = Path::new(path.trim_start_matches('/'));
-                for rel in [path.join("vmm"), path.to_owned()]
-                    .into_iter()
-                    .chain(path.parent().map(Path::to_owned))
-                {
-                    for dir in crate::host_cgroup_dirs(&rel) {
-                        let _ = std::fs::remove_dir(dir);
-                    }
-                }
+        }
+        let parents = std::mem::take(
+            &mut *self
+                .cgroup_parents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for parent in parents {
+            for dir in crate::host_cgroup_dirs(Path::new(&parent)) {
+                remove_cgroup_tree(&dir);
             }
         }
     }
+}
+
+/// Removes the empty cgroup `dir` and every cgroup below it, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup_tree(&entry.path());
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 impl Crio {
