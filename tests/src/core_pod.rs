@@ -1,7 +1,7 @@
 //! The CRI pod checks every engine must pass with hull, in one pod (a VM boot costs seconds under
 //! TCG): two containers in one VM sharing the pod's hostname, UTS, IPC and network (localhost),
-//! ExecSync and streaming Exec, CRI logs, a graceful and a forced StopContainer, RemoveContainer,
-//! and the pod's removal leaving nothing. `tests/tests/engines.rs` runs them under containerd 1.7
+//! ExecSync and streaming Exec, CRI logs, graceful, forced and immediate StopContainer,
+//! RemoveContainer, and the pod's removal leaving nothing. `tests/tests/engines.rs` runs them under containerd 1.7
 //! and CRI-O; containerd 1.6's own suite (`tests/tests/cri_pod.rs`) checks much more.
 
 use std::path::{Path, PathBuf};
@@ -231,6 +231,11 @@ pub fn core_pod(cri: &Cri, name: &str, leftovers: &dyn Fn(&str, Option<&Path>) -
         (1, 1, 1, 1),
         "still one shim and VM"
     );
+    // A grace period of 0 kills at once (CRI-O's StopPodSandbox would give httpd, which as PID 1
+    // ignores SIGTERM, 10 s first; containerd's kills at once).
+    cri.stop_container(&a, 0).expect("StopContainer");
+    let st = cri.wait_container(&a, ContainerState::ContainerExited, WAIT);
+    assert_eq!(st.exit_code, 137, "SIGKILLed");
 
     // The VM goes with the sandbox, and nothing is left.
     let t = Instant::now();
