@@ -1,8 +1,9 @@
 //! The CRI pod checks every engine must pass with hull, in one pod (a VM boot costs seconds under
 //! TCG): two containers in one VM sharing the pod's hostname, UTS, IPC and network (localhost),
 //! ExecSync and streaming Exec, CRI logs, graceful, forced and immediate StopContainer,
-//! RemoveContainer, and the pod's removal leaving nothing. `tests/tests/engines.rs` runs them under containerd 1.7
-//! and CRI-O; containerd 1.6's own suite (`tests/tests/cri_pod.rs`) checks much more.
+//! RemoveContainer, and the pod's removal leaving nothing. `tests/tests/engines.rs` runs them under
+//! containerd 1.7 and CRI-O; containerd 1.6's own suite (`tests/tests/cri_pod.rs`) checks much
+//! more.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
