@@ -1,6 +1,7 @@
 //! The CRI pod checks every engine must pass with hull, in one pod (a VM boot costs seconds under
 //! TCG): two containers in one VM sharing the pod's hostname, UTS, IPC and network (localhost),
-//! ExecSync and streaming Exec, CRI logs, graceful, forced and immediate StopContainer,
+//! sized by `io.hull.memory_mib`, ContainerStats, ExecSync, streaming Exec and Attach, CRI logs,
+//! graceful, forced and immediate StopContainer,
 //! RemoveContainer, and the pod's removal leaving nothing. `tests/tests/engines.rs` runs them under
 //! containerd 1.7 and CRI-O; containerd 1.6's own suite (`tests/tests/cri_pod.rs`) checks much
 //! more.
@@ -8,12 +9,15 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use k8s_cri::v1::{ContainerState, VersionRequest};
+use k8s_cri::v1::{ContainerState, ContainerStatsRequest, VersionRequest};
 
 use crate::containerd::processes;
 use crate::cri::{Cri, HANDLER};
 
 const WAIT: Duration = Duration::from_secs(60);
+
+/// The pod VM's guest RAM, asked for with `io.hull.memory_mib`.
+const POD_MEMORY_MIB: i64 = 384;
 
 /// What the engine said it is (CRI `Version`): runtime name and version.
 pub fn engine_version(cri: &Cri) -> (String, String) {
@@ -79,7 +83,12 @@ fn wait_for_log(path: &Path, needle: &str) -> String {
 /// namespaces, cgroups); it must come out empty once the pod is removed.
 pub fn core_pod(cri: &Cri, name: &str, leftovers: &dyn Fn(&str, Option<&Path>) -> Vec<String>) {
     let t0 = Instant::now();
-    let config = cri.pod_config(name);
+    // Sized by hull's pod annotation (allowed by the default `sizing_annotations`), which both
+    // engines pass to the sandbox's spec.
+    let mut config = cri.pod_config(name);
+    config
+        .annotations
+        .insert("io.hull.memory_mib".into(), POD_MEMORY_MIB.to_string());
     let pod = cri
         .run_pod(&config, HANDLER)
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", cri.log_tail()));
@@ -148,6 +157,38 @@ pub fn core_pod(cri: &Cri, name: &str, leftovers: &dyn Fn(&str, Option<&Path>) -
     assert_ne!(ns(&a, "mnt"), ns(&b, "mnt"), "own mount namespace");
     let page = cri.exec_out(&b, &["wget", "-q", "-O", "-", "http://127.0.0.1:8080/"]);
     assert_eq!(page.trim(), "hello-from-httpd");
+    let meminfo = cri.exec_out(&a, &["head", "-n", "1", "/proc/meminfo"]);
+    let kib: i64 = meminfo
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        ((POD_MEMORY_MIB - 80) * 1024..=POD_MEMORY_MIB * 1024).contains(&kib),
+        "guest MemTotal {kib} KiB for a pod of {POD_MEMORY_MIB} MiB"
+    );
+
+    // ContainerStats from the guest's cgroups (what `kubectl top` reads).
+    let stats = cri
+        .block_on(cri.runtime().container_stats(ContainerStatsRequest {
+            container_id: a.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("ContainerStats: {e}\n{}", cri.log_tail()))
+        .into_inner()
+        .stats
+        .unwrap_or_else(|| panic!("ContainerStats: no stats\n{}", cri.log_tail()));
+    let cpu = stats
+        .cpu
+        .and_then(|c| c.usage_core_nano_seconds)
+        .map_or(0, |v| v.value);
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .map_or(0, |v| v.value);
+    assert!(
+        cpu > 0 && memory > 0,
+        "cpu {cpu} ns, working set {memory} B"
+    );
 
     // ExecSync and streaming Exec: output apart, exit codes.
     let r = cri
@@ -172,6 +213,15 @@ pub fn core_pod(cri: &Cri, name: &str, leftovers: &dyn Fn(&str, Option<&Path>) -
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n", "{out:?}");
     assert_eq!(out.exit_code, Some(4), "{out:?}");
+    // Attach: the ticker's output, live.
+    let url = cri.attach_url(&b, false).expect("Attach");
+    let mut session = cri.stream(&url);
+    assert!(
+        session.read_until("tick", Duration::from_secs(20)),
+        "{:?}",
+        session.output()
+    );
+    session.close();
 
     // Logs in CRI's format, each container's in its own file.
     let logs = PathBuf::from(&config.log_directory);
