@@ -64,8 +64,7 @@ async fn create_in_vm(
         .map(|c| c.init.guest_pid.load(Ordering::SeqCst))
         .filter(|pid| *pid != 0);
     if let Some(sandbox) = sandbox.filter(|_| cri_o::is_cri_o(&spec)) {
-        let mut sandbox_spec = read_spec(&sandbox.bundle)?;
-        cri_o::normalise(&mut sandbox_spec);
+        let sandbox_spec = read_spec(&sandbox.bundle)?;
         cri_o::join_pod_namespaces(&mut spec, &sandbox_spec, vm.vmm_pid);
     }
     namespaces::rewrite(&mut spec, vm.vmm_pid, sandbox_pid);
