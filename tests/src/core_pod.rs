@@ -1,8 +1,8 @@
 //! The CRI pod checks every engine must pass with hull, in one pod (a VM boot costs seconds under
 //! TCG): two containers in one VM sharing the pod's hostname, UTS, IPC and network (localhost),
 //! sized by `io.hull.memory_mib`, ContainerStats, ExecSync, streaming Exec and Attach, CRI logs,
-//! graceful, forced and immediate StopContainer,
-//! RemoveContainer, and the pod's removal leaving nothing. `tests/tests/engines.rs` runs them under
+//! graceful, forced and immediate StopContainer, a restart in the same VM, RemoveContainer, and
+//! the pod's removal leaving nothing. `tests/tests/engines.rs` runs them under
 //! containerd 1.7 and CRI-O; containerd 1.6's own suite (`tests/tests/cri_pod.rs`) checks much
 //! more.
 
@@ -282,11 +282,29 @@ pub fn core_pod(cri: &Cri, name: &str, leftovers: &dyn Fn(&str, Option<&Path>) -
         (1, 1, 1, 1),
         "still one shim and VM"
     );
-    // A grace period of 0 kills at once (CRI-O's StopPodSandbox would give httpd, which as PID 1
-    // ignores SIGTERM, 10 s first; containerd's kills at once).
-    cri.stop_container(&a, 0).expect("StopContainer");
-    let st = cri.wait_container(&a, ContainerState::ContainerExited, WAIT);
-    assert_eq!(st.exit_code, 137, "SIGKILLed");
+    // A container exits and its next attempt starts in the same VM (a restart, as the kubelet
+    // does it).
+    let once = |attempt| Cri::container_config("once", attempt, &["sh", "-c", "echo run; exit 5"]);
+    let r0 = cri.run_container(&pod, &config, once(0));
+    let st = cri.wait_container(&r0, ContainerState::ContainerExited, WAIT);
+    assert_eq!(st.exit_code, 5);
+    let r1 = cri.run_container(
+        &pod,
+        &config,
+        Cri::container_config("once", 1, &["sleep", "600"]),
+    );
+    cri.wait_container(&r1, ContainerState::ContainerRunning, WAIT);
+    assert_eq!(boot_id(&r1), boot_id(&a), "the restart is in the same VM");
+    cri.remove_container(&r0)
+        .unwrap_or_else(|e| panic!("RemoveContainer: {e}\n{}", cri.log_tail()));
+
+    // A grace period of 0 kills at once (CRI-O's StopPodSandbox would give httpd and the sleeper,
+    // which as PID 1 ignore SIGTERM, 10 s each first; containerd's kills at once).
+    for id in [&a, &r1] {
+        cri.stop_container(id, 0).expect("StopContainer");
+        let st = cri.wait_container(id, ContainerState::ContainerExited, WAIT);
+        assert_eq!(st.exit_code, 137, "SIGKILLed");
+    }
 
     // The VM goes with the sandbox, and nothing is left.
     let t = Instant::now();
