@@ -1,5 +1,5 @@
 //! `hull check`: can this host run hull pods, and with what? One [`Check`] per question, each
-//! failure with the fix.
+//! failure with the fix; the container engines' lines come from [`crate::engines`].
 
 use std::path::{Path, PathBuf};
 
@@ -455,33 +455,10 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
         ));
     }
 
-    let text = std::fs::read_to_string(containerd_config).unwrap_or_default();
-    if text.contains(crate::shim::RUNTIME_NAME) {
-        out.push(check(
-            "containerd",
-            Outcome::Ok,
-            format!(
-                "{} registers {}",
-                containerd_config.display(),
-                crate::shim::RUNTIME_NAME
-            ),
-            None,
-        ));
-    } else {
-        out.push(check(
-            "containerd",
-            Outcome::Warn,
-            format!(
-                "{} does not register {} (ctr --runtime works without it; CRI needs it)",
-                containerd_config.display(),
-                crate::shim::RUNTIME_NAME
-            ),
-            Some(
-                "add [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.hull] \
-                 runtime_type = \"io.containerd.hull.v2\" (scripts/setup.sh does)",
-            ),
-        ));
-    }
+    // The engines: which are installed, and whether each runs hull.
+    out.extend(crate::engines::checks(&crate::engines::EngineProbe::host(
+        containerd_config,
+    )));
     out
 }
 

@@ -144,10 +144,11 @@ impl Shim for HullShim {
     }
 }
 
-/// The sandbox a bundle's container belongs to (CRI's annotation), if it names one.
+/// The sandbox a bundle's container belongs to (CRI's annotation, or CRI-O's), if it names one.
 fn sandbox_of_bundle(bundle: &Path) -> Option<String> {
     let text = std::fs::read(bundle.join("config.json")).ok()?;
-    let spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    let mut spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
+    super::cri_o::normalise(&mut spec);
     let id = spec["annotations"][SANDBOX_ID_ANNOTATION].as_str()?;
     hull_protocol::limits::check_id("sandbox id", id).ok()?;
     Some(id.to_owned())
