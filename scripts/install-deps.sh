@@ -14,6 +14,9 @@ packages=(
   libcap-ng-dev
   # container engine and the baseline runtime
   containerd runc
+  # CRI-O (the CRI tests' second engine, scripts/install-engines.sh) runs containers through conmon;
+  # skopeo puts the tests' offline images into its storage
+  conmon skopeo
   # containerd end-to-end tests: a terminal for `ctr run -t` (tmux; `script` is in bsdutils)
   tmux
   # CRI end-to-end tests: protoc for the CRI client's bindings (k8s-cri), CNI plugins for pods
@@ -42,3 +45,7 @@ fi
 # The nested-KVM tier's L1 kernel (scripts/nested-kvm.sh): Debian's packaged kernel, unpacked into
 # /var/cache/hull/nested, not installed.
 "$(dirname "$0")/install-nested-kernel.sh" >/dev/null
+
+# The engines the end-to-end tests run hull under besides containerd 1.6: containerd 1.7 (Debian
+# trixie's package, unpacked beside, not installed) and CRI-O 1.26 (../shared/tools/cri-o).
+"$(dirname "$0")/install-engines.sh"

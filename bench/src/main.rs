@@ -11,6 +11,7 @@ mod fs;
 mod hardening;
 mod host;
 mod iperf;
+mod kvm_exits;
 mod report;
 mod stats;
 mod vmm;

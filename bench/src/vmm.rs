@@ -31,6 +31,7 @@ use hull_vmm::testing::{guest, guest_elf, tiny_initramfs, virtio, Cmd, SCRATCH};
 use serde::Serialize;
 
 use crate::host::HostInfo;
+use crate::kvm_exits::ExitWatch;
 use crate::stats::Summary;
 
 /// Options of the suite.
@@ -87,10 +88,8 @@ pub struct LinuxBoot {
     /// Spawn → VMM exit, ms.
     pub to_exit_ms: Summary,
     /// KVM exits of one boot by reason (medians over the runs, zeros left out), from the host
-    /// kernel's KVM counters (`/sys/kernel/debug/kvm`) read around each boot, the same way for
-    /// every backend. Empty where debugfs is not mounted, and so far also where it is: the global
-    /// counters sum over the VMs that exist, so a destroyed VM's exits leave them (to do: read the
-    /// VM's own directory before it exits).
+    /// kernel's per-VM debugfs counters (`/sys/kernel/debug/kvm/<pid>-<fd>/`, see
+    /// [`crate::kvm_exits`]), the same way for every backend. Empty where debugfs is not mounted.
     pub kvm_exits: BTreeMap<String, f64>,
 }
 
@@ -257,33 +256,6 @@ struct BootSamples {
     ready: Vec<f64>,
     exit: Vec<f64>,
     exits: BTreeMap<String, Vec<f64>>,
-}
-
-/// The host kernel's KVM exit counters (sums over every vCPU since KVM was loaded), by reason:
-/// `exits` and each `*_exits` file of `/sys/kernel/debug/kvm`, with `insn_emulation` and
-/// `hypercalls`. Empty without debugfs.
-fn kvm_counters() -> BTreeMap<String, u64> {
-    let Ok(dir) = std::fs::read_dir("/sys/kernel/debug/kvm") else {
-        return BTreeMap::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let wanted = name == "exits"
-                || name.ends_with("_exits")
-                || name == "insn_emulation"
-                || name == "hypercalls";
-            if !wanted {
-                return None;
-            }
-            let n = std::fs::read_to_string(e.path())
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            Some((name, n))
-        })
-        .collect()
 }
 
 fn memory(bin: &Path, mib: u32) -> anyhow::Result<VmmMemory> {
@@ -476,18 +448,17 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
             for b in order {
                 let hv = &backends[b];
                 let dir = tempfile::tempdir()?;
-                let before = kvm_counters();
+                let watch = ExitWatch::start();
                 let r = boot_selftest(&**hv, &images, &spec, dir.path())
-                    .with_context(|| format!("{} boot {} failed", hv.name(), i + 1))?;
-                let after = kvm_counters();
+                    .with_context(|| format!("{} boot {} failed", hv.name(), i + 1));
+                let exits = watch.finish();
+                let r = r?;
                 let s = &mut samples[b];
                 s.ready.push(ms(r.to_ready));
                 s.exit.push(ms(r.to_exit));
-                for (reason, n) in &after {
-                    let was = before.get(reason).copied().unwrap_or(0);
+                for (reason, n) in exits {
                     #[allow(clippy::cast_precision_loss)]
-                    let delta = n.saturating_sub(was) as f64;
-                    s.exits.entry(reason.clone()).or_default().push(delta);
+                    s.exits.entry(reason).or_default().push(n as f64);
                 }
             }
         }

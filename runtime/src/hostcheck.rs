@@ -1,5 +1,5 @@
 //! `hull check`: can this host run hull pods, and with what? One [`Check`] per question, each
-//! failure with the fix.
+//! failure with the fix; the container engines' lines come from [`crate::engines`].
 
 use std::path::{Path, PathBuf};
 
@@ -330,7 +330,10 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
             Some("remove `seccomp = false` from the hull configuration (debugging only)"),
         ));
     }
-    out.push(containerd_check(containerd_config));
+    // The engines: which are installed, and whether each runs hull.
+    out.extend(crate::engines::checks(&crate::engines::EngineProbe::host(
+        containerd_config,
+    )));
     out
 }
 
@@ -455,37 +458,6 @@ fn binary_check(
     match binary.filter(|b| b.is_file()) {
         Some(b) => check(what, Outcome::Ok, found(&b), None),
         None => check(what, Outcome::Fail, missing, Some(fix)),
-    }
-}
-
-/// Whether containerd's configuration registers hull's runtime (CRI needs it).
-fn containerd_check(containerd_config: &Path) -> Check {
-    let text = std::fs::read_to_string(containerd_config).unwrap_or_default();
-    if text.contains(crate::shim::RUNTIME_NAME) {
-        check(
-            "containerd",
-            Outcome::Ok,
-            format!(
-                "{} registers {}",
-                containerd_config.display(),
-                crate::shim::RUNTIME_NAME
-            ),
-            None,
-        )
-    } else {
-        check(
-            "containerd",
-            Outcome::Warn,
-            format!(
-                "{} does not register {} (ctr --runtime works without it; CRI needs it)",
-                containerd_config.display(),
-                crate::shim::RUNTIME_NAME
-            ),
-            Some(
-                "add [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.hull] \
-                 runtime_type = \"io.containerd.hull.v2\" (scripts/setup.sh does)",
-            ),
-        )
     }
 }
 

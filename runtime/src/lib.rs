@@ -1,9 +1,11 @@
 //! hull's host side: the hypervisor seam ([`vm`]) with its backends, the guest image locations
 //! ([`images`]), pod VMs ([`sandbox`]) and their file sharing ([`share`]), the containerd shim
-//! ([`shim`]), and the host checks of the `hull` CLI ([`hostcheck`]).
+//! ([`shim`]), and the host checks of the `hull` CLI ([`hostcheck`], with the container engines
+//! found in [`engines`]).
 #![warn(missing_docs)]
 
 pub mod agent;
+pub mod engines;
 pub mod host_cgroup;
 pub mod hostcheck;
 pub mod images;

@@ -48,6 +48,7 @@ pub struct Containerd {
     namespace: &'static str,
     netns: Option<TestNetns>,
     env: Vec<(String, String)>,
+    bin: Option<PathBuf>,
 }
 
 /// Knobs of the hull configuration a test containerd hands its shims.
@@ -75,6 +76,10 @@ pub struct Options {
     /// Turn CRI on (handlers `hull` and `runc`, a CNI bridge network), run containerd in a
     /// network namespace of its own, and import the images into CRI's namespace with a pause image.
     pub cri: bool,
+    /// A directory holding another `containerd` and its `ctr` (and runc shim) to start instead of
+    /// those on `PATH` (e.g. containerd 1.7: [`crate::engines::containerd_1_7`]); default
+    /// `HULL_TEST_CONTAINERD_BIN`, so a whole suite can run against another containerd.
+    pub containerd_bin: Option<PathBuf>,
 }
 
 /// Why a private containerd could not be had.
@@ -105,6 +110,63 @@ pub fn shim_binary() -> PathBuf {
     )
 }
 
+/// What a test engine hands hull's shim: checks that the host has the guest images, a VMM and the
+/// shim, then links the shim into `base/bin` and writes `base/hull.toml` (the pods' run and log
+/// directories under `base`); the engine runs with `HULL_CONFIG` pointing at it.
+pub fn prepare_hull(options: &Options, base: &Path) -> Result<(), LaunchError> {
+    use LaunchError::{Failed, Missing};
+    let images = GuestImages::from_env();
+    for path in [&images.kernel, &images.initramfs] {
+        if !path.is_file() {
+            return Err(Missing(format!(
+                "{} is missing; run scripts/test.sh (it builds the images) or the set-up",
+                path.display()
+            )));
+        }
+    }
+    let choice = accel::detect().map_err(|e| Failed(e.to_string()))?;
+    if let Err(e) = Qemu::for_host(choice.accel).resolve_binary() {
+        return Err(Missing(format!("no VMM to run a guest: {e}")));
+    }
+    let shim = options.shim.clone().unwrap_or_else(shim_binary);
+    if !shim.is_file() {
+        return Err(Missing(format!(
+            "{} is missing; run scripts/build.sh or set HULL_SHIM",
+            shim.display()
+        )));
+    }
+    let initramfs = match &options.initramfs {
+        Some(path) => path.clone(),
+        None => test_initramfs().map_err(|e| Failed(format!("test initramfs: {e}")))?,
+    };
+    let io = |e: std::io::Error| Failed(e.to_string());
+    let bin = base.join("bin");
+    std::fs::create_dir_all(&bin).map_err(io)?;
+    symlink(&shim, bin.join("containerd-shim-hull-v2")).map_err(io)?;
+    let kernel = options.kernel.clone().unwrap_or(images.kernel);
+    let guest_rootfs = if options.guest_rootfs {
+        format!("guest_rootfs = \"{GUEST_ROOTFS}\"\n")
+    } else {
+        String::new()
+    };
+    let hull_config = format!(
+        "hypervisor = \"{}\"\nkernel = \"{}\"\ninitramfs = \"{}\"\nrun_dir = \"{}\"\n\
+         log_dir = \"{}\"\nlog_level = \"{}\"\n{guest_rootfs}{}\n",
+        options
+            .hypervisor
+            .as_deref()
+            .unwrap_or_else(|| crate::hypervisor_choice()),
+        kernel.display(),
+        initramfs.display(),
+        base.join("run").display(),
+        base.join("log").display(),
+        options.log_level.as_deref().unwrap_or("debug"),
+        options.extra_config
+    );
+    std::fs::write(base.join("hull.toml"), hull_config).map_err(io)?;
+    Ok(())
+}
+
 fn on_path(name: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
@@ -132,67 +194,31 @@ impl Containerd {
     /// Starts containerd with `options`, as a `Result` (for callers that are not tests).
     pub fn launch(options: &Options) -> Result<Self, LaunchError> {
         use LaunchError::{Failed, Missing};
+        let bin = options
+            .containerd_bin
+            .clone()
+            .or_else(|| crate::env_path("HULL_TEST_CONTAINERD_BIN"));
         for tool in ["containerd", "ctr"] {
-            if !on_path(tool) {
+            if let Some(bin) = &bin {
+                if !bin.join(tool).is_file() {
+                    return Err(Missing(format!(
+                        "{} is not installed (scripts/install-engines.sh)",
+                        bin.join(tool).display()
+                    )));
+                }
+            } else if !on_path(tool) {
                 return Err(Missing(format!(
                     "{tool} is not installed (scripts/install-deps.sh)"
                 )));
             }
         }
-        let images = GuestImages::from_env();
-        for path in [&images.kernel, &images.initramfs] {
-            if !path.is_file() {
-                return Err(Missing(format!(
-                    "{} is missing; run scripts/test.sh (it builds the images) or the set-up",
-                    path.display()
-                )));
-            }
-        }
-        let choice = accel::detect().map_err(|e| Failed(e.to_string()))?;
-        if let Err(e) = Qemu::for_host(choice.accel).resolve_binary() {
-            return Err(Missing(format!("no VMM to run a guest: {e}")));
-        }
-        let shim = options.shim.clone().unwrap_or_else(shim_binary);
-        if !shim.is_file() {
-            return Err(Missing(format!(
-                "{} is missing; run scripts/build.sh or set HULL_SHIM",
-                shim.display()
-            )));
-        }
-        let initramfs = match &options.initramfs {
-            Some(path) => path.clone(),
-            None => test_initramfs().map_err(|e| Failed(format!("test initramfs: {e}")))?,
-        };
         let io = |e: std::io::Error| Failed(e.to_string());
         let dir = tempfile::Builder::new()
             .prefix("hull-ctrd-")
             .tempdir_in("/tmp")
             .map_err(io)?;
         let base = dir.path();
-        let bin = base.join("bin");
-        std::fs::create_dir_all(&bin).map_err(io)?;
-        symlink(&shim, bin.join("containerd-shim-hull-v2")).map_err(io)?;
-        let kernel = options.kernel.clone().unwrap_or(images.kernel);
-        let guest_rootfs = if options.guest_rootfs {
-            format!("guest_rootfs = \"{GUEST_ROOTFS}\"\n")
-        } else {
-            String::new()
-        };
-        let hull_config = format!(
-            "hypervisor = \"{}\"\nkernel = \"{}\"\ninitramfs = \"{}\"\nrun_dir = \"{}\"\n\
-             log_dir = \"{}\"\nlog_level = \"{}\"\n{guest_rootfs}{}\n",
-            options
-                .hypervisor
-                .as_deref()
-                .unwrap_or_else(|| crate::hypervisor_choice()),
-            kernel.display(),
-            initramfs.display(),
-            base.join("run").display(),
-            base.join("log").display(),
-            options.log_level.as_deref().unwrap_or("debug"),
-            options.extra_config
-        );
-        std::fs::write(base.join("hull.toml"), hull_config).map_err(io)?;
+        prepare_hull(options, base)?;
         let (namespace, netns, config) = if options.cri {
             let netns = TestNetns::new("hull-cri");
             (
@@ -210,6 +236,7 @@ impl Containerd {
             namespace,
             netns,
             env: options.env.clone(),
+            bin,
         };
         me.spawn().map_err(Failed)?;
         if options.cri {
@@ -278,18 +305,25 @@ impl Containerd {
             .append(true)
             .open(base.join("containerd.log"))
             .map_err(|e| format!("containerd.log: {e}"))?;
+        // A containerd of its own finds its own runc shim first.
+        let own = self
+            .bin
+            .as_ref()
+            .map(|b| format!("{}:", b.display()))
+            .unwrap_or_default();
         let path = format!(
-            "{}:{}",
+            "{}:{own}{}",
             base.join("bin").display(),
             std::env::var("PATH").unwrap_or_default()
         );
+        let program = self.tool("containerd");
         let stderr = log.try_clone().map_err(|e| e.to_string())?;
         // Its own process group: a Ctrl-C in the terminal reaches the caller, which then stops
         // containerd and cleans up, instead of killing containerd under running shims.
         // In CRI's network namespace when there is one (nsenter changes nothing else).
         let mut command = match &self.netns {
-            Some(netns) => netns.command("containerd"),
-            None => Command::new("containerd"),
+            Some(netns) => netns.command(&program),
+            None => Command::new(&program),
         };
         let child = command
             .arg("--config")
@@ -361,9 +395,17 @@ impl Containerd {
         self.dir().join("c.sock")
     }
 
+    /// `name` (`containerd`, `ctr`) as this containerd runs it: from [`Options::containerd_bin`],
+    /// else from `PATH`.
+    fn tool(&self, name: &str) -> String {
+        self.bin
+            .as_ref()
+            .map_or_else(|| name.to_owned(), |b| b.join(name).display().to_string())
+    }
+
     /// `ctr` against this containerd, in the test namespace.
     pub fn ctr_command(&self) -> Command {
-        let mut c = Command::new("ctr");
+        let mut c = Command::new(self.tool("ctr"));
         c.arg("--address")
             .arg(self.socket())
             .arg("--namespace")
@@ -374,7 +416,8 @@ impl Containerd {
     /// The `ctr` command line as a shell string (for `script` and tmux).
     pub fn ctr_shell(&self) -> String {
         format!(
-            "ctr --address {} --namespace {}",
+            "{} --address {} --namespace {}",
+            self.tool("ctr"),
             self.socket().display(),
             self.namespace
         )

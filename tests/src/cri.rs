@@ -1,11 +1,12 @@
 //! CRI end to end: a private containerd with its CRI plugin on, runtime handlers `hull` and
 //! `runc`, a CNI bridge network (bridge + host-local, loopback) from a conf dir of its own, all in
 //! a network namespace the test creates; and a Rust CRI v1 client (`k8s-cri`, tonic over the unix
-//! socket) with the calls the kubelet makes, as blocking helpers.
+//! socket) with the calls the kubelet makes, as blocking helpers. The same client drives a private
+//! CRI-O ([`Cri::start_crio`], [`crate::crio`]) with the same CNI network.
 //!
 //! Network tests reach pods from the namespace with [`Cri::netns`] (`netns().command("wget")`).
 //! Dropping a [`Cri`] stops and removes every pod through CRI first (so containerd deletes their
-//! network namespaces), then everything the containerd left.
+//! network namespaces), then everything the engine left.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +27,8 @@ use k8s_cri::v1::{
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Status;
 
-use crate::containerd::{Containerd, Options, IMAGE};
+use crate::containerd::{Containerd, LaunchError, Options, IMAGE};
+use crate::crio::Crio;
 
 /// The runtime handler hull is registered as.
 pub const HANDLER: &str = "hull";
@@ -46,29 +48,7 @@ pub const POD_SUBNET: &str = "10.88.0.0/24";
 /// The configuration of a containerd with CRI for `base`; writes the CNI configuration under
 /// `base/cni` too.
 pub fn containerd_config(base: &Path) -> String {
-    let cni = base.join("cni");
-    std::fs::create_dir_all(&cni).expect("CNI conf dir");
-    let conflist = serde_json::json!({
-        "cniVersion": "1.0.0",
-        "name": "hull-test",
-        "plugins": [{
-            "type": "bridge",
-            "bridge": "hull-cni0",
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": POD_SUBNET}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": base.join("cni-ipam")
-            }
-        }]
-    });
-    std::fs::write(
-        cni.join("10-hull-test.conflist"),
-        serde_json::to_vec_pretty(&conflist).unwrap(),
-    )
-    .expect("CNI conf");
+    let cni = write_cni_config(base);
     format!(
         r#"version = 2
 root = "{b}/root"
@@ -107,12 +87,42 @@ state = "{b}/state"
     )
 }
 
-/// A private containerd with CRI, and a client for it.
+/// Writes the test's CNI network (a bridge, host-local addresses in [`POD_SUBNET`]) under
+/// `base/cni`, for either engine; returns that directory.
+pub fn write_cni_config(base: &Path) -> PathBuf {
+    let cni = base.join("cni");
+    std::fs::create_dir_all(&cni).expect("CNI conf dir");
+    let conflist = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "hull-test",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": "hull-cni0",
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": POD_SUBNET}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": base.join("cni-ipam")
+            }
+        }]
+    });
+    std::fs::write(
+        cni.join("10-hull-test.conflist"),
+        serde_json::to_vec_pretty(&conflist).unwrap(),
+    )
+    .expect("CNI conf");
+    cni
+}
+
+/// A private containerd with CRI (or a private CRI-O: [`Cri::start_crio`]), and a client for it.
 #[derive(Debug)]
 pub struct Cri {
     rt: tokio::runtime::Runtime,
     channel: Channel,
     containerd: Option<Containerd>,
+    crio: Option<Crio>,
 }
 
 /// Namespaces as the kubelet asks for them: the pod's network and IPC, a PID namespace per
@@ -135,47 +145,19 @@ impl Cri {
 
     /// Like [`Cri::start`] with `options` for hull's configuration.
     pub fn start_with(options: Options) -> Option<Self> {
-        for tool in ["ip", "nsenter"] {
-            if crate::pod::which(tool).is_none() {
-                crate::skip_or_fail(&format!("{tool} is not installed"));
-                return None;
-            }
-        }
-        if !Path::new("/usr/lib/cni/bridge").is_file() {
-            crate::skip_or_fail(
-                "CNI plugins are not installed (containernetworking-plugins, scripts/install-deps.sh)",
-            );
+        if !Self::host_has_cni() {
             return None;
         }
         let containerd = Containerd::start_with(&Options {
             cri: true,
             ..options
         })?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
-        let socket = containerd.socket();
-        let channel = rt
-            .block_on(async move {
-                Endpoint::try_from("http://[::]:50051")
-                    .expect("endpoint")
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let socket = socket.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(
-                                tokio::net::UnixStream::connect(socket).await?,
-                            ))
-                        }
-                    }))
-                    .await
-            })
-            .expect("connect to containerd's CRI");
+        let (rt, channel) = connect(containerd.socket());
         let me = Self {
             rt,
             channel,
             containerd: Some(containerd),
+            crio: None,
         };
         // CRI learns of imported images through events: wait until it knows both.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -192,16 +174,86 @@ impl Cri {
         Some(me)
     }
 
-    /// The containerd.
+    /// Starts a private CRI-O ([`Crio`]) with hull's configuration from `options` and connects;
+    /// `None` (after the skip-or-fail rule) when the host lacks CRI-O or what it needs.
+    pub fn start_crio(options: Options) -> Option<Self> {
+        if !Self::host_has_cni() {
+            return None;
+        }
+        let dir = crate::engines::crio()?;
+        let crio = match Crio::launch(&dir, &options) {
+            Ok(crio) => crio,
+            Err(LaunchError::Missing(why)) => {
+                crate::skip_or_fail(&why);
+                return None;
+            }
+            Err(LaunchError::Failed(why)) => panic!("{why}"),
+        };
+        let (rt, channel) = connect(crio.socket());
+        Some(Self {
+            rt,
+            channel,
+            containerd: None,
+            crio: Some(crio),
+        })
+    }
+
+    /// Whether the host has the network tools and CNI plugins the CRI tests need (after the
+    /// skip-or-fail rule).
+    fn host_has_cni() -> bool {
+        for tool in ["ip", "nsenter"] {
+            if crate::pod::which(tool).is_none() {
+                crate::skip_or_fail(&format!("{tool} is not installed"));
+                return false;
+            }
+        }
+        if !Path::new("/usr/lib/cni/bridge").is_file() {
+            crate::skip_or_fail(
+                "CNI plugins are not installed (containernetworking-plugins, scripts/install-deps.sh)",
+            );
+            return false;
+        }
+        true
+    }
+
+    /// The containerd (panics under CRI-O).
     pub fn containerd(&self) -> &Containerd {
         self.containerd
             .as_ref()
-            .expect("containerd is there until drop")
+            .expect("a containerd (this Cri drives CRI-O)")
     }
 
-    /// The network namespace of containerd, CNI and the pods' host sides.
+    /// The CRI-O (panics under containerd).
+    pub fn crio(&self) -> &Crio {
+        self.crio
+            .as_ref()
+            .expect("a CRI-O (this Cri drives containerd)")
+    }
+
+    /// Whether the engine is CRI-O.
+    pub fn is_crio(&self) -> bool {
+        self.crio.is_some()
+    }
+
+    /// The engine's private directory.
+    pub fn dir(&self) -> &Path {
+        match &self.crio {
+            Some(crio) => crio.dir(),
+            None => self.containerd().dir(),
+        }
+    }
+
+    /// hull's run directory for the engine's pods.
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir().join("run")
+    }
+
+    /// The network namespace of the engine, CNI and the pods' host sides.
     pub fn netns(&self) -> &crate::netns::TestNetns {
-        self.containerd().netns().expect("CRI runs in a netns")
+        match &self.crio {
+            Some(crio) => crio.netns(),
+            None => self.containerd().netns().expect("CRI runs in a netns"),
+        }
     }
 
     /// A client of CRI's runtime service.
@@ -246,7 +298,7 @@ impl Cri {
 
     /// Where pods' container logs go (`<dir>/<pod name>/<container>/<attempt>.log`).
     pub fn log_root(&self) -> PathBuf {
-        self.containerd().dir().join("logs")
+        self.dir().join("logs")
     }
 
     /// A pod configuration as the kubelet writes one: hostname = `name`, a log directory, DNS,
@@ -306,6 +358,9 @@ impl Cri {
     /// `RunPodSandbox` with `handler`; the sandbox id.
     pub fn run_pod(&self, config: &PodSandboxConfig, handler: &str) -> Result<String, Status> {
         std::fs::create_dir_all(&config.log_directory).expect("pod log dir");
+        if let (Some(crio), Some(linux)) = (&self.crio, &config.linux) {
+            crio.note_cgroup_parent(&linux.cgroup_parent);
+        }
         let req = RunPodSandboxRequest {
             config: Some(config.clone()),
             runtime_handler: handler.to_owned(),
@@ -339,6 +394,14 @@ impl Cri {
         pod_config: &PodSandboxConfig,
         config: ContainerConfig,
     ) -> Result<String, Status> {
+        // The container's log directory, as the kubelet makes it (containerd makes it too; CRI-O
+        // does not).
+        if let Some(dir) = Path::new(&pod_config.log_directory)
+            .join(&config.log_path)
+            .parent()
+        {
+            std::fs::create_dir_all(dir).expect("container log dir");
+        }
         let req = CreateContainerRequest {
             pod_sandbox_id: pod.to_owned(),
             config: Some(config),
@@ -532,12 +595,18 @@ impl Cri {
         .unwrap_or_default()
     }
 
-    /// The last lines of containerd's log (shims log there too).
+    /// The last lines of the engine's log (shims log there too).
     pub fn log_tail(&self) -> String {
-        format!(
-            "--- containerd log (tail) ---\n{}",
-            crate::containerd::tail(&self.containerd().log(), 60)
-        )
+        match &self.crio {
+            Some(crio) => format!(
+                "--- CRI-O log (tail) ---\n{}",
+                crate::containerd::tail(&crio.log(), 60)
+            ),
+            None => format!(
+                "--- containerd log (tail) ---\n{}",
+                crate::containerd::tail(&self.containerd().log(), 60)
+            ),
+        }
     }
 
     /// What pod `id` left on the host: its processes, mounts, run directory and shim socket
@@ -559,5 +628,31 @@ impl Drop for Cri {
             }
         }
         drop(self.containerd.take());
+        drop(self.crio.take());
     }
+}
+
+/// A runtime and a CRI channel to the engine listening on `socket`.
+fn connect(socket: PathBuf) -> (tokio::runtime::Runtime, Channel) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let channel = rt
+        .block_on(async move {
+            Endpoint::try_from("http://[::]:50051")
+                .expect("endpoint")
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let socket = socket.clone();
+                    async move {
+                        Ok::<_, std::io::Error>(TokioIo::new(
+                            tokio::net::UnixStream::connect(socket).await?,
+                        ))
+                    }
+                }))
+                .await
+        })
+        .expect("connect to the engine's CRI");
+    (rt, channel)
 }

@@ -2,9 +2,12 @@
 //! rule for missing parts (skip loudly on a developer machine, fail under `CI=true`).
 
 pub mod containerd;
+pub mod core_pod;
 pub mod cri;
 pub mod cri_stream;
+pub mod crio;
 pub mod data;
+pub mod engines;
 pub mod faults;
 pub mod netns;
 pub mod pod;

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use hull_runtime::agent::client::error_chain;
+use hull_runtime::shim::event_sink::{self, DroppingSink};
 use hull_runtime::shim::lifecycle::{shim_config, HullShim};
 use hull_runtime::shim::RUNTIME_NAME;
 
@@ -28,10 +30,26 @@ fn main() {
         eprintln!("containerd-shim-hull-v2: cannot start the async runtime: {e}");
         std::process::exit(1);
     });
-    runtime.block_on(containerd_shim::asynchronous::run::<HullShim>(
-        RUNTIME_NAME,
-        Some(shim_config()),
-    ));
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let address = std::env::var(event_sink::TTRPC_ADDRESS).ok();
+    runtime.block_on(async {
+        // CRI-O gives a VM runtime no events endpoint: serve one that drops them.
+        let sink = if event_sink::needed(address.as_deref(), &args) {
+            match DroppingSink::start().await {
+                Ok(sink) => Some(sink),
+                Err(e) => {
+                    eprintln!("containerd-shim-hull-v2: {}", error_chain(&e));
+                    std::process::exit(1);
+                }
+            }
+        } else {
+            None
+        };
+        containerd_shim::asynchronous::run::<HullShim>(RUNTIME_NAME, Some(shim_config())).await;
+        if let Some(sink) = sink {
+            sink.stop().await;
+        }
+    });
     if deleting {
         // containerd-shim 0.11 writes `delete`'s answer (the exit status containerd publishes for
         // the dead shim's task) to tokio's stdout, which writes on a blocking thread, and returns

@@ -144,7 +144,7 @@ impl Shim for HullShim {
     }
 }
 
-/// The sandbox a bundle's container belongs to (CRI's annotation), if it names one.
+/// The sandbox a bundle's container belongs to (CRI's annotation, or CRI-O's), if it names one.
 fn sandbox_of_bundle(bundle: &Path) -> Option<String> {
     let hints = BundleHints::read(bundle)?;
     let id = hints.sandbox_id()?;

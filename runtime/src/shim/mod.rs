@@ -16,14 +16,20 @@
 //! - [`rootfs`]: a container's root filesystem and its spec, as the guest sees them;
 //! - [`namespaces`]: a pod container's namespace paths, as the guest knows them;
 //! - [`pod_shm`]: a pod container's `/dev/shm`, the pod's tmpfs in the guest;
+//! - [`cri_o`]: CRI-O's ways (its pod annotations, pinned namespaces) made containerd's, and
+//!   [`metrics_v1`] the cgroup v1 stats CRI-O 1.26 decodes;
+//! - [`event_sink`]: an events endpoint that drops them, for engines that take none (CRI-O);
 //! - [`config`], [`sizing`], [`metrics`], [`events`]: the pieces around them.
 
 pub mod boot_log;
 pub mod config;
+pub mod cri_o;
+pub mod event_sink;
 pub mod events;
 pub mod fault;
 pub mod lifecycle;
 pub mod metrics;
+pub mod metrics_v1;
 pub mod namespaces;
 pub mod pod;
 pub mod pod_shm;

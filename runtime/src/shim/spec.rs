@@ -100,6 +100,9 @@ pub struct BundleHints {
 struct HintAnnotations {
     #[serde(rename = "io.kubernetes.cri.sandbox-id")]
     sandbox_id: Option<String>,
+    /// CRI-O's name for it (see `super::cri_o`).
+    #[serde(rename = "io.kubernetes.cri-o.SandboxID")]
+    cri_o_sandbox_id: Option<String>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -116,9 +119,11 @@ impl BundleHints {
         serde_json::from_slice(&text).ok()
     }
 
-    /// The sandbox the container belongs to (CRI's `io.kubernetes.cri.sandbox-id`).
+    /// The sandbox the container belongs to: CRI's `io.kubernetes.cri.sandbox-id`, else CRI-O's
+    /// `io.kubernetes.cri-o.SandboxID` (as [`super::cri_o::normalise`] reads them).
     pub fn sandbox_id(&self) -> Option<&str> {
-        self.annotations.sandbox_id.as_deref()
+        let a = &self.annotations;
+        a.sandbox_id.as_deref().or(a.cri_o_sandbox_id.as_deref())
     }
 
     /// The host cgroup the spec names (`linux.cgroupsPath`).
@@ -345,6 +350,10 @@ mod tests {
         write(json!({"process": {}})).unwrap();
         let hints = BundleHints::read(dir.path()).unwrap();
         assert_eq!((hints.sandbox_id(), hints.cgroups_path()), (None, None));
+        // CRI-O's sandbox annotation, when containerd's is not there.
+        write(json!({"annotations": {crate::shim::cri_o::SANDBOX_ID: "pod2"}})).unwrap();
+        let hints = BundleHints::read(dir.path()).unwrap();
+        assert_eq!(hints.sandbox_id(), Some("pod2"));
     }
 
     #[test]

@@ -642,7 +642,7 @@ fn a_pod_whose_vm_cannot_start_fails_and_leaves_nothing() {
             .into_iter()
             .filter(|(_, c)| {
                 c.contains(&cri.containerd().dir().display().to_string())
-                    && !c.starts_with("containerd --config")
+                    && !c.contains("containerd --config ")
             })
             .map(|(pid, c)| format!("process {pid}: {c}"))
             .collect();

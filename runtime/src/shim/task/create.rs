@@ -15,7 +15,7 @@ use crate::shim::rootfs;
 use crate::shim::spec::BundleSpec;
 use crate::shim::stdio::{attach_process, StdioPaths};
 use crate::shim::ShimError;
-use crate::shim::{namespaces, pod_shm, sizing, SANDBOX_ID_ANNOTATION};
+use crate::shim::{cri_o, namespaces, pod_shm, sizing, SANDBOX_ID_ANNOTATION};
 
 /// What `Create` is asked.
 #[derive(Debug, Clone)]
@@ -36,7 +36,8 @@ pub async fn create(pod: &Arc<Pod>, args: CreateArgs) -> Result<u32, ShimError> 
     if pod.is_taken(&args.id) {
         return Err(ShimError::AlreadyExists(format!("container {}", args.id)));
     }
-    let spec = read_spec(&args.bundle)?;
+    let mut spec = read_spec(&args.bundle)?;
+    cri_o::normalise(spec.spec_mut());
     let vm = pod.ensure_vm(spec.spec()).await?;
     let result = create_in_vm(pod, &args, spec, &vm).await;
     if result.is_err() && pod.is_empty() {
@@ -52,12 +53,18 @@ async fn create_in_vm(
     vm: &crate::shim::pod::VmHandle,
 ) -> Result<u32, ShimError> {
     // A pod container joins its sandbox's namespaces in the guest.
-    let sandbox_pid = spec
+    let sandbox = spec
         .annotation(SANDBOX_ID_ANNOTATION)
         .filter(|s| *s != args.id)
-        .and_then(|s| pod.container(s).ok())
+        .and_then(|s| pod.container(s).ok());
+    let sandbox_pid = sandbox
+        .as_ref()
         .map(|c| c.init.guest_pid.load(Ordering::SeqCst))
         .filter(|pid| *pid != 0);
+    if let Some(sandbox) = sandbox.filter(|_| cri_o::is_cri_o(spec.spec())) {
+        let sandbox_spec = read_spec(&sandbox.bundle)?;
+        cri_o::join_pod_namespaces(spec.spec_mut(), sandbox_spec.spec(), vm.vmm_pid);
+    }
     namespaces::rewrite(spec.spec_mut(), vm.vmm_pid, sandbox_pid);
     pod_shm::rewrite(spec.spec_mut());
     // No hot-add: a container joining a running pod must fit its VM (sizing.rs).
