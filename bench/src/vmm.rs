@@ -7,7 +7,11 @@
 //! - with `--test-kernel`: one boot of the test-only kernel variant to "Run /init", with its
 //!   exit counts (about a minute on PVM);
 //! - with hardware KVM only: boot → ready and → exit of the production kernel + initramfs, for
-//!   hull-vmm and QEMU microvm with the same accelerator. Elsewhere the JSON says why not.
+//!   hull-vmm and QEMU microvm with the same accelerator, each run by `hull-jailer` as pods run
+//!   them (the jail's set-up is part of what a pod pays). Elsewhere the JSON says why not.
+//!
+//! The test-guest figures run the `hull-vmm` binary bare: they measure the VMM itself, without
+//! the jail around it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,7 +25,7 @@ use hull_runtime::selftest::{boot_selftest, SelftestSpec};
 use hull_runtime::share::{CacheMode, Virtiofsd};
 use hull_runtime::vm::hull_vmm::HullVmm;
 use hull_runtime::vm::qemu::Qemu;
-use hull_runtime::vm::{Accel, Hypervisor};
+use hull_runtime::vm::{Accel, Hypervisor, Jailable};
 use hull_vmm::host::{self, KvmKind};
 use hull_vmm::testing::{guest, guest_elf, tiny_initramfs, virtio, Cmd, SCRATCH};
 use serde::Serialize;
@@ -421,9 +425,16 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
             memory_mib: 128,
             timeout: Duration::from_secs(60),
         };
+        // Jailed, as the shim runs them (`jail = true` is the default).
+        let jailer = hull_runtime::jail::default_jailer();
+        anyhow::ensure!(
+            jailer.is_file(),
+            "the VMM jailer {} is missing (scripts/build.sh builds it, or set HULL_JAILER)",
+            jailer.display()
+        );
         let backends: Vec<Box<dyn Hypervisor>> = vec![
-            Box::new(HullVmm::new(&bin)),
-            Box::new(Qemu::for_host(Accel::Kvm)),
+            Box::new(HullVmm::new(&bin).jailed(&jailer)),
+            Box::new(Qemu::for_host(Accel::Kvm).jailed(&jailer)),
         ];
         // Interleaved, the order swapped every round: a drift of the host's load (or, nested,
         // of the emulator's) falls on both backends alike.
@@ -478,8 +489,8 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
     let hardware_kvm = kvm.kind == KvmKind::Hardware;
     let note = if hardware_kvm {
         format!(
-            "hardware KVM: production Linux boots measured for hull-vmm and QEMU ({} runs each), \
-             plus test-guest figures",
+            "hardware KVM: production Linux boots measured for hull-vmm and QEMU, both jailed \
+             ({} runs each), plus test-guest figures",
             options.runs
         )
     } else {

@@ -290,32 +290,81 @@ fn accel_check(forced: &accel::AccelChoice, probe: &HostProbe) -> Option<Check> 
 
 /// Runs every check. `containerd_config` is containerd's configuration file.
 pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
-    let mut out = Vec::new();
-    let config = match HullConfig::load_from(config_path) {
+    let (config, loaded) = config_check(config_path);
+    let probe = HostProbe::read(&ProbePaths::default());
+    let mut out = vec![loaded, kvm_check(&probe)];
+    out.extend(backend_checks(&config, &probe));
+    out.push(kernel_check(&config.kernel));
+    out.push(initramfs_check(&config.initramfs));
+    let kernel_config = std::fs::read_to_string(config.kernel.with_file_name("kernel.config")).ok();
+    out.push(sizes_check(
+        &config,
+        &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
+        kernel_config.as_deref(),
+    ));
+    let virtiofsd = config
+        .virtiofsd
+        .clone()
+        .or_else(|| std::env::var_os("HULL_VIRTIOFSD").map(PathBuf::from))
+        .or_else(|| on_path(crate::share::virtiofsd::DEFAULT_BINARY));
+    out.push(binary_check(
+        "virtiofsd",
+        virtiofsd,
+        |v| v.display().to_string(),
+        "not found (container root filesystems reach the guest through it)".into(),
+        "scripts/install-tools.sh (cargo install virtiofsd --locked)",
+    ));
+    out.push(binary_check(
+        "shim",
+        on_path("containerd-shim-hull-v2"),
+        |p| p.display().to_string(),
+        "containerd-shim-hull-v2 is not on PATH (containerd looks it up there)".into(),
+        "run scripts/setup.sh (installs it in /usr/local/bin)",
+    ));
+    out.push(jail_check(config.jail, config.jailer.clone()));
+    if !config.seccomp {
+        out.push(check(
+            "seccomp",
+            Outcome::Warn,
+            "seccomp = false: shims are not confined once their pod VM runs".into(),
+            Some("remove `seccomp = false` from the hull configuration (debugging only)"),
+        ));
+    }
+    // The engines: which are installed, and whether each runs hull.
+    out.extend(crate::engines::checks(&crate::engines::EngineProbe::host(
+        containerd_config,
+    )));
+    out
+}
+
+/// The hull configuration at `path`, or the defaults when it is bad, and the check saying which.
+fn config_check(path: &Path) -> (HullConfig, Check) {
+    match HullConfig::load_from(path) {
         Ok(c) => {
-            let detail = if config_path.is_file() {
-                format!("{} is valid", config_path.display())
+            let detail = if path.is_file() {
+                format!("{} is valid", path.display())
             } else {
-                format!("{} absent: compiled-in defaults", config_path.display())
+                format!("{} absent: compiled-in defaults", path.display())
             };
-            out.push(check("config", Outcome::Ok, detail, None));
-            c
+            (c, check("config", Outcome::Ok, detail, None))
         }
         Err(e) => {
-            out.push(check(
+            let failed = check(
                 "config",
                 Outcome::Fail,
                 crate::agent::client::error_chain(&e),
                 Some(&e.fix()),
-            ));
-            HullConfig::default()
+            );
+            (HullConfig::default(), failed)
         }
-    };
+    }
+}
 
-    let probe = HostProbe::read(&ProbePaths::default());
+/// What KVM this host has, and whether guests get it.
+fn kvm_check(probe: &HostProbe) -> Check {
     let modules = probe.kvm_modules.join(",");
     let has = |m: &str| probe.kvm_modules.iter().any(|x| x == m);
-    let kvm = if !probe.kvm_device {
+    if !probe.kvm_device {
         check(
             "kvm",
             Outcome::Warn,
@@ -338,9 +387,12 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
             format!("/dev/kvm without a hardware KVM module ({modules}): guests run under TCG"),
             Some("load kvm_intel or kvm_amd"),
         )
-    };
-    out.push(kvm);
+    }
+}
 
+/// The VMM the configuration picks on this host, and what it needs: hull-vmm alone, or QEMU
+/// (with a usable accelerator) and vhost-device-vsock.
+fn backend_checks(config: &HullConfig, probe: &HostProbe) -> Vec<Check> {
     let use_hull_vmm = match config.hypervisor {
         HypervisorChoice::HullVmm => true,
         HypervisorChoice::Qemu => false,
@@ -351,115 +403,62 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
             .hull_vmm
             .clone()
             .or_else(|| on_path(hull_vmm::DEFAULT_BINARY));
-        match binary.filter(|b| b.is_file()) {
-            Some(b) => out.push(check(
-                "backend",
-                Outcome::Ok,
-                format!("hull-vmm ({})", b.display()),
-                None,
-            )),
-            None => out.push(check(
-                "backend",
-                Outcome::Fail,
-                "hull-vmm not found".into(),
-                Some("run scripts/setup.sh (installs hull-vmm in /usr/local/bin)"),
-            )),
-        }
-    } else {
-        let detected = accel::detect();
-        if let Some(c) = detected.as_ref().ok().and_then(|c| accel_check(c, &probe)) {
-            out.push(c);
-        }
-        let choice = detected.map_or_else(
-            |e| format!("HULL_ACCEL: {e}"),
-            |c| format!("qemu-{} ({})", c.accel, c.reason),
-        );
-        let qemu = config
-            .qemu
-            .clone()
-            .or_else(|| on_path(crate::vm::qemu::DEFAULT_BINARY));
-        match qemu.filter(|q| q.is_file()) {
-            Some(q) => out.push(check(
-                "backend",
-                Outcome::Ok,
-                format!("{choice}, {}", q.display()),
-                None,
-            )),
-            None => out.push(check(
-                "backend",
-                Outcome::Fail,
-                format!("{choice}, but qemu-system-x86_64 is not installed"),
-                Some("apt-get install qemu-system-x86"),
-            )),
-        }
-        let vsock = std::env::var_os("HULL_VSOCK_BACKEND")
-            .map(PathBuf::from)
-            .or_else(|| on_path("vhost-device-vsock"));
-        match vsock.filter(|v| v.is_file()) {
-            Some(v) => out.push(check("vsock", Outcome::Ok, v.display().to_string(), None)),
-            None => out.push(check(
-                "vsock",
-                Outcome::Fail,
-                "vhost-device-vsock not found".into(),
-                Some("scripts/install-tools.sh (cargo install vhost-device-vsock --locked)"),
-            )),
-        }
+        return vec![binary_check(
+            "backend",
+            binary,
+            |b| format!("hull-vmm ({})", b.display()),
+            "hull-vmm not found".into(),
+            "run scripts/setup.sh (installs hull-vmm in /usr/local/bin)",
+        )];
     }
-
-    out.push(kernel_check(&config.kernel));
-    out.push(initramfs_check(&config.initramfs));
-    let kernel_config = std::fs::read_to_string(config.kernel.with_file_name("kernel.config")).ok();
-    out.push(sizes_check(
-        &config,
-        &std::fs::read_to_string("/proc/meminfo").unwrap_or_default(),
-        kernel_config.as_deref(),
-    ));
-
-    let virtiofsd = config
-        .virtiofsd
+    let detected = accel::detect();
+    let mut out: Vec<Check> = detected
+        .as_ref()
+        .ok()
+        .and_then(|c| accel_check(c, probe))
+        .into_iter()
+        .collect();
+    let choice = detected.map_or_else(
+        |e| format!("HULL_ACCEL: {e}"),
+        |c| format!("qemu-{} ({})", c.accel, c.reason),
+    );
+    let qemu = config
+        .qemu
         .clone()
-        .or_else(|| std::env::var_os("HULL_VIRTIOFSD").map(PathBuf::from))
-        .or_else(|| on_path(crate::share::virtiofsd::DEFAULT_BINARY));
-    match virtiofsd.filter(|v| v.is_file()) {
-        Some(v) => out.push(check(
-            "virtiofsd",
-            Outcome::Ok,
-            v.display().to_string(),
-            None,
-        )),
-        None => out.push(check(
-            "virtiofsd",
-            Outcome::Fail,
-            "not found (container root filesystems reach the guest through it)".into(),
-            Some("scripts/install-tools.sh (cargo install virtiofsd --locked)"),
-        )),
-    }
-
-    match on_path("containerd-shim-hull-v2") {
-        Some(p) => out.push(check("shim", Outcome::Ok, p.display().to_string(), None)),
-        None => out.push(check(
-            "shim",
-            Outcome::Fail,
-            "containerd-shim-hull-v2 is not on PATH (containerd looks it up there)".into(),
-            Some("run scripts/setup.sh (installs it in /usr/local/bin)"),
-        )),
-    }
-
-    out.push(jail_check(config.jail, config.jailer.clone()));
-    if !config.seccomp {
-        out.push(check(
-            "seccomp",
-            Outcome::Warn,
-            "seccomp = false: shims are not confined once their pod VM runs".into(),
-            Some("remove `seccomp = false` from the hull configuration (debugging only)"),
-        ));
-    }
-
-    // The engines: which are installed, and whether each runs hull.
-    out.extend(crate::engines::checks(&crate::engines::EngineProbe::host(
-        containerd_config,
-    )));
+        .or_else(|| on_path(crate::vm::qemu::DEFAULT_BINARY));
+    out.push(binary_check(
+        "backend",
+        qemu,
+        |q| format!("{choice}, {}", q.display()),
+        format!("{choice}, but qemu-system-x86_64 is not installed"),
+        "apt-get install qemu-system-x86",
+    ));
+    let vsock = std::env::var_os("HULL_VSOCK_BACKEND")
+        .map(PathBuf::from)
+        .or_else(|| on_path("vhost-device-vsock"));
+    out.push(binary_check(
+        "vsock",
+        vsock,
+        |v| v.display().to_string(),
+        "vhost-device-vsock not found".into(),
+        "scripts/install-tools.sh (cargo install vhost-device-vsock --locked)",
+    ));
     out
+}
+
+/// `what` is fine when `binary` is a file (`found` says what it is), a failure saying `missing`
+/// with `fix` otherwise.
+fn binary_check(
+    what: &'static str,
+    binary: Option<PathBuf>,
+    found: impl FnOnce(&Path) -> String,
+    missing: String,
+    fix: &str,
+) -> Check {
+    match binary.filter(|b| b.is_file()) {
+        Some(b) => check(what, Outcome::Ok, found(&b), None),
+        None => check(what, Outcome::Fail, missing, Some(fix)),
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
-//! A pod's VM with its agent: the vsock backend, the VM on a [`Hypervisor`], and a connected
+//! A pod's VM with its agent: its host parts (the vsock backend, unless the VMM serves vsock
+//! itself; the virtio-fs share and its virtiofsd), the VM on a [`Hypervisor`], and a connected
 //! [`AgentClient`]. Dropping a [`SandboxVm`] stops all of it; nothing is left running.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::agent::{AgentClient, AgentError};
+use crate::agent::{AgentClient, AgentClientError};
 use crate::images::GuestImages;
-use crate::network::{self, NetworkError, PodInterface};
+use crate::network::{self, NetworkError, PodInterface, PodNetwork};
 use crate::share::{self, mounts, CacheMode, ShareError, Virtiofsd};
 use crate::vm::{console, Device, Hypervisor, Vm, VmConfig, VmError};
 use crate::vsock::{VsockBackend, VsockError};
@@ -58,7 +59,7 @@ pub enum SandboxError {
     Vm(#[from] VmError),
     /// The agent did not come up.
     #[error("agent failed")]
-    Agent(#[from] AgentError),
+    Agent(#[from] AgentClientError),
     /// The pod network could not be extended into the VM.
     #[error("pod network failed")]
     Network(#[from] NetworkError),
@@ -111,13 +112,69 @@ pub struct PartExit {
 #[derive(Debug)]
 pub struct SandboxVm {
     agent: AgentClient,
-    // Field order is drop order: the VM goes before its vsock backend and virtiofsd.
+    // Field order is drop order: the VM goes before the host parts it uses.
     vm: Box<dyn Vm>,
-    vsock: VsockBackend,
-    virtiofsd: Option<Virtiofsd>,
-    shared_dir: Option<PathBuf>,
+    parts: HostParts,
+    /// The hybrid vsock socket: the VMM's own, or the vsock backend's.
+    uds: PathBuf,
     network: Option<PodNic>,
     boot_time: Duration,
+}
+
+/// The host processes and mounts a pod VM uses, made before its VMM starts: the vsock backend
+/// (unless the VMM serves vsock itself), and the virtio-fs share with its virtiofsd. Dropping it
+/// stops virtiofsd, unmounts everything under the share, then stops the vsock backend.
+#[derive(Debug, Default)]
+struct HostParts {
+    vsock: Option<VsockBackend>,
+    virtiofsd: Option<Virtiofsd>,
+    shared_dir: Option<PathBuf>,
+}
+
+impl HostParts {
+    /// Starts what `config` asks for on `hypervisor`, adding the devices (and kernel arguments)
+    /// that reach it. On an error, what was started is undone as `self` drops.
+    fn start(
+        hypervisor: &dyn Hypervisor,
+        config: &SandboxVmConfig,
+        devices: &mut Vec<Device>,
+        cmdline: &mut Vec<String>,
+    ) -> Result<Self, SandboxError> {
+        let mut parts = Self::default();
+        if hypervisor.serves_vsock() {
+            devices.push(Device::Vsock);
+        } else {
+            let vsock = VsockBackend::start(&config.run_dir, Duration::from_secs(5))?;
+            devices.push(Device::VhostUserVsock {
+                socket: vsock.vhost_socket().to_owned(),
+            });
+            parts.vsock = Some(vsock);
+        }
+        if let Some(cache) = config.share {
+            let shared = config.run_dir.join("shared");
+            mounts::prepare_share(&shared)?;
+            parts.shared_dir = Some(shared.clone());
+            let daemon = Virtiofsd::start(&config.run_dir, &shared, cache, Duration::from_secs(5))?;
+            devices.push(Device::VhostUserFs {
+                socket: daemon.socket().to_owned(),
+                tag: share::TAG.to_owned(),
+            });
+            cmdline.push(share::SHARE_ARG.to_owned());
+            parts.virtiofsd = Some(daemon);
+        }
+        Ok(parts)
+    }
+}
+
+impl Drop for HostParts {
+    fn drop(&mut self) {
+        drop(self.virtiofsd.take());
+        if let Some(shared) = &self.shared_dir {
+            if let Err(e) = mounts::unmount_all_under(shared) {
+                tracing::warn!(error = %e, "cannot clean the pod share");
+            }
+        }
+    }
 }
 
 /// The pod interface a VM took over, to unwire it when the VM goes.
@@ -160,101 +217,39 @@ pub const SERVING_LINE: &str = "hull-agent: serving on vsock";
 const AGENT_POLL: Duration = Duration::from_millis(250);
 
 impl SandboxVm {
-    /// Starts the vsock backend and the VM, and waits for the agent's first answer.
+    /// Starts the VM's host parts and the VM, and waits for the agent's first answer.
     pub async fn start(
         hypervisor: &dyn Hypervisor,
         config: &SandboxVmConfig,
     ) -> Result<Self, SandboxError> {
         let started = Instant::now();
-        let vsock = VsockBackend::start(&config.run_dir, Duration::from_secs(5))?;
-        let mut devices = vec![Device::VhostUserVsock {
-            socket: vsock.vhost_socket().to_owned(),
-        }];
+        let mut devices = Vec::new();
         let mut cmdline = config.cmdline.clone();
-        let (virtiofsd, shared_dir) = match config.share {
-            Some(cache) => {
-                let shared = config.run_dir.join("shared");
-                mounts::prepare_share(&shared)?;
-                let daemon =
-                    Virtiofsd::start(&config.run_dir, &shared, cache, Duration::from_secs(5))
-                        .inspect_err(|_| {
-                            let _ = mounts::unmount_all_under(&shared);
-                        })?;
-                devices.push(Device::VhostUserFs {
-                    socket: daemon.socket().to_owned(),
-                    tag: share::TAG.to_owned(),
-                });
-                cmdline.push(share::SHARE_ARG.to_owned());
-                (Some(daemon), Some(shared))
-            }
-            None => (None, None),
-        };
+        let parts = HostParts::start(hypervisor, config, &mut devices, &mut cmdline)?;
         let discovered = match &config.netns {
-            Some(netns) => match network::discover(netns) {
-                Ok(None) => {
-                    tracing::info!(netns = %netns.display(), "the pod network has no interface: the VM gets no NIC");
-                    None
-                }
-                Ok(Some((veth, net))) => {
-                    devices.push(Device::Net {
-                        tap: TAP_NAME.to_owned(),
-                        mac: crate::vm::MacAddr(veth.mac),
-                        netns: netns.clone(),
-                    });
-                    Some((
-                        PodNic {
-                            netns: netns.clone(),
-                            veth,
-                        },
-                        net,
-                    ))
-                }
-                Err(e) => {
-                    drop(virtiofsd);
-                    if let Some(shared) = &shared_dir {
-                        let _ = mounts::unmount_all_under(shared);
-                    }
-                    return Err(e.into());
-                }
-            },
+            Some(netns) => discover_nic(netns)?,
             None => None,
         };
-        let vm = hypervisor.start(&VmConfig {
+        if let Some((nic, _)) = &discovered {
+            devices.push(Device::Net {
+                tap: TAP_NAME.to_owned(),
+                mac: crate::vm::MacAddr(nic.veth.mac),
+                netns: nic.netns.clone(),
+            });
+        }
+        let mut vm = hypervisor.start(&VmConfig {
             images: config.images.clone(),
             cmdline,
             vcpus: config.vcpus,
             memory_mib: config.memory_mib,
             devices,
             run_dir: config.run_dir.clone(),
-        });
-        let mut vm = match vm {
-            Ok(vm) => vm,
-            Err(e) => {
-                drop(virtiofsd);
-                if let Some(shared) = &shared_dir {
-                    let _ = mounts::unmount_all_under(shared);
-                }
-                return Err(e.into());
-            }
-        };
-        // On any error from here, dropping `nic` unwires the pod network and dropping `vm`
-        // stops the VMM (and with it the tap).
+        })?;
+        // On any error from here, dropping `nic` unwires the pod network, dropping `vm` stops
+        // the VMM (and with it the tap), and dropping `parts` what the VMM used.
         let (nic, pod_network) = match discovered {
             Some((nic, net)) => {
-                // The VMM creates the tap as it starts: wait for it in short steps, so a VMM
-                // that died at once is reported as such, not as a missing tap.
-                let waiting = Instant::now();
-                loop {
-                    match network::wire(&nic.netns, &nic.veth, TAP_NAME, TAP_STEP) {
-                        Ok(()) => break,
-                        Err(NetworkError::TapMissing(_)) if waiting.elapsed() < TAP_TIMEOUT => {
-                            if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
-                                return Err(vm_exited(vm.as_ref(), status));
-                            }
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                wire_tap(vm.as_mut(), &nic)?;
                 (Some(nic), Some(net))
             }
             None => (None, None),
@@ -262,34 +257,24 @@ impl SandboxVm {
         if config.confine_host {
             crate::seccomp::confine_shim()?;
         }
-        // Connecting before the guest's vsock driver is up can wedge vhost-device-vsock (a
-        // CONNECT that is never answered, and none after it), so wait for the agent to say it
-        // listens first.
-        console::wait_for_line_async(vm.as_mut(), SERVING_LINE, config.boot_timeout).await?;
-        let agent = loop {
-            // hull-vmm serves vsock itself, on a socket of its own.
-            let uds = vm.vsock_uds().unwrap_or(vsock.uds());
-            match AgentClient::wait_ready(uds, AGENT_POLL).await {
-                Ok(agent) => break agent,
-                Err(e) => {
-                    if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
-                        return Err(vm_exited(vm.as_ref(), status));
-                    }
-                    if started.elapsed() >= config.boot_timeout {
-                        return Err(e.into());
-                    }
-                }
+        let uds = match (vm.vsock_uds(), &parts.vsock) {
+            (Some(own), _) => own.to_owned(),
+            (None, Some(backend)) => backend.uds().to_owned(),
+            (None, None) => {
+                return Err(SandboxError::Vm(VmError::InvalidDevice(
+                    "the VMM serves no vsock socket".into(),
+                )))
             }
         };
+        let agent = wait_for_agent(vm.as_mut(), &uds, config.boot_timeout, started).await?;
         if let Some(net) = &pod_network {
             agent.configure_network(net).await?;
         }
         Ok(Self {
             agent,
             vm,
-            vsock,
-            virtiofsd,
-            shared_dir,
+            parts,
+            uds,
             network: nic,
             boot_time: started.elapsed(),
         })
@@ -302,7 +287,7 @@ impl SandboxVm {
 
     /// The hybrid vsock socket (for stdio streams and more connections).
     pub fn vsock_uds(&self) -> &Path {
-        self.vm.vsock_uds().unwrap_or(self.vsock.uds())
+        &self.uds
     }
 
     /// The VM.
@@ -315,19 +300,23 @@ impl SandboxVm {
         self.vm.pid()
     }
 
-    /// The vsock backend's pid.
-    pub fn vsock_pid(&self) -> u32 {
-        self.vsock.pid()
+    /// The vsock backend's pid, when there is one (not when the VMM serves vsock itself).
+    pub fn vsock_pid(&self) -> Option<u32> {
+        self.parts.vsock.as_ref().map(VsockBackend::pid)
     }
 
     /// The host side of the virtio-fs share, when there is one.
     pub fn shared_dir(&self) -> Option<&Path> {
-        self.shared_dir.as_deref()
+        self.parts.shared_dir.as_deref()
     }
 
     /// Whether the share's virtiofsd still runs (`true` without a share).
     pub fn share_alive(&mut self) -> bool {
-        !self.virtiofsd.as_mut().is_some_and(Virtiofsd::has_exited)
+        !self
+            .parts
+            .virtiofsd
+            .as_mut()
+            .is_some_and(Virtiofsd::has_exited)
     }
 
     /// Checks the share's virtiofsd; if it died, has the agent abort the share (guest I/O on it
@@ -354,7 +343,7 @@ impl SandboxVm {
                 status,
             });
         }
-        if let Some(daemon) = self.virtiofsd.as_mut() {
+        if let Some(daemon) = self.parts.virtiofsd.as_mut() {
             if let Some(status) = daemon.try_wait() {
                 exited.push(PartExit {
                     part: SandboxPart::Virtiofsd,
@@ -363,19 +352,21 @@ impl SandboxVm {
                 });
             }
         }
-        if let Some(status) = self.vsock.try_wait() {
-            exited.push(PartExit {
-                part: SandboxPart::VsockBackend,
-                pid: self.vsock.pid(),
-                status,
-            });
+        if let Some(vsock) = self.parts.vsock.as_mut() {
+            if let Some(status) = vsock.try_wait() {
+                exited.push(PartExit {
+                    part: SandboxPart::VsockBackend,
+                    pid: vsock.pid(),
+                    status,
+                });
+            }
         }
         exited
     }
 
     /// virtiofsd's pid, when there is a share.
     pub fn virtiofsd_pid(&self) -> Option<u32> {
-        self.virtiofsd.as_ref().map(Virtiofsd::pid)
+        self.parts.virtiofsd.as_ref().map(Virtiofsd::pid)
     }
 
     /// VMM spawn → agent answered.
@@ -383,27 +374,88 @@ impl SandboxVm {
         self.boot_time
     }
 
-    /// Removes every container, stops the VM and the vsock backend.
+    /// Removes every container, stops the VM and its host parts.
     pub async fn shutdown(
         mut self,
         grace: Duration,
     ) -> Result<std::process::ExitStatus, SandboxError> {
         // Best effort: the VM is stopped whatever the agent says.
         let _ = tokio::time::timeout(grace, self.agent.destroy_sandbox()).await;
-        Ok(self.vm.stop(grace)?)
+        // Stopping waits for the VMM (up to `grace`), and the drop that follows for virtiofsd and
+        // the share's unmounts: on a blocking thread, not on one of the runtime's workers.
+        tokio::task::spawn_blocking(move || Ok(self.vm.stop(grace)?))
+            .await
+            .map_err(|e| SandboxError::Vm(VmError::Process(std::io::Error::other(e))))?
     }
 }
 
 impl Drop for SandboxVm {
     fn drop(&mut self) {
-        // The VM first (it holds virtiofsd's and the vsock backend's sockets), then virtiofsd,
-        // then every mount under the share; the vsock backend goes with the fields.
+        // The VM first (it holds virtiofsd's and the vsock backend's sockets), then the pod
+        // network; the host parts go with the fields (virtiofsd, the share's mounts, the vsock
+        // backend: see `HostParts`).
         let _ = self.vm.stop(Duration::from_secs(2));
         drop(self.network.take());
-        drop(self.virtiofsd.take());
-        if let Some(shared) = &self.shared_dir {
-            if let Err(e) = mounts::unmount_all_under(shared) {
-                tracing::warn!(error = %e, "cannot clean the pod share");
+    }
+}
+
+/// The pod interface in `netns` the VM takes over, with the addresses the guest gets; `None`
+/// when the namespace has no interface (the VM then gets no NIC).
+fn discover_nic(netns: &Path) -> Result<Option<(PodNic, PodNetwork)>, SandboxError> {
+    match network::discover(netns)? {
+        None => {
+            tracing::info!(netns = %netns.display(), "the pod network has no interface: the VM gets no NIC");
+            Ok(None)
+        }
+        Some((veth, net)) => Ok(Some((
+            PodNic {
+                netns: netns.to_owned(),
+                veth,
+            },
+            net,
+        ))),
+    }
+}
+
+/// Wires the pod interface to the tap the VMM creates as it starts: waits for the tap in short
+/// steps, so a VMM that died at once is reported as such, not as a missing tap.
+fn wire_tap(vm: &mut dyn Vm, nic: &PodNic) -> Result<(), SandboxError> {
+    let waiting = Instant::now();
+    loop {
+        match network::wire(&nic.netns, &nic.veth, TAP_NAME, TAP_STEP) {
+            Ok(()) => return Ok(()),
+            Err(NetworkError::TapMissing(_)) if waiting.elapsed() < TAP_TIMEOUT => {
+                if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
+                    return Err(vm_exited(vm, status));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Waits for the agent of a VM started at `started`: its serving line on the console, then its
+/// first answer on `uds`, within `timeout`; a VMM that exits meanwhile is reported with its
+/// words.
+async fn wait_for_agent(
+    vm: &mut dyn Vm,
+    uds: &Path,
+    timeout: Duration,
+    started: Instant,
+) -> Result<AgentClient, SandboxError> {
+    // Connecting before the guest's vsock driver is up can wedge vhost-device-vsock (a CONNECT
+    // that is never answered, and none after it), so wait for the agent to say it listens first.
+    console::wait_for_line_async(vm, SERVING_LINE, timeout).await?;
+    loop {
+        match AgentClient::wait_ready(uds, AGENT_POLL).await {
+            Ok(agent) => return Ok(agent),
+            Err(e) => {
+                if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
+                    return Err(vm_exited(vm, status));
+                }
+                if started.elapsed() >= timeout {
+                    return Err(e.into());
+                }
             }
         }
     }

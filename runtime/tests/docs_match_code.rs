@@ -1,6 +1,9 @@
-//! The docs name `hull` commands and `/etc/hull/config.toml` keys; this keeps them true. Every
-//! `hull <command>` written in code in the README or `docs/` must be a command the `hull` binary
-//! has, and the key table in `docs/shim.md` must list exactly the keys the configuration accepts.
+//! The docs name `hull` commands, `/etc/hull/config.toml` keys and test files; this keeps them
+//! true. Every `hull <command>` written in code in the README or `docs/` must be a command the
+//! `hull` binary has, the key table in `docs/shim.md` must list exactly the keys the
+//! configuration accepts, every `tests/tests/…` file the docs name must exist, and
+//! `tests/README.md` must name every file of the test crate, each test file a `[[test]]` of
+//! `tests/Cargo.toml` (autotests does not look into `tests/tests/vm/` and `tests/tests/e2e/`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -163,4 +166,69 @@ fn the_scanners_see_what_they_should() {
     assert_eq!(hull_commands("sudo hull check --config x"), ["check"]);
     assert!(hull_commands("/usr/local/bin/hull run").is_empty());
     assert!(hull_commands("hull-vmm --check").is_empty());
+}
+
+/// The `.rs` files directly in `dir` of the test crate (`tests/`), by name.
+fn rust_files(dir: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo().join("tests").join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".rs"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn the_test_crate_lists_and_builds_every_test_file() {
+    let readme = std::fs::read_to_string(repo().join("tests/README.md")).unwrap();
+    let manifest = std::fs::read_to_string(repo().join("tests/Cargo.toml")).unwrap();
+    for folder in ["vm", "e2e"] {
+        let files = rust_files(&format!("tests/{folder}"));
+        assert!(!files.is_empty(), "tests/tests/{folder} is empty");
+        for file in files {
+            assert!(
+                readme.contains(&format!("| `{file}` |")),
+                "tests/README.md does not list tests/{folder}/{file}"
+            );
+            let stem = file.trim_end_matches(".rs");
+            let entry = format!("name = \"{stem}\"\npath = \"tests/{folder}/{file}\"");
+            assert!(
+                manifest.contains(&entry),
+                "tests/Cargo.toml has no [[test]] {stem} at tests/{folder}/{file}: it would not be built"
+            );
+        }
+    }
+    let loose = rust_files("tests");
+    assert!(
+        loose.is_empty(),
+        "{loose:?} in tests/tests/ belong in vm/ or e2e/ (see tests/README.md)"
+    );
+    for file in rust_files("src") {
+        assert!(
+            readme.contains(&format!("`{file}`")),
+            "tests/README.md does not list tests/src/{file}"
+        );
+    }
+}
+
+#[test]
+fn every_test_file_the_docs_name_exists() {
+    for doc in docs() {
+        let text = std::fs::read_to_string(&doc).unwrap();
+        for (at, _) in text.match_indices("tests/tests/") {
+            let path: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || "/_.".contains(*c))
+                .collect();
+            let Some(path) = path.strip_suffix(".rs").map(|p| format!("{p}.rs")) else {
+                continue; // a pattern such as `shim_{run,task}.rs` or `cri_*.rs`
+            };
+            assert!(
+                repo().join(&path).is_file(),
+                "{} names {path}, which does not exist",
+                doc.display()
+            );
+        }
+    }
 }

@@ -3,20 +3,30 @@
 //! busybox tree, and a busybox OCI image built offline and imported. With [`Options::cri`] its CRI
 //! plugin is on and it runs in a network namespace of its own (see [`crate::cri`]). Dropping it
 //! stops containerd and kills, unmounts and removes everything it and its shims left.
+//!
+//! Here: starting, stopping and driving it with `ctr`; in `containerd/`: what a test asks about
+//! its tasks and their leftovers (`tasks`), the host state tests inspect (`host`), and the
+//! busybox image (`image`).
 
-use std::io::Write;
 use std::os::unix::fs::symlink;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use hull_runtime::images::GuestImages;
 use hull_runtime::vm::{accel, qemu::Qemu};
 
 use crate::netns::TestNetns;
-use crate::rootfs::{busybox_rootfs, test_initramfs, GUEST_ROOTFS};
+use crate::rootfs::{test_initramfs, GUEST_ROOTFS};
+
+mod host;
+mod image;
+mod tasks;
+
+use host::signal;
+pub use host::{mounts_under, processes, shim_socket, tail, uid_of};
+pub use image::{build_busybox_image, build_busybox_image_with, build_image, busybox_image};
 
 /// The runtime name.
 pub const RUNTIME: &str = "io.containerd.hull.v2";
@@ -455,163 +465,6 @@ impl Containerd {
             self.explain(&out)
         );
     }
-
-    /// The PID column of `ctr task ls` for `id` (hull reports the pod's VMM).
-    pub fn task_pid(&self, id: &str) -> Option<u32> {
-        let out = self.ctr(&["task", "ls"]);
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.first() == Some(&id)).then(|| cols.get(1)?.parse().ok())?
-        })
-    }
-
-    /// Runs `args` in container `id` with `ctr task exec`; its stdout, panicking on failure.
-    pub fn exec_out(&self, id: &str, exec_id: &str, args: &[&str]) -> String {
-        let mut all = vec!["task", "exec", "--exec-id", exec_id, id];
-        all.extend_from_slice(args);
-        let out = self.ctr(&all);
-        assert!(out.status.success(), "exec in {id}: {}", self.explain(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The status column of `ctr task ls` for `id` (`RUNNING`, `PAUSED`, `STOPPED`, …).
-    pub fn task_status(&self, id: &str) -> Option<String> {
-        let out = self.ctr(&["task", "ls"]);
-        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.first() == Some(&id)).then(|| cols.last().unwrap_or(&"").to_string())
-        })
-    }
-
-    /// Waits until `ctr task ls` shows `id` as `status`.
-    pub fn wait_status(&self, id: &str, status: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let now = self.task_status(id);
-            if now.as_deref() == Some(status) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "task {id} is {now:?}, not {status}, after {within:?}\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Deletes task and container `id` (killing the task first); returns the task's exit code
-    /// as `ctr task delete` reports it.
-    pub fn remove(&self, id: &str) -> Option<i32> {
-        let _ = self.ctr(&["task", "kill", "-s", "KILL", id]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.task_status(id).is_some_and(|s| s != "STOPPED") && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let code = self.delete_task(id);
-        let _ = self.ctr(&["container", "delete", id]);
-        code
-    }
-
-    /// `ctr task delete id`; the task's exit code (ctr only warns about a non-zero one), `None`
-    /// when the delete failed.
-    pub fn delete_task(&self, id: &str) -> Option<i32> {
-        let out = self.ctr(&["task", "delete", id]);
-        if !out.status.success() {
-            return None;
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let code = stderr
-            .split("non-zero exit code ")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok());
-        Some(code.unwrap_or(0))
-    }
-
-    /// containerd's log (with the shims' logs in it).
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir().join("containerd.log")).unwrap_or_default()
-    }
-
-    /// An output's stdout, stderr and the log, for assertion messages.
-    pub fn explain(&self, out: &Output) -> String {
-        format!(
-            "status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n--- containerd log (tail) ---\n{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.log(), 60)
-        )
-    }
-
-    /// What container `id` left on the host: processes mentioning it or this containerd's
-    /// pods, mounts, its pod directory, its shim socket. Empty when clean.
-    pub fn leftovers(&self, id: &str) -> Vec<String> {
-        let mut found = Vec::new();
-        let pod_dir = self.run_dir().join(id);
-        let pod_marker = pod_dir.display().to_string();
-        // A jailed VMM's command line names only paths inside its jail: it is known by its uid.
-        let jail_uid = hull_runtime::jail::uid_for(&pod_dir);
-        for (pid, cmdline) in processes() {
-            if cmdline.contains(&pod_marker)
-                || self.is_shim_of(id, &cmdline)
-                || uid_of(pid) == Some(jail_uid)
-            {
-                found.push(format!("process {pid}: {cmdline}"));
-            }
-        }
-        for m in mounts_under(self.dir()) {
-            if m.contains(id) {
-                found.push(format!("mount {m}"));
-            }
-        }
-        if pod_dir.exists() {
-            found.push(format!("directory {}", pod_dir.display()));
-        }
-        let socket = shim_socket(&self.socket(), self.namespace, id);
-        if socket.exists() {
-            found.push(format!("shim socket {}", socket.display()));
-        }
-        // ctr's containers live at /<namespace>/<id> in the host's cgroups.
-        for dir in crate::host_cgroup_dirs(&Path::new(self.namespace).join(id)) {
-            found.push(format!("cgroup {}", dir.display()));
-        }
-        found
-    }
-
-    /// Whether `cmdline` is the hull shim of pod `id` started by this containerd.
-    fn is_shim_of(&self, id: &str, cmdline: &str) -> bool {
-        cmdline.contains("containerd-shim-hull-v2")
-            && cmdline.contains(&format!(" -id {id} "))
-            && cmdline.contains(&self.socket().display().to_string())
-    }
-
-    /// The pid of pod `id`'s hull shim, if it runs.
-    pub fn shim_pid(&self, id: &str) -> Option<u32> {
-        processes()
-            .into_iter()
-            .find(|(_, cmd)| self.is_shim_of(id, cmd))
-            .map(|(pid, _)| pid)
-    }
-
-    /// Waits until [`Containerd::leftovers`] of `id` is empty; panics with what is left.
-    pub fn assert_clean(&self, id: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let left = self.leftovers(id);
-            if left.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{id} left behind:\n{}\n--- log ---\n{}",
-                left.join("\n"),
-                tail(&self.log(), 60)
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }
 
 impl Drop for Containerd {
@@ -661,79 +514,6 @@ impl Drop for Containerd {
     }
 }
 
-/// The socket containerd-shim 0.11 serves a shim on: `/run/containerd/s/<sha256 of
-/// "<containerd address>/<namespace>/<id>">`.
-pub fn shim_socket(address: &Path, namespace: &str, id: &str) -> PathBuf {
-    let key = format!("{}/{namespace}/{id}", address.display());
-    let mut child = Command::new("sha256sum")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("sha256sum");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(key.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let hash = text.split_whitespace().next().unwrap_or_default();
-    PathBuf::from("/run/containerd/s").join(hash)
-}
-
-fn signal(pid: u32, sig: nix::sys::signal::Signal) {
-    if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-    }
-}
-
-/// Every process's pid and command line (arguments joined by spaces, with a trailing space).
-pub fn processes() -> Vec<(u32, String)> {
-    let mut all = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if raw.is_empty() {
-            continue;
-        }
-        let mut text = String::new();
-        for arg in raw.split(|b| *b == 0).filter(|a| !a.is_empty()) {
-            text.push_str(&String::from_utf8_lossy(arg));
-            text.push(' ');
-        }
-        all.push((pid, text));
-    }
-    all
-}
-
-/// The real uid of process `pid`.
-pub fn uid_of(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// Mount points under `dir`.
-pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let prefix = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
-        .filter(|m| m.starts_with(&prefix))
-        .collect()
-}
-
 /// The configuration of a containerd for `ctr` tests: private root, state and sockets, CRI off.
 fn ctr_only_config(base: &Path) -> String {
     format!(
@@ -753,169 +533,4 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 "#,
         b = base.display()
     )
-}
-
-/// The last `n` lines of `text`.
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// The busybox OCI image archive (built once per test process under `target/hull/test`).
-pub fn busybox_image() -> Result<PathBuf, String> {
-    static IMAGE_TAR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    IMAGE_TAR
-        .get_or_init(|| {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/hull/test");
-            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-            let out = dir.join(format!("busybox-oci-{}.tar", std::process::id()));
-            build_busybox_image(&out, IMAGE)?;
-            Ok(out)
-        })
-        .clone()
-}
-
-fn run(cmd: &mut Command) -> Result<Vec<u8>, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(out.stdout)
-}
-
-fn sha256_file(path: &Path) -> Result<String, String> {
-    let out = run(Command::new("sha256sum").arg(path))?;
-    Ok(String::from_utf8_lossy(&out)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_owned())
-}
-
-/// Builds an OCI image archive (`oci-layout`, `index.json`, `blobs/sha256/…`) of a busybox root
-/// filesystem made from the host's busybox-static, named `name`, without any registry.
-pub fn build_busybox_image(out: &Path, name: &str) -> Result<(), String> {
-    build_busybox_image_with(out, name, &[])
-}
-
-/// [`build_busybox_image`] with `extra` host files copied in, each to a path in the image
-/// (e.g. a static probe to `bin/probe`; missing directories are made).
-pub fn build_busybox_image_with(
-    out: &Path,
-    name: &str,
-    extra: &[(&Path, &str)],
-) -> Result<(), String> {
-    build_image(out, name, extra, None)
-}
-
-/// [`build_busybox_image_with`] whose command is `entrypoint` (when given) instead of `sh`.
-pub fn build_image(
-    out: &Path,
-    name: &str,
-    extra: &[(&Path, &str)],
-    entrypoint: Option<&[&str]>,
-) -> Result<(), String> {
-    let work = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs).map_err(|e| format!("busybox rootfs: {e}"))?;
-    for (from, to) in extra {
-        if let Some(parent) = rootfs.join(to).parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{to}: {e}"))?;
-        }
-        std::fs::copy(from, rootfs.join(to))
-            .map_err(|e| format!("{} → {to}: {e}", from.display()))?;
-    }
-    let image = work.path().join("image");
-    let blobs = image.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).map_err(|e| e.to_string())?;
-    let layer = work.path().join("layer.tar");
-    run(Command::new("tar")
-        .args([
-            "--numeric-owner",
-            "--owner=0",
-            "--group=0",
-            "--sort=name",
-            "-C",
-        ])
-        .arg(&rootfs)
-        .arg("-cf")
-        .arg(&layer)
-        .arg("."))?;
-    let blob = |path: &Path| -> Result<(String, u64), String> {
-        let digest = sha256_file(path)?;
-        let size = std::fs::metadata(path).map_err(|e| e.to_string())?.len();
-        std::fs::copy(path, blobs.join(&digest)).map_err(|e| e.to_string())?;
-        Ok((digest, size))
-    };
-    let (layer_digest, layer_size) = blob(&layer)?;
-    let mut image_config = serde_json::json!({
-        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-        "Cmd": ["sh"]
-    });
-    if let Some(entrypoint) = entrypoint {
-        image_config["Entrypoint"] = serde_json::json!(entrypoint);
-        image_config["Cmd"] = serde_json::json!([]);
-    }
-    let config = serde_json::json!({
-        "architecture": "amd64",
-        "os": "linux",
-        "config": image_config,
-        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_digest}")] },
-        "history": [{ "created_by": "hull: busybox-static, built offline" }]
-    });
-    let write_json = |file: &str, value: &serde_json::Value| -> Result<PathBuf, String> {
-        let path = work.path().join(file);
-        std::fs::write(&path, serde_json::to_vec(value).unwrap()).map_err(|e| e.to_string())?;
-        Ok(path)
-    };
-    let (config_digest, config_size) = blob(&write_json("config.json", &config)?)?;
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": format!("sha256:{config_digest}"),
-            "size": config_size
-        },
-        "layers": [{
-            "mediaType": "application/vnd.oci.image.layer.v1.tar",
-            "digest": format!("sha256:{layer_digest}"),
-            "size": layer_size
-        }]
-    });
-    let (manifest_digest, manifest_size) = blob(&write_json("manifest.json", &manifest)?)?;
-    let tag = name.rsplit_once(':').map_or("latest", |(_, t)| t);
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": format!("sha256:{manifest_digest}"),
-            "size": manifest_size,
-            "platform": { "architecture": "amd64", "os": "linux" },
-            "annotations": {
-                "io.containerd.image.name": name,
-                "org.opencontainers.image.ref.name": tag
-            }
-        }]
-    });
-    std::fs::write(
-        image.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(
-        image.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .map_err(|e| e.to_string())?;
-    run(Command::new("tar")
-        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
-        .arg(&image)
-        .arg("-cf")
-        .arg(out)
-        .args(["oci-layout", "index.json", "blobs"]))?;
-    Ok(())
 }

@@ -118,6 +118,17 @@ pub fn jailer_binary() -> PathBuf {
     })
 }
 
+/// The hybrid vsock socket of the pod VM whose run directory is `pod_dir`, whichever backend runs
+/// it: hull-vmm's own socket, or the vsock backend's (QEMU); `None` while neither exists.
+pub fn pod_vsock_uds(pod_dir: &Path) -> Option<PathBuf> {
+    [
+        hull_runtime::vm::hull_vmm::vsock_socket(pod_dir),
+        hull_runtime::vsock::uds_path(pod_dir),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+}
+
 /// A path from an environment variable, if set.
 pub fn env_path(name: &str) -> Option<PathBuf> {
     std::env::var_os(name).map(PathBuf::from)

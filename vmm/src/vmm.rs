@@ -129,132 +129,180 @@ fn os(what: &'static str) -> impl FnOnce(std::io::Error) -> VmmError {
     move |e| VmmError::Os(what, e)
 }
 
+/// A KVM VM with the capabilities hull-vmm needs, its in-kernel irqchip and PIT.
+fn create_vm(kvm: &Kvm) -> Result<VmFd, VmmError> {
+    for cap in [Cap::Irqchip, Cap::Ioeventfd, Cap::Irqfd, Cap::UserMemory] {
+        if !kvm.check_extension(cap) {
+            return Err(VmmError::MissingCap(cap));
+        }
+    }
+    let vm = kvm
+        .create_vm()
+        .map_err(|e| VmmError::Kvm("create a VM", e))?;
+    vm.set_tss_address(0xfffb_d000)
+        .map_err(|e| VmmError::Kvm("set the TSS address", e))?;
+    vm.create_irq_chip()
+        .map_err(|e| VmmError::Kvm("create the irqchip", e))?;
+    vm.create_pit2(kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    })
+    .map_err(|e| VmmError::Kvm("create the PIT", e))?;
+    Ok(vm)
+}
+
+/// Gives the VM `mem`'s regions as memory slots.
+fn add_guest_memory(vm: &VmFd, mem: &GuestMemory) -> Result<(), VmmError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let r = kvm_userspace_memory_region {
+            slot: u32::try_from(slot).expect("few regions"),
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping of `region.len()` bytes owned by `mem`, which
+        // the Vmm keeps alive for as long as the VM exists.
+        unsafe { vm.set_user_memory_region(r) }
+            .map_err(|e| VmmError::Kvm("add guest memory", e))?;
+    }
+    Ok(())
+}
+
+/// The port-I/O devices: the serial console (to `config.console`, else stdout) and the i8042,
+/// whose reset line stops the VM. Returns the serial port.
+fn legacy_devices(
+    config: &VmmConfig,
+    vm: &VmFd,
+    exit: &ExitSignal,
+    pio: &mut Bus,
+) -> Result<Arc<Mutex<Serial>>, VmmError> {
+    let out: ConsoleOut = match &config.console {
+        Some(path) => Box::new(File::create(path).map_err(|e| VmmError::Console(path.clone(), e))?),
+        None => Box::new(std::io::stdout()),
+    };
+    let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(os("create an eventfd"))?;
+    vm.register_irqfd(&serial_irq, COM1_GSI)
+        .map_err(|e| VmmError::Kvm("register the serial irqfd", e))?;
+    let serial = Arc::new(Mutex::new(Serial::new(serial_irq, out)));
+    pio.insert(COM1_BASE, COM1_LEN, serial.clone())?;
+    pio.insert(
+        I8042_BASE,
+        I8042_LEN,
+        Arc::new(Mutex::new(I8042::new(exit.clone()))),
+    )?;
+    Ok(serial)
+}
+
+/// The virtio-mmio devices `config` asks for, on the MMIO bus, and the kernel command line that
+/// announces them to the guest.
+fn virtio_devices(
+    config: &VmmConfig,
+    vm: &VmFd,
+    mem: &GuestMemory,
+    mmio: &mut Bus,
+) -> Result<(Vec<VirtioSlot>, String), VmmError> {
+    let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = Vec::new();
+    if let Some(v) = &config.vsock {
+        devices.push(Arc::new(Mutex::new(VsockDevice::new(
+            v.cid,
+            v.uds.clone(),
+        )?)));
+    }
+    if let Some(f) = &config.fs {
+        devices.push(Arc::new(Mutex::new(FsDevice::connect(&f.socket, &f.tag)?)));
+    }
+    if let Some(n) = &config.net {
+        devices.push(Arc::new(Mutex::new(NetDevice::open(&n.tap, n.mac)?)));
+    }
+    let mut cmdline = config.cmdline.clone();
+    let mut virtio = Vec::new();
+    for dev in devices {
+        let index = u32::try_from(virtio.len()).expect("few devices");
+        virtio.push(attach_virtio(vm, mem, mmio, index, dev)?);
+        cmdline.push_str(&format!(
+            " virtio_mmio.device=4K@{:#x}:{}",
+            layout::virtio_mmio_base(index),
+            layout::VIRTIO_IRQ_BASE + index
+        ));
+    }
+    Ok((virtio, cmdline))
+}
+
+/// Writes the boot tables, the kernel, the initrd, `cmdline` and the boot information into
+/// guest memory.
+fn load_guest(
+    config: &VmmConfig,
+    mem: &GuestMemory,
+    cmdline: &str,
+) -> Result<boot::Loaded, VmmError> {
+    regs::write_boot_tables(mem)?;
+    let loaded = boot::load_kernel(mem, &config.kernel, config.linux64)?;
+    let initrd = boot::load_initrd(mem, &loaded, config.initrd.as_deref())?;
+    boot::write_cmdline(mem, cmdline)?;
+    boot::write_boot_info(mem, &loaded, cmdline, initrd, config.mem_bytes())?;
+    mptable::write(mem, config.vcpus)?;
+    Ok(loaded)
+}
+
+/// The vCPUs, with their CPUID, MSRs and LAPIC; the first one at the guest's entry point.
+fn create_vcpus(
+    config: &VmmConfig,
+    kvm: &Kvm,
+    vm: &VmFd,
+    loaded: &boot::Loaded,
+    (pio, mmio): (Arc<Bus>, Arc<Bus>),
+    exit: &ExitSignal,
+    stats: &Arc<ExitStats>,
+) -> Result<Vec<Vcpu>, VmmError> {
+    let supported = kvm
+        .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+        .map_err(|e| VmmError::Kvm("read the supported CPUID", e))?;
+    let mut vcpus = Vec::new();
+    for id in 0..config.vcpus {
+        let fd = vm
+            .create_vcpu(u64::from(id))
+            .map_err(|e| VmmError::Kvm("create a vCPU", e))?;
+        let mut cpuid = supported.clone();
+        cpuid::filter(cpuid.as_mut_slice(), id, config.vcpus, &config.cpuid_clear);
+        fd.set_cpuid2(&cpuid)
+            .map_err(|e| VmmError::Kvm("set the CPUID", e))?;
+        regs::setup_msrs(&fd)?;
+        regs::setup_lapic(&fd)?;
+        if id == 0 {
+            regs::setup_sregs(&fd, loaded.entry.mode)?;
+            regs::setup_regs(&fd, loaded.entry.addr, loaded.entry.mode)?;
+            regs::setup_fpu(&fd)?;
+        }
+        vcpus.push(Vcpu {
+            fd,
+            id,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            exit: exit.clone(),
+            stats: stats.clone(),
+        });
+    }
+    Ok(vcpus)
+}
+
 impl Vmm {
     /// Creates the VM for `config`, loads the guest and sets up devices and vCPUs.
     pub fn build(config: &VmmConfig) -> Result<Self, VmmError> {
         config.validate()?;
         let kvm = open_kvm()?;
-        for cap in [Cap::Irqchip, Cap::Ioeventfd, Cap::Irqfd, Cap::UserMemory] {
-            if !kvm.check_extension(cap) {
-                return Err(VmmError::MissingCap(cap));
-            }
-        }
-        let vm = kvm
-            .create_vm()
-            .map_err(|e| VmmError::Kvm("create a VM", e))?;
-        vm.set_tss_address(0xfffb_d000)
-            .map_err(|e| VmmError::Kvm("set the TSS address", e))?;
-        vm.create_irq_chip()
-            .map_err(|e| VmmError::Kvm("create the irqchip", e))?;
-        vm.create_pit2(kvm_pit_config {
-            flags: KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        })
-        .map_err(|e| VmmError::Kvm("create the PIT", e))?;
-
+        let vm = create_vm(&kvm)?;
         let mem = memory::create(config.mem_bytes())?;
-        for (slot, region) in mem.iter().enumerate() {
-            let r = kvm_userspace_memory_region {
-                slot: u32::try_from(slot).expect("few regions"),
-                flags: 0,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: region.as_ptr() as u64,
-            };
-            // SAFETY: the region is a live mapping of `region.len()` bytes owned by `mem`, which
-            // this Vmm keeps alive for as long as the VM exists.
-            unsafe { vm.set_user_memory_region(r) }
-                .map_err(|e| VmmError::Kvm("add guest memory", e))?;
-        }
-
+        add_guest_memory(&vm, &mem)?;
         let exit = ExitSignal::new().map_err(os("create the exit eventfd"))?;
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
-
-        // Console.
-        let out: ConsoleOut = match &config.console {
-            Some(path) => {
-                Box::new(File::create(path).map_err(|e| VmmError::Console(path.clone(), e))?)
-            }
-            None => Box::new(std::io::stdout()),
-        };
-        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(os("create an eventfd"))?;
-        vm.register_irqfd(&serial_irq, COM1_GSI)
-            .map_err(|e| VmmError::Kvm("register the serial irqfd", e))?;
-        let serial = Arc::new(Mutex::new(Serial::new(serial_irq, out)));
-        pio.insert(COM1_BASE, COM1_LEN, serial.clone())?;
-        pio.insert(
-            I8042_BASE,
-            I8042_LEN,
-            Arc::new(Mutex::new(I8042::new(exit.clone()))),
-        )?;
-
-        // virtio-mmio devices, announced on the command line.
-        let mut devices: Vec<Arc<Mutex<dyn VirtioDevice>>> = Vec::new();
-        if let Some(v) = &config.vsock {
-            devices.push(Arc::new(Mutex::new(VsockDevice::new(
-                v.cid,
-                v.uds.clone(),
-            )?)));
-        }
-        if let Some(f) = &config.fs {
-            devices.push(Arc::new(Mutex::new(FsDevice::connect(&f.socket, &f.tag)?)));
-        }
-        if let Some(n) = &config.net {
-            devices.push(Arc::new(Mutex::new(NetDevice::open(&n.tap, n.mac)?)));
-        }
-        let mut cmdline = config.cmdline.clone();
-        let mut virtio = Vec::new();
-        for dev in devices {
-            let index = u32::try_from(virtio.len()).expect("few devices");
-            virtio.push(attach_virtio(&vm, &mem, &mut mmio, index, dev)?);
-            cmdline.push_str(&format!(
-                " virtio_mmio.device=4K@{:#x}:{}",
-                layout::virtio_mmio_base(index),
-                layout::VIRTIO_IRQ_BASE + index
-            ));
-        }
-
-        // The guest.
-        regs::write_boot_tables(&mem)?;
-        let loaded = boot::load_kernel(&mem, &config.kernel, config.linux64)?;
-        let initrd = boot::load_initrd(&mem, &loaded, config.initrd.as_deref())?;
-        boot::write_cmdline(&mem, &cmdline)?;
-        boot::write_boot_info(&mem, &loaded, &cmdline, initrd, config.mem_bytes())?;
-        mptable::write(&mem, config.vcpus)?;
-
-        // vCPUs.
-        let supported = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(|e| VmmError::Kvm("read the supported CPUID", e))?;
-        let pio = Arc::new(pio);
-        let mmio = Arc::new(mmio);
+        let serial = legacy_devices(config, &vm, &exit, &mut pio)?;
+        let (virtio, cmdline) = virtio_devices(config, &vm, &mem, &mut mmio)?;
+        let loaded = load_guest(config, &mem, &cmdline)?;
         let stats = Arc::new(ExitStats::default());
-        let mut vcpus = Vec::new();
-        for id in 0..config.vcpus {
-            let fd = vm
-                .create_vcpu(u64::from(id))
-                .map_err(|e| VmmError::Kvm("create a vCPU", e))?;
-            let mut cpuid = supported.clone();
-            cpuid::filter(cpuid.as_mut_slice(), id, config.vcpus, &config.cpuid_clear);
-            fd.set_cpuid2(&cpuid)
-                .map_err(|e| VmmError::Kvm("set the CPUID", e))?;
-            regs::setup_msrs(&fd)?;
-            regs::setup_lapic(&fd)?;
-            if id == 0 {
-                regs::setup_sregs(&fd, loaded.entry.mode)?;
-                regs::setup_regs(&fd, loaded.entry.addr, loaded.entry.mode)?;
-                regs::setup_fpu(&fd)?;
-            }
-            vcpus.push(Vcpu {
-                fd,
-                id,
-                pio: pio.clone(),
-                mmio: mmio.clone(),
-                exit: exit.clone(),
-                stats: stats.clone(),
-            });
-        }
+        let buses = (Arc::new(pio), Arc::new(mmio));
+        let vcpus = create_vcpus(config, &kvm, &vm, &loaded, buses, &exit, &stats)?;
         Ok(Self {
             exit,
             vcpus,
@@ -281,6 +329,33 @@ impl Vmm {
     /// are left to the process's exit (the binary exits right after).
     pub fn run(mut self) -> Result<ExitReason, VmmError> {
         let signals = block_stop_signals()?;
+        let epoll = self.watch(&signals)?;
+        // Built before any thread starts, so a filter that cannot be built stops the VM here.
+        let vcpu_filter = self
+            .seccomp
+            .then(|| seccomp::filter(ThreadKind::Vcpu))
+            .transpose()?;
+        let threads = self.start_vcpus(vcpu_filter)?;
+        if self.seccomp {
+            seccomp::install(ThreadKind::EventLoop)?;
+        }
+        let reason = self.serve(&epoll, &signals)?;
+        lock(&self.serial).flush();
+        for slot in &self.virtio {
+            lock(&slot.device).shutdown();
+        }
+        // vCPUs that already returned are reaped; others are stopped by the process exit.
+        for t in threads {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        Ok(reason)
+    }
+
+    /// An epoll instance watching the exit eventfd, the stop signals, every queue ioeventfd the
+    /// event loop reads and every device backend's descriptors, each under its token.
+    fn watch(&self, signals: &File) -> Result<Epoll, VmmError> {
         let epoll = Epoll::new().map_err(os("create the epoll instance"))?;
         let add = |fd: RawFd, token: u64| {
             epoll
@@ -309,16 +384,19 @@ impl Vmm {
                     .map_err(os("watch a device backend"))?;
             }
         }
+        Ok(epoll)
+    }
 
-        // Built before any thread starts, so a filter that cannot be built stops the VM here.
-        let vcpu_filter = self
-            .seccomp
-            .then(|| seccomp::filter(ThreadKind::Vcpu))
-            .transpose()?;
-        let mut threads: Vec<JoinHandle<ExitReason>> = Vec::new();
+    /// One thread per vCPU, each under `filter` when there is one (a vCPU that cannot install it
+    /// stops the VM as a crash).
+    fn start_vcpus(
+        &mut self,
+        filter: Option<seccompiler::BpfProgram>,
+    ) -> Result<Vec<JoinHandle<ExitReason>>, VmmError> {
+        let mut threads = Vec::new();
         for vcpu in self.vcpus.drain(..) {
             let name = format!("vcpu{}", vcpu.id);
-            let filter = vcpu_filter.clone();
+            let filter = filter.clone();
             let exit = self.exit.clone();
             threads.push(
                 std::thread::Builder::new()
@@ -339,63 +417,58 @@ impl Vmm {
                     .map_err(os("start a vCPU thread"))?,
             );
         }
-        if self.seccomp {
-            seccomp::install(ThreadKind::EventLoop)?;
-        }
+        Ok(threads)
+    }
 
+    /// The event loop: serves queue kicks, backend events and stop signals until the VM has a
+    /// reason to stop, which it returns.
+    fn serve(&self, epoll: &Epoll, signals: &File) -> Result<ExitReason, VmmError> {
         let mut events = vec![EpollEvent::default(); 64];
-        let reason = loop {
+        loop {
             let n = match epoll.wait(-1, &mut events) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(VmmError::Os("wait for events", e)),
             };
             for ev in &events[..n] {
-                let token = ev.data();
-                match token & TOKEN_KIND {
-                    TOKEN_EXIT => {
-                        let _ = self.exit.eventfd().read();
-                    }
-                    TOKEN_SIGNAL => {
-                        drain_signalfd(&signals);
-                        self.exit.exit(ExitReason::Stopped);
-                    }
-                    TOKEN_QUEUE => {
-                        let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
-                        let q = u16::try_from(token & 0xffff).unwrap_or(u16::MAX);
-                        if let Some(slot) = self.virtio.get(d) {
-                            if let Some(evt) = slot.queue_evts.get(usize::from(q)) {
-                                let _ = evt.read();
-                            }
-                            lock(&slot.device).queue_notify(q);
-                        }
-                    }
-                    TOKEN_BACKEND => {
-                        let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
-                        let i = usize::try_from(token & 0xffff).unwrap_or(usize::MAX);
-                        if let Some(slot) = self.virtio.get(d) {
-                            lock(&slot.device).backend_event(i);
-                        }
-                    }
-                    _ => {}
-                }
+                self.dispatch(ev.data(), signals);
             }
             let r = self.exit.reason();
             if r != ExitReason::Running {
-                break r;
-            }
-        };
-        lock(&self.serial).flush();
-        for slot in &self.virtio {
-            lock(&slot.device).shutdown();
-        }
-        // vCPUs that already returned are reaped; others are stopped by the process exit.
-        for t in threads {
-            if t.is_finished() {
-                let _ = t.join();
+                return Ok(r);
             }
         }
-        Ok(reason)
+    }
+
+    /// Handles one epoll event by its token.
+    fn dispatch(&self, token: u64, signals: &File) {
+        match token & TOKEN_KIND {
+            TOKEN_EXIT => {
+                let _ = self.exit.eventfd().read();
+            }
+            TOKEN_SIGNAL => {
+                drain_signalfd(signals);
+                self.exit.exit(ExitReason::Stopped);
+            }
+            TOKEN_QUEUE => {
+                let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
+                let q = u16::try_from(token & 0xffff).unwrap_or(u16::MAX);
+                if let Some(slot) = self.virtio.get(d) {
+                    if let Some(evt) = slot.queue_evts.get(usize::from(q)) {
+                        let _ = evt.read();
+                    }
+                    lock(&slot.device).queue_notify(q);
+                }
+            }
+            TOKEN_BACKEND => {
+                let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
+                let i = usize::try_from(token & 0xffff).unwrap_or(usize::MAX);
+                if let Some(slot) = self.virtio.get(d) {
+                    lock(&slot.device).backend_event(i);
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -70,15 +70,12 @@ fn config(dir: &Path, image: &[u8]) -> VmConfig {
     let kernel = write_guest(dir, image);
     let initramfs = dir.join("initramfs.img");
     std::fs::write(&initramfs, b"unused by test guests").unwrap();
-    // hull-vmm serves vsock itself; the vhost-user socket of the QEMU backend is only named.
-    let vhost = dir.join("vhost-vsock.sock");
-    std::fs::write(&vhost, b"").unwrap();
     VmConfig {
         images: GuestImages { kernel, initramfs },
         cmdline: vec![],
         vcpus: 1,
         memory_mib: 64,
-        devices: vec![Device::VhostUserVsock { socket: vhost }],
+        devices: vec![Device::Vsock],
         run_dir: dir.to_owned(),
     }
 }

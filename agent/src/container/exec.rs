@@ -8,7 +8,7 @@
 //! without an error record means the exec succeeded.
 
 use std::convert::Infallible;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::sched::CloneFlags;
 use nix::unistd::Pid;
@@ -44,6 +44,18 @@ pub(crate) fn exec(
     if plan.terminal != matches!(io, ProcessIo::Terminal) {
         return Err(ContainerError::TerminalMismatch);
     }
+    let sock = fork_bootstrap(c, io, &plan)?;
+    await_exec(sock.as_fd(), &plan)
+}
+
+/// Forks the bootstrap child with what it needs at high descriptor numbers (its end of the sync
+/// channel, the cgroup's `cgroup.procs`, the container's pidfd, the stdio); returns the parent's
+/// end of the channel. The child's descriptors close here in the parent.
+fn fork_bootstrap(
+    c: &Container,
+    io: ProcessIo,
+    plan: &ProcessPlan,
+) -> Result<OwnedFd, ContainerError> {
     let cio = ChildIo::prepare(io)?;
     let procs = child::high_fd(c.cgroup.open_procs()?.into())?;
     // The pidfd taken at create time: setns through it fails (ESRCH) once the init process is
@@ -74,16 +86,17 @@ pub(crate) fn exec(
     // SAFETY: the child only runs `bootstrap`, which keeps to the forked-child contract and ends
     // in `_exit`.
     match unsafe { sys::fork() } {
-        Ok(Fork::Child(child)) => bootstrap(child, &fds, &plan),
+        Ok(Fork::Child(child)) => bootstrap(child, &fds, plan),
         Ok(Fork::Parent(_)) => {}
         Err(e) => return Err(ContainerError::Fork(e.into())),
     }
-    drop(child_sock);
-    drop(procs);
-    drop(pidfd);
-    drop(cio);
+    Ok(parent_sock)
+}
+
+/// Reads the sync channel until the bootstrap child closes it: the exec's pid, its console's
+/// pty master, or the step that failed.
+fn await_exec(parent: BorrowedFd<'_>, plan: &ProcessPlan) -> Result<Spawned, ContainerError> {
     let mut master = None;
-    let parent = parent_sock.as_fd();
     let mut spawned: Option<Pid> = None;
     loop {
         let expected = if spawned.is_none() {
@@ -123,7 +136,7 @@ pub(crate) fn exec(
                 } else {
                     String::new()
                 };
-                return Err(step_error(f, detail, &plan));
+                return Err(step_error(f, detail, plan));
             }
             Received::Eof => {
                 return match spawned {

@@ -237,7 +237,7 @@ pub(crate) fn create(
     config: &ContainerConfig<'_>,
     io: ProcessIo,
 ) -> Result<Container, ContainerError> {
-    let mut plan = plan(config)?;
+    let plan = plan(config)?;
     if plan.process.terminal != matches!(io, ProcessIo::Terminal) {
         return Err(ContainerError::TerminalMismatch);
     }
@@ -250,7 +250,7 @@ pub(crate) fn create(
         config.id,
     )?;
     let cg = Cgroup::create(config.cgroup_root, &rel)?;
-    match create_in(config, io, &mut plan, &cg) {
+    match create_in(config, io, &plan, &cg) {
         Ok(c) => Ok(Container::new(config, plan, cg, c)),
         Err(e) => {
             let _ = cg.kill_all();
@@ -271,17 +271,42 @@ pub(crate) struct Created {
 fn create_in(
     config: &ContainerConfig<'_>,
     io: ProcessIo,
-    plan: &mut InitPlan,
+    plan: &InitPlan,
     cg: &Cgroup,
 ) -> Result<Created, ContainerError> {
-    if let Some(r) = config
+    let resources = config
         .spec
         .linux()
         .as_ref()
-        .and_then(|l| l.resources().as_ref())
-    {
+        .and_then(|l| l.resources().as_ref());
+    if let Some(r) = resources {
         cg.apply(r)?;
     }
+    let (bootstrap_pid, sock) = fork_bootstrap(io, plan, cg)?;
+    let (init_pid, master) = await_init(sock.as_fd(), bootstrap_pid, plan)?;
+    // Device rules apply from here on: the init process has made its nodes (runc applies them at
+    // the same point).
+    if let Some(r) = resources {
+        cg.apply_devices(r)?;
+    }
+    // The init process waits at the barrier now, so it is alive for the pidfd.
+    let pidfd = pidfd_open(init_pid.as_raw())?;
+    Ok(Created {
+        init_pid,
+        pidfd,
+        sock,
+        master,
+    })
+}
+
+/// Forks the bootstrap child with what it needs at high descriptor numbers (its end of the sync
+/// channel, the cgroup's `cgroup.procs`, the stdio, the namespaces to join); returns its pid and
+/// the parent's end of the channel. The child's descriptors close here in the parent.
+fn fork_bootstrap(
+    io: ProcessIo,
+    plan: &InitPlan,
+    cg: &Cgroup,
+) -> Result<(i32, OwnedFd), ContainerError> {
     let cio = ChildIo::prepare(io)?;
     let procs = child::high_fd(cg.open_procs()?.into())?;
     let joins = plan.ns.open_joins()?;
@@ -312,15 +337,20 @@ fn create_in(
         Ok(Fork::Parent(pid)) => pid.as_raw(),
         Err(e) => return Err(ContainerError::Fork(e.into())),
     };
-    drop(child_sock);
-    drop(procs);
-    drop(joins);
-    drop(cio);
+    Ok((bootstrap_pid, parent_sock))
+}
+
+/// Serves the bootstrap child and the init process on the sync channel until init is ready:
+/// writes the id maps of a new user namespace, takes the init pid and the console's pty master.
+/// The pid (from the bootstrap) and "ready" (from init) may arrive in either order.
+fn await_init(
+    parent: BorrowedFd<'_>,
+    bootstrap_pid: i32,
+    plan: &InitPlan,
+) -> Result<(Pid, Option<OwnedFd>), ContainerError> {
     let mut master = None;
-    let parent = parent_sock.as_fd();
     let mut init_pid = None;
     let mut ready = false;
-    // The pid (from the bootstrap) and "ready" (from init) may arrive in either order.
     while !(ready && init_pid.is_some()) {
         let expected = if init_pid.is_none() {
             "the init pid"
@@ -368,27 +398,10 @@ fn create_in(
             Received::Eof => return Err(sync::SyncError::Eof { expected }.into()),
         }
     }
-    // Device rules apply from here on: the init process has made its nodes (runc applies them at
-    // the same point).
-    if let Some(r) = config
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.resources().as_ref())
-    {
-        cg.apply_devices(r)?;
-    }
     let init_pid = init_pid.ok_or(sync::SyncError::Eof {
         expected: "the init pid",
     })?;
-    // The init process waits at the barrier now, so it is alive for the pidfd.
-    let pidfd = pidfd_open(init_pid.as_raw())?;
-    Ok(Created {
-        init_pid,
-        pidfd,
-        sock: parent_sock,
-        master,
-    })
+    Ok((init_pid, master))
 }
 
 fn write_id_maps(pid: i32, plan: &InitPlan) -> Result<(), ContainerError> {

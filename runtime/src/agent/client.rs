@@ -20,9 +20,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// soon. Ten seconds still leaves a loaded, software-emulated guest plenty of time.
 pub const QUICK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A failed agent call.
+/// A call of the host's agent client that failed: the agent unreachable, silent, or refusing.
+/// (The guest agent's own error type, which it answers with, is `hull_agent`'s `AgentError`.)
 #[derive(Debug, thiserror::Error)]
-pub enum AgentError {
+pub enum AgentClientError {
     /// The agent could not be reached.
     #[error("cannot reach the agent")]
     Connect(#[from] VsockError),
@@ -46,11 +47,11 @@ pub enum AgentError {
     BadResponse(&'static str),
 }
 
-impl AgentError {
+impl AgentClientError {
     /// The ttrpc status code the agent answered with, if it answered.
     pub fn code(&self) -> Option<ttrpc::Code> {
         match self {
-            AgentError::Rpc {
+            AgentClientError::Rpc {
                 source: ttrpc::Error::RpcStatus(status),
                 ..
             } => Some(status.code()),
@@ -89,13 +90,13 @@ impl std::fmt::Debug for AgentClient {
     }
 }
 
-fn rpc(call: &'static str) -> impl FnOnce(ttrpc::Error) -> AgentError {
-    move |source| AgentError::Rpc { call, source }
+fn rpc(call: &'static str) -> impl FnOnce(ttrpc::Error) -> AgentClientError {
+    move |source| AgentClientError::Rpc { call, source }
 }
 
 impl AgentClient {
     /// Connects once through the VM's hybrid vsock socket `uds`.
-    pub async fn connect(uds: &Path) -> Result<Self, AgentError> {
+    pub async fn connect(uds: &Path) -> Result<Self, AgentClientError> {
         let stream = vsock::connect(uds, AGENT_PORT, Duration::from_secs(5)).await?;
         let socket = ttrpc::r#async::transport::Socket::new(stream);
         Ok(Self {
@@ -107,7 +108,7 @@ impl AgentClient {
 
     /// Connects and calls `Check` until the agent answers or `within` passes (the guest may still
     /// be booting).
-    pub async fn wait_ready(uds: &Path, within: Duration) -> Result<Self, AgentError> {
+    pub async fn wait_ready(uds: &Path, within: Duration) -> Result<Self, AgentClientError> {
         let deadline = Instant::now() + within;
         loop {
             let last = match Self::connect(uds).await {
@@ -127,14 +128,14 @@ impl AgentClient {
                 Err(e) => error_chain(&e),
             };
             if Instant::now() >= deadline {
-                return Err(AgentError::NotReady(within, last));
+                return Err(AgentClientError::NotReady(within, last));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// A new connection to the same agent (after the old one broke).
-    pub async fn reconnect(&self) -> Result<Self, AgentError> {
+    pub async fn reconnect(&self) -> Result<Self, AgentClientError> {
         let mut fresh = Self::connect(&self.uds).await?;
         fresh.timeout = self.timeout;
         Ok(fresh)
@@ -156,7 +157,7 @@ impl AgentClient {
     }
 
     /// `Check`: the agent's version.
-    pub async fn check(&self) -> Result<String, AgentError> {
+    pub async fn check(&self) -> Result<String, AgentClientError> {
         let r = self
             .inner
             .check(self.quick_ctx(), &pb::CheckRequest::new())
@@ -167,20 +168,23 @@ impl AgentClient {
     }
 
     /// `GuestDetails`.
-    pub async fn guest_details(&self) -> Result<pb::GuestDetailsResponse, AgentError> {
+    pub async fn guest_details(&self) -> Result<pb::GuestDetailsResponse, AgentClientError> {
         let r = self
             .inner
             .guest_details(self.quick_ctx(), &pb::Empty::new())
             .await
             .map_err(rpc("GuestDetails"))?;
         if r.cgroup_controllers.len() > 64 || r.kernel_release.len() > 256 {
-            return Err(AgentError::BadResponse("GuestDetails"));
+            return Err(AgentClientError::BadResponse("GuestDetails"));
         }
         Ok(r)
     }
 
     /// `CreateSandbox`.
-    pub async fn create_sandbox(&self, req: pb::CreateSandboxRequest) -> Result<(), AgentError> {
+    pub async fn create_sandbox(
+        &self,
+        req: pb::CreateSandboxRequest,
+    ) -> Result<(), AgentClientError> {
         limits::check_sandbox(&req)?;
         self.inner
             .create_sandbox(self.ctx(), &req)
@@ -190,7 +194,7 @@ impl AgentClient {
     }
 
     /// `DestroySandbox`: every container is killed and removed.
-    pub async fn destroy_sandbox(&self) -> Result<(), AgentError> {
+    pub async fn destroy_sandbox(&self) -> Result<(), AgentClientError> {
         self.inner
             .destroy_sandbox(self.ctx(), &pb::Empty::new())
             .await
@@ -205,7 +209,7 @@ impl AgentClient {
         oci_spec_json: Vec<u8>,
         rootfs: &str,
         stdio: StdioConfig,
-    ) -> Result<u32, AgentError> {
+    ) -> Result<u32, AgentClientError> {
         limits::check_id("container id", container_id)?;
         limits::check_len("OCI spec", oci_spec_json.len(), limits::MAX_SPEC_LEN)?;
         limits::check_abs_path("rootfs", rootfs)?;
@@ -225,7 +229,7 @@ impl AgentClient {
     }
 
     /// `StartContainer`.
-    pub async fn start_container(&self, container_id: &str) -> Result<(), AgentError> {
+    pub async fn start_container(&self, container_id: &str) -> Result<(), AgentClientError> {
         let req = container_request(container_id)?;
         self.inner
             .start_container(self.ctx(), &req)
@@ -235,7 +239,7 @@ impl AgentClient {
     }
 
     /// `RemoveContainer`.
-    pub async fn remove_container(&self, container_id: &str) -> Result<(), AgentError> {
+    pub async fn remove_container(&self, container_id: &str) -> Result<(), AgentClientError> {
         let req = container_request(container_id)?;
         self.inner
             .remove_container(self.ctx(), &req)
@@ -251,7 +255,7 @@ impl AgentClient {
         exec_id: &str,
         oci_process_json: Vec<u8>,
         stdio: StdioConfig,
-    ) -> Result<u32, AgentError> {
+    ) -> Result<u32, AgentClientError> {
         limits::check_id("container id", container_id)?;
         limits::check_id("exec id", exec_id)?;
         limits::check_len(
@@ -281,7 +285,7 @@ impl AgentClient {
         exec_id: &str,
         signal: u32,
         all: bool,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), AgentClientError> {
         let req = pb::SignalProcessRequest {
             container_id: container_id.to_owned(),
             exec_id: exec_id.to_owned(),
@@ -302,7 +306,7 @@ impl AgentClient {
         &self,
         container_id: &str,
         exec_id: &str,
-    ) -> Result<ExitInfo, AgentError> {
+    ) -> Result<ExitInfo, AgentClientError> {
         let req = process_request(container_id, exec_id)?;
         let r = self
             .inner
@@ -310,7 +314,7 @@ impl AgentClient {
             .await
             .map_err(rpc("WaitProcess"))?;
         if r.signal > 64 {
-            return Err(AgentError::BadResponse("WaitProcess"));
+            return Err(AgentClientError::BadResponse("WaitProcess"));
         }
         Ok(ExitInfo {
             exit_status: r.exit_status,
@@ -326,7 +330,7 @@ impl AgentClient {
         exec_id: &str,
         rows: u32,
         cols: u32,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), AgentClientError> {
         check_process(container_id, exec_id)?;
         let req = pb::ResizeTtyRequest {
             container_id: container_id.to_owned(),
@@ -343,7 +347,11 @@ impl AgentClient {
     }
 
     /// `CloseStdin`: the process's stdin is closed once its stdin stream has ended.
-    pub async fn close_stdin(&self, container_id: &str, exec_id: &str) -> Result<(), AgentError> {
+    pub async fn close_stdin(
+        &self,
+        container_id: &str,
+        exec_id: &str,
+    ) -> Result<(), AgentClientError> {
         let req = process_request(container_id, exec_id)?;
         self.inner
             .close_stdin(self.quick_ctx(), &req)
@@ -353,7 +361,7 @@ impl AgentClient {
     }
 
     /// `PauseContainer`.
-    pub async fn pause_container(&self, container_id: &str) -> Result<(), AgentError> {
+    pub async fn pause_container(&self, container_id: &str) -> Result<(), AgentClientError> {
         let req = container_request(container_id)?;
         self.inner
             .pause_container(self.ctx(), &req)
@@ -363,7 +371,7 @@ impl AgentClient {
     }
 
     /// `ResumeContainer`.
-    pub async fn resume_container(&self, container_id: &str) -> Result<(), AgentError> {
+    pub async fn resume_container(&self, container_id: &str) -> Result<(), AgentClientError> {
         let req = container_request(container_id)?;
         self.inner
             .resume_container(self.ctx(), &req)
@@ -377,7 +385,7 @@ impl AgentClient {
         &self,
         container_id: &str,
         resources_json: Vec<u8>,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), AgentClientError> {
         limits::check_id("container id", container_id)?;
         limits::check_len(
             "resources",
@@ -400,7 +408,7 @@ impl AgentClient {
     pub async fn stats_container(
         &self,
         container_id: &str,
-    ) -> Result<pb::StatsContainerResponse, AgentError> {
+    ) -> Result<pb::StatsContainerResponse, AgentClientError> {
         let req = container_request(container_id)?;
         let r = self
             .inner
@@ -408,13 +416,13 @@ impl AgentClient {
             .await
             .map_err(rpc("StatsContainer"))?;
         if r.io.len() > limits::MAX_IO_DEVICES {
-            return Err(AgentError::BadResponse("StatsContainer"));
+            return Err(AgentClientError::BadResponse("StatsContainer"));
         }
         Ok(r)
     }
 
     /// `ListProcesses`: guest pids of the container's processes.
-    pub async fn list_processes(&self, container_id: &str) -> Result<Vec<u32>, AgentError> {
+    pub async fn list_processes(&self, container_id: &str) -> Result<Vec<u32>, AgentClientError> {
         let req = container_request(container_id)?;
         let r = self
             .inner
@@ -422,14 +430,14 @@ impl AgentClient {
             .await
             .map_err(rpc("ListProcesses"))?;
         if r.pids.len() > limits::MAX_PIDS {
-            return Err(AgentError::BadResponse("ListProcesses"));
+            return Err(AgentClientError::BadResponse("ListProcesses"));
         }
         Ok(r.pids)
     }
 
     /// `AbortShare`: the share's virtiofsd died; make the guest fail I/O on the share instead of
     /// blocking on it.
-    pub async fn abort_share(&self) -> Result<(), AgentError> {
+    pub async fn abort_share(&self) -> Result<(), AgentClientError> {
         self.inner
             .abort_share(self.ctx(), &pb::Empty::new())
             .await
@@ -441,7 +449,7 @@ impl AgentClient {
     pub async fn configure_network(
         &self,
         network: &hull_protocol::network::PodNetwork,
-    ) -> Result<(), AgentError> {
+    ) -> Result<(), AgentClientError> {
         self.inner
             .configure_network(self.ctx(), &network.to_request())
             .await
@@ -450,14 +458,14 @@ impl AgentClient {
     }
 
     /// `GetOomEvent`: blocks until a container is OOM-killed; returns its id.
-    pub async fn get_oom_event(&self) -> Result<String, AgentError> {
+    pub async fn get_oom_event(&self) -> Result<String, AgentClientError> {
         let r = self
             .inner
             .get_oom_event(Context::default(), &pb::Empty::new())
             .await
             .map_err(rpc("GetOomEvent"))?;
         limits::check_id("container id", &r.container_id)
-            .map_err(|_| AgentError::BadResponse("GetOomEvent"))?;
+            .map_err(|_| AgentClientError::BadResponse("GetOomEvent"))?;
         Ok(r.container_id)
     }
 }

@@ -4,4 +4,4 @@
 pub mod client;
 pub mod stdio;
 
-pub use client::{AgentClient, AgentError, ExitInfo};
+pub use client::{AgentClient, AgentClientError, ExitInfo};

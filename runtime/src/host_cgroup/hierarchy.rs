@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::share::mounts::unescape;
+use crate::share::mountinfo::unescape;
 
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]

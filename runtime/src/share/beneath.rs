@@ -24,8 +24,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::mounts::{dir_err, unescape};
-use super::ShareError;
+use super::{dir_err, mountinfo, ShareError};
 
 /// What the target must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,15 +91,7 @@ fn mount_id(file: &File) -> Option<u64> {
 fn anchor(mountinfo: &str, target: &Path) -> Option<(PathBuf, Vec<u64>)> {
     let mut dir = target.parent();
     while let Some(d) = dir {
-        let ids: Vec<u64> = mountinfo
-            .lines()
-            .filter_map(|l| {
-                let mut cols = l.split(' ');
-                let id = cols.next()?.parse().ok()?;
-                let point = cols.nth(3)?;
-                (Path::new(&unescape(point)) == d).then_some(id)
-            })
-            .collect();
+        let ids = mountinfo::ids_at(mountinfo, d);
         if !ids.is_empty() {
             return Some((d.to_owned(), ids));
         }
@@ -122,9 +113,8 @@ pub fn open(target: &Path, kind: Kind) -> Result<Beneath, ShareError> {
             target.display()
         )));
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")
-        .map_err(dir_err("read mountinfo for", target))?;
-    let (anchor, ids) = anchor(&mountinfo, target).ok_or_else(|| {
+    let table = mountinfo::read(target)?;
+    let (anchor, ids) = anchor(&table, target).ok_or_else(|| {
         ShareError::Unsupported(format!("no mount point above {}", target.display()))
     })?;
     let mut dir = std::fs::OpenOptions::new()

@@ -298,7 +298,7 @@ mod tests {
         );
         assert!(!stage.exists());
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let outside: Vec<PathBuf> = mounts::mounts_under(&info, dir)
+        let outside: Vec<PathBuf> = super::super::mountinfo::mounts_under(&info, dir)
             .into_iter()
             .filter(|m| !m.starts_with(&shared) && !m.ends_with("sub"))
             .collect();

@@ -5,6 +5,7 @@
 //! - [`mounts`]: mounting containerd's rootfs mounts and the spec's volumes under the share, and
 //!   unmounting everything under a directory (also after a crash);
 //! - [`beneath`]: reaching those mount targets without following symlinks the guest planted;
+//! - [`mountinfo`]: the kernel's mount table, read by both;
 //! - [`detached`]: mounts made read-only before they are attached, so that virtiofsd's copy of
 //!   a read-only volume or root is read-only too;
 //! - [`mountpoints`]: mount points made by the host in a root it makes read-only;
@@ -15,12 +16,13 @@
 
 pub mod beneath;
 pub mod detached;
+pub mod mountinfo;
 pub mod mountpoints;
 pub mod mounts;
 pub mod spec;
 pub mod virtiofsd;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use virtiofsd::{CacheMode, Virtiofsd};
 
@@ -74,6 +76,15 @@ pub enum ShareError {
     /// The spec cannot be rewritten.
     #[error("invalid spec: {0}")]
     Spec(String),
+}
+
+/// The [`ShareError::Dir`] for a failed `op` on `path`, as a `map_err` argument.
+fn dir_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> ShareError + 'a {
+    move |source| ShareError::Dir {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The guest path of container `cid`'s root filesystem.

@@ -4,14 +4,14 @@
 //! of a crashed shim are cleaned.
 
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use super::beneath::{self, Beneath, Kind};
 use super::detached::Detached;
 use super::mountpoints::{self, MountPoint};
-use super::ShareError;
+use super::{dir_err, mountinfo, ShareError};
 
 /// One mount as containerd passes it (`type`, `source`, `options`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,21 +43,10 @@ fn mount_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::Error) ->
     }
 }
 
-pub(super) fn dir_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> ShareError + 'a {
-    move |source| ShareError::Dir {
-        op,
-        path: path.to_owned(),
-        source,
-    }
-}
-
 /// Creates the share directory and makes it a shared mount of its own.
 pub fn prepare_share(shared: &Path) -> Result<(), ShareError> {
     std::fs::create_dir_all(shared).map_err(dir_err("create", shared))?;
-    if !is_mount_point(shared) {
+    if !mountinfo::is_mount_point(shared) {
         mount(
             Some(shared),
             shared,
@@ -258,54 +247,11 @@ pub fn bind_with_mount_points(
         .map_err(io_mount_err("bind-mount", at.path()))
 }
 
-/// Mount points at or under `dir`, from `/proc/self/mountinfo` text, deepest first.
-pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape(p)))
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    found.dedup();
-    found
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-pub(crate) fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn is_mount_point(path: &Path) -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .is_ok_and(|info| mounts_under(&info, path).iter().any(|p| p == path))
-}
-
 /// Unmounts everything at or under `dir` (lazily, deepest first) and removes `dir`. Safe to call
 /// again, and after a crash: it finds the mounts from the kernel's table, not from memory.
 pub fn unmount_all_under(dir: &Path) -> Result<(), ShareError> {
     for _ in 0..8 {
-        let info = std::fs::read_to_string("/proc/self/mountinfo")
-            .map_err(dir_err("read mountinfo for", dir))?;
-        let found = mounts_under(&info, dir);
+        let found = mountinfo::mounts_under(&mountinfo::read(dir)?, dir);
         if found.is_empty() {
             break;
         }
@@ -349,29 +295,6 @@ mod tests {
         );
         let (flags, _) = parse_options(&opts(&["rbind", "ro", "rw"]));
         assert_eq!(flags, MsFlags::MS_BIND | MsFlags::MS_REC);
-    }
-
-    #[test]
-    fn mounts_under_a_dir_come_deepest_first_with_escapes_decoded() {
-        let info = "\
-22 1 0:21 / / rw - ext4 /dev/vda rw
-30 22 0:40 / /run/hull/p1/shared rw shared:5 - tmpfs tmpfs rw
-31 30 0:41 / /run/hull/p1/shared/c1/rootfs rw shared:6 - overlay overlay rw
-32 30 0:42 / /run/hull/p1/shared/c1/mounts/0 rw - ext4 /dev/vda rw
-33 22 0:43 / /run/hull/p10/shared rw - tmpfs tmpfs rw
-34 30 0:44 / /run/hull/p1/shared/a\\040b rw - tmpfs tmpfs rw
-";
-        let found = mounts_under(info, Path::new("/run/hull/p1"));
-        assert_eq!(
-            found[2..].to_vec(),
-            [
-                PathBuf::from("/run/hull/p1/shared/a b"),
-                PathBuf::from("/run/hull/p1/shared")
-            ]
-        );
-        assert_eq!(found.len(), 4);
-        assert!(found[..2].contains(&PathBuf::from("/run/hull/p1/shared/c1/rootfs")));
-        assert!(!found.iter().any(|p| p.starts_with("/run/hull/p10")));
     }
 
     /// Root only (mounts); CI runs as root and may not skip.
@@ -445,7 +368,7 @@ mod tests {
             }
         }
         let leaked: Vec<_> = std::fs::read_dir(&host).unwrap().flatten().collect();
-        let mounted = mounts_under(
+        let mounted = mountinfo::mounts_under(
             &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
             dir,
         );

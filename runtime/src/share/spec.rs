@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::Spec;
+use oci_spec::runtime::{Mount, Spec};
 
 use super::{guest_rootfs, mounts, ShareError, GUEST_SHARE};
 
@@ -20,8 +20,13 @@ pub struct HostBind {
     pub access: mounts::Access,
 }
 
-fn is_bind(kind: Option<&str>, options: &[String]) -> bool {
-    kind == Some("bind") || options.iter().any(|o| o == "bind" || o == "rbind")
+/// Whether `m` is a bind mount (its type, or a `bind`/`rbind` option, says so).
+pub fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind")
+        || m.options()
+            .iter()
+            .flatten()
+            .any(|o| o == "bind" || o == "rbind")
 }
 
 /// Rewrites `spec` for container `cid` whose share is `host_shared` on the host, and returns
@@ -42,10 +47,10 @@ pub fn rewrite(
         return Ok(binds);
     };
     for (n, m) in list.iter_mut().enumerate() {
-        let options = m.options().clone().unwrap_or_default();
-        if !is_bind(m.typ().as_deref(), &options) {
+        if !is_bind(m) {
             continue;
         }
+        let options = m.options().clone().unwrap_or_default();
         // The pod's shared memory is the guest's own tmpfs (shim::pod_shm), not a host path.
         if m.source().as_deref() == Some(std::path::Path::new(hull_protocol::GUEST_POD_SHM)) {
             continue;

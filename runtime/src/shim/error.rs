@@ -4,13 +4,14 @@
 use std::path::PathBuf;
 
 use crate::agent::client::error_chain;
-use crate::agent::AgentError;
+use crate::agent::AgentClientError;
 use crate::sandbox::SandboxError;
 use crate::share::ShareError;
 
 use super::config::ConfigError;
 use super::rootfs::RootfsError;
 use super::sizing::SizingError;
+use super::spec::SpecError;
 use super::stdio::StdioError;
 
 /// A Task call failed.
@@ -25,6 +26,9 @@ pub enum ShimError {
     /// The request cannot be honoured as asked.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
+    /// An id or field of the request breaks a limit of the protocol.
+    #[error("invalid request")]
+    Limit(#[from] hull_protocol::limits::LimitError),
     /// The object is not in a state that allows the call.
     #[error("{0}")]
     FailedPrecondition(String),
@@ -38,7 +42,7 @@ pub enum ShimError {
         path: PathBuf,
         /// Why.
         #[source]
-        source: std::io::Error,
+        source: SpecError,
     },
     /// The pod's sizing (its annotations) cannot be honoured.
     #[error("cannot size the pod VM")]
@@ -61,7 +65,7 @@ pub enum ShimError {
     },
     /// The guest's agent refused or failed.
     #[error("guest agent")]
-    Agent(#[from] AgentError),
+    Agent(#[from] AgentClientError),
     /// The root filesystem could not be prepared.
     #[error("root filesystem")]
     Rootfs(#[from] RootfsError),
@@ -80,9 +84,10 @@ impl ShimError {
         match self {
             ShimError::NotFound(_) => Code::NOT_FOUND,
             ShimError::AlreadyExists(_) => Code::ALREADY_EXISTS,
-            ShimError::InvalidArgument(_) | ShimError::Spec { .. } | ShimError::Sizing(_) => {
-                Code::INVALID_ARGUMENT
-            }
+            ShimError::InvalidArgument(_)
+            | ShimError::Limit(_)
+            | ShimError::Spec { .. }
+            | ShimError::Sizing(_) => Code::INVALID_ARGUMENT,
             ShimError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
             ShimError::Config(_) => Code::FAILED_PRECONDITION,
@@ -119,9 +124,9 @@ fn boot_code(e: &SandboxError) -> ttrpc::Code {
     use crate::vm::VmError;
     match e {
         SandboxError::Seccomp(_) => ttrpc::Code::INTERNAL,
-        SandboxError::Vm(VmError::InvalidSizing(_) | VmError::InvalidDevice(_)) => {
-            ttrpc::Code::INVALID_ARGUMENT
-        }
+        SandboxError::Vm(
+            VmError::InvalidSizing(_) | VmError::InvalidDevice(_) | VmError::InvalidMac(_),
+        ) => ttrpc::Code::INVALID_ARGUMENT,
         _ => ttrpc::Code::FAILED_PRECONDITION,
     }
 }
@@ -142,7 +147,7 @@ mod tests {
         assert_eq!(e.code(), ttrpc::Code::NOT_FOUND);
         let e = ShimError::Spec {
             path: "/b/config.json".into(),
-            source: std::io::Error::other("expected value at line 1"),
+            source: SpecError::Read(std::io::Error::other("expected value at line 1")),
         };
         match e.to_ttrpc() {
             ttrpc::Error::RpcStatus(s) => {

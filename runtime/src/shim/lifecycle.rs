@@ -16,8 +16,8 @@ use super::config::HullConfig;
 use super::events::ContainerdEvents;
 use super::pod::{Pod, PIDS_FILE};
 use super::service::TaskService;
+use super::spec::BundleHints;
 use super::task::timestamp;
-use super::SANDBOX_ID_ANNOTATION;
 
 /// The options the shim runs with: hull reaps its own children (QEMU, vhost-device-vsock) and
 /// sets up its own logging.
@@ -146,19 +146,15 @@ impl Shim for HullShim {
 
 /// The sandbox a bundle's container belongs to (CRI's annotation, or CRI-O's), if it names one.
 fn sandbox_of_bundle(bundle: &Path) -> Option<String> {
-    let text = std::fs::read(bundle.join("config.json")).ok()?;
-    let mut spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    super::cri_o::normalise(&mut spec);
-    let id = spec["annotations"][SANDBOX_ID_ANNOTATION].as_str()?;
+    let hints = BundleHints::read(bundle)?;
+    let id = hints.sandbox_id()?;
     hull_protocol::limits::check_id("sandbox id", id).ok()?;
     Some(id.to_owned())
 }
 
 /// The host cgroup a bundle's spec names (`linux.cgroupsPath`).
 fn cgroups_path_of_bundle(bundle: &Path) -> Option<String> {
-    let text = std::fs::read(bundle.join("config.json")).ok()?;
-    let spec: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    Some(spec["linux"]["cgroupsPath"].as_str()?.to_owned())
+    Some(BundleHints::read(bundle)?.cgroups_path()?.to_owned())
 }
 
 /// Whether a server accepts connections on `address` (`unix://…`).

@@ -12,6 +12,7 @@
 //! - [`fault`]: a part of the pod VM dying (VMM, virtiofsd, vsock backend, guest panic) brings
 //!   the pod down, every task ending as killed;
 //! - [`stdio`]: containerd's fifos ↔ the agent's vsock stdio streams;
+//! - [`spec`]: a container's OCI spec, parsed once and typed, written once for the agent;
 //! - [`rootfs`]: a container's root filesystem and its spec, as the guest sees them;
 //! - [`namespaces`]: a pod container's namespace paths, as the guest knows them;
 //! - [`pod_shm`]: a pod container's `/dev/shm`, the pod's tmpfs in the guest;
@@ -35,6 +36,7 @@ pub mod pod_shm;
 pub mod rootfs;
 pub mod service;
 pub mod sizing;
+pub mod spec;
 pub mod stdin;
 pub mod stdio;
 pub mod task;

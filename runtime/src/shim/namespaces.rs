@@ -15,47 +15,46 @@
 //! agent's "namespaced sysctl needs its namespace" check). A `network` entry without a path
 //! (plain `ctr run`) stays: a fresh, empty namespace, as runc would give.
 
-use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 /// The pod's network namespace in the guest: the agent's.
 pub const POD_NETNS: &str = "/proc/1/ns/net";
 
 /// Rewrites `spec`'s `linux.namespaces[].path`: `network` with a path → [`POD_NETNS`],
 /// `/proc/<host_pid>/ns/<t>` → the sandbox's guest pid (when known), anything else → no path.
-pub fn rewrite(spec: &mut Value, host_pid: u32, sandbox_guest_pid: Option<u32>) {
+pub fn rewrite(spec: &mut Spec, host_pid: u32, sandbox_guest_pid: Option<u32>) {
     let Some(list) = spec
-        .get_mut("linux")
-        .and_then(|l| l.get_mut("namespaces"))
-        .and_then(Value::as_array_mut)
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
     else {
         return;
     };
     for ns in list.iter_mut() {
-        let Some(path) = ns.get("path").and_then(Value::as_str).map(str::to_owned) else {
+        let Some(path) = ns.path().clone() else {
             continue;
         };
-        if ns["type"] == "network" {
-            ns["path"] = Value::String(POD_NETNS.into());
+        if ns.typ() == LinuxNamespaceType::Network {
+            ns.set_path(Some(PathBuf::from(POD_NETNS)));
             continue;
         }
         let joined = parse_proc_ns(&path)
             .filter(|(pid, _)| *pid == host_pid)
             .and_then(|(_, kind)| Some(format!("/proc/{}/ns/{kind}", sandbox_guest_pid?)));
-        match (joined, ns.as_object_mut()) {
-            (Some(guest), Some(obj)) => {
-                obj.insert("path".into(), Value::String(guest));
-            }
-            (None, Some(obj)) => {
-                tracing::debug!("namespace path {path} has no meaning in the guest: dropped");
-                obj.remove("path");
-            }
-            _ => {}
+        if joined.is_none() {
+            tracing::debug!(
+                "namespace path {} has no meaning in the guest: dropped",
+                path.display()
+            );
         }
+        ns.set_path(joined.map(PathBuf::from));
     }
 }
 
-fn parse_proc_ns(path: &str) -> Option<(u32, &str)> {
-    let rest = path.strip_prefix("/proc/")?;
+fn parse_proc_ns(path: &Path) -> Option<(u32, &str)> {
+    let rest = path.to_str()?.strip_prefix("/proc/")?;
     let (pid, rest) = rest.split_once('/')?;
     let kind = rest.strip_prefix("ns/")?;
     if kind.is_empty() || kind.contains('/') {
@@ -66,13 +65,20 @@ fn parse_proc_ns(path: &str) -> Option<(u32, &str)> {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
+    /// `rewrite` on a JSON spec, through the typed value.
+    fn rewritten(spec: Value, host_pid: u32, sandbox_guest_pid: Option<u32>) -> Value {
+        let mut typed: Spec = serde_json::from_value(spec).unwrap();
+        rewrite(&mut typed, host_pid, sandbox_guest_pid);
+        serde_json::to_value(&typed).unwrap()
+    }
+
     #[test]
     fn pod_paths_map_to_the_sandbox_in_the_guest() {
-        let mut spec = json!({"linux": {"namespaces": [
+        let spec = json!({"linux": {"namespaces": [
             {"type": "pid"},
             {"type": "ipc", "path": "/proc/4242/ns/ipc"},
             {"type": "uts", "path": "/proc/4242/ns/uts"},
@@ -80,7 +86,7 @@ mod tests {
             {"type": "mount"},
             {"type": "cgroup", "path": "/proc/99/ns/cgroup"}
         ]}});
-        rewrite(&mut spec, 4242, Some(7));
+        let spec = rewritten(spec, 4242, Some(7));
         let ns = &spec["linux"]["namespaces"];
         assert_eq!(ns[0], json!({"type": "pid"}));
         assert_eq!(ns[1]["path"], "/proc/7/ns/ipc");
@@ -89,11 +95,11 @@ mod tests {
         assert_eq!(ns[3], json!({"type": "network", "path": "/proc/1/ns/net"}));
         assert_eq!(ns[4], json!({"type": "mount"}));
         assert_eq!(ns[5], json!({"type": "cgroup"}));
-        let mut app = json!({"linux": {"namespaces": [
+        let app = json!({"linux": {"namespaces": [
             {"type": "network", "path": "/proc/4242/ns/net"},
             {"type": "ipc", "path": "/proc/4242/ns/ipc"}
         ]}});
-        rewrite(&mut app, 4242, Some(7));
+        let app = rewritten(app, 4242, Some(7));
         assert_eq!(
             app["linux"]["namespaces"],
             json!([
@@ -105,23 +111,23 @@ mod tests {
 
     #[test]
     fn a_network_namespace_without_a_path_stays_fresh() {
-        let mut spec = json!({"linux": {"namespaces": [{"type": "network"}]}});
-        rewrite(&mut spec, 1, None);
+        let spec = json!({"linux": {"namespaces": [{"type": "network"}]}});
+        let spec = rewritten(spec, 1, None);
         assert_eq!(spec["linux"]["namespaces"], json!([{"type": "network"}]));
     }
 
     #[test]
     fn without_a_sandbox_every_path_goes() {
-        let mut spec = json!({"linux": {"namespaces": [
+        let spec = json!({"linux": {"namespaces": [
             {"type": "ipc", "path": "/proc/4242/ns/ipc"}
         ]}});
-        rewrite(&mut spec, 4242, None);
+        let spec = rewritten(spec, 4242, None);
         assert_eq!(spec["linux"]["namespaces"][0], json!({"type": "ipc"}));
-        let mut spec = json!({"process": {}});
-        rewrite(&mut spec, 1, Some(2));
-        assert_eq!(spec, json!({"process": {}}));
-        assert_eq!(parse_proc_ns("/proc/12/ns/net"), Some((12, "net")));
-        assert_eq!(parse_proc_ns("/proc/x/ns/net"), None);
-        assert_eq!(parse_proc_ns("/proc/12/ns/a/b"), None);
+        let spec = json!({"ociVersion": "1", "root": {"path": "r"}});
+        assert_eq!(rewritten(spec.clone(), 1, Some(2)), spec);
+        let parse = |p: &str| parse_proc_ns(Path::new(p)).map(|(pid, k)| (pid, k.to_owned()));
+        assert_eq!(parse("/proc/12/ns/net"), Some((12, "net".into())));
+        assert_eq!(parse("/proc/x/ns/net"), None);
+        assert_eq!(parse("/proc/12/ns/a/b"), None);
     }
 }

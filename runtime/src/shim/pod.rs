@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use containerd_shim::ExitSignal;
-use serde_json::Value;
+use oci_spec::runtime::Spec;
 use tokio::task::JoinHandle;
 
 use crate::agent::AgentClient;
@@ -148,7 +148,7 @@ impl Pod {
     }
 
     /// The running VM, booting it for a sandbox with OCI spec `spec` when there is none.
-    pub async fn ensure_vm(self: &Arc<Self>, spec: &Value) -> Result<VmHandle, ShimError> {
+    pub async fn ensure_vm(self: &Arc<Self>, spec: &Spec) -> Result<VmHandle, ShimError> {
         let mut vm = self.vm.lock().await;
         self.check_up()?;
         if let Some(v) = vm.as_ref() {
@@ -191,23 +191,8 @@ impl Pod {
         }
     }
 
-    async fn boot(self: &Arc<Self>, spec: &Value) -> Result<PodVm, ShimError> {
-        let images = self.config.images();
-        for (what, p) in [("kernel", &images.kernel), ("initramfs", &images.initramfs)] {
-            if !p.is_file() {
-                return Err(ShimError::FailedPrecondition(format!(
-                    "the guest {what} {} is missing (set `{what}` in {} or run hull's set-up)",
-                    p.display(),
-                    HullConfig::path().display()
-                )));
-            }
-        }
-        if crate::seccomp::confined() {
-            // A VM of this shim started (and failed) before: its filter forbids starting another.
-            return Err(ShimError::FailedPrecondition(
-                "this shim already started a pod VM and is confined by seccomp; it cannot start another (containerd starts a new shim per pod)".into(),
-            ));
-        }
+    async fn boot(self: &Arc<Self>, spec: &Spec) -> Result<PodVm, ShimError> {
+        let images = self.bootable_images()?;
         let size = vm_size(&self.config, spec)?;
         std::fs::create_dir_all(&self.run_dir)
             .map_err(|e| ShimError::Io(format!("cannot create {}", self.run_dir.display()), e))?;
@@ -242,15 +227,7 @@ impl Pod {
             memory_mib = size.memory_mib,
             "booting the pod VM"
         );
-        // `SandboxVm::start` holds a `&dyn Hypervisor` (not `Sync`) across awaits, so its future
-        // is not `Send`: run it on a blocking thread of this runtime.
-        let rt = tokio::runtime::Handle::current();
-        let booted = tokio::task::spawn_blocking(move || {
-            rt.block_on(SandboxVm::start(hypervisor.as_ref(), &config))
-        })
-        .await
-        .map_err(|e| ShimError::Io("boot task".into(), std::io::Error::other(e)))?;
-        let mut sandbox = match booted {
+        let sandbox = match start_sandbox(hypervisor, config).await? {
             Ok(s) => s,
             Err(e) => {
                 let failed = self.boot_failed(e, size);
@@ -261,19 +238,12 @@ impl Pod {
                 return Err(failed);
             }
         };
-        let vmm_pid = sandbox.vm().pid();
-        let mut pids = format!("{vmm_pid}\n{}\n", sandbox.vsock_pid());
-        if let Some(pid) = sandbox.virtiofsd_pid() {
-            pids.push_str(&format!("{pid}\n"));
-        }
-        if let Err(e) = std::fs::write(self.run_dir.join(PIDS_FILE), pids) {
-            tracing::warn!("cannot record the pod's pids: {e}");
-        }
+        self.record_pids(&sandbox);
         tracing::info!(pod = %self.id, boot_ms = u64::try_from(sandbox.boot_time().as_millis()).unwrap_or(u64::MAX), "pod VM ready");
         let handle = VmHandle {
             agent: sandbox.agent().clone(),
             uds: sandbox.vsock_uds().to_owned(),
-            vmm_pid,
+            vmm_pid: sandbox.vm_pid(),
         };
         let oom_watch = tokio::spawn(oom::watch_oom(
             handle.agent.clone(),
@@ -288,6 +258,45 @@ impl Pod {
             cgroup,
             parts_watch: fault::spawn_watch(Arc::downgrade(self)),
         })
+    }
+
+    /// The configured guest images, when both are there, and when this shim may still start a
+    /// VM; otherwise the error says what to do.
+    fn bootable_images(&self) -> Result<crate::images::GuestImages, ShimError> {
+        let images = self.config.images();
+        for (what, p) in [("kernel", &images.kernel), ("initramfs", &images.initramfs)] {
+            if !p.is_file() {
+                return Err(ShimError::FailedPrecondition(format!(
+                    "the guest {what} {} is missing (set `{what}` in {} or run hull's set-up)",
+                    p.display(),
+                    HullConfig::path().display()
+                )));
+            }
+        }
+        if crate::seccomp::confined() {
+            // A VM of this shim started (and failed) before: its filter forbids starting another.
+            return Err(ShimError::FailedPrecondition(
+                "this shim already started a pod VM and is confined by seccomp; it cannot start another (containerd starts a new shim per pod)".into(),
+            ));
+        }
+        Ok(images)
+    }
+
+    /// Lists the pod's host pids in its run directory, for `shim delete` after a crash.
+    fn record_pids(&self, sandbox: &SandboxVm) {
+        let pids = [
+            Some(sandbox.vm_pid()),
+            sandbox.vsock_pid(),
+            sandbox.virtiofsd_pid(),
+        ];
+        let text: String = pids
+            .into_iter()
+            .flatten()
+            .map(|p| format!("{p}\n"))
+            .collect();
+        if let Err(e) = std::fs::write(self.run_dir.join(PIDS_FILE), text) {
+            tracing::warn!("cannot record the pod's pids: {e}");
+        }
     }
 
     /// The error for a VM that did not start, with what it said last; the VM's logs are copied
@@ -352,11 +361,13 @@ impl Pod {
                     Err(e) => tracing::warn!(pod = %self.id, "stopping the pod VM: {e}"),
                 }
             }
-            if let Some(c) = vm.cgroup {
-                c.remove();
-            }
+            // Removing the cgroup may wait for a process still tearing down, and the pod
+            // directory's unmounts for the kernel: off the runtime's workers too.
+            let cgroup = vm.cgroup;
+            let _ = tokio::task::spawn_blocking(move || cgroup.map(PodCgroup::remove)).await;
         }
-        remove_pod_dir(&self.run_dir);
+        let dir = self.run_dir.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_pod_dir(&dir)).await;
     }
 
     /// Container `id`.
@@ -433,6 +444,18 @@ pub fn remove_pod_dir(dir: &Path) {
     if let Err(e) = crate::share::mounts::unmount_all_under(dir) {
         tracing::warn!("cannot clean {}: {e}", dir.display());
     }
+}
+
+/// Starts the pod VM on a blocking thread of this runtime: `SandboxVm::start` holds a
+/// `&dyn Hypervisor` (not `Sync`) across awaits, so its future is not `Send`.
+async fn start_sandbox(
+    hypervisor: Box<dyn crate::vm::Hypervisor + Send>,
+    config: SandboxVmConfig,
+) -> Result<Result<SandboxVm, SandboxError>, ShimError> {
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || rt.block_on(SandboxVm::start(hypervisor.as_ref(), &config)))
+        .await
+        .map_err(|e| ShimError::Io("boot task".into(), std::io::Error::other(e)))
 }
 
 /// The file in a pod's run directory listing the host pids it started (for `shim delete`).

@@ -4,45 +4,45 @@
 //! need exactly that. So the bind's source becomes [`GUEST_POD_SHM`], a tmpfs the agent mounts at
 //! boot (one per VM, that is per pod): the pod's containers share it in guest memory.
 
-use serde_json::Value;
+use std::path::PathBuf;
 
+use oci_spec::runtime::Spec;
+
+use super::spec::annotation;
 use super::SANDBOX_ID_ANNOTATION;
+use crate::share::spec::is_bind;
 
 /// The pod's shared-memory tmpfs in the guest (mounted by the agent at boot).
 pub const GUEST_POD_SHM: &str = hull_protocol::GUEST_POD_SHM;
 
 /// Points a CRI pod container's `/dev/shm` bind mount at [`GUEST_POD_SHM`]; other specs are left
 /// alone.
-pub fn rewrite(spec: &mut Value) {
-    if spec["annotations"][SANDBOX_ID_ANNOTATION]
-        .as_str()
-        .is_none()
-    {
+pub fn rewrite(spec: &mut Spec) {
+    if annotation(spec, SANDBOX_ID_ANNOTATION).is_none() {
         return;
     }
-    let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
-        return;
-    };
-    for m in mounts.iter_mut() {
-        let bind = m["type"] == "bind"
-            || m["options"]
-                .as_array()
-                .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
-        if m["destination"] == "/dev/shm" && bind {
-            m["source"] = Value::String(GUEST_POD_SHM.into());
+    for m in spec.mounts_mut().iter_mut().flatten() {
+        if m.destination().as_os_str() == "/dev/shm" && is_bind(m) {
+            m.set_source(Some(PathBuf::from(GUEST_POD_SHM)));
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
+    fn rewritten(spec: Value) -> Value {
+        let mut typed: Spec = serde_json::from_value(spec).unwrap();
+        rewrite(&mut typed);
+        serde_json::to_value(&typed).unwrap()
+    }
+
     #[test]
     fn a_pods_dev_shm_bind_becomes_the_guest_tmpfs() {
-        let mut spec = json!({
+        let spec = json!({
             "annotations": {"io.kubernetes.cri.sandbox-id": "p"},
             "mounts": [
                 {"destination": "/dev/shm", "type": "tmpfs", "source": "shm"},
@@ -51,15 +51,15 @@ mod tests {
                 {"destination": "/data", "type": "bind", "source": "/srv", "options": ["rbind"]}
             ]
         });
-        rewrite(&mut spec);
+        let spec = rewritten(spec);
         assert_eq!(spec["mounts"][0]["source"], "shm", "a tmpfs stays");
         assert_eq!(spec["mounts"][1]["source"], GUEST_POD_SHM);
         assert_eq!(spec["mounts"][1]["options"], json!(["rbind", "ro"]));
         assert_eq!(spec["mounts"][2]["source"], "/srv");
         // Not a pod container: untouched.
-        let mut plain = json!({"mounts": [{"destination": "/dev/shm", "type": "bind",
+        let plain = json!({"mounts": [{"destination": "/dev/shm", "type": "bind",
             "source": "/host/shm"}]});
-        rewrite(&mut plain);
+        let plain = rewritten(plain);
         assert_eq!(plain["mounts"][0]["source"], "/host/shm");
     }
 }

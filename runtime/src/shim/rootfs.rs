@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use containerd_shim_protos::api::Mount;
-use serde_json::Value;
+use oci_spec::runtime::{Root, Spec};
 
 use crate::share::{self, mountpoints, mounts, ShareError};
 
@@ -34,13 +34,11 @@ pub enum RootfsSource {
     GuestPath(String),
 }
 
-/// A prepared container: what to send to the agent, and what to undo at delete.
+/// A prepared container: where its root is in the guest, and what to undo at delete.
 #[derive(Debug)]
 pub struct Prepared {
     /// Guest path of the root filesystem.
     pub guest_rootfs: String,
-    /// The spec with guest paths.
-    pub spec: Value,
     /// What [`release`] undoes.
     pub undo: Undo,
 }
@@ -52,8 +50,8 @@ pub struct Undo {
     container_dir: Option<PathBuf>,
 }
 
-/// Makes container `cid`'s root filesystem visible to the guest and rewrites `spec` for it.
-/// `pod_dir` is the pod's run directory, `bundle` containerd's bundle (a relative `root.path`
+/// Makes container `cid`'s root filesystem visible to the guest and rewrites `spec`'s paths for
+/// it. `pod_dir` is the pod's run directory, `bundle` containerd's bundle (a relative `root.path`
 /// is relative to it).
 pub fn prepare(
     source: &RootfsSource,
@@ -61,20 +59,20 @@ pub fn prepare(
     bundle: &Path,
     cid: &str,
     rootfs_mounts: &[Mount],
-    mut spec: Value,
+    spec: &mut Spec,
 ) -> Result<Prepared, RootfsError> {
-    if !spec.is_object() {
-        return Err(RootfsError::Spec(
-            "the OCI spec is not a JSON object".into(),
-        ));
-    }
     match source {
         RootfsSource::GuestPath(guest) => {
-            spec["root"]["path"] = Value::String(guest.clone());
-            drop_host_binds(&mut spec);
+            let mut root = spec.root().clone().unwrap_or_else(|| {
+                let mut root = Root::default();
+                root.set_readonly(None);
+                root
+            });
+            root.set_path(PathBuf::from(guest));
+            spec.set_root(Some(root));
+            drop_host_binds(spec);
             Ok(Prepared {
                 guest_rootfs: guest.clone(),
-                spec,
                 undo: Undo::default(),
             })
         }
@@ -85,9 +83,8 @@ pub fn prepare(
                 container_dir: Some(container_dir.clone()),
             };
             match share_container(&shared, bundle, cid, rootfs_mounts, spec) {
-                Ok(spec) => Ok(Prepared {
+                Ok(()) => Ok(Prepared {
                     guest_rootfs: share::guest_rootfs(cid),
-                    spec,
                     undo,
                 }),
                 Err(e) => {
@@ -106,13 +103,11 @@ fn share_container(
     bundle: &Path,
     cid: &str,
     rootfs_mounts: &[Mount],
-    spec: Value,
-) -> Result<Value, RootfsError> {
+    spec: &mut Spec,
+) -> Result<(), RootfsError> {
     let share_err = |e| RootfsError::Share(cid.to_owned(), e);
     let target = shared.join(cid).join("rootfs");
-    let mut typed: oci_spec::runtime::Spec = serde_json::from_value(spec)
-        .map_err(|e| RootfsError::Spec(format!("not an OCI runtime spec: {e}")))?;
-    let host_root = typed
+    let host_root = spec
         .root()
         .as_ref()
         .map(|r| bundle.join(r.path()))
@@ -120,9 +115,9 @@ fn share_container(
     // A read-only root is read-only on the host too (share::detached), with the mount points
     // the agent would have made in it made first (share::mountpoints). The stage, where an
     // overlay is made ready, is beside the share, never in it.
-    let read_only = typed.root().as_ref().and_then(|r| r.readonly()) == Some(true);
+    let read_only = spec.root().as_ref().and_then(|r| r.readonly()) == Some(true);
     let mount_points = if read_only {
-        mountpoints::from_spec(&typed)
+        mountpoints::from_spec(spec)
     } else {
         Vec::new()
     };
@@ -151,9 +146,8 @@ fn share_container(
             .collect();
         mounts::mount_rootfs(&list, &target, read_only_root).map_err(share_err)?;
     }
-    let binds = share::spec::rewrite(&mut typed, cid, shared).map_err(share_err)?;
-    share::spec::apply(&binds).map_err(share_err)?;
-    serde_json::to_value(&typed).map_err(|e| RootfsError::Spec(format!("OCI spec: {e}")))
+    let binds = share::spec::rewrite(spec, cid, shared).map_err(share_err)?;
+    share::spec::apply(&binds).map_err(share_err)
 }
 
 /// Undoes [`prepare`]: unmounts everything under the container's share directory and removes it.
@@ -165,18 +159,15 @@ pub fn release(undo: Undo) -> Result<(), ShareError> {
 }
 
 /// Removes bind mounts of host paths (the guest cannot see them without a share).
-fn drop_host_binds(spec: &mut Value) {
-    if let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) {
+fn drop_host_binds(spec: &mut Spec) {
+    if let Some(mounts) = spec.mounts_mut() {
         mounts.retain(|m| {
-            let bind = m["type"] == "bind"
-                || m["options"]
-                    .as_array()
-                    .is_some_and(|o| o.iter().any(|o| o == "bind" || o == "rbind"));
+            let bind = share::spec::is_bind(m);
             if bind {
                 tracing::warn!(
                     "dropping bind mount {} → {}: host paths are not shared in guest_rootfs mode",
-                    m["source"],
-                    m["destination"]
+                    m.source().as_deref().unwrap_or(Path::new("")).display(),
+                    m.destination().display()
                 );
             }
             !bind
@@ -186,47 +177,51 @@ fn drop_host_binds(spec: &mut Value) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     use super::*;
 
+    fn typed(v: Value) -> Spec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn json_of(spec: &Spec) -> Value {
+        serde_json::to_value(spec).unwrap()
+    }
+
     #[test]
     fn guest_path_rewrites_root_and_drops_binds() {
-        let spec = json!({
+        let mut spec = typed(json!({
             "root": {"path": "rootfs"},
             "mounts": [
                 {"destination": "/proc", "type": "proc", "source": "proc"},
                 {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts", "options": ["rbind", "ro"]},
                 {"destination": "/data", "source": "/srv", "options": ["bind"]}
             ]
-        });
+        }));
         let p = prepare(
             &RootfsSource::GuestPath("/testroot/busybox".into()),
             Path::new("/run/hull/p"),
             Path::new("/bundle"),
             "c1",
             &[],
-            spec,
+            &mut spec,
         )
         .unwrap();
         assert_eq!(p.guest_rootfs, "/testroot/busybox");
-        assert_eq!(p.spec["root"]["path"], "/testroot/busybox");
-        assert_eq!(p.spec["mounts"].as_array().unwrap().len(), 1);
+        let spec = json_of(&spec);
+        assert_eq!(spec["root"], json!({"path": "/testroot/busybox"}));
+        assert_eq!(spec["mounts"].as_array().unwrap().len(), 1);
         release(p.undo).unwrap();
     }
 
     #[test]
-    fn not_an_object_is_refused() {
-        let e = prepare(
-            &RootfsSource::GuestPath("/x".into()),
-            Path::new("/run/hull/p"),
-            Path::new("/bundle"),
-            "c1",
-            &[],
-            json!([1]),
-        )
-        .unwrap_err();
-        assert!(matches!(e, RootfsError::Spec(_)));
+    fn guest_path_gives_a_spec_without_root_one_that_is_writable() {
+        let mut spec = typed(json!({}));
+        let source = RootfsSource::GuestPath("/x".into());
+        let (pod, bundle) = (Path::new("/run/hull/p"), Path::new("/bundle"));
+        prepare(&source, pod, bundle, "c1", &[], &mut spec).unwrap();
+        assert_eq!(json_of(&spec)["root"], json!({"path": "/x"}));
     }
 
     #[test]
@@ -243,7 +238,7 @@ mod tests {
         std::fs::create_dir_all(&volume).unwrap();
         std::fs::write(volume.join("v"), "v").unwrap();
         let pod = dir.path().join("pod");
-        let spec = json!({
+        let mut spec = typed(json!({
             "ociVersion": "1.0.2",
             "process": {"args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
             "root": {"path": "rootfs"},
@@ -251,14 +246,12 @@ mod tests {
                 {"destination": "/proc", "type": "proc", "source": "proc"},
                 {"destination": "/data", "type": "bind", "source": volume, "options": ["rbind", "ro"]}
             ]
-        });
-        let p = prepare(&RootfsSource::Shared, &pod, &bundle, "c1", &[], spec).unwrap();
+        }));
+        let p = prepare(&RootfsSource::Shared, &pod, &bundle, "c1", &[], &mut spec).unwrap();
         assert_eq!(p.guest_rootfs, "/run/hull/shared/c1/rootfs");
-        assert_eq!(p.spec["root"]["path"], "/run/hull/shared/c1/rootfs");
-        assert_eq!(
-            p.spec["mounts"][1]["source"],
-            "/run/hull/shared/c1/mounts/1"
-        );
+        let spec = json_of(&spec);
+        assert_eq!(spec["root"]["path"], "/run/hull/shared/c1/rootfs");
+        assert_eq!(spec["mounts"][1]["source"], "/run/hull/shared/c1/mounts/1");
         let shared = pod.join("shared/c1");
         assert_eq!(
             std::fs::read_to_string(shared.join("rootfs/etc/marker")).unwrap(),

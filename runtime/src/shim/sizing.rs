@@ -12,9 +12,10 @@
 //! the guest RAM less the overhead — or `Create` fails with a message that says how to size the
 //! pod. Containers without a memory limit share what is there.
 
-use serde_json::Value;
+use oci_spec::runtime::{LinuxResources, Spec};
 
 use super::config::{HullConfig, MEMORY_ANNOTATION, VCPUS_ANNOTATION};
+use super::spec::annotation;
 use crate::vm::MIN_MEMORY_MIB;
 
 /// A pod's sizing cannot be honoured.
@@ -55,8 +56,13 @@ fn vcpus_for(quota: u64, period: u64) -> Option<u32> {
 }
 
 /// A container spec's memory limit in MiB (rounded up), `None` when unlimited.
-pub fn memory_limit_mib(spec: &Value) -> Option<u64> {
-    let limit = spec["linux"]["resources"]["memory"]["limit"].as_i64()?;
+pub fn memory_limit_mib(spec: &Spec) -> Option<u64> {
+    resources_memory_limit_mib(spec.linux().as_ref()?.resources().as_ref()?)
+}
+
+/// The memory limit of `linux.resources` in MiB (rounded up), `None` when unlimited.
+pub fn resources_memory_limit_mib(resources: &LinuxResources) -> Option<u64> {
+    let limit = resources.memory().as_ref()?.limit()?;
     u64::try_from(limit)
         .ok()
         .filter(|l| *l > 0)
@@ -92,17 +98,15 @@ pub fn check_fits(
 /// does not set it, or the configuration does not allow it (then with a warning).
 fn sizing_annotation(
     config: &HullConfig,
-    spec: &Value,
+    spec: &Spec,
     name: &'static str,
     range: std::ops::RangeInclusive<u32>,
     unit: &str,
     bound_key: &str,
 ) -> Result<Option<u32>, SizingError> {
-    let raw = &spec["annotations"][name];
-    if raw.is_null() {
+    let Some(value) = annotation(spec, name).map(str::to_owned) else {
         return Ok(None);
-    }
-    let value = raw.as_str().map_or_else(|| raw.to_string(), str::to_owned);
+    };
     if !config.sizing_annotations.iter().any(|a| a == name) {
         tracing::warn!(
             annotation = name,
@@ -124,7 +128,7 @@ fn sizing_annotation(
         HullConfig::path().display()
     );
     let trimmed = value.trim();
-    if !raw.is_string() || trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+    if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad(format!("not a whole number of {unit}; {within}")));
     }
     match trimmed.parse::<u32>() {
@@ -135,17 +139,20 @@ fn sizing_annotation(
 
 /// The size of the VM for a sandbox whose OCI spec is `spec`; an error when a sizing
 /// annotation's value cannot be honoured.
-pub fn vm_size(config: &HullConfig, spec: &Value) -> Result<VmSize, SizingError> {
+pub fn vm_size(config: &HullConfig, spec: &Spec) -> Result<VmSize, SizingError> {
     let mut vcpus = config.default_vcpus;
     let mut memory_mib = config.default_memory_mib;
-    let cpu = &spec["linux"]["resources"]["cpu"];
-    if let (Some(quota), Some(period)) = (cpu["quota"].as_i64(), cpu["period"].as_u64()) {
+    let cpu = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref());
+    if let Some((Some(quota), Some(period))) = cpu.map(|c| (c.quota(), c.period())) {
         if let Some(wanted) = u64::try_from(quota).ok().and_then(|q| vcpus_for(q, period)) {
             vcpus = vcpus.max(wanted);
         }
     }
-    let number =
-        |name: &str| -> Option<u64> { spec["annotations"][name].as_str()?.trim().parse().ok() };
+    let number = |name: &str| -> Option<u64> { annotation(spec, name)?.trim().parse().ok() };
     if let (Some(quota), Some(period)) = (
         number(CRI_SANDBOX_CPU_QUOTA),
         number(CRI_SANDBOX_CPU_PERIOD),
@@ -199,15 +206,20 @@ pub fn vm_size(config: &HullConfig, spec: &Value) -> Result<VmSize, SizingError>
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+
+    /// A typed spec from JSON.
+    macro_rules! spec {
+        ($($t:tt)+) => {
+            serde_json::from_value::<Spec>(serde_json::json!($($t)+)).unwrap()
+        };
+    }
 
     #[test]
     fn defaults_without_resources() {
         let c = HullConfig::default();
         assert_eq!(
-            vm_size(&c, &json!({})).unwrap(),
+            vm_size(&c, &spec!({})).unwrap(),
             VmSize {
                 vcpus: 1,
                 memory_mib: 256
@@ -218,7 +230,7 @@ mod tests {
     #[test]
     fn resources_plus_overhead_bounded() {
         let c = HullConfig::default();
-        let spec = json!({"linux": {"resources": {
+        let spec = spec!({"linux": {"resources": {
             "cpu": {"quota": 250000, "period": 100000},
             "memory": {"limit": 512 * 1024 * 1024}
         }}});
@@ -229,7 +241,7 @@ mod tests {
                 memory_mib: 640
             }
         );
-        let spec = json!({"linux": {"resources": {
+        let spec = spec!({"linux": {"resources": {
             "cpu": {"quota": 10_000_000, "period": 1000},
             "memory": {"limit": 1u64 << 40}
         }}});
@@ -241,18 +253,18 @@ mod tests {
             }
         );
         // Unlimited (-1) changes nothing.
-        let spec = json!({"linux": {"resources": {"cpu": {"quota": -1, "period": 100000},
+        let spec = spec!({"linux": {"resources": {"cpu": {"quota": -1, "period": 100000},
             "memory": {"limit": -1}}}});
         assert_eq!(
             vm_size(&c, &spec).unwrap(),
-            vm_size(&c, &json!({})).unwrap()
+            vm_size(&c, &spec!({})).unwrap()
         );
     }
 
     #[test]
     fn the_pods_summed_resources_from_containerd_size_the_vm() {
         let c = HullConfig::default();
-        let spec = json!({"annotations": {
+        let spec = spec!({"annotations": {
             CRI_SANDBOX_MEMORY: (300 * 1024 * 1024).to_string(),
             CRI_SANDBOX_CPU_QUOTA: "150000",
             CRI_SANDBOX_CPU_PERIOD: "100000"
@@ -265,10 +277,10 @@ mod tests {
             }
         );
         // Zero (no limits in the pod) changes nothing.
-        let spec = json!({"annotations": {CRI_SANDBOX_MEMORY: "0"}});
+        let spec = spec!({"annotations": {CRI_SANDBOX_MEMORY: "0"}});
         assert_eq!(
             vm_size(&c, &spec).unwrap(),
-            vm_size(&c, &json!({})).unwrap()
+            vm_size(&c, &spec!({})).unwrap()
         );
     }
 
@@ -287,16 +299,16 @@ mod tests {
             e.contains("65 MiB") && e.contains("io.hull.memory_mib"),
             "{e}"
         );
-        let limited = json!({"linux": {"resources": {"memory": {"limit": 1}}}});
+        let limited = spec!({"linux": {"resources": {"memory": {"limit": 1}}}});
         assert_eq!(memory_limit_mib(&limited), Some(1));
-        assert_eq!(memory_limit_mib(&json!({})), None);
-        let unlimited = json!({"linux": {"resources": {"memory": {"limit": -1}}}});
+        assert_eq!(memory_limit_mib(&spec!({})), None);
+        let unlimited = spec!({"linux": {"resources": {"memory": {"limit": -1}}}});
         assert_eq!(memory_limit_mib(&unlimited), None);
     }
 
     #[test]
     fn annotations_only_where_allowed() {
-        let spec = json!({"annotations": {"io.hull.vcpus": "2", "io.hull.memory_mib": "1024"}});
+        let spec = spec!({"annotations": {"io.hull.vcpus": "2", "io.hull.memory_mib": "1024"}});
         let c = HullConfig::default();
         assert_eq!(
             vm_size(&c, &spec).unwrap(),
@@ -311,7 +323,7 @@ mod tests {
         };
         assert_eq!(
             vm_size(&c, &spec).unwrap(),
-            vm_size(&c, &json!({})).unwrap()
+            vm_size(&c, &spec!({})).unwrap()
         );
     }
 
@@ -319,7 +331,7 @@ mod tests {
     fn bad_sizing_annotations_are_errors_naming_them() {
         let c = HullConfig::default();
         let size = |name: &str, value: &str| {
-            vm_size(&c, &json!({"annotations": {name: value}})).map_err(|e| e.to_string())
+            vm_size(&c, &spec!({"annotations": {name: value}})).map_err(|e| e.to_string())
         };
         for (value, says) in [
             ("0", "out of range"),
@@ -352,18 +364,15 @@ mod tests {
         assert_eq!(size(MEMORY_ANNOTATION, "64").unwrap().memory_mib, 64);
         assert_eq!(size(MEMORY_ANNOTATION, " 8192 ").unwrap().memory_mib, 8192);
         assert_eq!(size(VCPUS_ANNOTATION, "8").unwrap().vcpus, 8);
-        // Not a string at all.
-        let e = vm_size(&c, &json!({"annotations": {MEMORY_ANNOTATION: 512}})).unwrap_err();
-        assert!(e.to_string().contains("512"), "{e}");
         // Where the configuration does not allow the annotation, any value is ignored.
         let c = HullConfig {
             sizing_annotations: vec![],
             ..HullConfig::default()
         };
-        let spec = json!({"annotations": {MEMORY_ANNOTATION: "abc", VCPUS_ANNOTATION: "0"}});
+        let spec = spec!({"annotations": {MEMORY_ANNOTATION: "abc", VCPUS_ANNOTATION: "0"}});
         assert_eq!(
             vm_size(&c, &spec).unwrap(),
-            vm_size(&c, &json!({})).unwrap()
+            vm_size(&c, &spec!({})).unwrap()
         );
     }
 }

@@ -88,21 +88,27 @@ pub struct Attached {
 
 type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
-/// Attaches `cid`/`eid`'s streams through the VM's vsock socket `uds` and starts copying
-/// between them and containerd's `paths`.
+/// Attaches `cid`/`eid`'s streams (`eid`: the agent's id of an exec, empty for the init process)
+/// through the VM's vsock socket `uds` and starts copying between them and containerd's `paths`.
+/// `name` is what the shim's log calls the process (containerd's ids: `exec e1 of c1`).
 pub async fn attach_process(
     uds: &Path,
-    cid: &str,
-    eid: &str,
+    (cid, eid): (&str, &str),
+    name: &str,
     paths: &StdioPaths,
 ) -> Result<Attached, StdioError> {
+    let who = if eid.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name} (agent id {eid})")
+    };
     let mut attached = Attached::default();
     if paths.terminal {
         let stream = attach(uds, cid, eid, Channel::Pty).await?;
         let (out, input) = split_pty(stream);
         if !paths.stdout.is_empty() {
             let sink = Sink::open(&paths.stdout).await?;
-            let label = format!("{cid}/{eid} pty");
+            let label = format!("{who} pty");
             attached
                 .outputs
                 .push(tokio::spawn(copy_out(out, sink, label)));
@@ -118,7 +124,7 @@ pub async fn attach_process(
             }
             let sink = Sink::open(path).await?;
             let stream = attach(uds, cid, eid, channel).await?;
-            let label = format!("{cid}/{eid} {channel:?}");
+            let label = format!("{who} {channel:?}");
             attached
                 .outputs
                 .push(tokio::spawn(copy_out(stream, sink, label)));

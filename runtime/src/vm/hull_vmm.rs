@@ -6,8 +6,8 @@
 //! Like QEMU it runs in the VMM jail ([`HullVmm::jailed`], [`super::jailed`]); its socket
 //! directory `<run_dir>/vsock/` is then the jail's `/run/vsock/`, so the host path is the same.
 //!
-//! Devices: `VhostUserVsock` becomes hull-vmm's in-process vsock (its vhost-user `socket` is not
-//! used: hull-vmm is the backend); `VhostUserFs` is attached through hull-vmm's vhost-user
+//! Devices: `Vsock` is hull-vmm's in-process vsock (no backend process: hull-vmm serves it, so
+//! `VhostUserVsock` is refused); `VhostUserFs` is attached through hull-vmm's vhost-user
 //! frontend to the pod's virtiofsd socket (guest RAM is a shared memfd, as with QEMU); `Net`
 //! becomes hull-vmm's virtio-net on the named tap, which hull-vmm creates (or attaches to) in
 //! the pod's network namespace, where the process is started; block is not in hull-vmm yet and
@@ -141,13 +141,18 @@ impl HullVmm {
                 )
             };
             match device {
-                Device::VhostUserVsock { .. } if !vsock => {
+                Device::Vsock if !vsock => {
                     vsock = true;
                     push(&"--vsock-uds");
                     push(&vsock_socket(&config.run_dir));
                 }
+                Device::Vsock => return Err(unsupported("a second vsock device", &config.run_dir)),
                 Device::VhostUserVsock { socket } => {
-                    return Err(unsupported("a second vsock device", socket))
+                    return Err(VmError::InvalidDevice(format!(
+                        "hull-vmm serves vsock itself (Device::Vsock): no vhost-user backend \
+                         such as {}",
+                        socket.display()
+                    )))
                 }
                 Device::VhostUserFs { socket, tag } if !fs => {
                     fs = true;
@@ -178,13 +183,14 @@ impl Hypervisor for HullVmm {
         "hull-vmm".into()
     }
 
+    fn serves_vsock(&self) -> bool {
+        true
+    }
+
     fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
         config.validate()?;
         let binary = self.resolve_binary()?;
-        let vsock = config
-            .devices
-            .iter()
-            .any(|d| matches!(d, Device::VhostUserVsock { .. }));
+        let vsock = config.devices.contains(&Device::Vsock);
         let process = match &self.jail.jailer {
             None => {
                 let args = self.args(config)?;
@@ -217,33 +223,19 @@ impl HullVmm {
     /// The jail for `config`'s VMM and the config as the jail shows it: [`jailed::jail`] with
     /// `/dev/kvm`, this backend's cgroups, and `binary` at [`JAILED_BINARY`] (unlike QEMU,
     /// hull-vmm is often not under `/usr`: beside the shim, in a target directory). With vsock,
-    /// the socket directory is bound as `/run/vsock` (so [`vsock_socket`] of the jail's `/run` is
-    /// the socket inside) instead of the vhost-user vsock socket, which hull-vmm does not use.
+    /// the socket directory is bound as `/run/vsock`, so [`vsock_socket`] of the jail's `/run` is
+    /// the socket inside.
     pub fn jail(
         &self,
         config: &VmConfig,
         binary: &Path,
     ) -> Result<(crate::jail::JailConfig, VmConfig), VmError> {
-        let vsock = config
-            .devices
-            .iter()
-            .position(|d| matches!(d, Device::VhostUserVsock { .. }));
-        let mut served = config.clone();
-        if let Some(index) = vsock {
-            served.devices.remove(index);
-        }
-        let (mut jail, mut view) = jailed::jail(&served, true)?;
+        let (mut jail, view) = jailed::jail(config, true)?;
         jail.cgroups.clone_from(&self.jail.cgroups);
         jail.bind(binary, JAILED_BINARY, false);
-        if let Some(index) = vsock {
+        if config.devices.contains(&Device::Vsock) {
             let inside = jailed::socket_dir(&mut jail, &vsock_dir(&config.run_dir))?;
             debug_assert_eq!(inside, vsock_dir(&view.run_dir));
-            view.devices.insert(
-                index,
-                Device::VhostUserVsock {
-                    socket: vsock_socket(&view.run_dir),
-                },
-            );
         }
         Ok((jail, view))
     }
@@ -289,12 +281,7 @@ mod tests {
     #[test]
     fn vsock_is_served_in_process_on_the_run_dir_socket() {
         let hv = HullVmm::new("hull-vmm").with_args(["--cpuid-clear", "cx16"]);
-        let args = strings(
-            hv.args(&config(vec![Device::VhostUserVsock {
-                socket: "/run/hull/p1/vhost-vsock.sock".into(),
-            }]))
-            .unwrap(),
-        );
+        let args = strings(hv.args(&config(vec![Device::Vsock])).unwrap());
         let joined = args.join(" ");
         assert!(
             joined.contains("--vsock-uds /run/hull/p1/vsock/vsock.sock"),
@@ -344,6 +331,18 @@ mod tests {
             let text = format!("{err} {}", std::error::Error::source(&err).unwrap());
             assert!(text.contains("not supported by hull-vmm"), "{text}");
         }
+        let vhost = Device::VhostUserVsock {
+            socket: "/run/hull/p1/vhost-vsock.sock".into(),
+        };
+        let err = HullVmm::new("hull-vmm")
+            .args(&config(vec![vhost]))
+            .unwrap_err();
+        assert!(err.to_string().contains("serves vsock itself"), "{err}");
+        let err = HullVmm::new("hull-vmm")
+            .args(&config(vec![Device::Vsock, Device::Vsock]))
+            .unwrap_err();
+        let text = format!("{err} {}", std::error::Error::source(&err).unwrap());
+        assert!(text.contains("a second vsock device"), "{text}");
     }
 
     #[test]
@@ -364,9 +363,7 @@ mod tests {
             vcpus: 1,
             memory_mib: 128,
             devices: vec![
-                Device::VhostUserVsock {
-                    socket: file("vhost-vsock.sock"),
-                },
+                Device::Vsock,
                 Device::VhostUserFs {
                     socket: file("virtiofs.sock"),
                     tag: "hull".into(),
@@ -399,13 +396,6 @@ mod tests {
             .collect();
         assert!(bound.contains(&(vsock_dir(dir.path()), "/run/vsock".into(), true)));
         assert!(bound.contains(&("/opt/hull/hull-vmm".into(), JAILED_BINARY.into(), false)));
-        // The vhost-user vsock socket is not hull-vmm's: it stays out of the jail.
-        assert!(
-            !bound
-                .iter()
-                .any(|(host, ..)| host.ends_with("vhost-vsock.sock")),
-            "{bound:?}"
-        );
         let meta = std::fs::metadata(vsock_dir(dir.path())).unwrap();
         assert_eq!(meta.uid(), jail.uid);
         assert_eq!(meta.mode() & 0o777, 0o700);

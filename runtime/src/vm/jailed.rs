@@ -88,6 +88,8 @@ pub fn jail(config: &VmConfig, kvm: bool) -> Result<(JailConfig, VmConfig), VmEr
                 jail.devices.push("/dev/net/tun".into());
                 jail.tap = Some(JailTap { name: tap.clone() });
             }
+            // The VMM's own socket: the backend gives it a directory (see `socket_dir`).
+            Device::Vsock => {}
         }
     }
     Ok((jail, view))

@@ -46,7 +46,7 @@ impl std::str::FromStr for MacAddr {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         hull_protocol::network::parse_mac(s)
             .map(Self)
-            .map_err(|e| VmError::InvalidDevice(e.to_string()))
+            .map_err(VmError::InvalidMac)
     }
 }
 
@@ -77,11 +77,14 @@ pub enum Device {
         /// The mount tag the guest uses.
         tag: String,
     },
-    /// virtio-vsock served by a vhost-user backend listening on `socket`.
+    /// virtio-vsock served by a vhost-user backend listening on `socket` (QEMU).
     VhostUserVsock {
         /// The backend's socket.
         socket: PathBuf,
     },
+    /// virtio-vsock served by the VMM itself, with no backend process (hull-vmm): the host
+    /// connects to the hybrid socket [`Vm::vsock_uds`] names. See [`Hypervisor::serves_vsock`].
+    Vsock,
     /// A virtio-net NIC on a tap that the VMM creates by name and owns (the tap goes away with the
     /// VMM). The VMM process runs in `netns`, the pod's network namespace, so the tap is born there.
     Net {
@@ -115,6 +118,9 @@ pub enum VmError {
     /// A device is described wrongly.
     #[error("invalid device: {0}")]
     InvalidDevice(String),
+    /// A NIC's MAC address is not one.
+    #[error("invalid device: bad MAC address")]
+    InvalidMac(#[source] hull_protocol::network::NetworkError),
     /// A device's backing file or socket is not there.
     #[error("device backing {0} does not exist")]
     DeviceMissing(PathBuf),
@@ -184,6 +190,7 @@ impl VmConfig {
         for device in &self.devices {
             let backing = match device {
                 Device::VhostUserFs { socket, .. } | Device::VhostUserVsock { socket } => socket,
+                Device::Vsock => continue,
                 Device::Net { tap, netns, .. } => {
                     if tap.is_empty()
                         || tap.len() > MAX_IFNAME_LEN
@@ -227,6 +234,11 @@ pub trait Hypervisor: std::fmt::Debug {
     fn name(&self) -> String;
     /// Validates `config` and boots the VM. Returns once the VMM process runs.
     fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError>;
+    /// Whether the VMM serves vsock itself ([`Device::Vsock`]); otherwise it needs a vhost-user
+    /// backend process ([`Device::VhostUserVsock`]).
+    fn serves_vsock(&self) -> bool {
+        false
+    }
 }
 
 /// A running VM. Dropping it stops the VMM (killing it if need be) and reaps it.

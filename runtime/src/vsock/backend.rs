@@ -21,6 +21,13 @@ pub struct VsockBackend {
     uds: PathBuf,
 }
 
+/// The hybrid vsock socket of the backend of a VM whose run directory is `run_dir` (a guest's
+/// connection to host port P goes to this path with `_P` appended). hull-vmm, which needs no
+/// backend, has its own: [`crate::vm::hull_vmm::vsock_socket`].
+pub fn uds_path(run_dir: &Path) -> PathBuf {
+    run_dir.join("vsock.sock")
+}
+
 impl VsockBackend {
     /// Starts the backend for a VM whose run directory is `run_dir`, and waits for its vhost-user
     /// socket to appear.
@@ -28,7 +35,7 @@ impl VsockBackend {
         let binary = std::env::var_os("HULL_VSOCK_BACKEND")
             .map_or_else(|| PathBuf::from(DEFAULT_BINARY), PathBuf::from);
         let vhost_socket = run_dir.join("vhost-vsock.sock");
-        let uds = run_dir.join("vsock.sock");
+        let uds = uds_path(run_dir);
         let log = run_dir.join("vsock.log");
         for stale in [&vhost_socket, &uds] {
             let _ = std::fs::remove_file(stale);

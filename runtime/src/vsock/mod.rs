@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-pub use backend::VsockBackend;
+pub use backend::{uds_path, VsockBackend};
 
 /// Longest handshake reply accepted (`OK 4294967295\n` is 14 bytes).
 const MAX_REPLY: usize = 32;

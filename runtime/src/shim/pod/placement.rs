@@ -3,15 +3,15 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
 
 use crate::host_cgroup::PodCgroup;
 
 /// The pod's host cgroup (see [`crate::host_cgroup`]) at the sandbox spec's `linux.cgroupsPath`,
 /// with the shim moved into it. Without a path, or when the host refuses, the pod runs in the
 /// shim's own cgroup and a warning says why.
-pub(super) fn host_cgroup(pod: &str, spec: &Value) -> Option<PodCgroup> {
-    let path = spec["linux"]["cgroupsPath"].as_str()?;
+pub(super) fn host_cgroup(pod: &str, spec: &Spec) -> Option<PodCgroup> {
+    let path = spec.linux().as_ref()?.cgroups_path().as_ref()?.to_str()?;
     let mut cgroup = match PodCgroup::create(path) {
         Ok(c) => c,
         Err(e) => {
@@ -27,12 +27,14 @@ pub(super) fn host_cgroup(pod: &str, spec: &Value) -> Option<PodCgroup> {
 
 /// The pod's network namespace: the path the sandbox spec's `network` namespace names (CNI's, for a
 /// Kubernetes pod). The VM takes over the interface CNI made there.
-pub(super) fn pod_netns(spec: &Value) -> Option<PathBuf> {
-    spec["linux"]["namespaces"]
-        .as_array()?
+pub(super) fn pod_netns(spec: &Spec) -> Option<PathBuf> {
+    spec.linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
         .iter()
-        .find(|ns| ns["type"] == "network")?["path"]
-        .as_str()
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
+        .find(|ns| ns.typ() == LinuxNamespaceType::Network)?
+        .path()
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty())
 }

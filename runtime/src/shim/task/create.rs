@@ -8,12 +8,11 @@ use containerd_shim_protos::api::Mount;
 use containerd_shim_protos::events::task::{TaskCreate, TaskIO};
 use containerd_shim_protos::topics::TASK_CREATE_EVENT_TOPIC;
 use hull_protocol::limits;
-use serde_json::Value;
-
 use std::sync::atomic::Ordering;
 
 use crate::shim::pod::{lock, Container, Pod, Process};
 use crate::shim::rootfs;
+use crate::shim::spec::BundleSpec;
 use crate::shim::stdio::{attach_process, StdioPaths};
 use crate::shim::ShimError;
 use crate::shim::{cri_o, namespaces, pod_shm, sizing, SANDBOX_ID_ANNOTATION};
@@ -33,14 +32,13 @@ pub struct CreateArgs {
 
 /// Creates the container; returns the pid containerd sees (the VMM's).
 pub async fn create(pod: &Arc<Pod>, args: CreateArgs) -> Result<u32, ShimError> {
-    limits::check_id("container id", &args.id)
-        .map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+    limits::check_id("container id", &args.id)?;
     if pod.is_taken(&args.id) {
         return Err(ShimError::AlreadyExists(format!("container {}", args.id)));
     }
     let mut spec = read_spec(&args.bundle)?;
-    cri_o::normalise(&mut spec);
-    let vm = pod.ensure_vm(&spec).await?;
+    cri_o::normalise(spec.spec_mut());
+    let vm = pod.ensure_vm(spec.spec()).await?;
     let result = create_in_vm(pod, &args, spec, &vm).await;
     if result.is_err() && pod.is_empty() {
         pod.stop_vm().await;
@@ -51,26 +49,26 @@ pub async fn create(pod: &Arc<Pod>, args: CreateArgs) -> Result<u32, ShimError> 
 async fn create_in_vm(
     pod: &Pod,
     args: &CreateArgs,
-    mut spec: Value,
+    mut spec: BundleSpec,
     vm: &crate::shim::pod::VmHandle,
 ) -> Result<u32, ShimError> {
     // A pod container joins its sandbox's namespaces in the guest.
-    let sandbox = spec["annotations"][SANDBOX_ID_ANNOTATION]
-        .as_str()
+    let sandbox = spec
+        .annotation(SANDBOX_ID_ANNOTATION)
         .filter(|s| *s != args.id)
         .and_then(|s| pod.container(s).ok());
     let sandbox_pid = sandbox
         .as_ref()
         .map(|c| c.init.guest_pid.load(Ordering::SeqCst))
         .filter(|pid| *pid != 0);
-    if let Some(sandbox) = sandbox.filter(|_| cri_o::is_cri_o(&spec)) {
+    if let Some(sandbox) = sandbox.filter(|_| cri_o::is_cri_o(spec.spec())) {
         let sandbox_spec = read_spec(&sandbox.bundle)?;
-        cri_o::join_pod_namespaces(&mut spec, &sandbox_spec, vm.vmm_pid);
+        cri_o::join_pod_namespaces(spec.spec_mut(), sandbox_spec.spec(), vm.vmm_pid);
     }
-    namespaces::rewrite(&mut spec, vm.vmm_pid, sandbox_pid);
-    pod_shm::rewrite(&mut spec);
+    namespaces::rewrite(spec.spec_mut(), vm.vmm_pid, sandbox_pid);
+    pod_shm::rewrite(spec.spec_mut());
     // No hot-add: a container joining a running pod must fit its VM (sizing.rs).
-    let memory_limit_mib = sizing::memory_limit_mib(&spec);
+    let memory_limit_mib = sizing::memory_limit_mib(spec.spec());
     if let Some(size) = pod.vm_size().await {
         let committed = pod.committed_memory_mib(&args.id);
         sizing::check_fits(&pod.config, size.memory_mib, committed, memory_limit_mib)
@@ -79,14 +77,21 @@ async fn create_in_vm(
     let source = pod.rootfs_source();
     let (dir, id, mounts) = (pod.run_dir.clone(), args.id.clone(), args.rootfs.clone());
     let bundle = args.bundle.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
-        rootfs::prepare(&source, &dir, &bundle, &id, &mounts, spec)
+    let (prepared, spec) = tokio::task::spawn_blocking(move || {
+        let prepared = rootfs::prepare(&source, &dir, &bundle, &id, &mounts, spec.spec_mut());
+        (prepared, spec)
     })
     .await
-    .map_err(|e| ShimError::Io("rootfs task".into(), std::io::Error::other(e)))??;
-    let spec_json = serde_json::to_vec(&prepared.spec)
-        .map_err(|e| ShimError::InvalidArgument(format!("OCI spec: {e}")))?;
+    .map_err(|e| ShimError::Io("rootfs task".into(), std::io::Error::other(e)))?;
+    let prepared = prepared?;
     let undo = prepared.undo;
+    let spec_json = match spec.to_json() {
+        Ok(json) => json,
+        Err(e) => {
+            release(undo);
+            return Err(ShimError::InvalidArgument(format!("OCI spec: {e}")));
+        }
+    };
     let created = vm
         .agent
         .create_container(
@@ -103,7 +108,8 @@ async fn create_in_vm(
             return Err(e.into());
         }
     };
-    let io = match attach_process(&vm.uds, &args.id, "", &args.stdio).await {
+    let name = format!("container {}", args.id);
+    let io = match attach_process(&vm.uds, (&args.id, ""), &name, &args.stdio).await {
         Ok(io) => io,
         Err(e) => {
             let _ = vm.agent.remove_container(&args.id).await;
@@ -164,26 +170,8 @@ fn release(undo: rootfs::Undo) {
 }
 
 /// Reads `<bundle>/config.json`.
-pub fn read_spec(bundle: &std::path::Path) -> Result<Value, ShimError> {
-    let path = bundle.join("config.json");
-    let text = std::fs::read(&path).map_err(|source| ShimError::Spec {
-        path: path.clone(),
-        source,
-    })?;
-    let spec: Value = serde_json::from_slice(&text).map_err(|e| ShimError::Spec {
-        path: path.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-    })?;
-    if !spec.is_object() || !spec["process"].is_object() {
-        return Err(ShimError::Spec {
-            path,
-            source: std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "not an OCI runtime spec (no process object)",
-            ),
-        });
-    }
-    Ok(spec)
+pub fn read_spec(bundle: &std::path::Path) -> Result<BundleSpec, ShimError> {
+    BundleSpec::read(bundle).map_err(|(path, source)| ShimError::Spec { path, source })
 }
 
 #[cfg(test)]
@@ -204,7 +192,11 @@ mod tests {
         std::fs::write(dir.path().join("config.json"), "{}").unwrap();
         let e = crate::agent::client::error_chain(&read_spec(dir.path()).unwrap_err());
         assert!(e.contains("no process object"), "{e}");
-        std::fs::write(dir.path().join("config.json"), r#"{"process":{}}"#).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"process":{"cwd":"/","user":{"uid":0,"gid":0}}}"#,
+        )
+        .unwrap();
         read_spec(dir.path()).unwrap();
     }
 }

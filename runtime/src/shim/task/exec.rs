@@ -18,16 +18,16 @@ pub async fn exec(
     stdio: StdioPaths,
     process_json: Vec<u8>,
 ) -> Result<(), ShimError> {
-    limits::check_id("exec id", exec_id).map_err(|e| ShimError::InvalidArgument(e.to_string()))?;
+    limits::check_id("exec id", exec_id)?;
     let container = pod.container(id)?;
     if container.init.state() != ProcessState::Running {
         return Err(ShimError::FailedPrecondition(format!(
             "container {id} is not running"
         )));
     }
-    let value: serde_json::Value = serde_json::from_slice(&process_json)
-        .map_err(|e| ShimError::InvalidArgument(format!("exec process is not JSON: {e}")))?;
-    if !value["args"].is_array() {
+    let process: oci_spec::runtime::Process = serde_json::from_slice(&process_json)
+        .map_err(|e| ShimError::InvalidArgument(format!("exec process: {e}")))?;
+    if process.args().is_none() {
         return Err(ShimError::InvalidArgument(
             "exec process has no args".into(),
         ));

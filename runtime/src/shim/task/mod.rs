@@ -97,6 +97,15 @@ mod tests {
         )
         .unwrap();
         let e = super::create::create(&pod, args("c1")).await.unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT, "{e}");
+        let text = crate::agent::client::error_chain(&e);
+        assert!(text.contains("missing field `user`"), "{text}");
+        std::fs::write(
+            bundle.join("config.json"),
+            r#"{"process":{"args":["true"],"cwd":"/","user":{"uid":0,"gid":0}}}"#,
+        )
+        .unwrap();
+        let e = super::create::create(&pod, args("c1")).await.unwrap_err();
         let text = crate::agent::client::error_chain(&e);
         assert!(
             text.contains("no-kernel") && text.contains("missing"),

@@ -60,7 +60,7 @@ pub async fn start(pod: &Pod, id: &str, exec_id: &str) -> Result<u32, ShimError>
                 return Err(e.into());
             }
         }
-        match attach_process(&vm.uds, id, agent_id, &process.stdio).await {
+        match attach_process(&vm.uds, (id, agent_id), &process.name(), &process.stdio).await {
             Ok(io) => {
                 let mut attached = process.io.lock().await;
                 let io = attached.insert(io);

@@ -13,7 +13,7 @@ pub async fn stats(pod: &Pod, id: &str) -> Result<Any, ShimError> {
     let container = pod.container(id)?;
     let vm = pod.vm().await?;
     let stats = vm.agent.stats_container(id).await?;
-    let for_cri_o = read_spec(&container.bundle).is_ok_and(|spec| cri_o::is_cri_o(&spec));
+    let for_cri_o = read_spec(&container.bundle).is_ok_and(|spec| cri_o::is_cri_o(spec.spec()));
     let packed = if for_cri_o {
         to_any_v1(to_metrics_v1(&stats))
     } else {

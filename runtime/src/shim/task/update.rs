@@ -1,20 +1,18 @@
 //! `Update`: new `linux.resources` for the container's guest cgroup.
 
+use oci_spec::runtime::LinuxResources;
+
 use crate::shim::pod::{lock, Pod};
 use crate::shim::{sizing, ShimError};
 
 /// Applies `resources_json` (OCI `linux.resources`, as containerd sends it) to container `id`.
 pub async fn update(pod: &Pod, id: &str, resources_json: &[u8]) -> Result<(), ShimError> {
     let container = pod.container(id)?;
-    let value: serde_json::Value = serde_json::from_slice(resources_json)
-        .map_err(|e| ShimError::InvalidArgument(format!("resources are not JSON: {e}")))?;
-    if !value.is_object() {
-        return Err(ShimError::InvalidArgument(
-            "resources are not a JSON object".into(),
-        ));
-    }
+    let resources: LinuxResources = serde_json::from_slice(resources_json).map_err(|e| {
+        ShimError::InvalidArgument(format!("resources are not OCI linux.resources: {e}"))
+    })?;
     // A new memory limit must fit the VM next to the other containers' (no hot-add).
-    let limit = sizing::memory_limit_mib(&serde_json::json!({"linux": {"resources": value}}));
+    let limit = sizing::resources_memory_limit_mib(&resources);
     if let (Some(size), Some(_)) = (pod.vm_size().await, limit) {
         sizing::check_fits(
             &pod.config,

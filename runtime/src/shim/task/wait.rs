@@ -10,7 +10,7 @@ use containerd_shim_protos::events::task::TaskExit;
 use containerd_shim_protos::topics::TASK_EXIT_EVENT_TOPIC;
 
 use crate::agent::client::ExitInfo;
-use crate::agent::{AgentClient, AgentError};
+use crate::agent::{AgentClient, AgentClientError};
 use crate::shim::events::EventSink;
 use crate::shim::fault::{signal_name, FaultSignal, PodFault, KILLED_STATUS};
 use crate::shim::pod::{publish_oom, Exit, OomLedger, Pod, Process, ProcessState, DRAIN_BOUND};
@@ -36,7 +36,7 @@ enum Ended {
     /// Its pod went down under it.
     PodDown(Arc<PodFault>),
     /// The agent could not be asked, and the pod did not go down.
-    Lost(AgentError),
+    Lost(AgentClientError),
 }
 
 /// Watches a started process in the background until it exits, or its pod goes down.

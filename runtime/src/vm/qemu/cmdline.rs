@@ -123,6 +123,8 @@ fn push_device(args: &mut Args, index: usize, device: &Device) {
             args.push("-device");
             args.push(format!("vhost-user-vsock-device,chardev=vsock{index}"));
         }
+        // Refused by `Qemu::start`: QEMU serves vsock only through a vhost-user backend.
+        Device::Vsock => {}
         Device::Net { tap, mac, .. } => {
             // The tap is created by name in the VMM's network namespace; hull wires it up with tc.
             args.push("-netdev");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::accel::{self, Accel};
 use super::jailed::{self, JailSettings, Jailable};
 use super::process::VmmProcess;
-use super::{Hypervisor, Vm, VmConfig, VmError};
+use super::{Device, Hypervisor, Vm, VmConfig, VmError};
 pub use cmdline::HostShape;
 
 /// The binary looked up on `PATH` unless `HULL_QEMU` names another.
@@ -76,6 +76,11 @@ impl Hypervisor for Qemu {
 
     fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
         config.validate()?;
+        if config.devices.contains(&Device::Vsock) {
+            return Err(VmError::InvalidDevice(
+                "QEMU serves vsock only through a vhost-user backend (VhostUserVsock)".into(),
+            ));
+        }
         let binary = self.resolve_binary()?;
         let process = match &self.jail.jailer {
             None => VmmProcess::spawn(

@@ -58,34 +58,20 @@ fn ns(pid: &str, kind: &str) -> std::path::PathBuf {
     std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).unwrap()
 }
 
-#[test]
-fn the_vmm_runs_unprivileged_in_its_own_namespaces_and_root() {
-    let run_dir = tempfile::tempdir().unwrap();
-    let (Some(config), Some(qemu)) = (config(run_dir.path()), qemu()) else {
-        return;
-    };
-    let mut vm = qemu.start(&config).unwrap();
-    let vmm = vmm_of(vm.pid());
-
-    let uid = jail::uid_for(run_dir.path()).to_string();
+/// What every jailed VMM is: the jail's uid (not root) for all four ids, no effective
+/// capability, `no_new_privs`, PID 1 of its own PID namespace, its own mount, PID, IPC and UTS
+/// namespaces.
+fn assert_jailed(vmm: u32, run_dir: &std::path::Path) {
+    let uid = jail::uid_for(run_dir).to_string();
+    assert_ne!(uid, "0");
     assert_eq!(
         status_field(vmm, "Uid")
             .split_whitespace()
             .collect::<Vec<_>>(),
         [uid.as_str(); 4]
     );
-    assert_eq!(status_field(vmm, "Groups"), "");
     assert_eq!(status_field(vmm, "CapEff"), "0000000000000000");
-    assert_eq!(status_field(vmm, "CapPrm"), "0000000000000000");
     assert_eq!(status_field(vmm, "NoNewPrivs"), "1");
-    // No file-size limit: it would cap the guest-RAM memfd too (pods above 1 GiB failed).
-    let limits = std::fs::read_to_string(format!("/proc/{vmm}/limits")).unwrap();
-    let fsize = limits
-        .lines()
-        .find(|l| l.starts_with("Max file size"))
-        .unwrap();
-    assert!(fsize.contains("unlimited"), "{fsize}");
-    // PID 1 of its own PID namespace.
     assert_eq!(
         status_field(vmm, "NSpid").split_whitespace().last(),
         Some("1")
@@ -97,6 +83,27 @@ fn the_vmm_runs_unprivileged_in_its_own_namespaces_and_root() {
             "{kind} namespace shared"
         );
     }
+}
+
+#[test]
+fn the_vmm_runs_unprivileged_in_its_own_namespaces_and_root() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let (Some(config), Some(qemu)) = (config(run_dir.path()), qemu()) else {
+        return;
+    };
+    let mut vm = qemu.start(&config).unwrap();
+    let vmm = vmm_of(vm.pid());
+
+    assert_jailed(vmm, run_dir.path());
+    assert_eq!(status_field(vmm, "Groups"), "");
+    assert_eq!(status_field(vmm, "CapPrm"), "0000000000000000");
+    // No file-size limit: it would cap the guest-RAM memfd too (pods above 1 GiB failed).
+    let limits = std::fs::read_to_string(format!("/proc/{vmm}/limits")).unwrap();
+    let fsize = limits
+        .lines()
+        .find(|l| l.starts_with("Max file size"))
+        .unwrap();
+    assert!(fsize.contains("unlimited"), "{fsize}");
     assert_eq!(ns(&vmm.to_string(), "net"), ns("self", "net"));
     // Its root is a tmpfs with /usr, the images and a few devices: nothing else (the console
     // is its stdout, not a host file it writes).
@@ -195,27 +202,7 @@ async fn a_booted_pods_vmm_is_jailed_and_filtered() {
         hull_tests::hypervisor_choice(),
         comm.trim()
     );
-    let uid = jail::uid_for(pod.run_dir()).to_string();
-    assert_ne!(uid, "0");
-    assert_eq!(
-        status_field(vmm, "Uid")
-            .split_whitespace()
-            .collect::<Vec<_>>(),
-        [uid.as_str(); 4]
-    );
-    assert_eq!(status_field(vmm, "CapEff"), "0000000000000000");
-    assert_eq!(status_field(vmm, "NoNewPrivs"), "1");
+    assert_jailed(vmm, pod.run_dir());
     assert_eq!(status_field(vmm, "Seccomp"), "2");
-    assert_eq!(
-        status_field(vmm, "NSpid").split_whitespace().last(),
-        Some("1")
-    );
-    for kind in ["mnt", "pid", "ipc", "uts"] {
-        assert_ne!(
-            ns(&vmm.to_string(), kind),
-            ns("self", kind),
-            "{kind} namespace shared"
-        );
-    }
     assert!(!std::path::Path::new(&format!("/proc/{vmm}/root/etc/passwd")).exists());
 }

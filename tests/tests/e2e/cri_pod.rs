@@ -491,7 +491,7 @@ fn a_pod_is_one_vm_with_its_containers() {
 
     // A read-only root (`readOnlyRootFilesystem`) and a read-only volume (ConfigMap-like) are
     // read-only in virtiofsd's own mount namespace, which serves the guest, not only in the
-    // guest (whose flags guest root can lift: tests/tests/escape_readonly.rs); the root still got
+    // guest (whose flags guest root can lift: tests/tests/e2e/escape_readonly.rs); the root still got
     // the mount points CRI's files need (the image has no /etc/hosts). The sandbox's root, an
     // image layer lent read-only, too; a writable root stays writable.
     let config_map = cri.containerd().dir().join("config-map");

@@ -342,8 +342,9 @@ echo END"#,
     let child = spawn_run(&c, id, &["--privileged", "--mount", &vol_flag], &script);
     c.wait_status(id, "RUNNING", Duration::from_secs(120));
     // The guest-to-host side of the hybrid vsock: CID 2 port P lands on `<uds>_P`.
-    let uds = c.run_dir().join(id).join("vsock.sock");
-    assert!(uds.exists(), "no hybrid vsock socket at {}", uds.display());
+    let pod_dir = c.run_dir().join(id);
+    let uds = hull_tests::pod_vsock_uds(&pod_dir)
+        .unwrap_or_else(|| panic!("no hybrid vsock socket in {}", pod_dir.display()));
     let mut path = uds.into_os_string();
     path.push(format!("_{port}"));
     let host = HostPort::listen(Path::new(&path));

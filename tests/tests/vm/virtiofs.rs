@@ -5,7 +5,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hull_runtime::share::{guest_rootfs, mounts, spec as share_spec, CacheMode};
+use hull_runtime::share::{guest_rootfs, mountinfo, mounts, spec as share_spec, CacheMode};
 use hull_tests::pod::TestPod;
 use hull_tests::rootfs::busybox_rootfs;
 use hull_tests::spec::spec;
@@ -68,7 +68,7 @@ fn shared_spec(pod: &TestPod, cid: &str, mut s: serde_json::Value) -> serde_json
 }
 
 fn mounted_under(dir: &Path) -> Vec<PathBuf> {
-    mounts::mounts_under(
+    mountinfo::mounts_under(
         &std::fs::read_to_string("/proc/self/mountinfo").unwrap(),
         dir,
     )
@@ -287,7 +287,7 @@ async fn virtiofsd_death_fails_guest_io_and_the_pod_still_stops_clean() {
     let vm_pid = pod.vm.vm_pid();
     let vsock_pid = pod.vm.vsock_pid();
     drop(pod);
-    for p in [vm_pid, vsock_pid, pid] {
+    for p in [Some(vm_pid), vsock_pid, Some(pid)].into_iter().flatten() {
         assert!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), None).is_err(),
             "pid {p} left running"
@@ -329,12 +329,12 @@ async fn a_stopped_pod_leaves_no_mount_and_no_process() {
         mounted_under(&run_dir)
     );
     let pids = [
-        pod.vm.vm_pid(),
+        Some(pod.vm.vm_pid()),
         pod.vm.vsock_pid(),
-        pod.vm.virtiofsd_pid().unwrap(),
+        Some(pod.vm.virtiofsd_pid().unwrap()),
     ];
     pod.vm.shutdown(Duration::from_secs(5)).await.unwrap();
-    for p in pids {
+    for p in pids.into_iter().flatten() {
         assert!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), None).is_err(),
             "pid {p} left running"

@@ -95,7 +95,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         return;
     };
     let agent = pod.agent();
-    let code = |e: hull_runtime::agent::AgentError| e.code();
+    let code = |e: hull_runtime::agent::AgentClientError| e.code();
 
     let err = agent
         .create_container("broken", b"{ not json".to_vec(), GUEST_ROOTFS, pipes(false))

@@ -11,6 +11,15 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// A containerd started with `options` (`None`: the test skips) in which `ctr run --rm` of
+/// container `id` has failed, and that run's output.
+fn failed_run(options: &Options, id: &str) -> Option<(Containerd, std::process::Output)> {
+    let c = Containerd::start_with(options)?;
+    let out = c.run_rm(id, &["true"]);
+    assert!(!out.status.success(), "{}", c.explain(&out));
+    Some((c, out))
+}
+
 #[test]
 fn delete_leaves_nothing_behind() {
     let Some(c) = Containerd::start() else { return };
@@ -57,14 +66,13 @@ fn broken_spec_is_a_clear_error() {
 
 #[test]
 fn missing_kernel_is_a_clear_error() {
-    let Some(c) = Containerd::start_with(&Options {
+    let options = Options {
         kernel: Some("/nonexistent/hull/vmlinuz".into()),
         ..Options::default()
-    }) else {
+    };
+    let Some((c, out)) = failed_run(&options, "nokernel") else {
         return;
     };
-    let out = c.run_rm("nokernel", &["true"]);
-    assert!(!out.status.success(), "{}", c.explain(&out));
     let err = text(&out.stderr);
     assert!(
         err.contains("kernel") && err.contains("/nonexistent/hull/vmlinuz"),
@@ -77,14 +85,13 @@ fn missing_kernel_is_a_clear_error() {
 
 #[test]
 fn bad_hull_config_names_the_key() {
-    let Some(c) = Containerd::start_with(&Options {
+    let options = Options {
         extra_config: "default_vcpus = \"two\"".into(),
         ..Options::default()
-    }) else {
+    };
+    let Some((c, out)) = failed_run(&options, "badconf") else {
         return;
     };
-    let out = c.run_rm("badconf", &["true"]);
-    assert!(!out.status.success(), "{}", c.explain(&out));
     let err = text(&out.stderr);
     assert!(err.contains("default_vcpus"), "{}", c.explain(&out));
     c.assert_clean("badconf", Duration::from_secs(10));
@@ -96,14 +103,13 @@ fn hull_vmm_without_hardware_kvm_is_a_clear_error() {
         eprintln!("this host has hardware KVM: hull-vmm would run; nothing to check");
         return;
     }
-    let Some(c) = Containerd::start_with(&Options {
+    let options = Options {
         hypervisor: Some("hull-vmm".into()),
         ..Options::default()
-    }) else {
+    };
+    let Some((c, out)) = failed_run(&options, "nokvm") else {
         return;
     };
-    let out = c.run_rm("nokvm", &["true"]);
-    assert!(!out.status.success(), "{}", c.explain(&out));
     let err = text(&out.stderr);
     assert!(
         err.contains("needs hardware KVM") && err.contains("/dev/kvm"),
@@ -123,14 +129,13 @@ fn kept_log(message: &str) -> Option<std::path::PathBuf> {
 #[test]
 fn a_vm_that_cannot_boot_leaves_a_log_the_error_names_and_a_real_code() {
     // A real guest that cannot start: its kernel finds no init and panics.
-    let Some(c) = Containerd::start_with(&Options {
+    let options = Options {
         extra_config: "kernel_params = [\"rdinit=/nonexistent\"]".into(),
         ..Options::default()
-    }) else {
+    };
+    let Some((c, out)) = failed_run(&options, "noinit") else {
         return;
     };
-    let out = c.run_rm("noinit", &["true"]);
-    assert!(!out.status.success(), "{}", c.explain(&out));
     let err = text(&out.stderr);
     // FAILED_PRECONDITION, which containerd passes on (INTERNAL would reach ctr as `unknown`).
     assert!(
@@ -277,15 +282,14 @@ fn a_vmm_that_stops_its_guest_is_reported_with_its_words() {
     // The PVH vmlinux reaches the instruction PVM cannot emulate sooner than the bzImage.
     let images = hull_runtime::images::GuestImages::from_env();
     let vmlinux = images.kernel.with_file_name("vmlinux");
-    let Some(c) = Containerd::start_with(&Options {
+    let options = Options {
         kernel: vmlinux.is_file().then_some(vmlinux),
         env: vec![("HULL_ACCEL".into(), "kvm".into())],
         ..Options::default()
-    }) else {
+    };
+    let Some((c, out)) = failed_run(&options, "forcedkvm") else {
         return;
     };
-    let out = c.run_rm("forcedkvm", &["true"]);
-    assert!(!out.status.success(), "{}", c.explain(&out));
     let err = text(&out.stderr);
     assert!(
         err.contains("the VMM stopped the guest: KVM internal error"),
