@@ -28,10 +28,12 @@ pub fn normalise(spec: &mut Spec) {
     let Some(id) = annotation(spec, SANDBOX_ID).map(str::to_owned) else {
         return;
     };
-    if let Some(annotations) = spec.annotations_mut() {
-        annotations
-            .entry(SANDBOX_ID_ANNOTATION.to_owned())
-            .or_insert(id);
+    if let Some(annotations) = spec
+        .annotations_mut()
+        .as_mut()
+        .filter(|a| !a.contains_key(SANDBOX_ID_ANNOTATION))
+    {
+        annotations.insert(SANDBOX_ID_ANNOTATION.into(), id);
     }
 }
 
@@ -94,8 +96,8 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
-    fn json_of(spec: &Spec) -> Value {
-        serde_json::to_value(spec).unwrap()
+    fn json_of(s: &Spec) -> Value {
+        serde_json::to_value(s).unwrap()
     }
 
     #[test]

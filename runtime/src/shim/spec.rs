@@ -100,7 +100,7 @@ pub struct BundleHints {
 struct HintAnnotations {
     #[serde(rename = "io.kubernetes.cri.sandbox-id")]
     sandbox_id: Option<String>,
-    /// CRI-O's name for it (see `super::cri_o`).
+    /// CRI-O's name for the same (see `cri_o`).
     #[serde(rename = "io.kubernetes.cri-o.SandboxID")]
     cri_o_sandbox_id: Option<String>,
 }
@@ -119,11 +119,13 @@ impl BundleHints {
         serde_json::from_slice(&text).ok()
     }
 
-    /// The sandbox the container belongs to: CRI's `io.kubernetes.cri.sandbox-id`, else CRI-O's
-    /// `io.kubernetes.cri-o.SandboxID` (as [`super::cri_o::normalise`] reads them).
+    /// The sandbox the container belongs to (CRI's `io.kubernetes.cri.sandbox-id`, else
+    /// CRI-O's `io.kubernetes.cri-o.SandboxID`).
     pub fn sandbox_id(&self) -> Option<&str> {
-        let a = &self.annotations;
-        a.sandbox_id.as_deref().or(a.cri_o_sandbox_id.as_deref())
+        self.annotations
+            .sandbox_id
+            .as_deref()
+            .or(self.annotations.cri_o_sandbox_id.as_deref())
     }
 
     /// The host cgroup the spec names (`linux.cgroupsPath`).
