@@ -141,6 +141,18 @@ impl Drop for PodNic {
 
 /// The error for a VMM found exited while the VM was being set up: what it said when it stopped
 /// the guest, else how it exited.
+/// The kernel command-line word giving the guest the host's hostname (`hull.hostname=…`), so a
+/// container that sets none shows the host's name, as under runc (where a new UTS namespace
+/// starts as a copy of the host's). None when the name is not one word of `[A-Za-z0-9.-]`.
+pub fn hostname_arg() -> Option<String> {
+    let name = nix::unistd::gethostname().ok()?.into_string().ok()?;
+    let usable = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    usable.then(|| format!("hull.hostname={name}"))
+}
+
 fn vm_exited(vm: &dyn Vm, status: std::process::ExitStatus) -> SandboxError {
     match vm.fatal() {
         Some(line) => SandboxError::Vm(VmError::Stopped {
@@ -171,6 +183,7 @@ impl SandboxVm {
             socket: vsock.vhost_socket().to_owned(),
         }];
         let mut cmdline = config.cmdline.clone();
+        cmdline.extend(hostname_arg());
         let (virtiofsd, shared_dir) = match config.share {
             Some(cache) => {
                 let shared = config.run_dir.join("shared");

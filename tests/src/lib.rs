@@ -6,6 +6,7 @@ pub mod cri;
 pub mod cri_stream;
 pub mod data;
 pub mod faults;
+pub mod host_tools;
 pub mod netns;
 pub mod pod;
 pub mod probe_output;

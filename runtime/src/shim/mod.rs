@@ -14,6 +14,7 @@
 //! - [`stdio`]: containerd's fifos ↔ the agent's vsock stdio streams;
 //! - [`rootfs`]: a container's root filesystem and its spec, as the guest sees them;
 //! - [`namespaces`]: a pod container's namespace paths, as the guest knows them;
+//! - [`host_namespaces`]: what a Kubernetes pod may ask of the node that a VM cannot give;
 //! - [`pod_shm`]: a pod container's `/dev/shm`, the pod's tmpfs in the guest;
 //! - [`config`], [`sizing`], [`metrics`], [`events`]: the pieces around them.
 
@@ -21,6 +22,7 @@ pub mod boot_log;
 pub mod config;
 pub mod events;
 pub mod fault;
+pub mod host_namespaces;
 pub mod lifecycle;
 pub mod metrics;
 pub mod namespaces;

@@ -16,7 +16,7 @@ use crate::shim::pod::{lock, Container, Pod, Process};
 use crate::shim::rootfs;
 use crate::shim::stdio::{attach_process, StdioPaths};
 use crate::shim::ShimError;
-use crate::shim::{namespaces, pod_shm, sizing, SANDBOX_ID_ANNOTATION};
+use crate::shim::{host_namespaces, namespaces, pod_shm, sizing, SANDBOX_ID_ANNOTATION};
 
 /// What `Create` is asked.
 #[derive(Debug, Clone)]
@@ -38,7 +38,17 @@ pub async fn create(pod: &Arc<Pod>, args: CreateArgs) -> Result<u32, ShimError> 
     if pod.is_taken(&args.id) {
         return Err(ShimError::AlreadyExists(format!("container {}", args.id)));
     }
-    let spec = read_spec(&args.bundle)?;
+    let mut spec = read_spec(&args.bundle)?;
+    // Before any VM is booted: a pod asking for what a VM cannot give is refused at once. (A
+    // spec the typed parser refuses is reported, with its reason, when the rootfs is prepared.)
+    if let Ok(typed) = serde_json::from_value::<oci_spec::runtime::Spec>(spec.clone()) {
+        host_namespaces::check(&typed, pod.config.host_namespaces)?;
+        if host_namespaces::drops_hostname(&typed) {
+            if let Some(obj) = spec.as_object_mut() {
+                obj.remove("hostname");
+            }
+        }
+    }
     let vm = pod.ensure_vm(&spec).await?;
     let result = create_in_vm(pod, &args, spec, &vm).await;
     if result.is_err() && pod.is_empty() {
