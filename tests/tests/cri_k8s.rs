@@ -347,6 +347,7 @@ fn net_admin_pods_manage_their_own_network() {
     let dir = tempfile::tempdir().unwrap();
     let archive = dir.path().join("nettools.tar");
     use hull_tests::host_tools::{build_tools_image, Tool};
+    let probe = hull_tests::rootfs::fs_probe_binary().display().to_string();
     let tools = [
         Tool {
             host: "/usr/sbin/xtables-legacy-multi",
@@ -375,6 +376,10 @@ fn net_admin_pods_manage_their_own_network() {
         Tool {
             host: "/bin/ip",
             image: "usr/sbin/ip",
+        },
+        Tool {
+            host: &probe,
+            image: "bin/probe",
         },
     ];
     if let Err(e) = build_tools_image(
@@ -483,14 +488,17 @@ fn net_admin_pods_manage_their_own_network() {
         eprintln!("{what}: ok");
     }
     // The REDIRECT rule takes effect: conntrack + NAT send 127.0.0.1:8080 to the httpd on 15001.
+    // (The static probe connects: busybox's static wget crashes in an image that has glibc's
+    // shared libraries, which its NSS lookups then try to load.)
     let (code, out) = sh(
         &cri,
         &admin,
         "mkdir -p /www && echo redirected-by-nat > /www/index.html && \
-         httpd -p 127.0.0.1:15001 -h /www </dev/null >/dev/null 2>&1 && sleep 0.5 && wget -q -T 10 -O- http://127.0.0.1:8080/",
+         httpd -p 127.0.0.1:15001 -h /www </dev/null >/dev/null 2>&1 && sleep 0.5 && \
+         /bin/probe tcp-connect 127.0.0.1:8080 'GET /index.html HTTP/1.0\n'",
     );
     assert!(
-        code == 0 && out.contains("redirected-by-nat"),
+        code == 0 && out.contains("200 OK") && out.contains("redirected-by-nat"),
         "NAT REDIRECT: exit {code}:\n{out}"
     );
     // Without NET_ADMIN: the capability is missing, nothing else.
