@@ -10,6 +10,9 @@ use hull_tests::containerd::{mounts_under, processes};
 use hull_tests::cri::{Cri, HANDLER};
 use k8s_cri::v1::{Mount, MountPropagation, NamespaceMode, PodSandboxConfig};
 
+/// A change to a pod's namespace options.
+type ChangeNamespaces = fn(&mut k8s_cri::v1::NamespaceOption);
+
 /// `config` with the pod's namespace options changed by `f`.
 fn with_namespaces(
     mut config: PodSandboxConfig,
@@ -112,7 +115,7 @@ fn node_namespaces_and_host_propagation_are_refused_with_why() {
     let Some(cri) = Cri::start() else { return };
     let t0 = Instant::now();
     // hostNetwork / hostIPC / hostPID: RunPodSandbox fails before any VM boots.
-    let cases: [(&str, fn(&mut k8s_cri::v1::NamespaceOption), &str); 3] = [
+    let cases: [(&str, ChangeNamespaces, &str); 3] = [
         (
             "hostnet",
             |o| o.network = NamespaceMode::Node.into(),
