@@ -110,6 +110,8 @@ pub struct PartExit {
 /// A running pod VM with its agent.
 #[derive(Debug)]
 pub struct SandboxVm {
+    /// Kept for its `Drop`, which stops the forwarding task.
+    _port_forward: Option<network::port_forward::Forwarder>,
     agent: AgentClient,
     // Field order is drop order: the VM goes before its vsock backend and virtiofsd.
     vm: Box<dyn Vm>,
@@ -272,6 +274,11 @@ impl SandboxVm {
             }
             None => (None, None),
         };
+        // CRI PortForward dials the namespace's loopback: make it lead into the guest (this
+        // runs `iptables`, so before the shim is confined).
+        let forward_listener = nic
+            .as_ref()
+            .and_then(|n| network::port_forward::prepare(&n.netns));
         if config.confine_host {
             crate::seccomp::confine_shim()?;
         }
@@ -297,7 +304,11 @@ impl SandboxVm {
         if let Some(net) = &pod_network {
             agent.configure_network(net).await?;
         }
+        let uds = vm.vsock_uds().unwrap_or(vsock.uds()).to_owned();
+        let port_forward =
+            forward_listener.map(|l| network::port_forward::Forwarder::start(l, uds));
         Ok(Self {
+            _port_forward: port_forward,
             agent,
             vm,
             vsock,

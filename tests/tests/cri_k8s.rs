@@ -1,6 +1,8 @@
 //! Kubernetes behaviours a platform team checks before adopting a runtime class, through a real
 //! containerd's CRI with handler `hull` (issue 16): what a VM cannot give (the node's namespaces,
-//! host mount propagation) refused with why and what to use instead.
+//! host mount propagation) refused with why and what to use instead; setuid binaries with and
+//! without no_new_privs; a NET_ADMIN container managing its own network with Debian's real tools;
+//! `kubectl port-forward` reaching a port in the guest.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -535,5 +537,69 @@ fn net_admin_pods_manage_their_own_network() {
     }
     cri.remove_pod(&pod).expect("remove pod");
     assert_no_pod_left(&cri, &["netadmin"]);
+    eprintln!("whole test: {:?}", t0.elapsed());
+}
+
+#[test]
+fn port_forward_reaches_the_guests_port() {
+    let Some(cri) = Cri::start() else { return };
+    let t0 = Instant::now();
+    let config = cri.pod_config("pf");
+    let pod = cri
+        .run_pod(&config, HANDLER)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", cri.log_tail()));
+    // Bound to the guest's loopback only: kubectl port-forward reaches such servers too.
+    let web = cri.run_container(
+        &pod,
+        &config,
+        Cri::container_config(
+            "web",
+            0,
+            &[
+                "sh",
+                "-c",
+                "mkdir -p /www && echo hello-through-port-forward > /www/index.html && \
+                 exec httpd -f -p 127.0.0.1:8080 -h /www",
+            ],
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cri
+        .exec_sync(&web, &["wget", "-q", "-O-", "http://127.0.0.1:8080/"], 10)
+        .map_or(true, |r| r.exit_code != 0)
+    {
+        assert!(Instant::now() < deadline, "httpd did not come up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for round in 0..2 {
+        let url = cri
+            .port_forward_url(&pod, 8080)
+            .unwrap_or_else(|e| panic!("PortForward: {e}\n{}", cri.log_tail()));
+        let mut session = cri.stream(&format!("{url}?port=8080"));
+        session
+            .send_stdin(b"GET /index.html HTTP/1.0\r\n\r\n")
+            .expect("send the request");
+        let seen = session.read_data_until("hello-through-port-forward", Duration::from_secs(20));
+        let out = session.close();
+        assert!(
+            seen,
+            "round {round}: data {:?}, error channel {:?}\n{}",
+            String::from_utf8_lossy(&out.data),
+            String::from_utf8_lossy(&out.stdout),
+            cri.log_tail()
+        );
+        assert!(String::from_utf8_lossy(&out.data).contains("200 OK"));
+    }
+    // A port nobody listens on: the error channel says so, nothing hangs.
+    let url = cri.port_forward_url(&pod, 8081).expect("PortForward");
+    let mut session = cri.stream(&format!("{url}?port=8081"));
+    let _ = session.send_stdin(b"GET / HTTP/1.0\r\n\r\n");
+    let out = session.finish(Duration::from_secs(10));
+    assert!(
+        !String::from_utf8_lossy(&out.data).contains("HTTP/1.0 200"),
+        "{out:?}"
+    );
+    cri.remove_pod(&pod).expect("remove pod");
+    assert_no_pod_left(&cri, &["pf"]);
     eprintln!("whole test: {:?}", t0.elapsed());
 }

@@ -242,7 +242,10 @@ mod tests {
         assert!(!drops_hostname(&s));
         let mut s = spec(None, &["pid", "mount"], &[]);
         s.set_hostname(Some("h".into()));
-        assert!(!drops_hostname(&s), "plain specs are left to the agent's check");
+        assert!(
+            !drops_hostname(&s),
+            "plain specs are left to the agent's check"
+        );
     }
 
     #[test]
