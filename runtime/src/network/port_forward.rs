@@ -90,8 +90,14 @@ pub async fn serve(listener: TcpListener, uds: PathBuf) {
         }
     };
     loop {
-        let Ok((client, _)) = listener.accept().await else {
-            continue;
+        let client = match listener.accept().await {
+            Ok((client, _)) => client,
+            Err(e) => {
+                // Out of descriptors or the like: wait rather than spin.
+                tracing::warn!("port-forward: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let uds = uds.clone();
         tokio::spawn(async move {
