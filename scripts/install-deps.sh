@@ -21,6 +21,9 @@ packages=(
   tmux
   # CRI end-to-end tests: protoc for the CRI client's bindings (k8s-cri), CNI plugins for pods
   protobuf-compiler containernetworking-plugins iproute2 util-linux
+  # CRI tests of pods that manage their own network (NET_ADMIN): the real iptables (legacy and nft
+  # backends), nft, brctl and ip, copied with their libraries into a test image
+  iptables nftables bridge-utils
   # hull-bench cri: pod ⇄ host TCP throughput
   iperf3
   # the nested-KVM tier (scripts/nested-kvm.sh): unpacking L1's kernel, listing test binaries,

@@ -62,13 +62,19 @@ pub const SHARE_MOUNT: &str = "/run/hull/shared";
 static SHARE_PIN: OnceLock<File> = OnceLock::new();
 
 /// Mounts the virtio-fs share with `tag` at [`SHARE_MOUNT`] and pins it (see [`SHARE_PIN`]).
+///
+/// Not `nosuid`: containers' root filesystems and volumes are bind mounts of the share, and a
+/// bind mount keeps its source's flags, so a `nosuid` share made every setuid binary of every
+/// image (`ping`, `sudo`, `su`) run with the caller's uid, unlike runc. The agent never executes
+/// anything from the share itself; a container's mounts get `nosuid` where its spec asks for it,
+/// and `no_new_privs` still blocks setuid.
 pub fn mount_share(tag: &str) -> Result<(), BootError> {
     std::fs::create_dir_all(SHARE_MOUNT).map_err(|e| BootError::CreateDir(SHARE_MOUNT, e))?;
     mount(
         Some(tag),
         SHARE_MOUNT,
         Some("virtiofs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MsFlags::MS_NODEV,
         None::<&str>,
     )
     .map_err(|source| BootError::Share {

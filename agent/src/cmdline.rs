@@ -8,6 +8,9 @@ pub struct AgentOptions {
     pub selftest: bool,
     /// `hull.share=<tag>`: mount the virtio-fs share with this tag at `/run/hull/shared`.
     pub share: Option<String>,
+    /// `hull.hostname=<name>`: the guest's own hostname, which containers with a new UTS
+    /// namespace and no hostname of their own inherit (the host's, as under runc).
+    pub hostname: Option<String>,
 }
 
 impl AgentOptions {
@@ -21,6 +24,7 @@ impl AgentOptions {
                     options.selftest = matches!(value, "1" | "y" | "yes" | "true" | "")
                 }
                 "hull.share" if is_tag(value) => options.share = Some(value.to_owned()),
+                "hull.hostname" if is_hostname(value) => options.hostname = Some(value.to_owned()),
                 _ => {}
             }
         }
@@ -34,6 +38,15 @@ fn is_tag(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A hostname we accept: 1-64 characters of `[A-Za-z0-9.-]` (what `sethostname` allows and a
+/// command line carries as one word).
+fn is_hostname(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]
@@ -64,6 +77,16 @@ mod tests {
         assert_eq!(AgentOptions::parse("hull.share=../x").share, None);
         assert_eq!(AgentOptions::parse("hull.share=").share, None);
         assert_eq!(AgentOptions::parse("quiet").share, None);
+    }
+
+    #[test]
+    fn hostname_is_read_and_checked() {
+        let o = AgentOptions::parse("quiet hull.hostname=node-1.example hull.share=hull");
+        assert_eq!(o.hostname.as_deref(), Some("node-1.example"));
+        assert_eq!(AgentOptions::parse("hull.hostname=a/b").hostname, None);
+        assert_eq!(AgentOptions::parse("hull.hostname=").hostname, None);
+        let long = format!("hull.hostname={}", "a".repeat(65));
+        assert_eq!(AgentOptions::parse(&long).hostname, None);
     }
 
     #[test]

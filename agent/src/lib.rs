@@ -7,6 +7,7 @@ pub mod boot;
 pub mod cmdline;
 pub mod container;
 pub mod fdio;
+pub mod forward;
 pub mod gather;
 pub mod guest;
 pub mod host_vsock;

@@ -38,6 +38,12 @@ fn main() {
         }
         stop();
     }
+    if let Some(name) = &options.hostname {
+        // Containers that set no hostname inherit it, as they inherit the host's under runc.
+        if let Err(e) = rustix::system::sethostname(name.as_bytes()) {
+            say!("hull-agent: cannot set the hostname: {e}");
+        }
+    }
     if let Err(e) = boot::mount_pod_shm() {
         // Only CRI pods' /dev/shm needs it: say so and go on.
         say!("hull-agent: {}", error_chain(&e));

@@ -49,6 +49,12 @@ async fn serve() -> Result<(), ServerError> {
     server.start().await.map_err(ServerError::Ttrpc)?;
     tokio::spawn(sandbox.clone().watch_oom());
     let stdio = tokio::spawn(crate::stdio::serve(sandbox.clone()));
+    // Port-forward is a convenience: its listener failing ends no pod.
+    tokio::spawn(async {
+        if let Err(e) = crate::forward::serve().await {
+            let _ = writeln!(std::io::stdout(), "hull-agent: port-forward listener: {e}");
+        }
+    });
     // The host waits for this line before its first vsock connection (see the runtime's
     // `sandbox::SERVING_LINE`). A console write error must not end PID 1.
     let _ = writeln!(

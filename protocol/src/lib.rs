@@ -40,6 +40,11 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 pub const AGENT_PORT: u32 = 1024;
 /// The vsock port the agent accepts stdio streams on.
 pub const STDIO_PORT: u32 = 1025;
+/// The vsock port the agent accepts port-forward streams on (CRI `PortForward`): the host sends
+/// the guest TCP port as 2 bytes (big endian); the agent dials `127.0.0.1:<port>` in the pod's
+/// network and answers one byte, 0 when connected, else the errno (at most 255); then the bytes
+/// flow both ways until either side closes.
+pub const FORWARD_PORT: u32 = 1026;
 
 /// The guest path of the pod's shared-memory tmpfs (the agent mounts it at boot; the shim points
 /// CRI pod containers' `/dev/shm` at it).

@@ -111,6 +111,8 @@ pub struct PartExit {
 /// A running pod VM with its agent.
 #[derive(Debug)]
 pub struct SandboxVm {
+    /// Kept for its `Drop`, which stops the forwarding task.
+    _port_forward: Option<network::port_forward::Forwarder>,
     agent: AgentClient,
     // Field order is drop order: the VM goes before the host parts it uses.
     vm: Box<dyn Vm>,
@@ -196,6 +198,18 @@ impl Drop for PodNic {
     }
 }
 
+/// The kernel command-line word giving the guest the host's hostname (`hull.hostname=…`), so a
+/// container that sets none shows the host's name, as under runc (where a new UTS namespace
+/// starts as a copy of the host's). None when the name is not one word of `[A-Za-z0-9.-]`.
+pub fn hostname_arg() -> Option<String> {
+    let name = nix::unistd::gethostname().ok()?.into_string().ok()?;
+    let usable = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    usable.then(|| format!("hull.hostname={name}"))
+}
+
 /// The error for a VMM found exited while the VM was being set up: what it said when it stopped
 /// the guest, else how it exited.
 fn vm_exited(vm: &dyn Vm, status: std::process::ExitStatus) -> SandboxError {
@@ -225,6 +239,7 @@ impl SandboxVm {
         let started = Instant::now();
         let mut devices = Vec::new();
         let mut cmdline = config.cmdline.clone();
+        cmdline.extend(hostname_arg());
         let parts = HostParts::start(hypervisor, config, &mut devices, &mut cmdline)?;
         let discovered = match &config.netns {
             Some(netns) => discover_nic(netns)?,
@@ -254,6 +269,11 @@ impl SandboxVm {
             }
             None => (None, None),
         };
+        // CRI PortForward dials the namespace's loopback: make it lead into the guest (this
+        // runs `iptables`, so before the shim is confined).
+        let forward_listener = nic
+            .as_ref()
+            .and_then(|n| network::port_forward::prepare(&n.netns));
         if config.confine_host {
             crate::seccomp::confine_shim()?;
         }
@@ -270,7 +290,10 @@ impl SandboxVm {
         if let Some(net) = &pod_network {
             agent.configure_network(net).await?;
         }
+        let port_forward =
+            forward_listener.map(|l| network::port_forward::Forwarder::start(l, uds.clone()));
         Ok(Self {
+            _port_forward: port_forward,
             agent,
             vm,
             parts,

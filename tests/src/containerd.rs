@@ -26,7 +26,10 @@ mod tasks;
 
 use host::signal;
 pub use host::{mounts_under, processes, shim_socket, tail, uid_of};
-pub use image::{build_busybox_image, build_busybox_image_with, build_image, busybox_image};
+pub use image::{
+    build_busybox_image, build_busybox_image_with, build_image, build_image_files, busybox_image,
+    ImageFile,
+};
 
 /// The runtime name.
 pub const RUNTIME: &str = "io.containerd.hull.v2";

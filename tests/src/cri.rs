@@ -477,6 +477,19 @@ impl Cri {
         Ok(self.block_on(self.runtime().attach(req))?.into_inner().url)
     }
 
+    /// `PortForward`: the streaming URL for pod `pod`'s `port` (the WebSocket client adds
+    /// `?port=<port>`).
+    pub fn port_forward_url(&self, pod: &str, port: i32) -> Result<String, Status> {
+        let req = k8s_cri::v1::PortForwardRequest {
+            pod_sandbox_id: pod.to_owned(),
+            port: vec![port],
+        };
+        Ok(self
+            .block_on(self.runtime().port_forward(req))?
+            .into_inner()
+            .url)
+    }
+
     /// Opens a streaming session on `url` (from [`Cri::exec_url`] or [`Cri::attach_url`]).
     pub fn stream(&self, url: &str) -> crate::cri_stream::Session {
         crate::cri_stream::Session::open(self.netns(), url)

@@ -1,7 +1,7 @@
 //! A client of CRI's streaming server (the URL `Exec` and `Attach` return): containerd 1.6 serves
 //! the kubelet's streaming protocol over SPDY or WebSocket; this speaks the WebSocket flavour,
 //! subprotocol `v4.channel.k8s.io`: every binary message is one channel byte (0 stdin, 1 stdout,
-//! 2 stderr, 3 error/status, 4 resize) and its data; the status channel ends a session with a
+//! 2 stderr, 3 error/status, 4 resize; for port-forward 0 data, 1 error) and its data; the status channel ends a session with a
 //! JSON `Status` whose `ExitCode` cause carries a non-zero exit code.
 //!
 //! containerd's streaming server listens on 127.0.0.1 in its own network namespace, so the
@@ -31,6 +31,9 @@ pub struct StreamOutput {
     pub exit_code: Option<i32>,
     /// The status message as sent.
     pub status: String,
+    /// Everything the server sent on channel 0 (port-forward's data stream, which starts with
+    /// the port as 2 bytes, little endian).
+    pub data: Vec<u8>,
 }
 
 /// A session on a streaming URL.
@@ -111,6 +114,20 @@ impl Session {
         String::from_utf8_lossy(&self.out.stdout).contains(needle)
     }
 
+    /// Reads until channel 0's data holds `needle` or `within` passes; whether it does.
+    pub fn read_data_until(&mut self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if String::from_utf8_lossy(&self.out.data).contains(needle) {
+                return true;
+            }
+            if !self.read_one() {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&self.out.data).contains(needle)
+    }
+
     /// Reads to the end of the session (the server closes after the status), or `within`.
     pub fn finish(mut self, within: Duration) -> StreamOutput {
         let deadline = Instant::now() + within;
@@ -137,6 +154,7 @@ impl Session {
             Ok(Message::Binary(data)) => {
                 if let Some((&channel, payload)) = data.split_first() {
                     match channel {
+                        STDIN => self.out.data.extend_from_slice(payload),
                         STDOUT => self.out.stdout.extend_from_slice(payload),
                         STDERR => self.out.stderr.extend_from_slice(payload),
                         STATUS if !payload.is_empty() => self.status(payload),

@@ -9,6 +9,7 @@ pub mod crio;
 pub mod data;
 pub mod engines;
 pub mod faults;
+pub mod host_tools;
 pub mod netns;
 pub mod pod;
 pub mod probe_output;

@@ -22,8 +22,8 @@ pub enum AgentError {
     /// A field breaks a limit.
     #[error("invalid request")]
     Limit(#[from] LimitError),
-    /// Creating or running the container failed.
-    #[error("container operation failed")]
+    /// Creating or running the container failed (its own message says what and where).
+    #[error(transparent)]
     Container(#[from] ContainerError),
     /// A system call failed.
     #[error("{0}")]
@@ -89,5 +89,25 @@ fn container_code(e: &ContainerError) -> ttrpc::Code {
 impl From<AgentError> for ttrpc::Error {
     fn from(e: AgentError) -> Self {
         ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.message()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_container_refusal_is_its_own_message() {
+        let e = AgentError::from(ContainerError::Paused);
+        assert_eq!(e.code(), ttrpc::Code::FAILED_PRECONDITION);
+        assert_eq!(e.message(), "the container is paused");
+        let e = AgentError::from(ContainerError::Exec {
+            path: "/bin/nope".into(),
+            source: std::io::Error::from_raw_os_error(2),
+        });
+        assert_eq!(
+            e.message(),
+            "cannot execute /bin/nope: No such file or directory (os error 2)"
+        );
     }
 }

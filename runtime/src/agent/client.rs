@@ -21,7 +21,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const QUICK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A call of the host's agent client that failed: the agent unreachable, silent, or refusing.
-/// (The guest agent's own error type, which it answers with, is `hull_agent`'s `AgentError`.)
+/// (The guest agent's own error type, which it answers with, is `hull_agent`'s `AgentClientError`.)
 #[derive(Debug, thiserror::Error)]
 pub enum AgentClientError {
     /// The agent could not be reached.
@@ -33,12 +33,24 @@ pub enum AgentClientError {
     /// The request broke a limit before it was sent.
     #[error("invalid request")]
     Limit(#[from] LimitError),
-    /// The agent answered with an error, or the transport failed.
+    /// The agent answered with an error: its own message is the whole text (it says what is
+    /// wrong in the user's terms, e.g. `the container is paused`; ttrpc's debug form of the
+    /// status is never shown).
+    #[error("{message}")]
+    Refused {
+        /// The call.
+        call: &'static str,
+        /// The agent's status code.
+        code: ttrpc::Code,
+        /// The agent's message.
+        message: String,
+    },
+    /// The call failed on its way (transport, deadline) without an answer from the agent.
     #[error("agent call {call} failed")]
     Rpc {
         /// The call.
         call: &'static str,
-        /// The ttrpc error (carries the agent's status code and message).
+        /// The ttrpc error.
         #[source]
         source: ttrpc::Error,
     },
@@ -51,10 +63,7 @@ impl AgentClientError {
     /// The ttrpc status code the agent answered with, if it answered.
     pub fn code(&self) -> Option<ttrpc::Code> {
         match self {
-            AgentClientError::Rpc {
-                source: ttrpc::Error::RpcStatus(status),
-                ..
-            } => Some(status.code()),
+            AgentClientError::Refused { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -91,7 +100,15 @@ impl std::fmt::Debug for AgentClient {
 }
 
 fn rpc(call: &'static str) -> impl FnOnce(ttrpc::Error) -> AgentClientError {
-    move |source| AgentClientError::Rpc { call, source }
+    move |source| match source {
+        // A status is the agent's answer (ttrpc's client reports its own timeouts as `Others`).
+        ttrpc::Error::RpcStatus(status) => AgentClientError::Refused {
+            call,
+            code: status.code(),
+            message: status.message().to_owned(),
+        },
+        source => AgentClientError::Rpc { call, source },
+    }
 }
 
 impl AgentClient {
@@ -122,7 +139,7 @@ impl AgentClient {
                         .await;
                     match probe {
                         Ok(_) => return Ok(client),
-                        Err(e) => format!("Check: {e}"),
+                        Err(e) => format!("Check: {}", error_chain(&rpc("Check")(e))),
                     }
                 }
                 Err(e) => error_chain(&e),

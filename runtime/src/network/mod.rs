@@ -8,13 +8,15 @@
 //! - [`wire`] connects veth and tap with tc `mirred` redirects both ways, so every frame the veth
 //!   receives leaves through the tap into the guest and every frame from the guest leaves through
 //!   the veth;
-//! - [`unwire`] removes what [`wire`] added (the tap itself goes away with the VMM).
+//! - [`unwire`] removes what [`wire`] added (the tap itself goes away with the VMM);
+//! - [`port_forward`] makes the namespace's loopback lead into the guest, for CRI `PortForward`.
 //!
 //! Every netlink conversation runs on a short-lived thread that entered the namespace
 //! ([`netns::run_in`]), so the shim's own threads never change namespace.
 
 mod discover;
 pub mod netns;
+pub mod port_forward;
 mod tc;
 
 use std::path::PathBuf;

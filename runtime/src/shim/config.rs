@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::images::{GuestImages, INSTALL_DIR};
 
+use super::host_namespaces::HostNamespaces;
+
 /// Where the configuration lives.
 pub const DEFAULT_PATH: &str = "/etc/hull/config.toml";
 /// Where failed starts are recorded unless `log_dir` says otherwise.
@@ -106,6 +108,10 @@ pub struct HullConfig {
     pub seccomp: bool,
     /// The jailer binary (empty: `HULL_JAILER`, beside the shim, then PATH).
     pub jailer: Option<PathBuf>,
+    /// What to do with a Kubernetes pod asking for the node's network, IPC or PID namespace or
+    /// for host mount propagation, which a VM cannot give: `refuse` (the default) or `ignore`
+    /// (run it in the VM's own namespaces). See `super::host_namespaces`.
+    pub host_namespaces: HostNamespaces,
     /// Testing only: run every container from this guest path (a tree packed into the initramfs)
     /// instead of sharing containerd's rootfs; bind mounts from the host are dropped.
     pub guest_rootfs: Option<String>,
@@ -141,6 +147,7 @@ impl Default for HullConfig {
             jail: true,
             seccomp: true,
             jailer: None,
+            host_namespaces: HostNamespaces::Refuse,
             guest_rootfs: None,
         }
     }
@@ -335,7 +342,7 @@ mod tests {
         let c = parse(
             "hypervisor = \"qemu\"\nkernel = \"/k\"\ninitramfs = \"/i\"\ndefault_vcpus = 2\n\
              default_memory_mib = 512\nvirtio_fs_cache = \"never\"\nlog_level = \"debug\"\n\
-             guest_rootfs = \"/testroot/busybox\"\n",
+             guest_rootfs = \"/testroot/busybox\"\nhost_namespaces = \"ignore\"\n",
         )
         .unwrap();
         assert_eq!(c.hypervisor, HypervisorChoice::Qemu);
@@ -343,6 +350,11 @@ mod tests {
         assert_eq!((c.default_vcpus, c.default_memory_mib), (2, 512));
         assert_eq!(c.virtio_fs_cache, CacheMode::Never);
         assert_eq!(c.guest_rootfs.as_deref(), Some("/testroot/busybox"));
+        assert_eq!(c.host_namespaces, HostNamespaces::Ignore);
+        assert_eq!(
+            HullConfig::default().host_namespaces,
+            HostNamespaces::Refuse
+        );
     }
 
     #[test]
@@ -380,6 +392,10 @@ mod tests {
         assert!(e.contains("sizing_annotations"), "{e}");
         let e = parse("log_level = \"[\"").unwrap_err().to_string();
         assert!(e.contains("log_level"), "{e}");
+        let e = parse("host_namespaces = \"allow\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("host_namespaces") && e.contains("refuse"), "{e}");
         let e = parse("guest_rootfs = \"../x\"").unwrap_err().to_string();
         assert!(e.contains("guest_rootfs"), "{e}");
     }

@@ -9,6 +9,7 @@ use crate::sandbox::SandboxError;
 use crate::share::ShareError;
 
 use super::config::ConfigError;
+use super::host_namespaces::HostNamespaceError;
 use super::rootfs::RootfsError;
 use super::sizing::SizingError;
 use super::spec::SpecError;
@@ -44,6 +45,9 @@ pub enum ShimError {
         #[source]
         source: SpecError,
     },
+    /// A Kubernetes pod asks for the node's namespaces or host mount propagation.
+    #[error(transparent)]
+    HostNamespaces(#[from] HostNamespaceError),
     /// The pod's sizing (its annotations) cannot be honoured.
     #[error("cannot size the pod VM")]
     Sizing(#[from] SizingError),
@@ -63,8 +67,9 @@ pub enum ShimError {
         /// Why (already in the message).
         cause: SandboxError,
     },
-    /// The guest's agent refused or failed.
-    #[error("guest agent")]
+    /// The guest's agent refused or failed. Its refusal reaches containerd as the agent's own
+    /// message and nothing else (`the container is paused`).
+    #[error(transparent)]
     Agent(#[from] AgentClientError),
     /// The root filesystem could not be prepared.
     #[error("root filesystem")]
@@ -87,7 +92,8 @@ impl ShimError {
             ShimError::InvalidArgument(_)
             | ShimError::Limit(_)
             | ShimError::Spec { .. }
-            | ShimError::Sizing(_) => Code::INVALID_ARGUMENT,
+            | ShimError::Sizing(_)
+            | ShimError::HostNamespaces(_) => Code::INVALID_ARGUMENT,
             ShimError::FailedPrecondition(_) => Code::FAILED_PRECONDITION,
             ShimError::Unsupported(_) => Code::UNIMPLEMENTED,
             ShimError::Config(_) => Code::FAILED_PRECONDITION,
@@ -162,6 +168,31 @@ mod tests {
         assert_eq!(
             ShimError::Unsupported("checkpoint").code(),
             ttrpc::Code::UNIMPLEMENTED
+        );
+    }
+
+    #[test]
+    fn an_agent_refusal_reaches_containerd_as_its_message_alone() {
+        let e = ShimError::Agent(AgentClientError::Refused {
+            call: "ExecProcess",
+            code: ttrpc::Code::FAILED_PRECONDITION,
+            message: "the container is paused".into(),
+        });
+        match e.to_ttrpc() {
+            ttrpc::Error::RpcStatus(s) => {
+                assert_eq!(s.code(), ttrpc::Code::FAILED_PRECONDITION);
+                assert_eq!(s.message(), "the container is paused");
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = ShimError::Agent(AgentClientError::Rpc {
+            call: "ExecProcess",
+            source: ttrpc::Error::RemoteClosed,
+        });
+        assert_eq!(e.code(), ttrpc::Code::INTERNAL);
+        assert_eq!(
+            error_chain(&e),
+            "agent call ExecProcess failed: ttrpc err: remote stream closed"
         );
     }
 }

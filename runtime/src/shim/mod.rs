@@ -15,6 +15,7 @@
 //! - [`spec`]: a container's OCI spec, parsed once and typed, written once for the agent;
 //! - [`rootfs`]: a container's root filesystem and its spec, as the guest sees them;
 //! - [`namespaces`]: a pod container's namespace paths, as the guest knows them;
+//! - [`host_namespaces`]: what a Kubernetes pod may ask of the node that a VM cannot give;
 //! - [`pod_shm`]: a pod container's `/dev/shm`, the pod's tmpfs in the guest;
 //! - [`cri_o`]: CRI-O's ways (its pod annotations, pinned namespaces) made containerd's, and
 //!   [`metrics_v1`] the cgroup v1 stats CRI-O 1.26 decodes;
@@ -27,6 +28,7 @@ pub mod cri_o;
 pub mod event_sink;
 pub mod events;
 pub mod fault;
+pub mod host_namespaces;
 pub mod lifecycle;
 pub mod metrics;
 pub mod metrics_v1;

@@ -6,6 +6,7 @@
 //! - `mmap-read PATH LEN`: maps PATH shared, prints its first LEN bytes
 //! - `vsock-connect CID PORT [MESSAGE]`, `ttrpc-call CID PORT SERVICE METHOD`, `tcp-connect
 //!   ADDR:PORT [MESSAGE]`: connection attempts for the escape tests, see [`net`]
+//! - `ids`: prints `uid=R euid=E` (a setuid copy of the probe shows whether setuid took effect)
 //! - `handle-open PATH [NODEID GENERATION]`: `open_by_handle_at` with a forged FUSE handle, see
 //!   [`handle`]
 
@@ -111,6 +112,12 @@ fn main() -> ExitCode {
             };
             with_mapping(path, len, |m| println!("{}", String::from_utf8_lossy(m)))
         }
+        ["ids"] => {
+            // SAFETY: getuid/geteuid take no arguments and cannot fail.
+            let (uid, euid) = unsafe { (libc::getuid(), libc::geteuid()) };
+            println!("uid={uid} euid={euid}");
+            ExitCode::SUCCESS
+        }
         ["vsock-connect", cid, port] => net::vsock_connect(cid, port, None),
         ["vsock-connect", cid, port, message] => net::vsock_connect(cid, port, Some(message)),
         ["handle-open", path] => handle::handle_open(path, None),
@@ -125,7 +132,7 @@ fn main() -> ExitCode {
         ["tcp-connect", addr, message] => net::tcp_connect(addr, Some(message)),
         _ => {
             eprintln!(
-                "usage: hull-fs-probe xattr-set|xattr-get|mmap-write|mmap-read|vsock-connect|ttrpc-call|tcp-connect|handle-open …"
+                "usage: hull-fs-probe xattr-set|xattr-get|mmap-write|mmap-read|ids|vsock-connect|ttrpc-call|tcp-connect|handle-open …"
             );
             ExitCode::from(2)
         }

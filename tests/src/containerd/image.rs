@@ -65,15 +65,49 @@ pub fn build_image(
     extra: &[(&Path, &str)],
     entrypoint: Option<&[&str]>,
 ) -> Result<(), String> {
+    let files: Vec<ImageFile> = extra
+        .iter()
+        .map(|(from, to)| ImageFile {
+            from,
+            to,
+            mode: None,
+        })
+        .collect();
+    build_image_files(out, name, &files, entrypoint)
+}
+
+/// A host file copied into a test image (owned by root, as every file of the image is).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageFile<'a> {
+    /// The host file.
+    pub from: &'a Path,
+    /// Its path in the image (missing directories are made).
+    pub to: &'a str,
+    /// Its mode (e.g. `0o4755` for a setuid-root binary); the host file's when `None`.
+    pub mode: Option<u32>,
+}
+
+/// [`build_image`] with files whose mode may be chosen.
+pub fn build_image_files(
+    out: &Path,
+    name: &str,
+    extra: &[ImageFile],
+    entrypoint: Option<&[&str]>,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
     let work = tempfile::tempdir().map_err(|e| e.to_string())?;
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs).map_err(|e| format!("busybox rootfs: {e}"))?;
-    for (from, to) in extra {
+    for ImageFile { from, to, mode } in extra {
         if let Some(parent) = rootfs.join(to).parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("{to}: {e}"))?;
         }
         std::fs::copy(from, rootfs.join(to))
             .map_err(|e| format!("{} → {to}: {e}", from.display()))?;
+        if let Some(mode) = mode {
+            std::fs::set_permissions(rootfs.join(to), std::fs::Permissions::from_mode(*mode))
+                .map_err(|e| format!("{to}: {e}"))?;
+        }
     }
     let image = work.path().join("image");
     let blobs = image.join("blobs/sha256");

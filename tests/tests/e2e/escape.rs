@@ -26,12 +26,14 @@ const WAIT_FOR_GO: &str =
     "i=0; until [ -e /vol/go ]; do i=$((i+1)); [ $i -gt 600 ] && { echo no-go; exit 99; }; sleep 0.2; done";
 
 /// Shell lines that call the agent's ports over the guest's vsock loopback (CID 1, and the
-/// guest's own CID 3) as container `id`: its API (ttrpc `Check`) and its stdio port.
+/// guest's own CID 3) as container `id`: its API (ttrpc `Check`), its stdio port and its
+/// port-forward port.
 fn agent_loopback_script(id: &str) -> String {
     format!(
         r#"for cid in 1 3; do
   echo "agent api via $cid: $(hull-fs-probe ttrpc-call $cid 1024 hull.agent.v1.Agent Check 2>&1 | tr '\n' ' ')"
   echo "agent stdio via $cid: $(hull-fs-probe vsock-connect $cid 1025 'HULL-STDIO 1 {id} - stdout' 2>&1 | tr '\n' ' ')"
+  echo "agent forward via $cid: $(hull-fs-probe vsock-connect $cid 1026 'GET / HTTP/1.0' 2>&1 | tr '\n' ' ')"
 done"#
     )
 }
@@ -51,6 +53,16 @@ fn assert_agent_unreachable(all: &str) {
         assert!(
             !stdio[0].contains("OK") && !stdio[0].contains("ERR"),
             "the agent's stdio port answered a container via CID {cid}:\n{all}"
+        );
+        // Served, the port-forward port would answer a status byte (0, or an errno).
+        let forward = lines_after(all, &format!("agent forward via {cid}: "));
+        assert_eq!(forward.len(), 1, "{all}");
+        let answer = forward[0]
+            .split_once("reply:")
+            .map_or("", |(_, r)| r.trim());
+        assert!(
+            answer.is_empty(),
+            "the agent's port-forward port answered a container via CID {cid}:\n{all}"
         );
     }
 }
@@ -136,7 +148,7 @@ fn file_attack_script(id: &str, host_secret: &Path, pod_secret: &Path, share: &P
     format!(
         r#"{WAIT_FOR_GO}
 echo "control: $(cat /vol/inshare)"
-echo "uts: $(hostname)"
+hostname hull-escaped 2>/dev/null; echo "uts: $(hostname)"
 echo "etc-hostname: $(cat /etc/hostname 2>&1)"
 cat {s1} {s2} {share}/../secret /etc/machine-id 2>&1
 mkdir -p /mnt/share && mount -t virtiofs hull /mnt/share; echo "remount=$?"
@@ -180,6 +192,7 @@ fn file_attack(c: &Containerd, id: &str, privileged: bool) -> String {
         .prefix("hull-escape-")
         .tempdir_in("/tmp")
         .unwrap();
+    let host_name = nix::unistd::gethostname().expect("hostname");
     let host_secret = secrets.path().join("secret");
     let host_token = token();
     std::fs::write(&host_secret, &host_token).unwrap();
@@ -217,10 +230,19 @@ fn file_attack(c: &Containerd, id: &str, privileged: bool) -> String {
             assert!(!all.contains(secret), "{id} read {what}:\n{all}");
         }
     }
-    let host_name = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
-    let host_name = host_name.trim();
+    // The container starts with the host's hostname, as under runc (a copy: the guest is given
+    // the host's name at boot); setting its own (a privileged container may) changes only its
+    // UTS namespace in the guest, never the host's.
+    let host_name = host_name.to_str().expect("utf-8 hostname");
     assert_eq!(lines_after(&all, "uts: ").len(), 1, "{all}");
-    assert_ne!(lines_after(&all, "uts: "), [host_name], "{all}");
+    if privileged {
+        assert_eq!(lines_after(&all, "uts: "), ["hull-escaped"], "{all}");
+    }
+    assert_eq!(
+        nix::unistd::gethostname().expect("hostname").to_str(),
+        Some(host_name),
+        "{id} changed the host's hostname"
+    );
     assert_ne!(lines_after(&all, "etc-hostname: "), [host_name], "{all}");
     // The symlinks crossed the share to the host as symlinks, and nothing followed them there.
     let link = vol.join("esc-link-1");

@@ -1,5 +1,6 @@
 //! containerd end to end: `ctr task …` on running hull containers — exec with and without a
-//! terminal, kill with TERM and KILL, pause/resume, metrics, ps, checkpoint (refused), an OOM
+//! terminal, kill with TERM and KILL, pause/resume (an exec while paused refused with the agent's
+//! plain message), metrics, ps, the host's hostname, checkpoint (refused), an OOM
 //! kill's event, two containers at once, a containerd restart under a running task.
 //! (ctr 1.6 has no `task update`; the shim's Update is not driven from here.)
 
@@ -122,6 +123,8 @@ fn kill_term_and_kill() {
 
 #[test]
 fn pause_resume_metrics_ps() {
+    // Also: an exec into the paused task fails with the agent's plain message, and the container
+    // (no hostname in its spec) shows the host's name.
     let Some(c) = Containerd::start() else { return };
     c.run_detached(
         "pr",
@@ -131,6 +134,17 @@ fn pause_resume_metrics_ps() {
     let out = c.ctr(&["task", "pause", "pr"]);
     assert!(out.status.success(), "{}", c.explain(&out));
     c.wait_status("pr", "PAUSED", Duration::from_secs(5));
+    // The agent's refusal reaches the user as its message, not as a debug dump of the status.
+    let out = c.ctr(&["task", "exec", "--exec-id", "frozen", "pr", "true"]);
+    assert!(!out.status.success(), "{}", c.explain(&out));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(": the container is paused: failed precondition")
+            && !err.contains("Status")
+            && !err.contains("special_fields")
+            && !err.contains("agent call"),
+        "{err}"
+    );
     let out = c.ctr(&["task", "resume", "pr"]);
     assert!(out.status.success(), "{}", c.explain(&out));
     c.wait_status("pr", "RUNNING", Duration::from_secs(5));
@@ -159,6 +173,12 @@ fn pause_resume_metrics_ps() {
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .collect();
     assert!(!pids.is_empty(), "{}", c.explain(&out));
+    // `ctr run` sets no hostname: the container shows the host's, as under runc.
+    let host = nix::unistd::gethostname().expect("hostname");
+    assert_eq!(
+        c.exec_out("pr", "hn", &["hostname"]).trim(),
+        host.to_str().expect("utf-8 hostname")
+    );
     assert_eq!(c.remove("pr"), Some(137));
     c.assert_clean("pr", Duration::from_secs(10));
 }

@@ -15,7 +15,7 @@ use crate::shim::rootfs;
 use crate::shim::spec::BundleSpec;
 use crate::shim::stdio::{attach_process, StdioPaths};
 use crate::shim::ShimError;
-use crate::shim::{cri_o, namespaces, pod_shm, sizing, SANDBOX_ID_ANNOTATION};
+use crate::shim::{cri_o, host_namespaces, namespaces, pod_shm, sizing, SANDBOX_ID_ANNOTATION};
 
 /// What `Create` is asked.
 #[derive(Debug, Clone)]
@@ -38,6 +38,11 @@ pub async fn create(pod: &Arc<Pod>, args: CreateArgs) -> Result<u32, ShimError> 
     }
     let mut spec = read_spec(&args.bundle)?;
     cri_o::normalise(spec.spec_mut());
+    // Before any VM is booted: a pod asking for what a VM cannot give is refused at once.
+    host_namespaces::check(spec.spec(), pod.config.host_namespaces)?;
+    if host_namespaces::drops_hostname(spec.spec()) {
+        spec.spec_mut().set_hostname(None);
+    }
     let vm = pod.ensure_vm(spec.spec()).await?;
     let result = create_in_vm(pod, &args, spec, &vm).await;
     if result.is_err() && pod.is_empty() {
