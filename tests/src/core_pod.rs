@@ -231,27 +231,7 @@ pub fn core_pod(cri: &Cri, name: &str, leftovers: &dyn Fn(&str, Option<&Path>) -
 
     // StopContainer: one that handles SIGTERM exits with its own code before the grace period
     // ends; the ticker is killed once its grace period is over.
-    let polite = Cri::container_config(
-        "polite",
-        0,
-        &[
-            "sh",
-            "-c",
-            "trap 'exit 7' TERM; touch /tmp/trapped; while :; do sleep 1; done",
-        ],
-    );
-    let c = cri.run_container(&pod, &config, polite);
-    let deadline = Instant::now() + WAIT;
-    while !cri
-        .exec_sync(&c, &["test", "-e", "/tmp/trapped"], 10)
-        .is_ok_and(|r| r.exit_code == 0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the polite container never set its trap"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let c = cri.run_sigterm_trapper(&pod, &config);
     let t = Instant::now();
     cri.stop_container(&c, 30).expect("StopContainer");
     let st = cri.wait_container(&c, ContainerState::ContainerExited, WAIT);

@@ -422,6 +422,33 @@ impl Cri {
         Ok(())
     }
 
+    /// Starts container `polite` in `pod`: a PID 1 that exits with 7 on SIGTERM, returned once
+    /// its trap is set (before that, a PID 1 without a handler ignores SIGTERM).
+    pub fn run_sigterm_trapper(&self, pod: &str, pod_config: &PodSandboxConfig) -> String {
+        let polite = Self::container_config(
+            "polite",
+            0,
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 7' TERM; touch /tmp/trapped; while :; do sleep 1; done",
+            ],
+        );
+        let id = self.run_container(pod, pod_config, polite);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self
+            .exec_sync(&id, &["test", "-e", "/tmp/trapped"], 10)
+            .is_ok_and(|r| r.exit_code == 0)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the polite container never set its trap"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        id
+    }
+
     /// `ExecSync` of `cmd` in container `id` with a timeout in seconds (0: none).
     pub fn exec_sync(
         &self,

@@ -461,27 +461,7 @@ fn a_pod_is_one_vm_with_its_containers() {
     assert_eq!(st.exit_code, 137, "SIGKILLed");
     // ...one that handles it exits with its own code, before the grace period ends.
     // (Its trap must be set before the signal comes: a PID 1 without a handler ignores SIGTERM.)
-    let polite = Cri::container_config(
-        "polite",
-        0,
-        &[
-            "sh",
-            "-c",
-            "trap 'exit 7' TERM; touch /tmp/trapped; while :; do sleep 1; done",
-        ],
-    );
-    let d = cri.run_container(&pod, &config, polite);
-    let deadline = Instant::now() + WAIT;
-    while !cri
-        .exec_sync(&d, &["test", "-e", "/tmp/trapped"], 10)
-        .is_ok_and(|r| r.exit_code == 0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the polite container never set its trap"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let d = cri.run_sigterm_trapper(&pod, &config);
     let t = Instant::now();
     cri.stop_container(&d, 30).expect("StopContainer");
     let took = t.elapsed();
