@@ -350,7 +350,12 @@ mod tests {
         assert!(second.starts_with("..2026_12_06_08_21_01."), "{second}");
         assert_eq!(names(dir), [second.as_str(), "..data", "key", "new"]);
         // The same second twice: a distinct directory still.
-        replay(dir, &payload(&[("key", "v3")]), t0 + Duration::from_secs(61)).unwrap();
+        replay(
+            dir,
+            &payload(&[("key", "v3")]),
+            t0 + Duration::from_secs(61),
+        )
+        .unwrap();
         assert_eq!(fs::read_to_string(dir.join("key")).unwrap(), "v3");
         assert_eq!(names(dir).len(), 3, "{:?}", names(dir));
     }

@@ -312,7 +312,10 @@ mod tests {
             data: b"x".to_vec(),
             ..Default::default()
         });
-        assert!(Payload::from_request(&req).is_err(), "a directory has no data");
+        assert!(
+            Payload::from_request(&req).is_err(),
+            "a directory has no data"
+        );
         req.entries.clear();
         req.container_id = "../x".into();
         assert!(Payload::from_request(&req).is_err());
