@@ -345,4 +345,32 @@ mod tests {
             "no payload in logs"
         );
     }
+
+    #[test]
+    fn a_volume_over_the_caps_stays_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let kube = dir.path().join("kubernetes.io~secret/big");
+        std::fs::create_dir_all(kube.join("..1")).unwrap();
+        let big = vec![b'x'; hull_protocol::volume::MAX_VOLUME_BYTES + 1];
+        std::fs::write(kube.join("..1/key"), big).unwrap();
+        std::os::unix::fs::symlink("..1", kube.join("..data")).unwrap();
+        let mut spec: Spec = serde_json::from_value(json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "mounts": [
+                {"destination": "/big", "type": "bind", "source": kube, "options": ["rbind", "ro"]}
+            ]
+        }))
+        .unwrap();
+        let binds =
+            crate::share::spec::rewrite(&mut spec, "c1", std::path::Path::new("/s")).unwrap();
+        let (kept, copies) = take_copies(&mut spec, "c1", binds);
+        assert!(copies.is_empty());
+        assert_eq!(kept.len(), 1);
+        let mounts = spec.mounts().as_ref().unwrap();
+        assert_eq!(
+            mounts[0].source().as_deref(),
+            Some(std::path::Path::new("/run/hull/shared/c1/mounts/0"))
+        );
+    }
 }

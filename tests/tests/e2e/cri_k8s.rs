@@ -665,6 +665,10 @@ fn configmap_swaps_are_seen_by_watchers_and_reads(cri: &Cri, pod: &str, config: 
         "..2026_12_06_08_00_00.1",
         &[("key", "v1"), ("gone", "bye")],
     );
+    // A Secret's `defaultMode: 0640` with an `fsGroup`: the copy keeps mode and owner.
+    let key = volume.join("..2026_12_06_08_00_00.1/key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&key, Some(0), Some(2000)).unwrap();
     let probe = hull_tests::rootfs::fs_probe_binary();
     let mut c = Cri::container_config(
         "cfg",
@@ -702,6 +706,10 @@ fn configmap_swaps_are_seen_by_watchers_and_reads(cri: &Cri, pod: &str, config: 
     // Copied into a guest tmpfs, not shared over virtio-fs (whose events never reach the guest).
     let mounts = cri.exec_out(&id, &["cat", "/proc/self/mounts"]);
     assert!(mounts.contains(" /cfg tmpfs ro,"), "{mounts}");
+    assert_eq!(
+        cri.exec_out(&id, &["stat", "-L", "-c", "%a %u:%g", "/cfg/key"]),
+        "640 0:2000\n"
+    );
     let touch = cri.exec_sync(&id, &["touch", "/cfg/new"], 30).unwrap();
     assert_ne!(touch.exit_code, 0, "the volume stays read-only");
     assert!(!events().contains("..data"), "{}", events());
