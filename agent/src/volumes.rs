@@ -374,6 +374,25 @@ mod tests {
     }
 
     #[test]
+    fn a_containers_volumes_go_with_it() {
+        let base = tempfile::tempdir().unwrap();
+        let base = base.path();
+        for volume in [2, 5] {
+            write(base, "c1", volume, &payload(&[("key", "v")]), false).unwrap();
+        }
+        write(base, "c2", 0, &payload(&[("key", "v")]), false).unwrap();
+        assert_eq!(
+            fs::read_to_string(base.join("c1/5/key")).unwrap(),
+            "v",
+            "written where the container's mount points"
+        );
+        remove_all(base, "c1").unwrap();
+        assert_eq!(names(base), ["c2"]);
+        remove_all(base, "c1").unwrap();
+        remove_all(base, "never").unwrap();
+    }
+
+    #[test]
     fn utc_stamps() {
         assert_eq!(utc_stamp(0), "1970_01_01_00_00_00");
         assert_eq!(utc_stamp(951_782_400), "2000_02_29_00_00_00");
