@@ -12,6 +12,7 @@ pub mod faults;
 pub mod host_tools;
 pub mod netns;
 pub mod pod;
+pub mod podman;
 pub mod probe_output;
 pub mod rootfs;
 pub mod spec;
