@@ -162,12 +162,18 @@ pub enum OciCommand {
         /// The bundle (absolute).
         #[arg(long)]
         bundle: PathBuf,
+        /// The engine's console socket.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
         /// Container id.
         id: String,
     },
     /// (internal) The host process of a detached exec; `exec --detach` starts it.
     #[command(hide = true)]
     OciExecMonitor {
+        /// The engine's console socket.
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
         /// The process JSON file.
         #[arg(long)]
         process: PathBuf,
@@ -276,16 +282,22 @@ pub fn dispatch(globals: &GlobalArgs, command: OciCommand) -> i32 {
         OciCommand::List { format, quiet } => verbs::list::run(&g, quiet, format == "json"),
         OciCommand::Features => verbs::features::run(),
         OciCommand::Spec { bundle } => verbs::spec::run(&bundle),
-        OciCommand::OciMonitor { bundle, id } => super::monitor::run(super::monitor::MonitorArgs {
+        OciCommand::OciMonitor {
+            bundle,
+            console_socket,
+            id,
+        } => super::monitor::run(super::monitor::MonitorArgs {
             root: globals.root.clone(),
             id,
             bundle,
+            console_socket,
         }),
         OciCommand::OciExecMonitor {
+            console_socket,
             process,
             ready_file,
             id,
-        } => verbs::exec::monitor(&g, &id, &process, &ready_file),
+        } => verbs::exec::monitor(&g, &id, (&process, &ready_file), console_socket.as_deref()),
     };
     match result {
         Ok(code) => code,

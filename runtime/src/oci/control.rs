@@ -54,6 +54,15 @@ pub enum Request {
     Resume,
     /// The container's processes (guest pids).
     Ps,
+    /// A process's terminal has a new window size.
+    Resize {
+        /// An exec's id, empty for the init process.
+        exec_id: String,
+        /// Columns.
+        width: u32,
+        /// Rows.
+        height: u32,
+    },
 }
 
 /// A reply from the monitor.

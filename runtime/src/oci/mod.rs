@@ -11,6 +11,7 @@
 //! [`Pod`]: crate::shim::pod::Pod
 
 pub mod cli;
+pub mod console;
 pub mod control;
 pub mod monitor;
 pub mod signal;

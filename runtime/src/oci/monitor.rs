@@ -16,6 +16,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
+use super::console::Console;
 use super::control::{self, Reply, Request, StdioSpec};
 use super::state::{self, Record, StateDir, Status};
 use super::stdio;
@@ -34,6 +35,8 @@ pub struct MonitorArgs {
     pub id: String,
     /// The bundle (absolute).
     pub bundle: PathBuf,
+    /// The engine's console socket (with `process.terminal`).
+    pub console_socket: Option<PathBuf>,
 }
 
 /// The signals a monitor passes on to the container's process.
@@ -140,12 +143,30 @@ async fn serve(args: MonitorArgs, dir: StateDir) -> i32 {
         .into_iter()
         .collect();
     let me = std::process::id();
-    let io = match stdio::of_process(me, terminal) {
-        Ok(io) => io,
-        Err(e) => {
-            fail(&dir, &error_chain(&e));
-            return 1;
-        }
+    let console = match (terminal, &args.console_socket) {
+        (true, Some(socket)) => match Console::open(socket, &dir.dir, "init") {
+            Ok(c) => Some(c),
+            Err(e) => {
+                fail(&dir, &error_chain(&e));
+                return 1;
+            }
+        },
+        _ => None,
+    };
+    let io = match &console {
+        Some(c) => StdioSpec {
+            stdin: c.input_path(),
+            stdout: c.output_path(),
+            stderr: String::new(),
+            terminal: true,
+        },
+        None => match stdio::of_process(me, false) {
+            Ok(io) => io,
+            Err(e) => {
+                fail(&dir, &error_chain(&e));
+                return 1;
+            }
+        },
     };
     let pod = Arc::new(Pod::new(
         &args.id,
@@ -192,6 +213,9 @@ async fn serve(args: MonitorArgs, dir: StateDir) -> i32 {
     tracing::info!(id = %args.id, "container created");
     tokio::spawn(accept(listener, monitor.clone()));
     forward_signals(monitor.clone());
+    if let Some(console) = console {
+        tokio::spawn(follow_size(console, monitor.clone()));
+    }
     let init_exit = {
         let m = monitor.clone();
         async move {
@@ -326,6 +350,14 @@ impl Monitor {
                 Ok(pids) => Reply::Pids { pids },
                 Err(e) => refused(e),
             },
+            Request::Resize {
+                exec_id,
+                width,
+                height,
+            } => match task::resize::resize_pty(&self.pod, &id, &exec_id, width, height).await {
+                Ok(()) => Reply::Ok,
+                Err(e) => refused(e),
+            },
             Request::Exec { process, stdio } => self.exec(process, stdio, out).await,
         }
     }
@@ -409,6 +441,35 @@ async fn accept(listener: UnixListener, monitor: Arc<Monitor>) {
             write = stream.into_split().1;
             let _ = write.write_all(&control::encode(&reply)).await;
         });
+    }
+}
+
+/// How often the terminal's window size is looked at.
+pub const SIZE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Passes the window sizes the engine sets on the init process's terminal to the guest (the
+/// console lives as long as this task: its input fifo and slave with it).
+async fn follow_size(console: Console, monitor: Arc<Monitor>) {
+    let mut last = None;
+    loop {
+        let size = console.size();
+        if size.is_some() && size != last && monitor.status() == Status::Running {
+            if let Some((rows, cols)) = size {
+                let r = task::resize::resize_pty(
+                    &monitor.pod,
+                    &monitor.dir.id,
+                    "",
+                    u32::from(cols),
+                    u32::from(rows),
+                )
+                .await;
+                if let Err(e) = r {
+                    tracing::debug!("resize: {}", error_chain(&e));
+                }
+            }
+            last = size;
+        }
+        tokio::time::sleep(SIZE_POLL).await;
     }
 }
 

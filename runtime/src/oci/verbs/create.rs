@@ -43,20 +43,13 @@ pub fn create(globals: &Globals, id: &str, opts: &CreateOpts) -> Result<Child, O
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
-    if terminal {
-        // The pty would be the guest's; hull does not bridge it to a console socket yet.
+    if terminal && opts.console_socket.is_none() {
         return Err(OciError::InvalidArgument(
-            "process.terminal is not supported by hull's OCI runtime yet (run without -t)".into(),
+            "process.terminal needs --console-socket (the engine's end of the terminal)".into(),
         ));
     }
-    if let Some(socket) = &opts.console_socket {
-        return Err(OciError::InvalidArgument(format!(
-            "--console-socket {}: terminals are not supported by hull's OCI runtime yet",
-            socket.display()
-        )));
-    }
     dir.claim()?;
-    match start_monitor(globals, &dir, &bundle) {
+    match start_monitor(globals, &dir, &bundle, opts.console_socket.as_deref()) {
         Ok(child) => {
             if let Some(p) = &opts.pid_file {
                 if let Err(e) = write_pid_file(p, child.id()) {
@@ -73,14 +66,24 @@ pub fn create(globals: &Globals, id: &str, opts: &CreateOpts) -> Result<Child, O
     }
 }
 
-fn start_monitor(globals: &Globals, dir: &StateDir, bundle: &Path) -> Result<Child, OciError> {
+fn start_monitor(
+    globals: &Globals,
+    dir: &StateDir,
+    bundle: &Path,
+    console_socket: Option<&Path>,
+) -> Result<Child, OciError> {
     let exe = std::env::current_exe().map_err(OciError::io("cannot find the hull binary"))?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("--root")
         .arg(&globals.root)
         .arg("oci-monitor")
         .arg("--bundle")
-        .arg(bundle)
+        .arg(bundle);
+    if let Some(socket) = console_socket {
+        command.arg("--console-socket").arg(absolute(socket)?);
+    }
+    let mut child = command
         .arg(&dir.id)
         .current_dir(&dir.dir)
         .spawn()

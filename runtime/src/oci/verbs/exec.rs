@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal};
 
 use super::{write_pid_file, Globals};
-use crate::oci::control::{call, Reply, Request, Session};
+use crate::oci::console::Console;
+use crate::oci::control::{call, Reply, Request, Session, StdioSpec};
 use crate::oci::state::{StateDir, Status};
 use crate::oci::{stdio, OciError};
 
@@ -61,20 +62,23 @@ pub fn run(globals: &Globals, id: &str, opts: &ExecOpts) -> Result<i32, OciError
         )));
     }
     let process = build_process(&record.bundle, opts)?;
-    if opts.tty
-        || opts.console_socket.is_some()
-        || process.get("terminal").and_then(|t| t.as_bool()) == Some(true)
-    {
-        return Err(OciError::InvalidArgument(
-            "exec with a terminal is not supported by hull's OCI runtime yet (run without -t)"
-                .into(),
-        ));
-    }
+    let terminal = opts.tty || process.get("terminal").and_then(|t| t.as_bool()) == Some(true);
+    let console = match (&opts.console_socket, terminal) {
+        (Some(socket), true) => Some(super::absolute(socket)?),
+        (None, true) => {
+            return Err(OciError::InvalidArgument(
+                "exec with a terminal needs --console-socket".into(),
+            ))
+        }
+        _ => None,
+    };
+    let mut process = process;
+    process["terminal"] = serde_json::json!(terminal);
     if !opts.detach {
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, std::process::id())?;
         }
-        return foreground(&dir, process, None);
+        return foreground(&dir, process, None, console.as_deref());
     }
     let n = std::process::id();
     let job = dir.dir.join(format!("exec-{n}.json"));
@@ -82,7 +86,7 @@ pub fn run(globals: &Globals, id: &str, opts: &ExecOpts) -> Result<i32, OciError
     let json = serde_json::to_vec(&process)
         .map_err(|e| OciError::InvalidArgument(format!("exec process: {e}")))?;
     std::fs::write(&job, json).map_err(OciError::io(format!("cannot write {}", job.display())))?;
-    let result = detach(globals, &dir, &job, &ready, opts);
+    let result = detach(globals, &dir, (&job, &ready), console.as_deref(), opts);
     let _ = std::fs::remove_file(&job);
     let _ = std::fs::remove_file(&ready);
     result
@@ -91,15 +95,20 @@ pub fn run(globals: &Globals, id: &str, opts: &ExecOpts) -> Result<i32, OciError
 fn detach(
     globals: &Globals,
     dir: &StateDir,
-    job: &Path,
-    ready: &Path,
+    (job, ready): (&Path, &Path),
+    console: Option<&Path>,
     opts: &ExecOpts,
 ) -> Result<i32, OciError> {
     let exe = std::env::current_exe().map_err(OciError::io("cannot find the hull binary"))?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .arg("--root")
         .arg(&globals.root)
-        .arg("oci-exec-monitor")
+        .arg("oci-exec-monitor");
+    if let Some(socket) = console {
+        command.arg("--console-socket").arg(socket);
+    }
+    let mut child = command
         .arg("--process")
         .arg(job)
         .arg("--ready-file")
@@ -139,14 +148,19 @@ fn detach(
 }
 
 /// `hull oci-exec-monitor`: the detached exec's host process; exits with the process's status.
-pub fn monitor(globals: &Globals, id: &str, job: &Path, ready: &Path) -> ! {
+pub fn monitor(
+    globals: &Globals,
+    id: &str,
+    (job, ready): (&Path, &Path),
+    console: Option<&Path>,
+) -> ! {
     let _ = nix::unistd::setsid();
     let result = StateDir::new(&globals.root, id).and_then(|dir| {
         let text =
             std::fs::read(job).map_err(OciError::io(format!("cannot read {}", job.display())))?;
         let process = serde_json::from_slice(&text)
             .map_err(|e| OciError::InvalidArgument(format!("exec process: {e}")))?;
-        foreground(&dir, process, Some(ready))
+        foreground(&dir, process, Some(ready), console)
     });
     match result {
         Ok(status) => std::process::exit(status),
@@ -163,8 +177,22 @@ fn foreground(
     dir: &StateDir,
     process: serde_json::Value,
     ready: Option<&Path>,
+    console: Option<&Path>,
 ) -> Result<i32, OciError> {
-    let io = stdio::of_process(std::process::id(), false)?;
+    let me = std::process::id();
+    let console = match console {
+        Some(socket) => Some(Console::open(socket, &dir.dir, &format!("exec-{me}"))?),
+        None => None,
+    };
+    let io = match &console {
+        Some(c) => StdioSpec {
+            stdin: c.input_path(),
+            stdout: c.output_path(),
+            stderr: String::new(),
+            terminal: true,
+        },
+        None => stdio::of_process(me, false)?,
+    };
     // Blocked before any thread starts, so that only the forwarding thread takes them.
     let mut set = SigSet::empty();
     for s in FORWARDED {
@@ -181,6 +209,10 @@ fn foreground(
         let _ = std::fs::write(ready, "started");
     }
     let socket = dir.socket();
+    if let Some(console) = console {
+        let (socket, exec_id) = (socket.clone(), exec_id.clone());
+        std::thread::spawn(move || follow_size(&console, &socket, &exec_id));
+    }
     std::thread::spawn(move || loop {
         let Ok(sig) = set.wait() else { return };
         let request = Request::Kill {
@@ -196,6 +228,29 @@ fn foreground(
         Reply::Exited { status } => Ok(status),
         Reply::Error { message } => Err(OciError::State(message)),
         other => Err(OciError::Monitor(format!("unexpected reply {other:?}"))),
+    }
+}
+
+/// Passes the window sizes the engine sets on the exec's terminal to the monitor, until it is
+/// gone.
+fn follow_size(console: &Console, socket: &Path, exec_id: &str) {
+    let mut last = None;
+    loop {
+        let size = console.size();
+        if size.is_some() && size != last {
+            if let Some((rows, cols)) = size {
+                let request = Request::Resize {
+                    exec_id: exec_id.to_owned(),
+                    width: u32::from(cols),
+                    height: u32::from(rows),
+                };
+                if let Err(OciError::Monitor(_)) = call(socket, &request) {
+                    return;
+                }
+            }
+            last = size;
+        }
+        std::thread::sleep(crate::oci::monitor::SIZE_POLL);
     }
 }
 
