@@ -46,10 +46,7 @@ pub enum OciError {
     InvalidArgument(String),
     /// The bundle cannot be used.
     #[error("bad bundle {0}")]
-    Bundle(PathBuf, #[source] ShimError),
-    /// The shim's logic refused or failed.
-    #[error(transparent)]
-    Shim(#[from] ShimError),
+    Bundle(PathBuf, #[source] Box<ShimError>),
     /// The monitor failed or is gone.
     #[error("monitor: {0}")]
     Monitor(String),

@@ -30,7 +30,7 @@ const CREATE_BOUND: Duration = Duration::from_secs(180);
 pub fn create(globals: &Globals, id: &str, opts: &CreateOpts) -> Result<Child, OciError> {
     let dir = StateDir::new(&globals.root, id)?;
     let bundle = absolute(&opts.bundle)?;
-    let spec = read_spec(&bundle).map_err(|e| OciError::Bundle(bundle.clone(), e))?;
+    let spec = read_spec(&bundle).map_err(|e| OciError::Bundle(bundle.clone(), Box::new(e)))?;
     if opts.preserve_fds > 0 {
         return Err(OciError::InvalidArgument(format!(
             "--preserve-fds {}: file descriptors cannot be passed into a VM",
