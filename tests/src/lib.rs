@@ -18,6 +18,7 @@ pub mod rootfs;
 pub mod spec;
 pub mod stdio;
 pub mod sweep;
+pub mod tmux;
 
 use std::path::{Path, PathBuf};
 

@@ -142,6 +142,19 @@ impl Podman {
         c
     }
 
+    /// The `podman` command line of [`Podman::command`] as a shell string (for tmux).
+    pub fn shell(&self) -> String {
+        let c = self.command();
+        let mut words: Vec<String> = c
+            .get_envs()
+            .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v?.to_str()?)))
+            .collect();
+        words.insert(0, "env".into());
+        words.push(c.get_program().to_string_lossy().into_owned());
+        words.extend(c.get_args().map(|a| a.to_string_lossy().into_owned()));
+        words.join(" ")
+    }
+
     /// Runs `podman args…` to the end.
     pub fn podman(&self, args: &[&str]) -> Output {
         self.command()

@@ -1,7 +1,7 @@
 //! `hull` as Podman's OCI runtime (`podman --runtime hull`, `docs/oci-cli.md`): Debian's podman
-//! 4.3 through conmon, with its own storage and configuration, in a network namespace of the
-//! test's, each container in its own microVM (`--network none`: the engine's network is not
-//! wired to the VM yet). And the runc command line itself, driven as conmon drives it, refusing
+//! 4.3 through conmon (pipes, `-i`, `-it` in tmux with a resize, `exec -t`), with its own storage
+//! and configuration, in a network namespace of the test's, each container in its own microVM
+//! (`--network none`: the engine's network is not wired to the VM yet). And the runc command line itself, driven as conmon drives it, refusing
 //! bad input with runc's exit status and a clear message. Every test ends with nothing left: no
 //! monitor, VMM, virtiofsd, vsock backend, conmon, mount, state or pod directory.
 
@@ -10,6 +10,7 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use hull_tests::podman::Podman;
+use hull_tests::tmux::Tmux;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -165,6 +166,41 @@ fn podman_exec_stop_kill_and_rm() {
     assert!(out.status.success(), "{}", p.explain(&out));
     let out = p.podman(&["rm", "-f", "-t", "0", "c3"]);
     assert!(out.status.success(), "{}", p.explain(&out));
+    p.assert_clean(Duration::from_secs(20));
+}
+
+#[test]
+fn podman_terminal_in_tmux_with_a_resize_and_exec_t() {
+    let Some(p) = podman() else { return };
+    let tmux = Tmux(p.dir().join("tmux.sock"));
+    let run = format!(
+        "{} run --rm -it --name t1 --network none {} sh; echo podman-exit=$?; sleep 600",
+        p.shell(),
+        p.image()
+    );
+    tmux.start(80, 24, &run);
+    tmux.wait_for("/ #", Duration::from_secs(60));
+    tmux.keys("stty size; tty");
+    let pane = tmux.wait_for("/dev/pts/", Duration::from_secs(20));
+    assert!(pane.contains("24 80"), "initial size:\n{pane}");
+
+    // exec -t beside it: its own terminal, its exit code.
+    let out = p.podman(&["exec", "-t", "t1", "sh", "-c", "tty; exit 5"]);
+    assert_eq!(out.status.code(), Some(5), "{}", p.explain(&out));
+    assert!(
+        text(&out.stdout).starts_with("/dev/pts/"),
+        "{}",
+        p.explain(&out)
+    );
+
+    tmux.resize(100, 40);
+    std::thread::sleep(Duration::from_millis(500));
+    tmux.keys("stty size");
+    let pane = tmux.wait_for("40 100", Duration::from_secs(20));
+    tmux.keys("exit 7");
+    let pane2 = tmux.wait_for("podman-exit=", Duration::from_secs(30));
+    assert!(pane2.contains("podman-exit=7"), "{pane}\n---\n{pane2}");
+    drop(tmux);
     p.assert_clean(Duration::from_secs(20));
 }
 
