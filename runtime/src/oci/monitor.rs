@@ -68,6 +68,9 @@ struct Monitor {
     /// The container's exit status, once decided (the first to decide wins).
     ended: watch::Sender<Option<i32>>,
     execs: std::sync::atomic::AtomicU64,
+    /// The init process's terminal, and the window size last passed to the guest.
+    console: Option<Console>,
+    last_size: Mutex<Option<(u16, u16)>>,
 }
 
 /// Runs the monitor of `args` and exits with the container's status; never returns.
@@ -204,6 +207,8 @@ async fn serve(args: MonitorArgs, dir: StateDir) -> i32 {
         record: Mutex::new(record.clone()),
         ended: watch::channel(None).0,
         execs: Default::default(),
+        console,
+        last_size: Mutex::new(None),
     });
     if let Err(e) = monitor.dir.write(&record) {
         fail(&monitor.dir, &error_chain(&e));
@@ -213,8 +218,8 @@ async fn serve(args: MonitorArgs, dir: StateDir) -> i32 {
     tracing::info!(id = %args.id, "container created");
     tokio::spawn(accept(listener, monitor.clone()));
     forward_signals(monitor.clone());
-    if let Some(console) = console {
-        tokio::spawn(follow_size(console, monitor.clone()));
+    if monitor.console.is_some() {
+        tokio::spawn(follow_size(monitor.clone()));
     }
     let init_exit = {
         let m = monitor.clone();
@@ -265,6 +270,32 @@ impl Monitor {
         }
     }
 
+    /// Passes the init process's terminal size to the guest when it changed.
+    async fn sync_size(&self) {
+        let Some(size) = self.console.as_ref().and_then(Console::size) else {
+            return;
+        };
+        {
+            let mut last = self.last_size.lock().unwrap_or_else(|e| e.into_inner());
+            if *last == Some(size) {
+                return;
+            }
+            *last = Some(size);
+        }
+        let (rows, cols) = size;
+        let r = task::resize::resize_pty(
+            &self.pod,
+            &self.dir.id,
+            "",
+            u32::from(cols),
+            u32::from(rows),
+        )
+        .await;
+        if let Err(e) = r {
+            tracing::debug!("resize: {}", error_chain(&e));
+        }
+    }
+
     /// Removes the container from the guest (if still there) and stops the VM.
     async fn teardown(&self) {
         let id = &self.dir.id;
@@ -294,6 +325,9 @@ impl Monitor {
                         message: format!("cannot start a container that is {}", self.status()),
                     };
                 }
+                // The engine sets the size before it starts the process: the guest's pty has
+                // it before the process can ask.
+                self.sync_size().await;
                 match task::start::start(&self.pod, &id, "").await {
                     Ok(_) => {
                         self.set_status(Status::Running, None);
@@ -445,30 +479,13 @@ async fn accept(listener: UnixListener, monitor: Arc<Monitor>) {
 }
 
 /// How often the terminal's window size is looked at.
-pub const SIZE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+pub const SIZE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Passes the window sizes the engine sets on the init process's terminal to the guest (the
-/// console lives as long as this task: its input fifo and slave with it).
-async fn follow_size(console: Console, monitor: Arc<Monitor>) {
-    let mut last = None;
-    loop {
-        let size = console.size();
-        if size.is_some() && size != last && monitor.status() == Status::Running {
-            if let Some((rows, cols)) = size {
-                let r = task::resize::resize_pty(
-                    &monitor.pod,
-                    &monitor.dir.id,
-                    "",
-                    u32::from(cols),
-                    u32::from(rows),
-                )
-                .await;
-                if let Err(e) = r {
-                    tracing::debug!("resize: {}", error_chain(&e));
-                }
-            }
-            last = size;
-        }
+/// Passes the window sizes the engine sets on the init process's terminal to the guest while
+/// the process lives.
+async fn follow_size(monitor: Arc<Monitor>) {
+    while monitor.status() != Status::Stopped {
+        monitor.sync_size().await;
         tokio::time::sleep(SIZE_POLL).await;
     }
 }
