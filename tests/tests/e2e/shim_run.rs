@@ -2,8 +2,8 @@
 //! apart, a stdin round trip, a terminal with a resize, and nothing left behind.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use hull_tests::containerd::{Containerd, IMAGE, RUNTIME};
 use hull_tests::tmux::Tmux;
