@@ -163,6 +163,11 @@ impl Podman {
             .expect("cannot run podman")
     }
 
+    /// `program` in this Podman's network namespace (to reach published ports on its loopback).
+    pub fn in_netns(&self, program: &str) -> Command {
+        self.netns.command(program)
+    }
+
     /// `hull --root <this root> args…` run directly (as conmon would).
     pub fn hull(&self) -> Command {
         let mut c = self.netns.command(&hull_binary().display().to_string());

@@ -1,7 +1,8 @@
 //! `hull` as Podman's OCI runtime (`podman --runtime hull`, `docs/oci-cli.md`): Debian's podman
 //! 4.3 through conmon (pipes, `-i`, `-it` in tmux with a resize, `exec -t`), with its own storage
 //! and configuration, in a network namespace of the test's, each container in its own microVM
-//! (`--network none`: the engine's network is not wired to the VM yet). And the runc command line itself, driven as conmon drives it, refusing
+//! (`--network none` where the network is not what is tested; Podman's CNI bridge with a published
+//! port where it is). And the runc command line itself, driven as conmon drives it, refusing
 //! bad input with runc's exit status and a clear message. Every test ends with nothing left: no
 //! monitor, VMM, virtiofsd, vsock backend, conmon, mount, state or pod directory.
 
@@ -201,6 +202,64 @@ fn podman_terminal_in_tmux_with_a_resize_and_exec_t() {
     let pane2 = tmux.wait_for("podman-exit=", Duration::from_secs(30));
     assert!(pane2.contains("podman-exit=7"), "{pane}\n---\n{pane2}");
     drop(tmux);
+    p.assert_clean(Duration::from_secs(20));
+}
+
+#[test]
+fn podman_network_publishes_a_port_and_shares_a_volume() {
+    let Some(p) = podman() else { return };
+    // Podman's own network (its CNI bridge, in the test's namespace) reaches the VM; a published
+    // port is reached on that namespace's loopback; a read-only volume is shared into the guest.
+    let www = p.dir().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello-from-the-guest\n").unwrap();
+    let volume = format!("{}:/www:ro", www.display());
+    let out = p.podman(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "-p",
+        "8080:80",
+        "-v",
+        &volume,
+        p.image(),
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    assert!(out.status.success(), "{}", p.explain(&out));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        let got = p
+            .in_netns("wget")
+            .args(["-q", "-O-", "-T", "5", "http://127.0.0.1:8080/"])
+            .output()
+            .unwrap();
+        if got.status.success() || std::time::Instant::now() > deadline {
+            break text(&got.stdout);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(body, "hello-from-the-guest\n");
+    let out = p.podman(&["exec", "web", "sh", "-c", "echo x > /www/x"]);
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a read-only volume took a write"
+    );
+    let out = p.podman(&["exec", "web", "sh", "-c", "ip -4 addr show eth0"]);
+    assert!(
+        text(&out.stdout).contains("inet 10.88."),
+        "{}",
+        p.explain(&out)
+    );
+    let out = p.podman(&["rm", "-f", "-t", "0", "web"]);
+    assert!(out.status.success(), "{}", p.explain(&out));
     p.assert_clean(Duration::from_secs(20));
 }
 
