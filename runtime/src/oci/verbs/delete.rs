@@ -68,14 +68,14 @@ pub fn delete(globals: &Globals, id: &str, force: bool) -> Result<(), OciError> 
             nix::sys::signal::Signal::SIGKILL,
         );
         wait_gone(record.pid, record.pid_start, Duration::from_secs(5));
-        // The VMM and virtiofsd in the container's host cgroup go with it.
-        if let Some(path) =
-            BundleHints::read(&record.bundle).and_then(|h| h.cgroups_path().map(str::to_owned))
-        {
-            crate::host_cgroup::cleanup(&path);
-        }
     }
-    // What a killed monitor could not stop: the VM's processes, the share's mounts.
+    // What a killed monitor could not stop: the VM's processes, the share's mounts, the
+    // container's host cgroup (which holds the VMM and virtiofsd). Nothing, after a clean exit.
     cleanup_dead_pod(&record.run_dir);
+    if let Some(path) =
+        BundleHints::read(&record.bundle).and_then(|h| h.cgroups_path().map(str::to_owned))
+    {
+        crate::host_cgroup::cleanup(&path);
+    }
     dir.remove()
 }
