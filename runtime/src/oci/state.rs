@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::os::unix::fs::DirBuilderExt;
+
 use serde::{Deserialize, Serialize};
 
 use super::{OciError, OCI_VERSION};
@@ -124,7 +126,8 @@ impl StateDir {
             std::fs::create_dir_all(root)
                 .map_err(OciError::io(format!("cannot create {}", root.display())))?;
         }
-        match std::fs::create_dir(&self.dir) {
+        match std::fs::DirBuilder::new().mode(0o700).create(&self.dir) {
+            // Root's alone: the control socket in it drives the container.
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 Err(OciError::Exists(self.id.clone()))
