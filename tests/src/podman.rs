@@ -90,11 +90,35 @@ impl Podman {
             format!(
                 "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n\
                  events_logfile_path = \"{b}/events.log\"\ntmp_dir = \"{b}/tmp\"\n\
-                 runtime = \"hull\"\n[engine.runtimes]\nhull = [\"{b}/bin/hull\"]\n",
+                 runtime = \"hull\"\n[engine.runtimes]\nhull = [\"{b}/bin/hull\"]\n\
+                 [network]\nnetwork_config_dir = \"{b}/cni\"\n",
                 b = base.display()
             ),
         )
         .map_err(io)?;
+        // Podman's default network, as Podman would make it, but with its address leases under
+        // the test's directory (CNI's default is /var/lib/cni, the host's).
+        std::fs::create_dir_all(base.join("cni")).map_err(io)?;
+        let network = serde_json::json!({
+            "cniVersion": "0.4.0",
+            "name": "podman",
+            "plugins": [
+                {
+                    "type": "bridge", "bridge": "cni-podman0", "isGateway": true, "ipMasq": true,
+                    "hairpinMode": true,
+                    "ipam": {
+                        "type": "host-local",
+                        "routes": [{"dst": "0.0.0.0/0"}],
+                        "ranges": [[{"subnet": "10.88.0.0/16", "gateway": "10.88.0.1"}]],
+                        "dataDir": base.join("cni-leases"),
+                    }
+                },
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "firewall"},
+                {"type": "tuning"}
+            ]
+        });
+        std::fs::write(base.join("cni/87-podman.conflist"), network.to_string()).map_err(io)?;
         let me = Self {
             dir,
             netns: TestNetns::new("hull-podman"),
