@@ -54,7 +54,7 @@ stage cargo-test cargo test --locked --workspace --no-fail-fast "$@"
 # Budget: ~8 min on a quiet 2-core machine (~13 min at load 7-11); L1 is killed after
 # HULL_NESTED_TIMEOUT seconds. Always run under CI; a local run may leave it out with HULL_NESTED=0.
 if [[ ${CI:-} == true || ${HULL_NESTED:-1} != 0 ]]; then
-  stage nested-kvm env HULL_NESTED_TIMEOUT="${HULL_NESTED_TIMEOUT:-1500}" scripts/nested-kvm.sh
+  stage nested-kvm env HULL_NESTED_TIMEOUT="${HULL_NESTED_TIMEOUT:-1200}" scripts/nested-kvm.sh
 fi
 
 # Every fuzz target for a bounded time from its committed seed corpus (no sanitizer here: the
