@@ -17,6 +17,9 @@ packages=(
   # CRI-O (the CRI tests' second engine, scripts/install-engines.sh) runs containers through conmon;
   # skopeo puts the tests' offline images into its storage
   conmon skopeo
+  # Podman drives hull as a runc-compatible OCI runtime (`hull create/start/…`, docs/oci-cli.md);
+  # it runs containers through conmon too
+  podman
   # containerd end-to-end tests: a terminal for `ctr run -t` (tmux; `script` is in bsdutils)
   tmux
   # CRI end-to-end tests: protoc for the CRI client's bindings (k8s-cri), CNI plugins for pods

@@ -152,8 +152,13 @@ echo "hull: booting L1 (TCG, AMD SVM; ${cpus} vCPUs, ${memory} MiB, kernel $rele
 set +e
 # /usr/bin/time: L1's CPU time, which is what the tier costs on an idle machine (wall time on a
 # shared one says more about the neighbours).
+# One TCG thread for both vCPUs (thread=single): L1 used about one host core anyway, and with a
+# thread per vCPU L1 wedged twice under a loaded host in the middle of a tier (no progress, no
+# message) while one thread ran the same tier through. The monitor socket lets one look into a
+# stuck L1 (`info cpus`, `info registers -a`).
 timeout -s KILL "$limit" /usr/bin/time -f '%U %S' -o "$job/cpu" qemu-system-x86_64 \
-  -M q35,memory-backend=mem -accel tcg -cpu max -smp "$cpus" -m "${memory}M" \
+  -M q35,memory-backend=mem -accel tcg,thread="${HULL_NESTED_TCG_THREAD:-single}" -cpu max -smp "$cpus" -m "${memory}M" \
+  -monitor "unix:$job/monitor.sock,server=on,wait=off" \
   -object memory-backend-memfd,id=mem,size="${memory}M",share=on \
   -nodefaults -no-user-config -display none -no-reboot \
   -kernel "$kernel_tree/boot/vmlinux-$release" -initrd "$job/initrd.cpio" \

@@ -23,6 +23,7 @@ pub mod server;
 pub mod stats;
 pub mod stdio;
 pub mod sys;
+pub mod volumes;
 
 /// What every ready line starts with; the host looks for it on the serial console.
 pub const READY_PREFIX: &str = "hull-agent ready:";

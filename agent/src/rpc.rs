@@ -229,6 +229,24 @@ impl Agent for AgentService {
         Ok(empty())
     }
 
+    async fn write_volume(
+        &self,
+        _: &TtrpcContext,
+        req: pb::WriteVolumeRequest,
+    ) -> Reply<pb::Empty> {
+        self.sandbox.write_volume(&req).await?;
+        Ok(empty())
+    }
+
+    async fn remove_volumes(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ContainerRequest,
+    ) -> Reply<pb::Empty> {
+        self.sandbox.remove_volumes(&req.container_id).await?;
+        Ok(empty())
+    }
+
     async fn get_oom_event(&self, _: &TtrpcContext, _: pb::Empty) -> Reply<pb::OomEvent> {
         let container_id = self.sandbox.next_oom_event().await?;
         Ok(pb::OomEvent {

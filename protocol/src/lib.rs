@@ -4,6 +4,7 @@
 //! - [`stdio`]: the stdio streams, one vsock stream per channel on port [`STDIO_PORT`];
 //! - [`limits`]: the caps and checks every message goes through on both sides;
 //! - [`network`]: the pod network request in typed, checked form;
+//! - [`volume`]: copied volumes (ConfigMap/Secret directories kept in a guest tmpfs);
 //! - [`error_chain`]: how both sides print an error for a human (in logs and in ttrpc statuses).
 #![warn(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod agent_ttrpc {
 pub mod limits;
 pub mod network;
 pub mod stdio;
+pub mod volume;
 
 /// An error and its sources on one line (`outer: inner: root cause`): how host and guest print
 /// an error for a human, in logs and in the text of a ttrpc status.

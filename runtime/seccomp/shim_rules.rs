@@ -62,6 +62,11 @@ const SHIM_ALLOWED: &[i64] = &[
     libc::SYS_umask,
     libc::SYS_copy_file_range,
     libc::SYS_sendfile,
+    // Watching copied volumes' host directories for the kubelet's updates
+    // (runtime/src/shim/volumes.rs).
+    libc::SYS_inotify_init1,
+    libc::SYS_inotify_add_watch,
+    libc::SYS_inotify_rm_watch,
     // Containers' root filesystems into the share, and the share's teardown; read-only ones are
     // cloned detached, made read-only and attached (runtime/src/share/detached.rs).
     libc::SYS_mount,

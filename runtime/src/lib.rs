@@ -1,7 +1,8 @@
 //! hull's host side: the hypervisor seam ([`vm`]) with its backends, the guest image locations
 //! ([`images`]), pod VMs ([`sandbox`]) and their file sharing ([`share`]), the containerd shim
 //! ([`shim`]), and the host checks of the `hull` CLI ([`hostcheck`], with the container engines
-//! found in [`engines`]).
+//! found in [`engines`]), and the runc-compatible command line that Podman and Docker drive
+//! ([`oci`]).
 #![warn(missing_docs)]
 
 pub mod agent;
@@ -11,6 +12,7 @@ pub mod hostcheck;
 pub mod images;
 pub mod jail;
 pub mod network;
+pub mod oci;
 pub mod sandbox;
 pub mod seccomp;
 pub mod selftest;

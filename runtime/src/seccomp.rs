@@ -90,7 +90,7 @@ mod tests {
     fn probe(probe: &str) -> ! {
         confine_shim().unwrap();
         match probe {
-            // What the shim keeps doing: threads, files, unix sockets, signals, time.
+            // What the shim keeps doing: threads, files, unix sockets, inotify, signals, time.
             "allowed" => {
                 let t =
                     std::thread::spawn(|| std::fs::read_to_string("/proc/self/status").unwrap());
@@ -98,6 +98,12 @@ mod tests {
                 assert!(status.contains("Seccomp:\t2"), "{status}");
                 let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
                 drop((a, b));
+                // The copied volumes' host watches (shim::volumes).
+                let dir = std::env::temp_dir();
+                use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+                let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+                let wd = inotify.add_watch(&dir, AddWatchFlags::IN_CREATE).unwrap();
+                inotify.rm_watch(wd).unwrap();
                 let rt = tokio::runtime::Runtime::new().unwrap();
                 rt.block_on(async {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;

@@ -12,11 +12,13 @@ pub mod faults;
 pub mod host_tools;
 pub mod netns;
 pub mod pod;
+pub mod podman;
 pub mod probe_output;
 pub mod rootfs;
 pub mod spec;
 pub mod stdio;
 pub mod sweep;
+pub mod tmux;
 
 use std::path::{Path, PathBuf};
 

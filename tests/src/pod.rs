@@ -18,6 +18,10 @@ use tokio::net::UnixStream;
 use crate::rootfs::{test_initramfs, GUEST_ROOTFS};
 use crate::spec;
 
+/// The longest a test's container or exec may run before the test fails as stuck: generous for
+/// double emulation (the nested-KVM tier), short of the tier's per-group limit.
+pub const PROCESS_LIMIT: Duration = Duration::from_secs(240);
+
 /// A booted test pod.
 #[derive(Debug)]
 pub struct TestPod {
@@ -147,23 +151,45 @@ impl TestPod {
 
     /// [`TestPod::run`] with the root filesystem at guest path `rootfs`.
     pub async fn run_on(&self, cid: &str, spec: &serde_json::Value, rootfs: &str) -> Finished {
-        self.agent()
-            .create_container(cid, spec::to_bytes(spec), rootfs, pipes(false))
-            .await
-            .unwrap_or_else(|e| panic!("create {cid}: {e:?}"));
-        let (out, err) = (
-            self.output(cid, "", Channel::Stdout),
-            self.output(cid, "", Channel::Stderr),
-        );
-        self.agent()
-            .start_container(cid)
-            .await
-            .unwrap_or_else(|e| panic!("start {cid}: {e:?}"));
-        let exit = self.agent().wait_process(cid, "").await.expect("wait");
-        Finished {
-            exit,
-            stdout: out.await.expect("stdout task"),
-            stderr: err.await.expect("stderr task"),
+        self.bounded(cid, async {
+            self.agent()
+                .create_container(cid, spec::to_bytes(spec), rootfs, pipes(false))
+                .await
+                .unwrap_or_else(|e| panic!("create {cid}: {e:?}"));
+            let (out, err) = (
+                self.output(cid, "", Channel::Stdout),
+                self.output(cid, "", Channel::Stderr),
+            );
+            self.agent()
+                .start_container(cid)
+                .await
+                .unwrap_or_else(|e| panic!("start {cid}: {e:?}"));
+            let exit = self.agent().wait_process(cid, "").await.expect("wait");
+            Finished {
+                exit,
+                stdout: out.await.expect("stdout task"),
+                stderr: err.await.expect("stderr task"),
+            }
+        })
+        .await
+    }
+
+    /// Runs `work` (a container's or exec's whole life) to its end, or panics with the guest's
+    /// console and the VMM's log once it has taken [`PROCESS_LIMIT`]: a stuck guest fails the
+    /// test with what it printed instead of hanging the run.
+    async fn bounded<T>(&self, what: &str, work: impl std::future::Future<Output = T>) -> T {
+        match tokio::time::timeout(PROCESS_LIMIT, work).await {
+            Ok(done) => done,
+            Err(_) => {
+                let read = |name: &str| {
+                    std::fs::read_to_string(self.run_dir().join(name)).unwrap_or_default()
+                };
+                panic!(
+                    "{what} did not finish within {PROCESS_LIMIT:?}\n--- console ---\n{}\n--- VMM log ---\n{}",
+                    read("console.log"),
+                    read("vmm.log")
+                )
+            }
         }
     }
 
@@ -186,24 +212,27 @@ impl TestPod {
 
     /// Execs `process` in running container `cid` with stdout/stderr, and waits for it.
     pub async fn exec(&self, cid: &str, eid: &str, process: &serde_json::Value) -> Finished {
-        self.agent()
-            .exec_process(cid, eid, serde_json::to_vec(process).unwrap(), pipes(false))
-            .await
-            .unwrap_or_else(|e| panic!("exec {eid}: {e:?}"));
-        let (out, err) = (
-            self.output(cid, eid, Channel::Stdout),
-            self.output(cid, eid, Channel::Stderr),
-        );
-        let exit = self
-            .agent()
-            .wait_process(cid, eid)
-            .await
-            .expect("wait exec");
-        Finished {
-            exit,
-            stdout: out.await.expect("stdout task"),
-            stderr: err.await.expect("stderr task"),
-        }
+        self.bounded(eid, async {
+            self.agent()
+                .exec_process(cid, eid, serde_json::to_vec(process).unwrap(), pipes(false))
+                .await
+                .unwrap_or_else(|e| panic!("exec {eid}: {e:?}"));
+            let (out, err) = (
+                self.output(cid, eid, Channel::Stdout),
+                self.output(cid, eid, Channel::Stderr),
+            );
+            let exit = self
+                .agent()
+                .wait_process(cid, eid)
+                .await
+                .expect("wait exec");
+            Finished {
+                exit,
+                stdout: out.await.expect("stdout task"),
+                stderr: err.await.expect("stderr task"),
+            }
+        })
+        .await
     }
 
     /// An input writer on `cid`/`eid`'s stdin stream.

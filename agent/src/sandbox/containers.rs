@@ -4,12 +4,16 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use hull_protocol::agent::{CreateContainerRequest, CreateSandboxRequest, StdioConfig};
+use hull_protocol::agent::{
+    CreateContainerRequest, CreateSandboxRequest, StdioConfig, WriteVolumeRequest,
+};
 use hull_protocol::limits;
+use hull_protocol::volume::Payload;
 
 use super::{lock, AgentError, ContainerEntry, ContainerState, ProcessEntry, Sandbox, CGROUP_ROOT};
 use crate::container::{self, CgroupStats, Container, ContainerConfig};
 use crate::stdio::ProcessStdio;
+use crate::volumes;
 
 /// Runs blocking container work off the async runtime.
 pub(super) async fn blocking<T, F>(f: F) -> Result<T, AgentError>
@@ -196,12 +200,37 @@ impl Sandbox {
             .collect())
     }
 
-    /// `RemoveContainer`: kills whatever still runs and removes every trace of the container.
+    /// `RemoveContainer`: kills whatever still runs and removes every trace of the container,
+    /// its copied volumes included.
     pub async fn remove_container(&self, id: &str) -> Result<(), AgentError> {
         let entry = lock(&self.containers)
             .remove(id)
             .ok_or_else(|| AgentError::NotFound(format!("container {id}")))?;
-        blocking(move || destroy(&entry)).await
+        let destroyed = blocking(move || destroy(&entry)).await;
+        let removed = self.remove_volumes(id).await;
+        destroyed.and(removed)
+    }
+
+    /// `WriteVolume`: makes or updates a copied volume (see [`crate::volumes`]).
+    pub async fn write_volume(&self, req: &WriteVolumeRequest) -> Result<(), AgentError> {
+        let payload = Payload::from_request(req)?;
+        let (id, volume) = (req.container_id.clone(), req.volume);
+        blocking(move || {
+            let base = Path::new(hull_protocol::volume::GUEST_VOLUMES);
+            Ok(volumes::write(base, &id, volume, &payload, true)?)
+        })
+        .await
+    }
+
+    /// `RemoveVolumes`: unmounts and removes container `id`'s copied volumes.
+    pub async fn remove_volumes(&self, id: &str) -> Result<(), AgentError> {
+        limits::check_id("container id", id)?;
+        let id = id.to_owned();
+        blocking(move || {
+            let base = Path::new(hull_protocol::volume::GUEST_VOLUMES);
+            Ok(volumes::remove_all(base, &id)?)
+        })
+        .await
     }
 
     /// `DestroySandbox`: removes every container.

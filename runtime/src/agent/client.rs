@@ -462,6 +462,33 @@ impl AgentClient {
         Ok(())
     }
 
+    /// Writes (first) or updates copied volume `volume` of container `container_id` in the
+    /// guest (see `hull_protocol::volume`).
+    pub async fn write_volume(
+        &self,
+        container_id: &str,
+        volume: u32,
+        payload: &hull_protocol::volume::Payload,
+    ) -> Result<(), AgentClientError> {
+        limits::check_id("container id", container_id)?;
+        payload.check()?;
+        self.inner
+            .write_volume(self.ctx(), &payload.to_request(container_id, volume))
+            .await
+            .map_err(rpc("WriteVolume"))?;
+        Ok(())
+    }
+
+    /// Unmounts and removes container `container_id`'s copied volumes in the guest.
+    pub async fn remove_volumes(&self, container_id: &str) -> Result<(), AgentClientError> {
+        let req = container_request(container_id)?;
+        self.inner
+            .remove_volumes(self.ctx(), &req)
+            .await
+            .map_err(rpc("RemoveVolumes"))?;
+        Ok(())
+    }
+
     /// `ConfigureNetwork`: gives the guest NIC the pod's addresses, MTU and routes.
     pub async fn configure_network(
         &self,

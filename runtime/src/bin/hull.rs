@@ -2,7 +2,9 @@
 //! KVM, which backend and why, guest images, tools, containerd registration), one line per check
 //! with a fix for each failure; `hull version`; `hull boot` boots the installed guest once in
 //! self-test mode and prints its ready line; `hull bench …` runs `hull-bench` (the benchmark
-//! against runc, `bench/`), found beside `hull` or on `PATH`.
+//! against runc, `bench/`), found beside `hull` or on `PATH`; and runc's command line
+//! (`hull create/start/state/kill/delete/run/exec/…`, [`hull_runtime::oci`]) so Podman and Docker
+//! run containers in microVMs with `--runtime hull`.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use hull_runtime::hostcheck;
 use hull_runtime::images::GuestImages;
+use hull_runtime::oci::cli::{self, GlobalArgs, OciCommand};
 use hull_runtime::selftest::{boot_selftest, SelftestSpec};
 use hull_runtime::shim::config::{HullConfig, HypervisorChoice};
 use hull_runtime::shim::RUNTIME_NAME;
@@ -18,6 +21,8 @@ use hull_runtime::vm::accel;
 #[derive(Debug, Parser)]
 #[command(version, about = "hull: a VM-isolated container runtime")]
 struct Cli {
+    #[command(flatten)]
+    globals: GlobalArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,14 +65,26 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    #[command(flatten)]
+    Oci(OciCommand),
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("HULL_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let own_logging = matches!(&cli.command, Command::Oci(c) if cli::logs_itself(c));
+    if !own_logging {
+        let filter = if cli.globals.debug {
+            tracing_subscriber::EnvFilter::new("debug")
+        } else {
+            tracing_subscriber::EnvFilter::from_env("HULL_LOG")
+        };
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match cli.command {
+        Command::Oci(command) => std::process::exit(cli::dispatch(&cli.globals, command)),
         Command::Check {
             config,
             containerd_config,

@@ -9,11 +9,14 @@
 //! - [`detached`]: mounts made read-only before they are attached, so that virtiofsd's copy of
 //!   a read-only volume or root is read-only too;
 //! - [`mountpoints`]: mount points made by the host in a root it makes read-only;
-//! - [`spec`]: rewriting an OCI spec's host paths to the guest paths the share gives them.
+//! - [`spec`]: rewriting an OCI spec's host paths to the guest paths the share gives them;
+//! - [`atomic_dir`]: the kubelet's ConfigMap/Secret directories, read to be copied into the
+//!   guest rather than shared (`crate::shim::volumes`).
 //!
 //! Layout of a share: `<shared>/<cid>/rootfs` (the container's root filesystem) and
 //! `<shared>/<cid>/mounts/<n>` (the spec's n-th mount when it is a host bind mount).
 
+pub mod atomic_dir;
 pub mod beneath;
 pub mod detached;
 pub mod mountinfo;

@@ -18,6 +18,8 @@ pub struct HostBind {
     pub target: PathBuf,
     /// How writable (the guest gets no more, see [`super::detached`]).
     pub access: mounts::Access,
+    /// Its index in the spec's mounts.
+    pub mount: usize,
 }
 
 /// Whether `m` is a bind mount (its type, or a `bind`/`rbind` option, says so).
@@ -71,6 +73,7 @@ pub fn rewrite(
             source,
             target: host_shared.join(cid).join("mounts").join(n.to_string()),
             access: mounts::Access::from_options(&options),
+            mount: n,
         });
         m.set_source(Some(PathBuf::from(format!(
             "{GUEST_SHARE}/{cid}/mounts/{n}"
@@ -129,12 +132,14 @@ mod tests {
                 HostBind {
                     source: "/srv/data".into(),
                     target: "/run/hull/p/shared/c1/mounts/1".into(),
-                    access: mounts::Access::ReadOnly
+                    access: mounts::Access::ReadOnly,
+                    mount: 1,
                 },
                 HostBind {
                     source: "/var/lib/pod/hosts".into(),
                     target: "/run/hull/p/shared/c1/mounts/2".into(),
-                    access: mounts::Access::ReadWrite
+                    access: mounts::Access::ReadWrite,
+                    mount: 2,
                 }
             ]
         );

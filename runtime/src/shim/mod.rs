@@ -17,6 +17,7 @@
 //! - [`namespaces`]: a pod container's namespace paths, as the guest knows them;
 //! - [`host_namespaces`]: what a Kubernetes pod may ask of the node that a VM cannot give;
 //! - [`pod_shm`]: a pod container's `/dev/shm`, the pod's tmpfs in the guest;
+//! - [`volumes`]: ConfigMap/Secret volumes copied into the guest and kept up to date;
 //! - [`cri_o`]: CRI-O's ways (its pod annotations, pinned namespaces) made containerd's, and
 //!   [`metrics_v1`] the cgroup v1 stats CRI-O 1.26 decodes;
 //! - [`event_sink`]: an events endpoint that drops them, for engines that take none (CRI-O);
@@ -42,6 +43,7 @@ pub mod spec;
 pub mod stdin;
 pub mod stdio;
 pub mod task;
+pub mod volumes;
 
 mod error;
 

@@ -13,6 +13,7 @@ use containerd_shim_protos::api::Mount;
 use oci_spec::runtime::{Root, Spec};
 
 use crate::share::{self, mountpoints, mounts, ShareError};
+use crate::shim::volumes::{self, CopiedVolume};
 
 /// Preparing a root filesystem failed.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ pub struct Prepared {
     pub guest_rootfs: String,
     /// What [`release`] undoes.
     pub undo: Undo,
+    /// Volumes copied into the guest rather than shared (see [`volumes`]).
+    pub copies: Vec<CopiedVolume>,
 }
 
 /// What [`prepare`] set up on the host.
@@ -74,6 +77,7 @@ pub fn prepare(
             Ok(Prepared {
                 guest_rootfs: guest.clone(),
                 undo: Undo::default(),
+                copies: Vec::new(),
             })
         }
         RootfsSource::Shared => {
@@ -83,9 +87,10 @@ pub fn prepare(
                 container_dir: Some(container_dir.clone()),
             };
             match share_container(&shared, bundle, cid, rootfs_mounts, spec) {
-                Ok(()) => Ok(Prepared {
+                Ok(copies) => Ok(Prepared {
                     guest_rootfs: share::guest_rootfs(cid),
                     undo,
+                    copies,
                 }),
                 Err(e) => {
                     if let Err(e) = release(undo) {
@@ -104,7 +109,7 @@ fn share_container(
     cid: &str,
     rootfs_mounts: &[Mount],
     spec: &mut Spec,
-) -> Result<(), RootfsError> {
+) -> Result<Vec<CopiedVolume>, RootfsError> {
     let share_err = |e| RootfsError::Share(cid.to_owned(), e);
     let target = shared.join(cid).join("rootfs");
     let host_root = spec
@@ -147,7 +152,9 @@ fn share_container(
         mounts::mount_rootfs(&list, &target, read_only_root).map_err(share_err)?;
     }
     let binds = share::spec::rewrite(spec, cid, shared).map_err(share_err)?;
-    share::spec::apply(&binds).map_err(share_err)
+    let (binds, copies) = volumes::take_copies(spec, cid, binds);
+    share::spec::apply(&binds).map_err(share_err)?;
+    Ok(copies)
 }
 
 /// Undoes [`prepare`]: unmounts everything under the container's share directory and removes it.

@@ -9,9 +9,11 @@
 //! - `ids`: prints `uid=R euid=E` (a setuid copy of the probe shows whether setuid took effect)
 //! - `handle-open PATH [NODEID GENERATION]`: `open_by_handle_at` with a forged FUSE handle, see
 //!   [`handle`]
+//! - `inotify-watch PATH`: prints PATH's inotify events until killed, see [`watch`]
 
 mod handle;
 mod net;
+mod watch;
 
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
@@ -130,9 +132,10 @@ fn main() -> ExitCode {
         ["ttrpc-call", cid, port, service, method] => net::ttrpc_call(cid, port, service, method),
         ["tcp-connect", addr] => net::tcp_connect(addr, None),
         ["tcp-connect", addr, message] => net::tcp_connect(addr, Some(message)),
+        ["inotify-watch", path] => watch::inotify_watch(path),
         _ => {
             eprintln!(
-                "usage: hull-fs-probe xattr-set|xattr-get|mmap-write|mmap-read|ids|vsock-connect|ttrpc-call|tcp-connect|handle-open …"
+                "usage: hull-fs-probe xattr-set|xattr-get|mmap-write|mmap-read|ids|vsock-connect|ttrpc-call|tcp-connect|handle-open|inotify-watch …"
             );
             ExitCode::from(2)
         }

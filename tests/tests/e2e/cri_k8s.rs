@@ -2,7 +2,8 @@
 //! containerd's CRI with handler `hull` (issue 16): what a VM cannot give (the node's namespaces,
 //! host mount propagation) refused with why and what to use instead; setuid binaries with and
 //! without no_new_privs; a NET_ADMIN container managing its own network with Debian's real tools;
-//! `kubectl port-forward` reaching a port in the guest.
+//! `kubectl port-forward` reaching a port in the guest; a ConfigMap update seen inside the pod by an
+//! inotify watcher and by plain reads.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -540,18 +541,31 @@ fn net_admin_pods_manage_their_own_network() {
     eprintln!("whole test: {:?}", t0.elapsed());
 }
 
+/// One pod for the checks of a running pod's services: `kubectl port-forward` reaching a port in
+/// the guest, and a ConfigMap update seen inside the pod.
 #[test]
-fn port_forward_reaches_the_guests_port() {
+fn port_forward_and_configmap_updates_reach_the_guest() {
     let Some(cri) = Cri::start() else { return };
     let t0 = Instant::now();
     let config = cri.pod_config("pf");
     let pod = cri
         .run_pod(&config, HANDLER)
         .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", cri.log_tail()));
+    port_forward_reaches_the_guests_port(&cri, &pod, &config);
+    eprintln!("port-forward: {:?}", t0.elapsed());
+    let t1 = Instant::now();
+    configmap_swaps_are_seen_by_watchers_and_reads(&cri, &pod, &config);
+    eprintln!("configmap updates: {:?}", t1.elapsed());
+    cri.remove_pod(&pod).expect("remove pod");
+    assert_no_pod_left(&cri, &["pf"]);
+    eprintln!("whole test: {:?}", t0.elapsed());
+}
+
+fn port_forward_reaches_the_guests_port(cri: &Cri, pod: &str, config: &PodSandboxConfig) {
     // Bound to the guest's loopback only: kubectl port-forward reaches such servers too.
     let web = cri.run_container(
-        &pod,
-        &config,
+        pod,
+        config,
         Cri::container_config(
             "web",
             0,
@@ -573,7 +587,7 @@ fn port_forward_reaches_the_guests_port() {
     }
     for round in 0..2 {
         let url = cri
-            .port_forward_url(&pod, 8080)
+            .port_forward_url(pod, 8080)
             .unwrap_or_else(|e| panic!("PortForward: {e}\n{}", cri.log_tail()));
         let mut session = cri.stream(&format!("{url}?port=8080"));
         session
@@ -591,7 +605,7 @@ fn port_forward_reaches_the_guests_port() {
         assert!(String::from_utf8_lossy(&out.data).contains("200 OK"));
     }
     // A port nobody listens on: the error channel says so, nothing hangs.
-    let url = cri.port_forward_url(&pod, 8081).expect("PortForward");
+    let url = cri.port_forward_url(pod, 8081).expect("PortForward");
     let mut session = cri.stream(&format!("{url}?port=8081"));
     let _ = session.send_stdin(b"GET / HTTP/1.0\r\n\r\n");
     let out = session.finish(Duration::from_secs(10));
@@ -599,7 +613,135 @@ fn port_forward_reaches_the_guests_port() {
         !String::from_utf8_lossy(&out.data).contains("HTTP/1.0 200"),
         "{out:?}"
     );
-    cri.remove_pod(&pod).expect("remove pod");
-    assert_no_pod_left(&cri, &["pf"]);
-    eprintln!("whole test: {:?}", t0.elapsed());
+}
+
+/// What the kubelet's `AtomicWriter` does to a ConfigMap volume's host directory `dir`: the
+/// payload `files` into a new directory `ts`, `..data_tmp -> ts` renamed over `..data`, a
+/// `<key> -> ..data/<key>` link per new key, the links of gone keys and the old directory removed.
+fn kubelet_update(dir: &Path, ts: &str, files: &[(&str, &str)]) {
+    use std::os::unix::fs::symlink;
+    let old = std::fs::read_link(dir.join("..data")).ok();
+    std::fs::create_dir(dir.join(ts)).unwrap();
+    for (key, value) in files {
+        std::fs::write(dir.join(ts).join(key), value).unwrap();
+    }
+    symlink(ts, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (key, _) in files {
+        if std::fs::symlink_metadata(dir.join(key)).is_err() {
+            symlink(format!("..data/{key}"), dir.join(key)).unwrap();
+        }
+    }
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("..") && !files.iter().any(|(k, _)| *k == name) {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    if let Some(old) = old {
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
+    }
+}
+
+/// Polls `what` (true when done) up to 30 s (TCG is slow; no timing is asserted); panics with
+/// `explain` after that.
+fn poll(what: impl Fn() -> bool, explain: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !what() {
+        assert!(Instant::now() < deadline, "{}", explain());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A ConfigMap volume (the kubelet's layout, mounted read-only as the kubelet does) updated on
+/// the host: an inotify watcher in the container sees the `..data` swap, and plain reads see the
+/// new keys and values, the gone key gone (issue 16).
+fn configmap_swaps_are_seen_by_watchers_and_reads(cri: &Cri, pod: &str, config: &PodSandboxConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let volume = dir.path().join("kubernetes.io~configmap/settings");
+    std::fs::create_dir_all(&volume).unwrap();
+    kubelet_update(
+        &volume,
+        "..2026_12_06_08_00_00.1",
+        &[("key", "v1"), ("gone", "bye")],
+    );
+    // A Secret's `defaultMode: 0640` with an `fsGroup`: the copy keeps mode and owner.
+    let key = volume.join("..2026_12_06_08_00_00.1/key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    std::os::unix::fs::chown(&key, Some(0), Some(2000)).unwrap();
+    let probe = hull_tests::rootfs::fs_probe_binary();
+    let mut c = Cri::container_config(
+        "cfg",
+        0,
+        &[
+            "sh",
+            "-c",
+            "/probe inotify-watch /cfg >/tmp/events 2>&1 & exec sleep 600",
+        ],
+    );
+    c.mounts = vec![
+        Mount {
+            container_path: "/cfg".into(),
+            host_path: volume.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+        Mount {
+            container_path: "/probe".into(),
+            host_path: probe.display().to_string(),
+            readonly: true,
+            ..Default::default()
+        },
+    ];
+    let id = cri.run_container(pod, config, c);
+    let events = || cri.exec_out(&id, &["cat", "/tmp/events"]);
+    poll(
+        || events().contains("watching /cfg"),
+        || format!("the watcher did not start: {}", events()),
+    );
+    assert_eq!(
+        cri.exec_out(&id, &["cat", "/cfg/key", "/cfg/gone"]),
+        "v1bye"
+    );
+    // Copied into a guest tmpfs, not shared over virtio-fs (whose events never reach the guest).
+    let mounts = cri.exec_out(&id, &["cat", "/proc/self/mounts"]);
+    assert!(mounts.contains(" /cfg tmpfs ro,"), "{mounts}");
+    assert_eq!(
+        cri.exec_out(&id, &["stat", "-L", "-c", "%a %u:%g", "/cfg/key"]),
+        "640 0:2000\n"
+    );
+    let touch = cri.exec_sync(&id, &["touch", "/cfg/new"], 30).unwrap();
+    assert_ne!(touch.exit_code, 0, "the volume stays read-only");
+    assert!(!events().contains("..data"), "{}", events());
+
+    let t = Instant::now();
+    kubelet_update(
+        &volume,
+        "..2026_12_06_08_01_00.2",
+        &[("key", "v2"), ("added", "new")],
+    );
+    poll(
+        || events().contains("IN_MOVED_TO ..data"),
+        || format!("the watcher saw no swap: {}\n{}", events(), cri.log_tail()),
+    );
+    poll(
+        || cri.exec_out(&id, &["cat", "/cfg/key"]) == "v2",
+        || format!("read {:?}", cri.exec_out(&id, &["cat", "/cfg/key"])),
+    );
+    eprintln!("first update seen after {:?}", t.elapsed());
+    assert_eq!(cri.exec_out(&id, &["cat", "/cfg/added"]), "new");
+    let gone = cri
+        .exec_sync(&id, &["test", "-e", "/cfg/gone"], 30)
+        .unwrap();
+    assert_ne!(gone.exit_code, 0, "a removed key is gone");
+    // The watch goes on: a second update is seen too.
+    kubelet_update(&volume, "..2026_12_06_08_02_00.3", &[("key", "v3")]);
+    poll(
+        || cri.exec_out(&id, &["cat", "/cfg/key"]) == "v3",
+        || format!("read {:?}", cri.exec_out(&id, &["cat", "/cfg/key"])),
+    );
+    let ls = cri.exec_out(&id, &["ls", "-a", "/cfg"]);
+    let names: Vec<&str> = ls.split_whitespace().collect();
+    assert_eq!(names.len(), 5, "., .., one payload dir, ..data, key: {ls}");
+    assert!(names.contains(&"..data") && names.contains(&"key"), "{ls}");
 }

@@ -2,10 +2,11 @@
 //! apart, a stdin round trip, a terminal with a resize, and nothing left behind.
 
 use std::io::Write;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use hull_tests::containerd::{Containerd, IMAGE, RUNTIME};
+use hull_tests::tmux::Tmux;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -111,55 +112,6 @@ fn stdin_round_trip() {
     c.assert_clean("cat", Duration::from_secs(10));
 }
 
-/// A tmux server on a private socket, killed on drop.
-struct Tmux(std::path::PathBuf);
-
-impl Tmux {
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
-        c.arg("-S").arg(&self.0);
-        c
-    }
-    fn pane(&self) -> String {
-        text(
-            &self
-                .cmd()
-                .args(["capture-pane", "-p", "-t", "t"])
-                .output()
-                .unwrap()
-                .stdout,
-        )
-    }
-    fn wait_for(&self, what: &str, within: Duration) -> String {
-        let deadline = Instant::now() + within;
-        loop {
-            let pane = self.pane();
-            if pane.contains(what) {
-                return pane;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what:?} in the pane:\n{pane}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    fn keys(&self, keys: &str) {
-        let ok = self
-            .cmd()
-            .args(["send-keys", "-t", "t", keys, "Enter"])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Tmux {
-    fn drop(&mut self) {
-        let _ = self.cmd().arg("kill-server").status();
-    }
-}
-
 #[test]
 fn terminal_prompt_and_resize() {
     let Some(c) = Containerd::start() else { return };
@@ -168,22 +120,12 @@ fn terminal_prompt_and_resize() {
         "{} run --rm -t --runtime {RUNTIME} {IMAGE} tty sh; echo ctr-exit=$?; sleep 600",
         c.ctr_shell()
     );
-    let ok = tmux
-        .cmd()
-        .args(["new-session", "-d", "-s", "t", "-x", "80", "-y", "24", &run])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    tmux.start(80, 24, &run);
     tmux.wait_for("/ #", Duration::from_secs(60));
     tmux.keys("stty size; tty");
     let pane = tmux.wait_for("/dev/pts/", Duration::from_secs(20));
     assert!(pane.contains("24 80"), "initial size:\n{pane}");
-    let ok = tmux
-        .cmd()
-        .args(["resize-window", "-t", "t", "-x", "100", "-y", "40"])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    tmux.resize(100, 40);
     std::thread::sleep(Duration::from_millis(500));
     tmux.keys("stty size");
     let pane = tmux.wait_for("40 100", Duration::from_secs(20));

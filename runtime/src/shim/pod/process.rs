@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use super::lock;
 use crate::shim::rootfs::Undo;
 use crate::shim::stdio::{Attached, StdioPaths};
+use crate::shim::volumes::VolumeWatch;
 
 /// A container.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct Container {
     pub rootfs_undo: Mutex<Option<Undo>>,
     /// Its memory limit, MiB (`None`: unlimited), counted against the VM's RAM while it lives.
     pub memory_limit_mib: Mutex<Option<u64>>,
+    /// The watches that keep its copied volumes up to date (stopped when dropped).
+    pub volume_watch: Mutex<Option<VolumeWatch>>,
 }
 
 /// Where a process is in its life.

@@ -15,7 +15,9 @@ use crate::shim::rootfs;
 use crate::shim::spec::BundleSpec;
 use crate::shim::stdio::{attach_process, StdioPaths};
 use crate::shim::ShimError;
-use crate::shim::{cri_o, host_namespaces, namespaces, pod_shm, sizing, SANDBOX_ID_ANNOTATION};
+use crate::shim::{
+    cri_o, host_namespaces, namespaces, pod_shm, sizing, volumes, SANDBOX_ID_ANNOTATION,
+};
 
 /// What `Create` is asked.
 #[derive(Debug, Clone)]
@@ -60,6 +62,7 @@ async fn create_in_vm(
     let memory_limit_mib = fit_into_pod(pod, args, &mut spec, vm).await?;
     let (prepared, spec) = prepare_rootfs(pod, args, spec).await?;
     let undo = prepared.undo;
+    let copies = prepared.copies;
     let spec_json = match spec.to_json() {
         Ok(json) => json,
         Err(e) => {
@@ -67,6 +70,11 @@ async fn create_in_vm(
             return Err(ShimError::InvalidArgument(format!("OCI spec: {e}")));
         }
     };
+    if let Err(e) = volumes::copy_in(&vm.agent, &args.id, &copies).await {
+        remove_volumes(vm, &args.id).await;
+        release(undo);
+        return Err(e.into());
+    }
     let created = vm
         .agent
         .create_container(
@@ -79,6 +87,9 @@ async fn create_in_vm(
     let guest_pid = match created {
         Ok(pid) => pid,
         Err(e) => {
+            if !copies.is_empty() {
+                remove_volumes(vm, &args.id).await;
+            }
             release(undo);
             return Err(e.into());
         }
@@ -109,6 +120,7 @@ async fn create_in_vm(
         paused: Default::default(),
         rootfs_undo: std::sync::Mutex::new(Some(undo)),
         memory_limit_mib: std::sync::Mutex::new(memory_limit_mib),
+        volume_watch: std::sync::Mutex::new(None),
     });
     if let Err(e) = pod.insert(container.clone()) {
         let _ = vm.agent.remove_container(&args.id).await;
@@ -116,6 +128,9 @@ async fn create_in_vm(
             release(undo);
         }
         return Err(e);
+    }
+    if !copies.is_empty() {
+        *lock(&container.volume_watch) = Some(volumes::watch(&vm.agent, &args.id, copies));
     }
     publish_created(pod, args, vm.vmm_pid).await;
     Ok(vm.vmm_pid)
@@ -193,6 +208,16 @@ async fn publish_created(pod: &Pod, args: &CreateArgs, pid: u32) {
     pod.events
         .publish(TASK_CREATE_EVENT_TOPIC, Box::new(event))
         .await;
+}
+
+/// Removes container `id`'s copied volumes from the guest after a failed create.
+async fn remove_volumes(vm: &crate::shim::pod::VmHandle, id: &str) {
+    if let Err(e) = vm.agent.remove_volumes(id).await {
+        tracing::warn!(
+            "removing the copied volumes of {id}: {}",
+            crate::agent::client::error_chain(&e)
+        );
+    }
 }
 
 fn release(undo: rootfs::Undo) {

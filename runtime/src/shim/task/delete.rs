@@ -64,6 +64,8 @@ pub async fn delete(pod: &Pod, id: &str, exec_id: &str) -> Result<Deleted, ShimE
             exit
         }
     };
+    // The host watches first: nothing is sent to a container being removed.
+    drop(lock(&container.volume_watch).take());
     if let Ok(vm) = pod.vm().await {
         if let Err(e) = vm.agent.remove_container(id).await {
             if e.code() != Some(ttrpc::Code::NOT_FOUND) {
