@@ -18,10 +18,12 @@ cache=${HULL_CACHE:-/var/cache/hull}/kernel-test
 jobs=${HULL_KERNEL_JOBS:-$(nproc)}
 
 log() { echo "[test-kernel] $*" >&2; }
+# shellcheck source=kbuild-lib.sh
+source "$here/kbuild-lib.sh"
 
 [[ -f $tarball ]] || { log "error: $tarball is missing (run scripts/install-deps.sh)"; exit 1; }
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
-key=$( { cat "$base" "$fragment" "$0"; echo "$srcver"; } | sha256sum | cut -c1-16)
+key=$( { cat "$base" "$fragment" "$0" "$here/kbuild-lib.sh"; echo "$srcver"; } | sha256sum | cut -c1-16)
 out="$cache/out/$key"
 
 if [[ -f $out/vmlinux && -f $out/config ]]; then
@@ -80,38 +82,11 @@ make -s -C "$src" O="$obj" ARCH=x86_64 tinyconfig >/dev/null
 "$src/scripts/kconfig/merge_config.sh" -m -O "$obj" "$obj/.config" "$base" "$fragment" >/dev/null
 make -s -C "$src" O="$obj" ARCH=x86_64 olddefconfig >/dev/null
 
-bad=0
-while IFS= read -r line; do
-  [[ $line =~ ^(CONFIG_[A-Z0-9_]+)=(.*)$ ]] || continue
-  opt=${BASH_REMATCH[1]} want=${BASH_REMATCH[2]}
-  if [[ $want == n ]]; then
-    grep -q "^$opt=[ym]" "$obj/.config" && { log "option $opt should be off"; bad=1; }
-  else
-    grep -qx "$opt=$want" "$obj/.config" || { log "option $opt=$want did not survive Kconfig"; bad=1; }
-  fi
-done <"$fragment"
-((bad == 0)) || { log "error: the test fragment does not apply cleanly"; exit 1; }
+check_fragment "$fragment" || { log "error: the test fragment does not apply cleanly"; exit 1; }
 
 log "building vmlinux with -j$jobs (log: $obj/build.log)"
-nice -n 10 make -C "$src" O="$obj" ARCH=x86_64 -j"$jobs" vmlinux >"$obj/build.log" 2>&1 &
-pid=$!
-while kill -0 "$pid" 2>/dev/null; do
-  sleep 30
-  kill -0 "$pid" 2>/dev/null || break
-  log "$(( $(date +%s) - start ))s elapsed, $(grep -cE '^\s+(CC|AS|LD|AR)\s' "$obj/build.log" || true) steps done"
-done
-if ! wait "$pid"; then
-  tail -30 "$obj/build.log" >&2
-  log "error: test kernel build failed (full log: $obj/build.log)"
-  exit 1
-fi
+make_with_progress 30 "test kernel" nice -n 10 make -C "$src" O="$obj" ARCH=x86_64 -j"$jobs" vmlinux
 secs=$(( $(date +%s) - start ))
-
-tmp="$out.tmp"
-rm -rf "$tmp" && mkdir -p "$tmp"
-cp "$obj/vmlinux" "$tmp/vmlinux"
-cp "$obj/.config" "$tmp/config"
-echo "$secs" >"$tmp/build-seconds"
-rm -rf "$out" && mv "$tmp" "$out"
+publish "$out" "$secs" vmlinux
 log "built in ${secs}s: vmlinux $(du -h "$out/vmlinux" | cut -f1)"
 echo "$out"

@@ -25,6 +25,30 @@ summary() {
   for s in "${stages[@]}"; do echo "  $s" >&2; done
   echo "hull: total $(($(date +%s) - t_start))s, rc $rc" >&2
   disk_report
+  if ! leftovers && ((rc == 0)); then
+    exit 1
+  fi
+}
+# leftovers: the VMM-side processes (QEMU named hull, hull-vmm, hull-jailer, virtiofsd, the
+# shim) that started during this run and still run after it: a test leaked them. Fails on any
+# orphan (parent PID 1: nothing will ever stop it; a jailed QEMU was seen so twice after whole
+# runs), and under CI=true on any at all (a fresh machine runs nothing else); elsewhere another
+# engineer's run may own a live one, so it is only listed. The start times say which test.
+leftovers() {
+  local run_secs=$(($(date +%s) - t_start)) pid ppid etimes argv0 args bad=0 n=0
+  while read -r pid ppid etimes argv0 args; do
+    ((etimes <= run_secs)) || continue
+    case "$(basename "$argv0")" in
+      hull-vmm | hull-jailer | virtiofsd | containerd-shim-hull-v2) ;;
+      qemu-system-x86_64) [[ " $args " == *" -name hull "* ]] || continue ;;
+      *) continue ;;
+    esac
+    n=$((n + 1))
+    if ((ppid == 1)) || [[ ${CI:-} == true ]]; then bad=1; fi
+    echo "hull: LEFT RUNNING pid $pid (parent $ppid, started $(ps -o lstart= -p "$pid")): $argv0 ${args:0:200}" >&2
+  done < <(ps -eo pid=,ppid=,etimes=,args=)
+  ((n == 0)) && echo "hull: no VMM, jailer, virtiofsd or shim of this run left running" >&2
+  ((bad == 0))
 }
 # The disk is shared and sometimes nearly full; a linker that runs out of it dies with SIGBUS,
 # which reads like a toolchain bug. Say how much room there was, before and after.

@@ -3,12 +3,13 @@
 //! The agent builds containers itself, so it makes system calls that neither `nix` nor `rustix`
 //! offers as safe functions: `fork` with every signal blocked, the raw `rt_sigaction`,
 //! `close_range`, `execve` from arrays prepared before forking, `ioprio_set`, `seccomp`, `bpf`,
-//! `mount_setattr`, `pidfd_send_signal`, a pty's number and an interface's flags; and, not a
+//! `pidfd_send_signal`, a pty's number and an interface's flags; and, not a
 //! system call but the same kind of promise about a descriptor, registering one with tokio. They
 //! live here, each `unsafe` block with its `// SAFETY:`, so that the rest of the agent is safe
 //! code. What `nix` (the agent's system-call crate) or `rustix` (for what `nix` lacks or would
 //! allocate for: capabilities, per-thread ids, pidfds, terminal ioctls, `SCM_RIGHTS`) already
-//! offers safely is called directly where it is needed, not wrapped again here.
+//! offers safely is called directly where it is needed, not wrapped again here; so is `hull-sys`,
+//! where the calls the host side makes too live (`mount_setattr`).
 //!
 //! Most of these run in a forked child of the multi-threaded agent, between `fork` and `execve`
 //! (see `container::child`). So every function here makes its system call directly, takes no
@@ -209,37 +210,6 @@ pub fn execve(path: &CStr, argv: &CStrArray, envp: &CStrArray) -> Errno {
     // they own, all alive for the call.
     unsafe { libc::execve(path.as_ptr(), argv.ptrs.as_ptr(), envp.ptrs.as_ptr()) };
     Errno::last()
-}
-
-/// `mount_setattr(2)` on the mount at `path` (relative paths from the working directory): sets
-/// the `MOUNT_ATTR_*` bits in `set` and clears those in `clear`; `flags` as `AT_RECURSIVE`.
-pub fn mount_setattr(path: &CStr, flags: libc::c_uint, set: u64, clear: u64) -> nix::Result<()> {
-    /// The kernel's `struct mount_attr`.
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clear,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: mount_setattr(2) reads a live C string and a live struct of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    Errno::result(r).map(drop)
 }
 
 /// The number `N` of the pty whose master is `master` (`TIOCGPTN`): its slave is `/dev/pts/N`.

@@ -16,7 +16,7 @@ mod report;
 mod stats;
 mod vmm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -201,6 +201,47 @@ fn compare(args: &CompareArgs, out: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `hull-bench report`: renders `results` (a `results.json`) again, into `out` or beside it.
+fn rerender(results: &Path, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let r = report::read(results)?;
+    let dir = out.unwrap_or_else(|| {
+        results
+            .parent()
+            .map_or_else(|| PathBuf::from("."), PathBuf::from)
+    });
+    report::write(&r, &dir)?;
+    print!("{}", report::headline(&r));
+    eprintln!(
+        "hull-bench: {} re-rendered",
+        dir.join("report.md").display()
+    );
+    Ok(())
+}
+
+/// `hull-bench fs`: the virtio-fs suite, for each cache mode named in `cache`.
+fn fs_suite(cache: &[String], mib: usize, files: usize, out: &Path) -> anyhow::Result<()> {
+    let modes = cache
+        .iter()
+        .map(|c| c.parse().map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let results = runtime.block_on(fs::run(&modes, mib, files, out))?;
+    print!("{}", fs::report(&results));
+    eprintln!("hull-bench: figures in {}", out.join("fs.json").display());
+    Ok(())
+}
+
+/// `hull-bench agent`: the agent API and stdio suite.
+fn agent_suite(options: &agent::AgentOptions, out: &Path) -> anyhow::Result<()> {
+    let results = tokio::runtime::Runtime::new()?.block_on(agent::run(options, out))?;
+    print!("{}", agent::report(&results));
+    eprintln!(
+        "hull-bench: figures in {}",
+        out.join("agent.json").display()
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let Some(suite) = cli.suite else {
@@ -214,48 +255,20 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("bench-results"));
     match suite {
-        Suite::Report { results } => {
-            let r = report::read(&results)?;
-            let dir = cli.out.unwrap_or_else(|| {
-                results
-                    .parent()
-                    .map_or_else(|| PathBuf::from("."), PathBuf::from)
-            });
-            report::write(&r, &dir)?;
-            print!("{}", report::headline(&r));
-            eprintln!(
-                "hull-bench: {} re-rendered",
-                dir.join("report.md").display()
-            );
-        }
-        Suite::Fs { cache, mib, files } => {
-            let modes = cache
-                .iter()
-                .map(|c| c.parse().map_err(anyhow::Error::msg))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let runtime = tokio::runtime::Runtime::new()?;
-            let results = runtime.block_on(fs::run(&modes, mib, files, &out))?;
-            print!("{}", fs::report(&results));
-            eprintln!("hull-bench: figures in {}", out.join("fs.json").display());
-        }
+        Suite::Report { results } => rerender(&results, cli.out)?,
+        Suite::Fs { cache, mib, files } => fs_suite(&cache, mib, files, &out)?,
         Suite::Agent {
             rpcs,
             runs,
             stream_mib,
         } => {
             anyhow::ensure!(rpcs > 0 && runs > 0, "--rpcs and --runs must be at least 1");
-            let runtime = tokio::runtime::Runtime::new()?;
             let options = agent::AgentOptions {
                 rpcs,
                 runs,
                 stream_mib,
             };
-            let results = runtime.block_on(agent::run(&options, &out))?;
-            print!("{}", agent::report(&results));
-            eprintln!(
-                "hull-bench: figures in {}",
-                out.join("agent.json").display()
-            );
+            agent_suite(&options, &out)?;
         }
         Suite::Boot {
             runs,

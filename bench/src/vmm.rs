@@ -395,20 +395,7 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
         kvm.reason
     );
 
-    let image = guest(&text("hull-vmm test guest\n"));
-    let mut samples = Vec::new();
-    let mut exits = BTreeMap::new();
-    for i in 0..options.runs {
-        let dir = tempfile::tempdir()?;
-        let start = Instant::now();
-        let child = spawn(&bin, dir.path(), &image, &["--exit-stats"])?;
-        let stderr = finish(child)?;
-        samples.push(ms(start.elapsed()));
-        if i == 0 {
-            exits = parse_exits(&stderr);
-        }
-    }
-    eprintln!("hull-bench: vmm test guest: {} runs", samples.len());
+    let (samples, exits) = test_guest_series(&bin, options.runs)?;
     let (fs_samples, fs_exits, fs_guest_skipped) = match fs_guest_series(&bin, options.runs) {
         Ok((s, e)) => (Some(s), e, None),
         Err(e) => (None, BTreeMap::new(), Some(format!("{e:#}"))),
@@ -416,95 +403,25 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
     let memory = memory(&bin, options.memory_mib)?;
     eprintln!("hull-bench: vmm memory: {memory}");
 
-    let mut linux_boot = Vec::new();
-    let mut linux_boot_skipped = None;
-    if kvm.kind == KvmKind::Hardware {
-        let images = GuestImages::from_env();
-        let spec = SelftestSpec {
-            vcpus: 1,
-            memory_mib: 128,
-            timeout: Duration::from_secs(60),
-        };
-        // Jailed, as the shim runs them (`jail = true` is the default).
-        let jailer = hull_runtime::jail::default_jailer();
-        anyhow::ensure!(
-            jailer.is_file(),
-            "the VMM jailer {} is missing (scripts/build.sh builds it, or set HULL_JAILER)",
-            jailer.display()
-        );
-        let backends: Vec<Box<dyn Hypervisor>> = vec![
-            Box::new(HullVmm::new(&bin).jailed(&jailer)),
-            Box::new(Qemu::for_host(Accel::Kvm).jailed(&jailer)),
-        ];
-        // Interleaved, the order swapped every round: a drift of the host's load (or, nested,
-        // of the emulator's) falls on both backends alike.
-        let mut samples: Vec<BootSamples> =
-            backends.iter().map(|_| BootSamples::default()).collect();
-        for i in 0..options.runs {
-            let mut order: Vec<usize> = (0..backends.len()).collect();
-            if i % 2 == 1 {
-                order.reverse();
-            }
-            for b in order {
-                let hv = &backends[b];
-                let dir = tempfile::tempdir()?;
-                let watch = ExitWatch::start();
-                let r = boot_selftest(&**hv, &images, &spec, dir.path())
-                    .with_context(|| format!("{} boot {} failed", hv.name(), i + 1));
-                let exits = watch.finish();
-                let r = r?;
-                let s = &mut samples[b];
-                s.ready.push(ms(r.to_ready));
-                s.exit.push(ms(r.to_exit));
-                for (reason, n) in exits {
-                    #[allow(clippy::cast_precision_loss)]
-                    s.exits.entry(reason).or_default().push(n as f64);
-                }
-            }
-        }
-        for (hv, s) in backends.iter().zip(samples) {
-            linux_boot.push(LinuxBoot {
-                backend: hv.name(),
-                to_ready_ms: Summary::of(&s.ready).context("no samples")?,
-                to_exit_ms: Summary::of(&s.exit).context("no samples")?,
-                kvm_exits: s
-                    .exits
-                    .into_iter()
-                    .filter_map(|(k, v)| Some((k, Summary::of(&v)?.median)))
-                    .filter(|(_, v)| *v > 0.0)
-                    .collect(),
-            });
-        }
+    let hardware_kvm = kvm.kind == KvmKind::Hardware;
+    let (linux_boot, linux_boot_skipped) = if hardware_kvm {
+        (linux_boots(&bin, options.runs)?, None)
     } else {
-        linux_boot_skipped = Some(format!(
+        let why = format!(
             "no hardware KVM ({}); only test-guest figures are reported",
             kvm.reason
-        ));
-    }
+        );
+        (Vec::new(), Some(why))
+    };
     let test_kernel_boot = match &options.test_kernel {
         Some(k) => Some(test_kernel_boot(&bin, k)?),
         None => None,
     };
 
-    let hardware_kvm = kvm.kind == KvmKind::Hardware;
-    let note = if hardware_kvm {
-        format!(
-            "hardware KVM: production Linux boots measured for hull-vmm and QEMU, both jailed \
-             ({} runs each), plus test-guest figures",
-            options.runs
-        )
-    } else {
-        format!(
-            "hardware KVM is ABSENT on this host ({:?}: {}); the figures are hull-vmm's test \
-             guests only (spawn → exit over {} runs, RSS/PSS without guest RAM, vCPU exits of one \
-             run), not Linux boots",
-            kvm.kind, kvm.reason, options.runs
-        )
-    };
     let results = VmmResults {
         suite: "vmm",
         hardware_kvm,
-        note,
+        note: note(&kvm, options.runs),
         host: HostInfo::read(hull_runtime::vm::qemu::DEFAULT_BINARY),
         kvm_kind: format!("{:?}", kvm.kind),
         kvm_reason: kvm.reason,
@@ -526,6 +443,103 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
     )?;
     std::fs::write(out.join("vmm.md"), report(&results))?;
     Ok(results)
+}
+
+/// `runs` spawns of the bare test guest, spawn → exit in ms, and the vCPU exits of the first.
+fn test_guest_series(bin: &Path, runs: usize) -> anyhow::Result<(Vec<f64>, BTreeMap<String, u64>)> {
+    let image = guest(&text("hull-vmm test guest\n"));
+    let mut samples = Vec::new();
+    let mut exits = BTreeMap::new();
+    for i in 0..runs {
+        let dir = tempfile::tempdir()?;
+        let start = Instant::now();
+        let child = spawn(bin, dir.path(), &image, &["--exit-stats"])?;
+        let stderr = finish(child)?;
+        samples.push(ms(start.elapsed()));
+        if i == 0 {
+            exits = parse_exits(&stderr);
+        }
+    }
+    eprintln!("hull-bench: vmm test guest: {} runs", samples.len());
+    Ok((samples, exits))
+}
+
+/// `runs` production Linux boots each of hull-vmm and QEMU (hardware KVM only), jailed as the
+/// shim runs them (`jail = true` is the default).
+fn linux_boots(bin: &Path, runs: usize) -> anyhow::Result<Vec<LinuxBoot>> {
+    let images = GuestImages::from_env();
+    let spec = SelftestSpec {
+        vcpus: 1,
+        memory_mib: 128,
+        timeout: Duration::from_secs(60),
+    };
+    let jailer = hull_runtime::jail::default_jailer();
+    anyhow::ensure!(
+        jailer.is_file(),
+        "the VMM jailer {} is missing (scripts/build.sh builds it, or set HULL_JAILER)",
+        jailer.display()
+    );
+    let backends: Vec<Box<dyn Hypervisor>> = vec![
+        Box::new(HullVmm::new(bin).jailed(&jailer)),
+        Box::new(Qemu::for_host(Accel::Kvm).jailed(&jailer)),
+    ];
+    // Interleaved, the order swapped every round: a drift of the host's load (or, nested,
+    // of the emulator's) falls on both backends alike.
+    let mut samples: Vec<BootSamples> = backends.iter().map(|_| BootSamples::default()).collect();
+    for i in 0..runs {
+        let mut order: Vec<usize> = (0..backends.len()).collect();
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for b in order {
+            let hv = &backends[b];
+            let dir = tempfile::tempdir()?;
+            let watch = ExitWatch::start();
+            let r = boot_selftest(&**hv, &images, &spec, dir.path())
+                .with_context(|| format!("{} boot {} failed", hv.name(), i + 1));
+            let exits = watch.finish();
+            let r = r?;
+            let s = &mut samples[b];
+            s.ready.push(ms(r.to_ready));
+            s.exit.push(ms(r.to_exit));
+            for (reason, n) in exits {
+                #[allow(clippy::cast_precision_loss)]
+                s.exits.entry(reason).or_default().push(n as f64);
+            }
+        }
+    }
+    let mut linux_boot = Vec::new();
+    for (hv, s) in backends.iter().zip(samples) {
+        linux_boot.push(LinuxBoot {
+            backend: hv.name(),
+            to_ready_ms: Summary::of(&s.ready).context("no samples")?,
+            to_exit_ms: Summary::of(&s.exit).context("no samples")?,
+            kvm_exits: s
+                .exits
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, Summary::of(&v)?.median)))
+                .filter(|(_, v)| *v > 0.0)
+                .collect(),
+        });
+    }
+    Ok(linux_boot)
+}
+
+/// What the figures are, in one line: Linux boots, or (no hardware KVM) test guests only.
+fn note(kvm: &host::HostKvm, runs: usize) -> String {
+    if kvm.kind == KvmKind::Hardware {
+        format!(
+            "hardware KVM: production Linux boots measured for hull-vmm and QEMU, both jailed \
+             ({runs} runs each), plus test-guest figures"
+        )
+    } else {
+        format!(
+            "hardware KVM is ABSENT on this host ({:?}: {}); the figures are hull-vmm's test \
+             guests only (spawn → exit over {runs} runs, RSS/PSS without guest RAM, vCPU exits of one \
+             run), not Linux boots",
+            kvm.kind, kvm.reason
+        )
+    }
 }
 
 /// The readable report.

@@ -123,6 +123,15 @@ pub struct Cri {
     channel: Channel,
     containerd: Option<Containerd>,
     crio: Option<Crio>,
+    /// Makes this engine's pod cgroups its own (see [`Cri::pod_cgroup`]).
+    tag: String,
+}
+
+/// A tag no other `Cri` alive on the host has: this process's id and a count within it.
+fn unique_tag() -> String {
+    static COUNT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
 }
 
 /// Namespaces as the kubelet asks for them: the pod's network and IPC, a PID namespace per
@@ -158,6 +167,7 @@ impl Cri {
             channel,
             containerd: Some(containerd),
             crio: None,
+            tag: unique_tag(),
         };
         // CRI learns of imported images through events: wait until it knows both.
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -195,6 +205,7 @@ impl Cri {
             channel,
             containerd: None,
             crio: Some(crio),
+            tag: unique_tag(),
         })
     }
 
@@ -301,8 +312,15 @@ impl Cri {
         self.dir().join("logs")
     }
 
+    /// The host cgroup (relative to the cgroup root) pod `name` of this engine gets as its
+    /// parent: `hull-test/pod-<name>-<tag>`. The tag keeps two test runs on one host (or two
+    /// engines in one run) out of each other's cgroups, and their checks for leftovers apart.
+    pub fn pod_cgroup(&self, name: &str) -> String {
+        format!("hull-test/pod-{name}-{}", self.tag)
+    }
+
     /// A pod configuration as the kubelet writes one: hostname = `name`, a log directory, DNS,
-    /// a cgroup parent, the pod's network and IPC namespaces.
+    /// a cgroup parent ([`Cri::pod_cgroup`]), the pod's network and IPC namespaces.
     pub fn pod_config(&self, name: &str) -> PodSandboxConfig {
         PodSandboxConfig {
             metadata: Some(PodSandboxMetadata {
@@ -319,7 +337,7 @@ impl Cri {
                 options: vec!["ndots:5".into()],
             }),
             linux: Some(LinuxPodSandboxConfig {
-                cgroup_parent: format!("/hull-test/pod-{name}"),
+                cgroup_parent: format!("/{}", self.pod_cgroup(name)),
                 security_context: Some(LinuxSandboxSecurityContext {
                     namespace_options: Some(namespaces()),
                     ..Default::default()

@@ -193,83 +193,124 @@ fn cstring(s: &str, dest: &Path) -> Result<CString, MountError> {
 pub fn parse(m: &Mount) -> Result<MountPlan, MountError> {
     let dest = container_path(m.destination())
         .ok_or_else(|| MountError::Destination(m.destination().clone()))?;
-    let options = m.options().clone().unwrap_or_default();
-    let mut flags = MsFlags::empty();
-    let mut propagation = Vec::new();
-    let mut data: Vec<String> = Vec::new();
-    let mut bind = None;
-    let (mut rec_set, mut rec_clr) = (0u64, 0u64);
+    let options = MountOptions::parse(m.options().as_deref().unwrap_or_default(), &dest)?;
     let typ = m.typ().clone().unwrap_or_default();
-    for o in &options {
-        if let Some((_, set, clr)) = RECURSIVE_OPTIONS.iter().find(|(n, _, _)| n == o) {
-            // Atime modes replace each other; other attributes are a set and a clear bit.
-            if *clr == ATTR_ATIME_MASK {
-                rec_set &= !ATTR_ATIME_MASK;
-            }
-            rec_set = (rec_set & !clr) | set;
-            rec_clr = (rec_clr & !set) | clr;
-        } else if let Some((_, f, set)) = FLAG_OPTIONS.iter().find(|(n, _, _)| n == o) {
-            if *set {
-                flags |= *f;
+    match options.bind {
+        Some(recursive) => bind_plan(m, dest, recursive, options),
+        None if typ == "bind" => bind_plan(m, dest, false, options),
+        None => fs_plan(m, dest, typ, options),
+    }
+}
+
+/// A mount's options, sorted by what they become.
+struct MountOptions {
+    /// `mount(2)` flags (for a bind mount: those of the remount that follows).
+    flags: MsFlags,
+    /// Propagation changes, in order.
+    propagation: Vec<MsFlags>,
+    /// What is left: the file system's own options.
+    data: Vec<String>,
+    /// `bind` (`Some(false)`) or `rbind` (`Some(true)`).
+    bind: Option<bool>,
+    /// `mount_setattr(2)` bits to set and to clear on the whole tree.
+    recursive_attrs: (u64, u64),
+}
+
+impl MountOptions {
+    fn parse(options: &[String], dest: &Path) -> Result<Self, MountError> {
+        let mut out = MountOptions {
+            flags: MsFlags::empty(),
+            propagation: Vec::new(),
+            data: Vec::new(),
+            bind: None,
+            recursive_attrs: (0, 0),
+        };
+        let (rec_set, rec_clr) = &mut out.recursive_attrs;
+        for o in options {
+            if let Some((_, set, clr)) = RECURSIVE_OPTIONS.iter().find(|(n, _, _)| n == o) {
+                // Atime modes replace each other; other attributes are a set and a clear bit.
+                if *clr == ATTR_ATIME_MASK {
+                    *rec_set &= !ATTR_ATIME_MASK;
+                }
+                *rec_set = (*rec_set & !clr) | set;
+                *rec_clr = (*rec_clr & !set) | clr;
+            } else if let Some((_, f, set)) = FLAG_OPTIONS.iter().find(|(n, _, _)| n == o) {
+                if *set {
+                    out.flags |= *f;
+                } else {
+                    out.flags &= !*f;
+                }
+            } else if let Some(p) = propagation_flag(o) {
+                out.propagation.push(p);
+            } else if o == "bind" {
+                out.bind = Some(out.bind.unwrap_or(false));
+            } else if o == "rbind" {
+                out.bind = Some(true);
+            } else if is_unsupported_runtime_option(o) {
+                return Err(MountError::Option {
+                    option: o.clone(),
+                    dest: dest.to_path_buf(),
+                });
             } else {
-                flags &= !*f;
+                out.data.push(o.clone());
             }
-        } else if let Some(p) = propagation_flag(o) {
-            propagation.push(p);
-        } else if o == "bind" {
-            bind = Some(bind.unwrap_or(false));
-        } else if o == "rbind" {
-            bind = Some(true);
-        } else if is_unsupported_runtime_option(o) {
-            return Err(MountError::Option {
-                option: o.clone(),
-                dest,
-            });
-        } else {
-            data.push(o.clone());
         }
+        Ok(out)
     }
-    if typ == "bind" && bind.is_none() {
-        bind = Some(false);
-    }
-    if let Some(recursive) = bind {
-        if !data.is_empty() {
-            return Err(MountError::Option {
-                option: data.join(","),
-                dest,
-            });
-        }
-        if flags.contains(MsFlags::MS_REMOUNT) {
-            return Err(MountError::Option {
-                option: "remount".into(),
-                dest,
-            });
-        }
-        let src = m
-            .source()
-            .as_ref()
-            .filter(|s| s.is_absolute())
-            .ok_or_else(|| MountError::BindSource(dest.clone()))?;
-        let src_text = src
-            .to_str()
-            .ok_or_else(|| MountError::BindSource(dest.clone()))?;
-        let mut first = MsFlags::MS_BIND;
-        if recursive {
-            first |= MsFlags::MS_REC;
-        }
-        return Ok(MountPlan {
-            kind: MountKind::Bind { recursive },
-            source: cstring(src_text, &dest)?,
-            fstype: CString::default(),
-            flags: first,
-            remount: if flags.is_empty() { None } else { Some(flags) },
-            propagation,
-            data: CString::default(),
-            source_is_dir: std::fs::metadata(src).map(|md| md.is_dir()).unwrap_or(true),
-            recursive_attrs: (rec_set, rec_clr),
+}
+
+/// A bind mount: an absolute source, no file system options, flags only as a remount after it.
+fn bind_plan(
+    m: &Mount,
+    dest: PathBuf,
+    recursive: bool,
+    options: MountOptions,
+) -> Result<MountPlan, MountError> {
+    if !options.data.is_empty() {
+        return Err(MountError::Option {
+            option: options.data.join(","),
             dest,
         });
     }
+    if options.flags.contains(MsFlags::MS_REMOUNT) {
+        return Err(MountError::Option {
+            option: "remount".into(),
+            dest,
+        });
+    }
+    let src = m
+        .source()
+        .as_ref()
+        .filter(|s| s.is_absolute())
+        .ok_or_else(|| MountError::BindSource(dest.clone()))?;
+    let src_text = src
+        .to_str()
+        .ok_or_else(|| MountError::BindSource(dest.clone()))?;
+    let mut first = MsFlags::MS_BIND;
+    if recursive {
+        first |= MsFlags::MS_REC;
+    }
+    Ok(MountPlan {
+        kind: MountKind::Bind { recursive },
+        source: cstring(src_text, &dest)?,
+        fstype: CString::default(),
+        flags: first,
+        remount: (!options.flags.is_empty()).then_some(options.flags),
+        propagation: options.propagation,
+        data: CString::default(),
+        source_is_dir: std::fs::metadata(src).map(|md| md.is_dir()).unwrap_or(true),
+        recursive_attrs: options.recursive_attrs,
+        dest,
+    })
+}
+
+/// A file system mount of one of [`FS_TYPES`].
+fn fs_plan(
+    m: &Mount,
+    dest: PathBuf,
+    typ: String,
+    options: MountOptions,
+) -> Result<MountPlan, MountError> {
     if !FS_TYPES.contains(&typ.as_str()) {
         return Err(MountError::Type { typ, dest });
     }
@@ -290,12 +331,12 @@ pub fn parse(m: &Mount) -> Result<MountPlan, MountError> {
         kind: MountKind::Fs,
         source: cstring(&source, &dest)?,
         fstype: cstring(fstype, &dest)?,
-        flags,
+        flags: options.flags,
         remount: None,
-        propagation,
-        data: cstring(&data.join(","), &dest)?,
+        propagation: options.propagation,
+        data: cstring(&options.data.join(","), &dest)?,
         source_is_dir: true,
-        recursive_attrs: (rec_set, rec_clr),
+        recursive_attrs: options.recursive_attrs,
         dest,
     })
 }

@@ -14,7 +14,7 @@
 use oci_spec::runtime::{LinuxBlockIo, LinuxCpu, LinuxMemory, LinuxResources};
 
 /// A resource setting we cannot honour.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum ResourceError {
     /// A cgroup v1-only field is set.
     #[error("linux.resources.{0} has no cgroup v2 equivalent")]
@@ -27,6 +27,9 @@ pub enum ResourceError {
         /// What is wrong.
         why: String,
     },
+    /// The device rules do not compile to a device cgroup program.
+    #[error("invalid linux.resources.devices")]
+    Devices(#[source] super::devcgroup::DevCgroupError),
 }
 
 /// Converts cpu shares to a cgroup v2 weight.
@@ -106,10 +109,7 @@ pub fn translate(
         out.push(("rdma.max".into(), v));
     }
     if let Some(rules) = r.devices() {
-        super::devcgroup::compile(rules).map_err(|e| ResourceError::Invalid {
-            field: "devices",
-            why: e.to_string(),
-        })?;
+        super::devcgroup::compile(rules).map_err(ResourceError::Devices)?;
     }
     let mut unified: Vec<_> = r.unified().iter().flatten().collect();
     unified.sort();
@@ -295,14 +295,14 @@ mod tests {
     #[test]
     fn memory_rejections() {
         let bad = |j: &str| translate(&res(j), &|_| false).unwrap_err();
-        assert_eq!(
+        assert!(matches!(
             bad(r#"{"memory":{"kernel":1}}"#),
             ResourceError::V1Only("memory.kernel")
-        );
-        assert_eq!(
+        ));
+        assert!(matches!(
             bad(r#"{"memory":{"swappiness":10}}"#),
             ResourceError::V1Only("memory.swappiness")
-        );
+        ));
         assert!(matches!(
             bad(r#"{"memory":{"limit":200,"swap":100}}"#),
             ResourceError::Invalid { .. }

@@ -23,7 +23,6 @@ use rustix::system::{setdomainname, sethostname};
 use super::devices::{DevicePlan, DEV_SYMLINKS};
 use super::mounts::{MountKind, MountPlan};
 use super::stage::{Failure, Stage};
-use crate::sys;
 
 /// The filesystem half of the container's set-up.
 #[derive(Debug, Default)]
@@ -388,8 +387,7 @@ impl RootfsPlan {
 fn set_recursive_attrs(path: &Path, (set, clr): (u64, u64)) -> std::io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let recursive = libc::c_uint::try_from(libc::AT_RECURSIVE).unwrap_or_default();
-    Ok(sys::mount_setattr(&c, recursive, set, clr)?)
+    hull_sys::mount_setattr(None, &c, libc::AT_RECURSIVE, set, clr)
 }
 
 /// Forked side, after pivot_root: binds the pty slave at `slave_path` on `/dev/console`.

@@ -15,6 +15,7 @@ use libseccomp::{
 };
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompFilterFlag, LinuxSeccompOperator,
+    LinuxSyscall,
 };
 
 use super::stage::{Failure, Stage};
@@ -160,6 +161,24 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
     {
         return Err(SeccompError::Notify);
     }
+    let flags = filter_flags(profile)?;
+    let default = action(profile.default_action(), profile.default_errno_ret())?;
+    let mut ctx = ScmpFilterContext::new(default).map_err(lib("create the filter"))?;
+    ctx.set_ctl_nnp(false)
+        .map_err(lib("leave no_new_privs to the spec"))?;
+    add_architectures(&mut ctx, profile)?;
+    for rule in profile.syscalls().iter().flatten() {
+        let act = action(rule.action(), rule.errno_ret())?;
+        if act != default {
+            add_rule(&mut ctx, rule, act)?;
+        }
+    }
+    let filter = export(&ctx)?;
+    Ok(SeccompProgram { filter, flags })
+}
+
+/// The `seccomp(2)` flags the profile asks for.
+fn filter_flags(profile: &LinuxSeccomp) -> Result<libc::c_ulong, SeccompError> {
     let mut flags: libc::c_ulong = 0;
     for f in profile.flags().iter().flatten() {
         flags |= match f {
@@ -172,10 +191,14 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
             other => return Err(SeccompError::Flag(other.to_string())),
         };
     }
-    let default = action(profile.default_action(), profile.default_errno_ret())?;
-    let mut ctx = ScmpFilterContext::new(default).map_err(lib("create the filter"))?;
-    ctx.set_ctl_nnp(false)
-        .map_err(lib("leave no_new_privs to the spec"))?;
+    Ok(flags)
+}
+
+/// Adds the profile's architectures besides the native one.
+fn add_architectures(
+    ctx: &mut ScmpFilterContext,
+    profile: &LinuxSeccomp,
+) -> Result<(), SeccompError> {
     for a in profile.architectures().iter().flatten() {
         let sa = arch(*a).map_err(|_| SeccompError::Arch(a.to_string()))?;
         if sa == ScmpArch::Native
@@ -188,47 +211,56 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
         ctx.add_arch(sa)
             .map_err(lib(format!("add architecture {a}")))?;
     }
-    for rule in profile.syscalls().iter().flatten() {
-        let act = action(rule.action(), rule.errno_ret())?;
-        if act == default {
+    Ok(())
+}
+
+/// Adds one syscall rule of the profile, with action `act`, for each of its names this libseccomp
+/// knows.
+fn add_rule(
+    ctx: &mut ScmpFilterContext,
+    rule: &LinuxSyscall,
+    act: ScmpAction,
+) -> Result<(), SeccompError> {
+    let mut conds: Vec<ScmpArgCompare> = Vec::new();
+    for a in rule.args().iter().flatten() {
+        let idx = a.index();
+        if idx > 5 {
+            return Err(SeccompError::ArgIndex(rule.names().join(","), idx));
+        }
+        let (op, datum) = compare(a.op(), a.value(), a.value_two());
+        conds.push(ScmpArgCompare::new(
+            u32::try_from(idx).unwrap_or(u32::MAX),
+            op,
+            datum,
+        ));
+    }
+    // libseccomp allows one comparison per argument in a rule: several on the same argument
+    // mean "any of them" (runc's reading), so they become one rule each.
+    let mut indices: Vec<usize> = rule.args().iter().flatten().map(|a| a.index()).collect();
+    indices.sort_unstable();
+    let repeated = indices.windows(2).any(|w| w[0] == w[1]);
+    for name in rule.names() {
+        let Ok(sc) = ScmpSyscall::from_name(name) else {
             continue;
-        }
-        let mut conds: Vec<ScmpArgCompare> = Vec::new();
-        for a in rule.args().iter().flatten() {
-            let idx = a.index();
-            if idx > 5 {
-                return Err(SeccompError::ArgIndex(rule.names().join(","), idx));
-            }
-            let (op, datum) = compare(a.op(), a.value(), a.value_two());
-            conds.push(ScmpArgCompare::new(
-                u32::try_from(idx).unwrap_or(u32::MAX),
-                op,
-                datum,
-            ));
-        }
-        // libseccomp allows one comparison per argument in a rule: several on the same argument
-        // mean "any of them" (runc's reading), so they become one rule each.
-        let mut indices: Vec<usize> = rule.args().iter().flatten().map(|a| a.index()).collect();
-        indices.sort_unstable();
-        let repeated = indices.windows(2).any(|w| w[0] == w[1]);
-        for name in rule.names() {
-            let Ok(sc) = ScmpSyscall::from_name(name) else {
-                continue;
-            };
-            let what = || format!("add a rule for {name}");
-            if conds.is_empty() {
-                ctx.add_rule(act, sc).map_err(lib(what()))?;
-            } else if repeated {
-                for c in &conds {
-                    ctx.add_rule_conditional(act, sc, &[*c])
-                        .map_err(lib(what()))?;
-                }
-            } else {
-                ctx.add_rule_conditional(act, sc, &conds)
+        };
+        let what = || format!("add a rule for {name}");
+        if conds.is_empty() {
+            ctx.add_rule(act, sc).map_err(lib(what()))?;
+        } else if repeated {
+            for c in &conds {
+                ctx.add_rule_conditional(act, sc, &[*c])
                     .map_err(lib(what()))?;
             }
+        } else {
+            ctx.add_rule_conditional(act, sc, &conds)
+                .map_err(lib(what()))?;
         }
     }
+    Ok(())
+}
+
+/// The compiled program, as the instructions `seccomp(2)` loads.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>, SeccompError> {
     let mut memfd = memfd()?;
     ctx.export_bpf(&memfd).map_err(lib("export the program"))?;
     let mut bytes = Vec::new();
@@ -252,7 +284,7 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
             "empty or oversized program",
         )));
     }
-    Ok(SeccompProgram { filter, flags })
+    Ok(filter)
 }
 
 fn memfd() -> Result<std::fs::File, SeccompError> {

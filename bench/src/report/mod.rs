@@ -126,30 +126,7 @@ pub fn headline(r: &Results) -> String {
             "n/a: not hull-vmm"
         }
     );
-    if let Some(f) = &r.fs {
-        let rd = f.host.seq_read_s / f.guest.seq_read_s;
-        let wr = f.host.seq_write_s / f.guest.seq_write_s;
-        let _ = writeln!(
-            s,
-            "| virtio-fs sequential read / write, {} MiB (of host) | {:.0}% / {:.0}% | – | – | ≥ 70% | {} |",
-            f.file_mib,
-            rd * 100.0,
-            wr * 100.0,
-            tick(Some(rd >= 0.7 && wr >= 0.7))
-        );
-        let c = f.host.create_s / f.guest.create_s;
-        let st = f.host.stat_s / f.guest.stat_s;
-        let u = f.host.unlink_s / f.guest.unlink_s;
-        let _ = writeln!(
-            s,
-            "| small files create / stat / unlink, {} (of host) | {:.0}% / {:.0}% / {:.0}% | – | – | ≥ 30% | {} |",
-            f.files,
-            c * 100.0,
-            st * 100.0,
-            u * 100.0,
-            tick(Some(c >= 0.3 && st >= 0.3 && u >= 0.3))
-        );
-    }
+    fs_rows(&mut s, r);
     let (hg, rg, host) = (
         cpu_ns(&r.cpu, "getppid", &hull),
         cpu_ns(&r.cpu, "getppid", "runc"),
@@ -163,27 +140,63 @@ pub fn headline(r: &Results) -> String {
         ratio(hg, rg),
         tick(hg.zip(host).map(|(g, h)| g <= 1.2 * h))
     );
-    if let Some(d) = r.density.iter().find(|d| d.runtime == hull) {
-        let rd = r.density.iter().find(|d| d.runtime == "runc");
-        let last_over_first = |v: &[f64]| -> Option<f64> {
-            (v.len() >= 2 && v[0] > 0.0).then(|| v[v.len() - 1] / v[0])
-        };
-        let h = last_over_first(&d.start_ms);
-        let _ = writeln!(
-            s,
-            "| {n} idle pods one after another: {n}th start / 1st | {} | {} | – | ≤ 1.5× ({n} = 20) | {} |",
-            h.map_or("–".to_owned(), |v| format!("{v:.2}×")),
-            rd.and_then(|x| last_over_first(&x.start_ms))
-                .map_or("–".to_owned(), |v| format!("{v:.2}×")),
-            if d.start_ms.len() >= 20 {
-                tick(h.map(|v| v <= 1.5))
-            } else {
-                "n/a: fewer than 20"
-            },
-            n = d.start_ms.len(),
-        );
-    }
+    density_row(&mut s, r, &hull);
     s
+}
+
+/// The headline's virtio-fs rows (when the run measured virtio-fs): guest figures as a share of
+/// the host's.
+fn fs_rows(s: &mut String, r: &Results) {
+    let Some(f) = &r.fs else {
+        return;
+    };
+    let rd = f.host.seq_read_s / f.guest.seq_read_s;
+    let wr = f.host.seq_write_s / f.guest.seq_write_s;
+    let _ = writeln!(
+        s,
+        "| virtio-fs sequential read / write, {} MiB (of host) | {:.0}% / {:.0}% | – | – | ≥ 70% | {} |",
+        f.file_mib,
+        rd * 100.0,
+        wr * 100.0,
+        tick(Some(rd >= 0.7 && wr >= 0.7))
+    );
+    let c = f.host.create_s / f.guest.create_s;
+    let st = f.host.stat_s / f.guest.stat_s;
+    let u = f.host.unlink_s / f.guest.unlink_s;
+    let _ = writeln!(
+        s,
+        "| small files create / stat / unlink, {} (of host) | {:.0}% / {:.0}% / {:.0}% | – | – | ≥ 30% | {} |",
+        f.files,
+        c * 100.0,
+        st * 100.0,
+        u * 100.0,
+        tick(Some(c >= 0.3 && st >= 0.3 && u >= 0.3))
+    );
+}
+
+/// The headline's density row: how much slower the last of a row of idle pods starts than the
+/// first.
+fn density_row(s: &mut String, r: &Results, hull: &str) {
+    let Some(d) = r.density.iter().find(|d| d.runtime == hull) else {
+        return;
+    };
+    let rd = r.density.iter().find(|d| d.runtime == "runc");
+    let last_over_first =
+        |v: &[f64]| -> Option<f64> { (v.len() >= 2 && v[0] > 0.0).then(|| v[v.len() - 1] / v[0]) };
+    let h = last_over_first(&d.start_ms);
+    let _ = writeln!(
+        s,
+        "| {n} idle pods one after another: {n}th start / 1st | {} | {} | – | ≤ 1.5× ({n} = 20) | {} |",
+        h.map_or("–".to_owned(), |v| format!("{v:.2}×")),
+        rd.and_then(|x| last_over_first(&x.start_ms))
+            .map_or("–".to_owned(), |v| format!("{v:.2}×")),
+        if d.start_ms.len() >= 20 {
+            tick(h.map(|v| v <= 1.5))
+        } else {
+            "n/a: fewer than 20"
+        },
+        n = d.start_ms.len(),
+    );
 }
 
 fn summary_row(s: &mut String, name: &str, x: &Summary, unit: &str, base: Option<&Summary>) {

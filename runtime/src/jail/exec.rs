@@ -9,12 +9,13 @@
 //!    `no_new_privs`, rlimits and the parent-death signal, and execs the VMM.
 
 use std::ffi::OsString;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::{unshare, CloneFlags};
@@ -67,16 +68,7 @@ pub fn supervise(config_json: &str, vmm: &Path, args: &[OsString]) -> Result<i32
     waited
         .thread_block()
         .map_err(sys("cannot block the forwarded signals"))?;
-    let me = std::env::current_exe().map_err(|e| JailError::Sys("cannot find myself".into(), e))?;
-    let mut child = Command::new(me)
-        .arg(STAGE2)
-        .arg("--config")
-        .arg(config_json)
-        .arg("--")
-        .arg(vmm)
-        .args(args)
-        .spawn()
-        .map_err(|e| JailError::Sys("cannot start the jail's first process".into(), e))?;
+    let mut child = start_stage2(config_json, vmm, args)?;
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
     let signals = SignalFd::with_flags(&waited, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         .map_err(sys("cannot receive signals"))?;
@@ -116,6 +108,53 @@ pub fn supervise(config_json: &str, vmm: &Path, args: &[OsString]) -> Result<i32
             }
         }
     }
+}
+
+/// Starts stage 2 (this binary again, with [`STAGE2`]) as the first process of the new PID
+/// namespace, bound to die with this process.
+fn start_stage2(
+    config_json: &str,
+    vmm: &Path,
+    args: &[OsString],
+) -> Result<std::process::Child, JailError> {
+    let me = std::env::current_exe().map_err(|e| JailError::Sys("cannot find myself".into(), e))?;
+    let mut stage2 = Command::new(me);
+    // Stage 2 dies with stage 1 from its first moment: the death signal, set between fork and
+    // exec, survives the exec (stage 2 sets it again after its uid change, which clears it).
+    // Set any later, a stage 1 killed while the jail is built (a stop whose SIGTERM stage 2, a
+    // PID 1 without handlers, drops; then SIGKILL after the grace) left stage 2 to exec the VMM as
+    // an orphan of PID 1 that nothing stops. A signal set after the parent is gone never comes,
+    // and getppid() says nothing to a PID 1, so the child also checks that stage 1 still holds
+    // its end of a pipe (a read at EOF: every writer is gone).
+    let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+        .map_err(sys("cannot make the jailer's liveness pipe"))?;
+    let (r, w) = (alive_r.as_raw_fd(), alive_w.as_raw_fd());
+    // SAFETY: between fork and exec the closure makes only prctl(2), close(2) and read(2) calls
+    // through nix, which are async-signal-safe, take no lock and do not allocate; `r` and `w` are
+    // the pipe's descriptors, open in the child until its exec (the parent keeps them open until
+    // `spawn` has returned).
+    unsafe {
+        stage2.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            nix::unistd::close(w)?;
+            match nix::unistd::read(BorrowedFd::borrow_raw(r), &mut [0u8; 1]) {
+                Err(nix::errno::Errno::EAGAIN) => Ok(()),
+                Ok(_) => Err(std::io::Error::other("the jailer died")),
+                Err(e) => Err(e.into()),
+            }
+        });
+    }
+    let child = stage2
+        .arg(STAGE2)
+        .arg("--config")
+        .arg(config_json)
+        .arg("--")
+        .arg(vmm)
+        .args(args)
+        .spawn()
+        .map_err(|e| JailError::Sys("cannot start the jail's first process".into(), e))?;
+    drop((alive_r, alive_w));
+    Ok(child)
 }
 
 /// Stage 2: build the jail, enter it, exec the VMM. Returns only on failure.

@@ -14,8 +14,7 @@
 //! first moment. A detached tree that is never attached is freed with its descriptor, so a failure
 //! or a crash half-way leaves no mount behind.
 
-use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::mount::{MoveMountFlags, OpenTreeFlags};
@@ -23,15 +22,6 @@ use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 /// A mount tree not attached anywhere yet.
 #[derive(Debug)]
 pub struct Detached(OwnedFd);
-
-/// `struct mount_attr` of `mount_setattr(2)` (`MOUNT_ATTR_SIZE_VER0`).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 impl Detached {
     /// Clones the mount tree at `source` (with every mount below it, as `rbind` does).
@@ -50,33 +40,11 @@ impl Detached {
 
     /// Makes the tree's top mount read-only, or every mount in it when `recursive`.
     pub fn set_read_only(&self, recursive: bool) -> std::io::Result<()> {
-        let attr = MountAttr {
-            attr_set: libc::MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        let empty = CString::default();
         let mut flags = libc::AT_EMPTY_PATH;
         if recursive {
             flags |= libc::AT_RECURSIVE;
         }
-        // SAFETY: mount_setattr(2) on a descriptor we own, with a live C string and a live struct
-        // of the size passed; the result is checked.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                self.0.as_raw_fd(),
-                empty.as_ptr(),
-                flags,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
+        hull_sys::mount_setattr(Some(self.0.as_fd()), c"", flags, libc::MOUNT_ATTR_RDONLY, 0)
     }
 
     /// Attaches the tree onto `target`, an opened mount point (a handle, so that nothing on the

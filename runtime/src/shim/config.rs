@@ -45,6 +45,17 @@ pub enum ConfigError {
         /// Why.
         why: String,
     },
+    /// A key's value breaks one of the limits every path or name is checked against.
+    #[error("{path}: key `{key}`")]
+    Limit {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
+        /// The limit it breaks.
+        #[source]
+        source: hull_protocol::limits::LimitError,
+    },
 }
 
 /// Which VMM runs pods.
@@ -185,7 +196,7 @@ impl ConfigError {
             ConfigError::Parse { path, .. } => {
                 format!("correct {} (TOML syntax; {KEYS})", path.display())
             }
-            ConfigError::Invalid { path, key, .. } => {
+            ConfigError::Invalid { path, key, .. } | ConfigError::Limit { path, key, .. } => {
                 format!("correct `{key}` in {} ({KEYS})", path.display())
             }
         }
@@ -292,8 +303,13 @@ impl HullConfig {
             }
         }
         if let Some(g) = &self.guest_rootfs {
-            hull_protocol::limits::check_abs_path("guest_rootfs", g)
-                .map_err(|e| invalid("guest_rootfs", &e.to_string()))?;
+            hull_protocol::limits::check_abs_path("guest_rootfs", g).map_err(|source| {
+                ConfigError::Limit {
+                    path: path.to_owned(),
+                    key: "guest_rootfs",
+                    source,
+                }
+            })?;
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(invalid("log_level", "not a log level or filter"));
@@ -396,7 +412,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("host_namespaces") && e.contains("refuse"), "{e}");
-        let e = parse("guest_rootfs = \"../x\"").unwrap_err().to_string();
-        assert!(e.contains("guest_rootfs"), "{e}");
+        let e = parse("guest_rootfs = \"../x\"").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ConfigError::Limit {
+                    key: "guest_rootfs",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let shown = crate::agent::client::error_chain(&e);
+        assert!(
+            shown.contains("guest_rootfs") && shown.contains("../x"),
+            "{shown}"
+        );
     }
 }

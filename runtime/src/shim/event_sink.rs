@@ -35,7 +35,10 @@ pub enum EventSinkError {
         #[source]
         source: std::io::Error,
     },
-    /// ttrpc refused the listener or the server did not start.
+    /// ttrpc could not take the bound socket (registering it with the async runtime failed).
+    #[error("cannot hand the events sink's socket to ttrpc")]
+    Listen(#[source] std::io::Error),
+    /// The server did not start.
     #[error("cannot serve the events sink")]
     Serve(#[source] ttrpc::Error),
 }
@@ -73,8 +76,7 @@ impl DroppingSink {
         };
         let listener = std::os::unix::net::UnixListener::bind(&path).map_err(bind)?;
         listener.set_nonblocking(true).map_err(bind)?;
-        let listener = Listener::try_from(listener)
-            .map_err(|e| EventSinkError::Serve(ttrpc::Error::Others(e.to_string())))?;
+        let listener = Listener::try_from(listener).map_err(EventSinkError::Listen)?;
         let services: HashMap<_, _> = create_events(Arc::new(Drop));
         let mut server = Server::new()
             .add_listener(listener)

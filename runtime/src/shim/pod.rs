@@ -182,12 +182,30 @@ impl Pod {
 
     /// Kills the VMM at once (the pod went down), and stops the OOM watch, which would wait on a
     /// dead agent. The rest goes at the last `Delete`.
+    ///
+    /// Stopping waits up to [`KILL_GRACE`] for the VMM and then reaps it: on a blocking thread,
+    /// not on one of the runtime's workers (the VM is lent to it and put back; the lock keeps
+    /// every other caller out meanwhile).
     pub async fn kill_vmm(&self) {
-        if let Some(vm) = self.vm.lock().await.as_mut() {
-            vm.oom_watch.abort();
-            if let Err(e) = vm.sandbox.vm().stop(KILL_GRACE) {
-                tracing::warn!(pod = %self.id, "cannot stop the VMM: {e}");
+        let mut slot = self.vm.lock().await;
+        let Some(mut vm) = slot.take() else {
+            return;
+        };
+        vm.oom_watch.abort();
+        let stopped = tokio::task::spawn_blocking(move || {
+            let status = vm.sandbox.vm().stop(KILL_GRACE);
+            (vm, status)
+        })
+        .await;
+        match stopped {
+            Ok((vm, status)) => {
+                if let Err(e) = status {
+                    tracing::warn!(pod = %self.id, "cannot stop the VMM: {e}");
+                }
+                *slot = Some(vm);
             }
+            // The VM went with the task (its drop kills and reaps the VMM).
+            Err(e) => tracing::warn!(pod = %self.id, "stopping the VMM failed: {e}"),
         }
     }
 

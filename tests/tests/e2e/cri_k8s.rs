@@ -62,7 +62,7 @@ fn assert_no_pod_left(cri: &Cri, names: &[&str]) {
             left.push(format!("veths: {veths}"));
         }
         for name in names {
-            let rel = PathBuf::from(format!("hull-test/pod-{name}"));
+            let rel = PathBuf::from(cri.pod_cgroup(name));
             for dir in hull_tests::host_cgroup_dirs(&rel) {
                 left.push(format!("cgroup {}", dir.display()));
             }

@@ -295,8 +295,9 @@ fn a_pod_is_one_vm_with_its_containers() {
             (64 * MIB).to_string()
         );
     } else {
-        assert!(ca.contains(&format!("/hull-test/pod-web/{a}")), "{ca}");
-        assert!(cb.contains(&format!("/hull-test/pod-web/{b}")), "{cb}");
+        let parent = cri.pod_cgroup("web");
+        assert!(ca.contains(&format!("/{parent}/{a}")), "{ca}");
+        assert!(cb.contains(&format!("/{parent}/{b}")), "{cb}");
     }
 
     // Containers reach each other on localhost.
@@ -419,7 +420,7 @@ fn a_pod_is_one_vm_with_its_containers() {
         "pod cpu {pod_cpu} ns, working set {pod_memory} B"
     );
     eprintln!("PodSandboxStats: cpu {pod_cpu} ns, working set {pod_memory} B");
-    assert!(!hull_tests::host_cgroup_dirs(Path::new("hull-test/pod-web")).is_empty());
+    assert!(!hull_tests::host_cgroup_dirs(Path::new(&cri.pod_cgroup("web"))).is_empty());
 
     // UpdateContainerResources changes the guest cgroup.
     cri.block_on(cri.runtime().update_container_resources(
@@ -440,7 +441,7 @@ fn a_pod_is_one_vm_with_its_containers() {
     let own = if cgroupns {
         "/sys/fs/cgroup".to_owned()
     } else {
-        format!("/sys/fs/cgroup/hull-test/pod-web/{b}")
+        format!("/sys/fs/cgroup/{}/{b}", cri.pod_cgroup("web"))
     };
     assert_eq!(
         cri.exec_out(&b, &["cat", &format!("{own}/memory.max")])
@@ -581,7 +582,7 @@ fn a_pod_is_one_vm_with_its_containers() {
             left.push(format!("processes {:?}", pod_processes(&cri, &pod)));
         }
         // The pod's host cgroup and the parent it created.
-        for dir in hull_tests::host_cgroup_dirs(Path::new("hull-test/pod-web")) {
+        for dir in hull_tests::host_cgroup_dirs(Path::new(&cri.pod_cgroup("web"))) {
             left.push(format!("cgroup {}", dir.display()));
         }
         if left.is_empty() {
@@ -655,7 +656,7 @@ fn a_pod_whose_vm_cannot_start_fails_and_leaves_nothing() {
         if !veths.trim().is_empty() {
             left.push(format!("veths: {veths}"));
         }
-        for dir in hull_tests::host_cgroup_dirs(Path::new("hull-test/pod-broken")) {
+        for dir in hull_tests::host_cgroup_dirs(Path::new(&cri.pod_cgroup("broken"))) {
             left.push(format!("cgroup {}", dir.display()));
         }
         if left.is_empty() {

@@ -113,7 +113,9 @@ fn crio_runs_a_pod_in_one_vm() {
     assert_eq!(name, "cri-o");
     assert!(version.starts_with("1.26."), "{version}");
     core_pod(&cri, "crio", &|pod, netns| {
-        let mut left = cri.crio().leftovers(pod, "/hull-test/pod-crio");
+        let mut left = cri
+            .crio()
+            .leftovers(pod, &format!("/{}", cri.pod_cgroup("crio")));
         if let Some(netns) = netns.filter(|p| p.exists()) {
             left.push(format!("network namespace {}", netns.display()));
         }

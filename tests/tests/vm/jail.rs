@@ -162,6 +162,92 @@ fn the_vmm_dies_with_its_jailer() {
     }
 }
 
+/// The processes whose command line is `/bin/sleep <marker>`.
+fn sleepers(marker: &str) -> Vec<u32> {
+    let cmdline = format!("/bin/sleep {marker} ");
+    hull_tests::containerd::processes()
+        .into_iter()
+        .filter(|(_, c)| *c == cmdline)
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// A jailer killed while it builds the jail (a stop that comes before the VMM runs: stage 2, a
+/// PID 1 without handlers yet, drops the SIGTERM, and SIGKILL follows after the grace) takes its
+/// stage 2 with it: no VMM goes on to run as an orphan of PID 1 that nothing would stop. The
+/// jailer is killed at 100 moments over its first 50 ms, with `/bin/sleep` as the VMM (no VM
+/// needed); before stage 2 died with stage 1 from its first moment, 3-5 in 100 survived here.
+#[test]
+fn a_jailer_killed_while_it_builds_the_jail_leaves_no_vmm() {
+    let jailer = hull_tests::jailer_binary();
+    if !jailer.is_file() {
+        hull_tests::skip_or_fail(&format!(
+            "no jailer at {} (run scripts/build.sh)",
+            jailer.display()
+        ));
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let config = serde_json::to_string(&jail::JailConfig {
+        root: root.path().to_owned(),
+        uid: 65534,
+        gid: 65534,
+        hostname: "jail-test".into(),
+        binds: vec![jail::Bind {
+            host: "/usr".into(),
+            jail: "/usr".into(),
+            writable: false,
+        }],
+        devices: vec![],
+        tap: None,
+        max_open_files: 64,
+        cgroups: vec![],
+    })
+    .unwrap();
+    // A duration no other sleep on the host has: the VMMs of this test are told apart by it.
+    let marker = format!("1000.{}", std::process::id());
+    let start = |marker: &str| {
+        std::process::Command::new(&jailer)
+            .args(["--config", &config, "--", "/bin/sleep", marker])
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    for i in 0..100u64 {
+        let mut child = start(&marker);
+        std::thread::sleep(Duration::from_micros(i * 500));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    // A stage 2 killed with its jailer is gone within moments; an orphan stays.
+    std::thread::sleep(Duration::from_millis(500));
+    let orphans = sleepers(&marker);
+    for pid in &orphans {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(*pid).unwrap());
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    assert!(
+        orphans.is_empty(),
+        "VMMs outlived their jailers: {orphans:?}"
+    );
+
+    // Positive control: left alone, the same jail runs its VMM (so the kills above came while
+    // it was being built or running, not before it could start at all).
+    let mut child = start(&marker);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sleepers(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the jail never ran its VMM");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sleepers(&marker).is_empty() {
+        assert!(Instant::now() < deadline, "the VMM outlived its jailer");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn a_missing_jailer_is_a_clear_error() {
     let run_dir = tempfile::tempdir().unwrap();

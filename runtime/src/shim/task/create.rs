@@ -59,38 +59,8 @@ async fn create_in_vm(
     mut spec: BundleSpec,
     vm: &crate::shim::pod::VmHandle,
 ) -> Result<u32, ShimError> {
-    // A pod container joins its sandbox's namespaces in the guest.
-    let sandbox = spec
-        .annotation(SANDBOX_ID_ANNOTATION)
-        .filter(|s| *s != args.id)
-        .and_then(|s| pod.container(s).ok());
-    let sandbox_pid = sandbox
-        .as_ref()
-        .map(|c| c.init.guest_pid.load(Ordering::SeqCst))
-        .filter(|pid| *pid != 0);
-    if let Some(sandbox) = sandbox.filter(|_| cri_o::is_cri_o(spec.spec())) {
-        let sandbox_spec = read_spec(&sandbox.bundle)?;
-        cri_o::join_pod_namespaces(spec.spec_mut(), sandbox_spec.spec(), vm.vmm_pid);
-    }
-    namespaces::rewrite(spec.spec_mut(), vm.vmm_pid, sandbox_pid);
-    pod_shm::rewrite(spec.spec_mut());
-    // No hot-add: a container joining a running pod must fit its VM (sizing.rs).
-    let memory_limit_mib = sizing::memory_limit_mib(spec.spec());
-    if let Some(size) = pod.vm_size().await {
-        let committed = pod.committed_memory_mib(&args.id);
-        sizing::check_fits(&pod.config, size.memory_mib, committed, memory_limit_mib)
-            .map_err(ShimError::FailedPrecondition)?;
-    }
-    let source = pod.rootfs_source();
-    let (dir, id, mounts) = (pod.run_dir.clone(), args.id.clone(), args.rootfs.clone());
-    let bundle = args.bundle.clone();
-    let (prepared, spec) = tokio::task::spawn_blocking(move || {
-        let prepared = rootfs::prepare(&source, &dir, &bundle, &id, &mounts, spec.spec_mut());
-        (prepared, spec)
-    })
-    .await
-    .map_err(|e| ShimError::Io("rootfs task".into(), std::io::Error::other(e)))?;
-    let prepared = prepared?;
+    let memory_limit_mib = fit_into_pod(pod, args, &mut spec, vm).await?;
+    let (prepared, spec) = prepare_rootfs(pod, args, spec).await?;
     let undo = prepared.undo;
     let copies = prepared.copies;
     let spec_json = match spec.to_json() {
@@ -162,6 +132,64 @@ async fn create_in_vm(
     if !copies.is_empty() {
         *lock(&container.volume_watch) = Some(volumes::watch(&vm.agent, &args.id, copies));
     }
+    publish_created(pod, args, vm.vmm_pid).await;
+    Ok(vm.vmm_pid)
+}
+
+/// Points the container's namespaces at its pod's (the sandbox's, or the VM's for the sandbox
+/// itself) and its `/dev/shm` at the pod's, and checks that its memory limit fits the running VM:
+/// there is no hot-add (sizing.rs). Returns that limit.
+async fn fit_into_pod(
+    pod: &Pod,
+    args: &CreateArgs,
+    spec: &mut BundleSpec,
+    vm: &crate::shim::pod::VmHandle,
+) -> Result<Option<u64>, ShimError> {
+    // A pod container joins its sandbox's namespaces in the guest.
+    let sandbox = spec
+        .annotation(SANDBOX_ID_ANNOTATION)
+        .filter(|s| *s != args.id)
+        .and_then(|s| pod.container(s).ok());
+    let sandbox_pid = sandbox
+        .as_ref()
+        .map(|c| c.init.guest_pid.load(Ordering::SeqCst))
+        .filter(|pid| *pid != 0);
+    if let Some(sandbox) = sandbox.filter(|_| cri_o::is_cri_o(spec.spec())) {
+        let sandbox_spec = read_spec(&sandbox.bundle)?;
+        cri_o::join_pod_namespaces(spec.spec_mut(), sandbox_spec.spec(), vm.vmm_pid);
+    }
+    namespaces::rewrite(spec.spec_mut(), vm.vmm_pid, sandbox_pid);
+    pod_shm::rewrite(spec.spec_mut());
+    let memory_limit_mib = sizing::memory_limit_mib(spec.spec());
+    if let Some(size) = pod.vm_size().await {
+        let committed = pod.committed_memory_mib(&args.id);
+        sizing::check_fits(&pod.config, size.memory_mib, committed, memory_limit_mib)
+            .map_err(ShimError::FailedPrecondition)?;
+    }
+    Ok(memory_limit_mib)
+}
+
+/// Makes the container's root filesystem visible to the guest (mounts and copies: on a blocking
+/// thread) and points the spec's root at it.
+async fn prepare_rootfs(
+    pod: &Pod,
+    args: &CreateArgs,
+    mut spec: BundleSpec,
+) -> Result<(rootfs::Prepared, BundleSpec), ShimError> {
+    let source = pod.rootfs_source();
+    let (dir, id, mounts) = (pod.run_dir.clone(), args.id.clone(), args.rootfs.clone());
+    let bundle = args.bundle.clone();
+    let (prepared, spec) = tokio::task::spawn_blocking(move || {
+        let prepared = rootfs::prepare(&source, &dir, &bundle, &id, &mounts, spec.spec_mut());
+        (prepared, spec)
+    })
+    .await
+    .map_err(|e| ShimError::Io("rootfs task".into(), std::io::Error::other(e)))?;
+    Ok((prepared?, spec))
+}
+
+/// Tells containerd the task exists (`TaskCreate`), with `pid` the one it sees (the VMM's).
+async fn publish_created(pod: &Pod, args: &CreateArgs, pid: u32) {
     let event = TaskCreate {
         container_id: args.id.clone(),
         bundle: args.bundle.display().to_string(),
@@ -174,13 +202,12 @@ async fn create_in_vm(
             ..Default::default()
         })
         .into(),
-        pid: vm.vmm_pid,
+        pid,
         ..Default::default()
     };
     pod.events
         .publish(TASK_CREATE_EVENT_TOPIC, Box::new(event))
         .await;
-    Ok(vm.vmm_pid)
 }
 
 /// Removes container `id`'s copied volumes from the guest after a failed create.
