@@ -148,6 +148,25 @@ pub enum OciCommand {
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Print the container's statistics (`--stats`: once), from its cgroup in the guest.
+    Events {
+        /// One line of statistics, then exit.
+        #[arg(long)]
+        stats: bool,
+        /// Seconds between lines without `--stats`.
+        #[arg(long, default_value = "5s", value_parser = parse_interval)]
+        interval: std::time::Duration,
+        /// Container id.
+        id: String,
+    },
+    /// Change a running container's resource limits (in its guest cgroup).
+    Update {
+        /// The limits.
+        #[command(flatten)]
+        limits: Box<UpdateArgs>,
+        /// Container id.
+        id: String,
+    },
     /// Print what this runtime supports (JSON).
     Features,
     /// Write a starting config.json into the bundle.
@@ -183,6 +202,50 @@ pub enum OciCommand {
         /// Container id.
         id: String,
     },
+}
+
+/// `update`'s flags.
+#[derive(Debug, Clone, Args)]
+pub struct UpdateArgs {
+    /// OCI `linux.resources` JSON file (`-`: stdin).
+    #[arg(long, short = 'r')]
+    resources: Option<String>,
+    /// Memory limit (bytes or with a k/m/g suffix; -1 unlimited).
+    #[arg(long, short = 'm')]
+    memory: Option<String>,
+    /// Memory soft limit.
+    #[arg(long)]
+    memory_reservation: Option<String>,
+    /// Memory plus swap limit.
+    #[arg(long)]
+    memory_swap: Option<String>,
+    /// Accepted and ignored: the guest kernel accounts no kernel memory apart.
+    #[arg(long)]
+    kernel_memory: Option<String>,
+    /// Accepted and ignored (see `--kernel-memory`).
+    #[arg(long)]
+    kernel_memory_tcp: Option<String>,
+    /// CPU shares (relative weight).
+    #[arg(long)]
+    cpu_share: Option<u64>,
+    /// CPU CFS quota (µs per period).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    /// CPU CFS period (µs).
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    /// CPUs the container may use.
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    /// Most processes (-1 unlimited).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Block IO weight (10-1000).
+    #[arg(long)]
+    blkio_weight: Option<u16>,
 }
 
 /// `create`'s and `run`'s flags.
@@ -280,6 +343,28 @@ pub fn dispatch(globals: &GlobalArgs, command: OciCommand) -> i32 {
         OciCommand::Pause { id } => verbs::pause::run(&g, &id, true),
         OciCommand::Resume { id } => verbs::pause::run(&g, &id, false),
         OciCommand::List { format, quiet } => verbs::list::run(&g, quiet, format == "json"),
+        OciCommand::Events {
+            stats,
+            interval,
+            id,
+        } => verbs::events::run(&g, &id, stats, interval),
+        OciCommand::Update { limits, id } => {
+            let a = *limits;
+            let flags = verbs::update::UpdateFlags {
+                resources: a.resources,
+                memory: a.memory,
+                memory_reservation: a.memory_reservation,
+                memory_swap: a.memory_swap,
+                cpu_shares: a.cpu_share,
+                cpu_quota: a.cpu_quota,
+                cpu_period: a.cpu_period,
+                cpuset_cpus: a.cpuset_cpus,
+                cpuset_mems: a.cpuset_mems,
+                pids_limit: a.pids_limit,
+                blkio_weight: a.blkio_weight,
+            };
+            verbs::update::run(&g, &id, &flags)
+        }
         OciCommand::Features => verbs::features::run(),
         OciCommand::Spec { bundle } => verbs::spec::run(&bundle),
         OciCommand::OciMonitor {
@@ -306,6 +391,24 @@ pub fn dispatch(globals: &GlobalArgs, command: OciCommand) -> i32 {
             1
         }
     }
+}
+
+/// runc's `--interval`: a duration such as `5s`, `500ms`, `1m` (a bare number is seconds).
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (such as 5s)"))?;
+    let d = match unit {
+        "" | "s" => std::time::Duration::from_secs(n),
+        "ms" => std::time::Duration::from_millis(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        _ => return Err(format!("{s:?} is not a duration (such as 5s)")),
+    };
+    if d.is_zero() {
+        return Err("the interval must be above zero".into());
+    }
+    Ok(d)
 }
 
 /// Prints `e` to stderr and appends it to the `--log` file.

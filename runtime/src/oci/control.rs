@@ -63,6 +63,13 @@ pub enum Request {
         /// Rows.
         height: u32,
     },
+    /// The container's cgroup statistics in the guest (runc's `events --stats` data).
+    Stats,
+    /// New `linux.resources` for the container's cgroup in the guest.
+    Update {
+        /// OCI `linux.resources`.
+        resources: serde_json::Value,
+    },
 }
 
 /// A reply from the monitor.
@@ -90,6 +97,11 @@ pub enum Reply {
     Pids {
         /// The pids.
         pids: Vec<u32>,
+    },
+    /// Statistics, as runc's `events --stats` prints them under `data`.
+    Stats {
+        /// runc's `types.Stats` object.
+        stats: serde_json::Value,
     },
 }
 

@@ -393,7 +393,26 @@ impl Monitor {
                 Err(e) => refused(e),
             },
             Request::Exec { process, stdio } => self.exec(process, stdio, out).await,
+            Request::Stats => match self.stats().await {
+                Ok(stats) => Reply::Stats { stats },
+                Err(e) => refused(e),
+            },
+            Request::Update { resources } => {
+                let json = resources.to_string();
+                match task::update::update(&self.pod, &id, json.as_bytes()).await {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => refused(e),
+                }
+            }
         }
+    }
+
+    /// The container's cgroup statistics in the guest, as runc's `events --stats` data.
+    async fn stats(&self) -> Result<serde_json::Value, crate::shim::ShimError> {
+        self.pod.container(&self.dir.id)?;
+        let vm = self.pod.vm().await?;
+        let stats = vm.agent.stats_container(&self.dir.id).await?;
+        Ok(super::verbs::events::runc_stats(&stats))
     }
 
     /// Runs an exec: replies `ExecStarted` on `out` at once, and returns its exit.

@@ -133,6 +133,8 @@ fn podman_exec_stop_kill_and_rm() {
     let out = p.podman(&["rm", "c1"]);
     assert!(out.status.success(), "{}", p.explain(&out));
 
+    // A detached container (it outlives the `podman run -d` that started it) as a user, with a
+    // memory limit and a read-only root: each holds in the guest. Then stats and update on it;
     // kill: SIGKILL → 137; then rm -f of a running one.
     let out = p.podman(&[
         "run",
@@ -141,11 +143,20 @@ fn podman_exec_stop_kill_and_rm() {
         "c2",
         "--network",
         "none",
+        "--user",
+        "1000:1000",
+        "--memory",
+        "96m",
+        // Podman's default tmpfs mounts of a read-only container ask for `tmpcopyup`, which the
+        // agent does not do yet.
+        "--read-only",
+        "--read-only-tmpfs=false",
         p.image(),
         "sleep",
         "600",
     ]);
     assert!(out.status.success(), "{}", p.explain(&out));
+    limits_stats_and_update(&p, "c2");
     let out = p.podman(&["kill", "c2"]);
     assert!(out.status.success(), "{}", p.explain(&out));
     let out = p.podman(&["wait", "c2"]);
@@ -168,6 +179,79 @@ fn podman_exec_stop_kill_and_rm() {
     let out = p.podman(&["rm", "-f", "-t", "0", "c3"]);
     assert!(out.status.success(), "{}", p.explain(&out));
     p.assert_clean(Duration::from_secs(20));
+}
+
+/// The guest cgroup file `name` of container `c`'s processes.
+fn guest_cgroup(p: &Podman, c: &str, name: &str) -> String {
+    let script = format!("cat /sys/fs/cgroup$(sed -n 's/^0:://p' /proc/self/cgroup)/{name}");
+    let out = p.podman(&["exec", c, "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "{}", p.explain(&out));
+    text(&out.stdout).trim().to_owned()
+}
+
+/// `c` runs `sleep` as 1000:1000 with a 96 MiB limit on a read-only root: all three hold in the
+/// guest; `podman stats` and `hull events --stats` report it; `podman update` and `hull update`
+/// change its memory limit in the guest.
+fn limits_stats_and_update(p: &Podman, c: &str) {
+    let out = p.podman(&["exec", c, "sh", "-c", "echo $(id -u):$(id -g)"]);
+    assert_eq!(text(&out.stdout), "1000:1000\n", "{}", p.explain(&out));
+    let out = p.podman(&["exec", c, "touch", "/x"]);
+    assert_ne!(out.status.code(), Some(0), "a read-only root took a write");
+    assert!(
+        text(&out.stderr).contains("Read-only"),
+        "{}",
+        p.explain(&out)
+    );
+    assert_eq!(guest_cgroup(p, c, "memory.max"), (96u64 << 20).to_string());
+
+    let out = p.podman(&["stats", "--no-stream", "--format", "json", c]);
+    assert!(out.status.success(), "{}", p.explain(&out));
+    let stats: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", p.explain(&out)));
+    // Podman reads the host cgroup it named (the VM's host processes are in it), not the runtime.
+    assert_eq!(stats[0]["name"], c, "{stats}");
+    assert!(
+        !stats[0]["mem_usage"]
+            .as_str()
+            .unwrap_or("0B")
+            .starts_with("0B"),
+        "{stats}"
+    );
+
+    let inspect = p.podman(&["inspect", "-f", "{{.Id}}", c]);
+    let id = text(&inspect.stdout).trim().to_owned();
+    let out = p.hull().args(["events", "--stats", &id]).output().unwrap();
+    assert!(out.status.success(), "{}", p.explain(&out));
+    let event: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(event["type"], "stats");
+    assert_eq!(event["id"], id.as_str());
+    let usage = event["data"]["memory"]["usage"]["usage"].as_u64().unwrap();
+    assert!(usage > 0 && usage < 96 << 20, "{event}");
+    assert_eq!(event["data"]["memory"]["usage"]["limit"], 96u64 << 20);
+    assert!(
+        event["data"]["pids"]["current"].as_u64() >= Some(1),
+        "{event}"
+    );
+
+    let out = p.podman(&["update", "--memory", "80m", c]);
+    assert!(out.status.success(), "{}", p.explain(&out));
+    assert_eq!(guest_cgroup(p, c, "memory.max"), (80u64 << 20).to_string());
+    let out = p
+        .hull()
+        .args(["update", "--memory", "72m", "--pids-limit", "50", &id])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", p.explain(&out));
+    assert_eq!(guest_cgroup(p, c, "memory.max"), (72u64 << 20).to_string());
+    assert_eq!(guest_cgroup(p, c, "pids.max"), "50");
+    // A limit the VM cannot hold is refused, the old one kept.
+    let out = p
+        .hull()
+        .args(["update", "--memory", "64g", &id])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", p.explain(&out));
+    assert_eq!(guest_cgroup(p, c, "memory.max"), (72u64 << 20).to_string());
 }
 
 #[test]
