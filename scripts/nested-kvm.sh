@@ -206,7 +206,11 @@ set -e
 read -r user sys <"$job/cpu" 2>/dev/null || user=0 sys=0
 echo "hull: L1 ran ${SECONDS}s in all, using $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.0f", u + s}')s of CPU" >&2
 
-if [[ -n $watch_pid ]]; then kill -TERM "$watch_pid" 2>/dev/null; wait "$watch_pid" 2>/dev/null; watch_pid=''; fi
+if [[ -n $watch_pid ]]; then
+  kill -TERM "$watch_pid" 2>/dev/null || true  # gone already when it was the one that stopped L1
+  wait "$watch_pid" 2>/dev/null || true
+  watch_pid=''
+fi
 if [[ -e $job/wedged ]]; then
   tail -n 20 "$job/console.log" >&2
   exit 75
