@@ -104,102 +104,12 @@ fn fail(dir: &StateDir, msg: &str) {
 }
 
 async fn serve(args: MonitorArgs, dir: StateDir) -> i32 {
-    let listener = match UnixListener::bind(dir.socket()) {
-        Ok(l) => l,
-        Err(e) => {
-            fail(
-                &dir,
-                &format!("cannot listen on {}: {e}", dir.socket().display()),
-            );
+    let (listener, pod, record, console) = match create(&args, &dir).await {
+        Ok(created) => created,
+        Err(msg) => {
+            fail(&dir, &msg);
             return 1;
         }
-    };
-    let config = match HullConfig::load() {
-        Ok(c) => c,
-        Err(e) => {
-            fail(&dir, &error_chain(&e));
-            return 1;
-        }
-    };
-    if let Some(v) = &config.virtiofsd {
-        // crate::share starts virtiofsd from HULL_VIRTIOFSD; set before the VM boots.
-        std::env::set_var("HULL_VIRTIOFSD", v);
-    }
-    let spec = match task::create::read_spec(&args.bundle) {
-        Ok(s) => s,
-        Err(e) => {
-            fail(&dir, &error_chain(&e));
-            return 1;
-        }
-    };
-    let terminal = spec
-        .spec()
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    let annotations = spec
-        .spec()
-        .annotations()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let me = std::process::id();
-    let console = match (terminal, &args.console_socket) {
-        (true, Some(socket)) => match Console::open(socket, &dir.dir, "init") {
-            Ok(c) => Some(c),
-            Err(e) => {
-                fail(&dir, &error_chain(&e));
-                return 1;
-            }
-        },
-        _ => None,
-    };
-    let io = match &console {
-        Some(c) => StdioSpec {
-            stdin: c.input_path(),
-            stdout: c.output_path(),
-            stderr: String::new(),
-            terminal: true,
-        },
-        None => match stdio::of_process(me, false) {
-            Ok(io) => io,
-            Err(e) => {
-                fail(&dir, &error_chain(&e));
-                return 1;
-            }
-        },
-    };
-    let pod = Arc::new(Pod::new(
-        &args.id,
-        config,
-        Arc::new(NoEvents),
-        Arc::new(ExitSignal::default()),
-    ));
-    let create = task::create::CreateArgs {
-        id: args.id.clone(),
-        bundle: args.bundle.clone(),
-        rootfs: Vec::new(),
-        stdio: stdio::paths(&io),
-    };
-    if let Err(e) = task::create::create(&pod, create).await {
-        fail(
-            &dir,
-            &format!("cannot create the container: {}", error_chain(&e)),
-        );
-        return 1;
-    }
-    let record = Record {
-        id: args.id.clone(),
-        bundle: args.bundle.clone(),
-        pid: me,
-        pid_start: state::start_time(me).unwrap_or(0),
-        status: Status::Created,
-        exit_status: None,
-        created: state::rfc3339_now(),
-        annotations,
-        run_dir: pod.run_dir.clone(),
     };
     let monitor = Arc::new(Monitor {
         pod,
@@ -221,6 +131,86 @@ async fn serve(args: MonitorArgs, dir: StateDir) -> i32 {
     if monitor.console.is_some() {
         tokio::spawn(follow_size(monitor.clone()));
     }
+    run_to_end(monitor).await
+}
+
+/// What `create` made: the control socket's listener, the pod with the container created in its
+/// VM, the container's first state record, and its terminal if it has one.
+type Created = (UnixListener, Arc<Pod>, Record, Option<Console>);
+
+/// Listens on the control socket, loads hull's configuration and the bundle's spec, opens the
+/// terminal or takes the engine's stdio, and creates the container (booting its VM); the message
+/// for `create` to print if any step fails.
+async fn create(args: &MonitorArgs, dir: &StateDir) -> Result<Created, String> {
+    let listener = UnixListener::bind(dir.socket())
+        .map_err(|e| format!("cannot listen on {}: {e}", dir.socket().display()))?;
+    let config = HullConfig::load().map_err(|e| error_chain(&e))?;
+    if let Some(v) = &config.virtiofsd {
+        // crate::share starts virtiofsd from HULL_VIRTIOFSD; set before the VM boots.
+        std::env::set_var("HULL_VIRTIOFSD", v);
+    }
+    let spec = task::create::read_spec(&args.bundle).map_err(|e| error_chain(&e))?;
+    let terminal = spec
+        .spec()
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let annotations = spec
+        .spec()
+        .annotations()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    let me = std::process::id();
+    let console = match (terminal, &args.console_socket) {
+        (true, Some(socket)) => {
+            Some(Console::open(socket, &dir.dir, "init").map_err(|e| error_chain(&e))?)
+        }
+        _ => None,
+    };
+    let io = match &console {
+        Some(c) => StdioSpec {
+            stdin: c.input_path(),
+            stdout: c.output_path(),
+            stderr: String::new(),
+            terminal: true,
+        },
+        None => stdio::of_process(me, false).map_err(|e| error_chain(&e))?,
+    };
+    let pod = Arc::new(Pod::new(
+        &args.id,
+        config,
+        Arc::new(NoEvents),
+        Arc::new(ExitSignal::default()),
+    ));
+    let create = task::create::CreateArgs {
+        id: args.id.clone(),
+        bundle: args.bundle.clone(),
+        rootfs: Vec::new(),
+        stdio: stdio::paths(&io),
+    };
+    task::create::create(&pod, create)
+        .await
+        .map_err(|e| format!("cannot create the container: {}", error_chain(&e)))?;
+    let record = Record {
+        id: args.id.clone(),
+        bundle: args.bundle.clone(),
+        pid: me,
+        pid_start: state::start_time(me).unwrap_or(0),
+        status: Status::Created,
+        exit_status: None,
+        created: state::rfc3339_now(),
+        annotations,
+        run_dir: pod.run_dir.clone(),
+    };
+    Ok((listener, pod, record, console))
+}
+
+/// Waits for the container's process to end (or for `kill`/`delete` to end it), records its
+/// status, stops the VM and returns the status the monitor exits with.
+async fn run_to_end(monitor: Arc<Monitor>) -> i32 {
     let init_exit = {
         let m = monitor.clone();
         async move {

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
+use oci_spec::runtime::{Process, User};
 
 use super::{write_pid_file, Globals};
 use crate::oci::console::Console;
@@ -61,8 +62,8 @@ pub fn run(globals: &Globals, id: &str, opts: &ExecOpts) -> Result<i32, OciError
             record.status
         )));
     }
-    let process = build_process(&record.bundle, opts)?;
-    let terminal = opts.tty || process.get("terminal").and_then(|t| t.as_bool()) == Some(true);
+    let mut process = build_process(&record.bundle, opts)?;
+    let terminal = opts.tty || process.terminal() == Some(true);
     let console = match (&opts.console_socket, terminal) {
         (Some(socket), true) => Some(super::absolute(socket)?),
         (None, true) => {
@@ -72,8 +73,9 @@ pub fn run(globals: &Globals, id: &str, opts: &ExecOpts) -> Result<i32, OciError
         }
         _ => None,
     };
-    let mut process = process;
-    process["terminal"] = serde_json::json!(terminal);
+    process.set_terminal(Some(terminal));
+    let process = serde_json::to_value(&process)
+        .map_err(|e| OciError::InvalidArgument(format!("exec process: {e}")))?;
     if !opts.detach {
         if let Some(p) = &opts.pid_file {
             write_pid_file(p, std::process::id())?;
@@ -256,41 +258,45 @@ fn follow_size(console: &Console, socket: &Path, exec_id: &str) {
 
 /// The process to run: the engine's process file, or the container's own process with the
 /// command and the flags put in.
-fn build_process(bundle: &Path, opts: &ExecOpts) -> Result<serde_json::Value, OciError> {
-    let read = |path: &Path| -> Result<serde_json::Value, OciError> {
+fn build_process(bundle: &Path, opts: &ExecOpts) -> Result<Process, OciError> {
+    /// The one part of the bundle's config.json an exec needs.
+    #[derive(serde::Deserialize)]
+    struct Config {
+        process: Option<Process>,
+    }
+    fn read<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, OciError> {
         let text =
             std::fs::read(path).map_err(OciError::io(format!("cannot read {}", path.display())))?;
         serde_json::from_slice(&text)
             .map_err(|e| OciError::InvalidArgument(format!("{}: {e}", path.display())))
-    };
+    }
     let mut process = match &opts.process {
-        Some(p) => read(p)?,
+        Some(p) => read::<Process>(p)?,
         None => {
             if opts.args.is_empty() {
                 return Err(OciError::InvalidArgument(
                     "exec needs a command or --process".into(),
                 ));
             }
-            let config = read(&bundle.join("config.json"))?;
-            let mut p = config
-                .get("process")
-                .cloned()
-                .unwrap_or_else(|| serde_json::json!({"cwd": "/", "user": {"uid": 0, "gid": 0}}));
-            p["args"] = serde_json::json!(opts.args);
-            p["terminal"] = serde_json::json!(opts.tty);
+            let config: Config = read(&bundle.join("config.json"))?;
+            let mut p = match config.process {
+                Some(p) => p,
+                // A bundle without a process: run as root in `/`, nothing else set.
+                None => serde_json::from_value(serde_json::json!({"cwd": "/", "user": {}}))
+                    .map_err(|e| OciError::InvalidArgument(format!("exec process: {e}")))?,
+            };
+            p.set_args(Some(opts.args.clone()));
+            p.set_terminal(Some(opts.tty));
             p
         }
     };
     if !opts.env.is_empty() {
-        let mut env: Vec<serde_json::Value> = process
-            .get("env")
-            .and_then(|e| e.as_array().cloned())
-            .unwrap_or_default();
-        env.extend(opts.env.iter().map(|e| serde_json::json!(e)));
-        process["env"] = serde_json::Value::Array(env);
+        let mut env = process.env().clone().unwrap_or_default();
+        env.extend(opts.env.iter().cloned());
+        process.set_env(Some(env));
     }
     if let Some(cwd) = &opts.cwd {
-        process["cwd"] = serde_json::json!(cwd);
+        process.set_cwd(cwd.into());
     }
     if let Some(user) = &opts.user {
         let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
@@ -299,9 +305,12 @@ fn build_process(bundle: &Path, opts: &ExecOpts) -> Result<serde_json::Value, Oc
                 OciError::InvalidArgument(format!("--user {user:?}: expected uid[:gid]"))
             })
         };
-        process["user"] = serde_json::json!({"uid": parse(uid)?, "gid": parse(gid)?});
+        let mut ids = User::default();
+        ids.set_uid(parse(uid)?);
+        ids.set_gid(parse(gid)?);
+        process.set_user(ids);
     }
-    if !process.is_object() || process.get("args").is_none() {
+    if process.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(OciError::InvalidArgument(
             "the exec process has no args".into(),
         ));
@@ -329,10 +338,22 @@ mod tests {
             ..Default::default()
         };
         let p = build_process(bundle.path(), &opts).unwrap();
-        assert_eq!(p["args"], serde_json::json!(["echo", "hi"]));
-        assert_eq!(p["env"], serde_json::json!(["A=1", "B=2"]));
-        assert_eq!(p["cwd"], "/tmp");
-        assert_eq!(p["user"], serde_json::json!({"uid": 1000, "gid": 100}));
+        assert_eq!(
+            p.args().as_deref(),
+            Some(&["echo".to_owned(), "hi".to_owned()][..])
+        );
+        assert_eq!(
+            p.env().as_deref(),
+            Some(&["A=1".to_owned(), "B=2".to_owned()][..])
+        );
+        assert_eq!(p.cwd(), Path::new("/tmp"));
+        assert_eq!((p.user().uid(), p.user().gid()), (1000, 100));
+        assert_eq!(p.terminal(), Some(false));
+        // A bundle without a process still gets one, as root in `/`.
+        std::fs::write(bundle.path().join("config.json"), "{}").unwrap();
+        let p = build_process(bundle.path(), &opts).unwrap();
+        assert_eq!(p.cwd(), Path::new("/tmp"));
+        assert_eq!(p.env().as_deref(), Some(&["B=2".to_owned()][..]));
         let e = build_process(bundle.path(), &ExecOpts::default()).unwrap_err();
         assert!(e.to_string().contains("needs a command"), "{e}");
         let bad = ExecOpts {
