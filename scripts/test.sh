@@ -67,7 +67,7 @@ stage test-kernel bash -c 'guest-kernel/build-test-kernel.sh >/dev/null'
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --locked --workspace --all-targets -- -D warnings
 
-export HULL_KERNEL=$PWD/target/hull/vmlinuz
+export HULL_KERNEL=$PWD/target/hull/vmlinux
 export HULL_INITRAMFS=$PWD/target/hull/initramfs.img
 export HULL_KERNEL_CONFIG=$PWD/target/hull/kernel.config
 # --no-fail-fast: one failing test binary does not hide the others' results.

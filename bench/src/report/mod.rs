@@ -3,7 +3,11 @@
 //! [`Results`], so `hull bench report results.json` gives the same report again.
 
 pub mod figures;
+#[cfg(test)]
+mod layout_tests;
+mod legend;
 pub mod plots;
+pub mod ticks;
 
 use std::fmt::Write as _;
 use std::path::Path;

@@ -1,11 +1,17 @@
 //! The report's plots, as SVG (plotters; text as SVG `<text>`, no font files needed):
 //! start-latency distributions, density curves, per-pod memory stacks and the boot split.
+//! Ticks come from [`super::ticks`] and legends sit in a strip of their own ([`super::legend`]),
+//! so labels cannot collide and a legend cannot cover data (`layout_tests` checks both).
 
 use std::path::Path;
 
 use plotters::prelude::*;
 
 use super::figures::{median, memory_segments, pod_pss_mib};
+use super::legend::{self, Entry, Swatch};
+use super::ticks::{self, Ticked};
+
+type Lin = Ticked<plotters::coord::types::RangedCoordf64>;
 use crate::compare::schema::Results;
 
 type Res = anyhow::Result<()>;
@@ -30,6 +36,9 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("plot: {e}")
 }
 
+/// Pixels of a chart's width that are axis labels and margins, not data.
+const CHART_CHROME_PX: u32 = 80;
+
 /// The empirical distribution of each runtime's `ctr run --rm … true` (log time axis).
 pub fn start_latency(r: &Results, path: &Path) -> Res {
     let all: Vec<f64> = r.start.iter().flat_map(|l| l.samples_ms.clone()).collect();
@@ -39,9 +48,24 @@ pub fn start_latency(r: &Results, path: &Path) -> Res {
     if all.is_empty() {
         return Ok(());
     }
+    let entries: Vec<Entry> = r
+        .start
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Entry {
+            text: format!("{} (median {:.0} ms)", l.runtime, l.summary.median),
+            color: color(i),
+            swatch: Swatch::Line,
+        })
+        .collect();
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
+    let side = legend::width(&entries);
+    let (plot, strip) = root.split_horizontally(SIZE.0 - side);
+    let (x0, x1) = (lo * 0.8, hi * 1.25);
+    let x_ticks = ticks::log(x0, x1, ticks::fit(SIZE.0 - side - CHART_CHROME_PX));
+    let y_ticks = ticks::linear(0.0, 1.0, 6, false);
+    let mut chart = ChartBuilder::on(&plot)
         .caption(
             "ctr run --rm busybox true: distribution of start latency",
             ("sans-serif", 18),
@@ -49,13 +73,16 @@ pub fn start_latency(r: &Results, path: &Path) -> Res {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(50)
-        .build_cartesian_2d((lo * 0.8..hi * 1.25).log_scale(), 0f64..1.0)
+        .build_cartesian_2d(
+            Ticked::<LogCoord<f64>>::new((x0..x1).log_scale(), x_ticks),
+            Lin::new(0f64..1.0, y_ticks),
+        )
         .map_err(err)?;
     chart
         .configure_mesh()
         .light_line_style(TRANSPARENT)
-        .x_labels(12)
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| ticks::label(*v))
+        .y_label_formatter(&|v| ticks::label(*v))
         .x_desc("ms (log scale)")
         .y_desc("fraction of runs ≤ x")
         .draw()
@@ -69,20 +96,11 @@ pub fn start_latency(r: &Results, path: &Path) -> Res {
             pts.push((*v, k as f64 / n));
             pts.push((*v, (k + 1) as f64 / n));
         }
-        let c = color(i);
         chart
-            .draw_series(LineSeries::new(pts, c.stroke_width(2)))
-            .map_err(err)?
-            .label(format!("{} (median {:.0} ms)", l.runtime, l.summary.median))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            .draw_series(LineSeries::new(pts, color(i).stroke_width(2)))
+            .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend::draw(&strip, &entries, 40)?;
     root.present().map_err(err)
 }
 
@@ -91,15 +109,34 @@ pub fn density(r: &Results, path: &Path) -> Res {
     if r.density.is_empty() {
         return Ok(());
     }
+    let entries: Vec<Entry> = r
+        .density
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Entry {
+            text: d.runtime.clone(),
+            color: color(i),
+            swatch: Swatch::Line,
+        })
+        .collect();
     let root = SVGBackend::new(path, (SIZE.0, SIZE.1 + 40)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (left, right) = root.split_horizontally(SIZE.0 / 2);
+    let side = legend::width(&entries);
+    let (plots, strip) = root.split_horizontally(SIZE.0 - side);
+    let half = (SIZE.0 - side) / 2;
+    let (left, right) = plots.split_horizontally(half);
     let n = r
         .density
         .iter()
         .map(|d| d.start_ms.len())
+        .chain(
+            r.density
+                .iter()
+                .flat_map(|d| d.steps.iter().map(|s| s.pods)),
+        )
         .max()
-        .unwrap_or(1) as f64;
+        .unwrap_or(1)
+        .max(1) as f64;
     let max_ms = r
         .density
         .iter()
@@ -110,6 +147,9 @@ pub fn density(r: &Results, path: &Path) -> Res {
         .iter()
         .flat_map(|d| d.steps.iter())
         .fold(1f64, |a, s| a.max(s.pss_per_pod_kib as f64 / 1024.0));
+    // Pods are counted: integer ticks only, as many as the half's width holds.
+    let k_ticks = || ticks::linear(0.5, n + 0.5, ticks::fit(half - CHART_CHROME_PX), true);
+    let y_ticks = |max: f64| ticks::linear(0.0, max, 8, false);
     let mut a = ChartBuilder::on(&left)
         .caption(
             "start latency of the k-th idle container",
@@ -118,12 +158,15 @@ pub fn density(r: &Results, path: &Path) -> Res {
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(50)
-        .build_cartesian_2d(0.5..n + 0.5, 0f64..max_ms * 1.15)
+        .build_cartesian_2d(
+            Lin::new(0.5..n + 0.5, k_ticks()),
+            Lin::new(0f64..max_ms * 1.15, y_ticks(max_ms * 1.15)),
+        )
         .map_err(err)?;
     a.configure_mesh()
         .light_line_style(TRANSPARENT)
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| ticks::label(*v))
+        .y_label_formatter(&|v| ticks::label(*v))
         .x_desc("k (containers already running: k−1)")
         .y_desc("ctr run -d, ms")
         .draw()
@@ -133,12 +176,15 @@ pub fn density(r: &Results, path: &Path) -> Res {
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(50)
-        .build_cartesian_2d(0.5..n + 0.5, 0f64..max_mib * 1.15)
+        .build_cartesian_2d(
+            Lin::new(0.5..n + 0.5, k_ticks()),
+            Lin::new(0f64..max_mib * 1.15, y_ticks(max_mib * 1.15)),
+        )
         .map_err(err)?;
     b.configure_mesh()
         .light_line_style(TRANSPARENT)
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| ticks::label(*v))
+        .y_label_formatter(&|v| ticks::label(*v))
         .x_desc("containers running")
         .y_desc("MiB per container")
         .draw()
@@ -152,9 +198,7 @@ pub fn density(r: &Results, path: &Path) -> Res {
             .map(|(k, v)| ((k + 1) as f64, *v))
             .collect();
         a.draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-            .map_err(err)?
-            .label(d.runtime.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            .map_err(err)?;
         a.draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
             .map_err(err)?;
         let mem: Vec<(f64, f64)> = d
@@ -163,21 +207,11 @@ pub fn density(r: &Results, path: &Path) -> Res {
             .map(|s| (s.pods as f64, s.pss_per_pod_kib as f64 / 1024.0))
             .collect();
         b.draw_series(LineSeries::new(mem.clone(), c.stroke_width(2)))
-            .map_err(err)?
-            .label(d.runtime.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            .map_err(err)?;
         b.draw_series(mem.iter().map(|p| Circle::new(*p, 3, c.filled())))
             .map_err(err)?;
     }
-    for chart in [&mut a, &mut b] {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-    }
+    legend::draw(&strip, &entries, 40)?;
     root.present().map_err(err)
 }
 
@@ -196,18 +230,48 @@ pub fn memory(r: &Results, path: &Path) -> Res {
         "other",
         "jailer",
     ];
+    let mut entries: Vec<(usize, Entry)> = Vec::new();
+    for m in &r.memory {
+        for (seg, _) in memory_segments(m) {
+            let i = names.iter().position(|n| *n == seg).unwrap_or(6);
+            if !entries.iter().any(|(j, _)| *j == i) {
+                entries.push((
+                    i,
+                    Entry {
+                        text: seg.to_owned(),
+                        color: color(i),
+                        swatch: Swatch::Box,
+                    },
+                ));
+            }
+        }
+    }
+    let entries: Vec<Entry> = entries.into_iter().map(|(_, e)| e).collect();
     let max = r.memory.iter().map(pod_pss_mib).fold(1f64, f64::max);
+    let totals: Vec<String> = r
+        .memory
+        .iter()
+        .map(|m| format!("{}: {:.1} MiB", m.runtime, pod_pss_mib(m)))
+        .collect();
     let rows = r.memory.len() as f64;
-    let root = SVGBackend::new(
-        path,
-        (
-            SIZE.0,
-            120 + 70 * u32::try_from(r.memory.len()).unwrap_or(4),
-        ),
-    )
-    .into_drawing_area();
+    let height = (120 + 70 * u32::try_from(r.memory.len()).unwrap_or(4))
+        .max(70 + 20 * u32::try_from(entries.len()).unwrap_or(8));
+    let root = SVGBackend::new(path, (SIZE.0, height)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
+    let side = legend::width(&entries);
+    let (plot, strip) = root.split_horizontally(SIZE.0 - side);
+    // The x range leaves room right of the longest bar for its total (14 px font, 0.6 em/char).
+    let data_px = f64::from(SIZE.0 - side - 2 * 12 - 10);
+    let label_px = 20.0
+        + totals.iter().map(|t| t.chars().count()).max().unwrap_or(0) as f64 * 0.6 * 14.0 / 1.24;
+    let x_max = max / (1.0 - (label_px / data_px).min(0.7));
+    let x_ticks = ticks::linear(
+        0.0,
+        x_max,
+        ticks::fit(SIZE.0 - side - CHART_CHROME_PX),
+        false,
+    );
+    let mut chart = ChartBuilder::on(&plot)
         .caption(
             "host memory of one idle container (PSS)",
             ("sans-serif", 18),
@@ -215,54 +279,40 @@ pub fn memory(r: &Results, path: &Path) -> Res {
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(10)
-        .build_cartesian_2d(0f64..max * 1.45, 0f64..rows)
+        .build_cartesian_2d(Lin::new(0f64..x_max, x_ticks), 0f64..rows)
         .map_err(err)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
         .disable_y_axis()
         .light_line_style(TRANSPARENT)
-        .x_label_formatter(&|v| format!("{v:.0}"))
+        .x_label_formatter(&|v| ticks::label(*v))
         .x_desc("MiB")
         .draw()
         .map_err(err)?;
-    let mut legend_done = [false; 8];
-    for (row, m) in r.memory.iter().enumerate() {
+    for (row, (m, total)) in r.memory.iter().zip(&totals).enumerate() {
         let y0 = rows - row as f64 - 0.8;
         let y1 = rows - row as f64 - 0.2;
         let mut x = 0.0;
         for (seg, mib) in memory_segments(m) {
             let i = names.iter().position(|n| *n == seg).unwrap_or(6);
-            let c = color(i);
-            let s = chart
+            chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(x, y0), (x + mib, y1)],
-                    c.filled(),
+                    color(i).filled(),
                 )))
                 .map_err(err)?;
-            if !legend_done[i] {
-                legend_done[i] = true;
-                s.label(seg).legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
-                });
-            }
             x += mib;
         }
         chart
             .draw_series(std::iter::once(Text::new(
-                format!("{}: {:.1} MiB", m.runtime, pod_pss_mib(m)),
+                total.clone(),
                 (x + max * 0.02, (y0 + y1) / 2.0),
                 ("sans-serif", 14).into_font(),
             )))
             .map_err(err)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+    legend::draw(&strip, &entries, 40)?;
     root.present().map_err(err)
 }
 
@@ -287,41 +337,58 @@ pub fn boot(r: &Results, path: &Path) -> Res {
             .collect::<Vec<_>>(),
     );
     let total: f64 = parts.iter().map(|p| p.1).sum::<f64>().max(quiet).max(1.0);
+    let mut entries: Vec<Entry> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (name, ms))| Entry {
+            text: format!("{name}: {ms:.0} ms"),
+            color: color(i),
+            swatch: Swatch::Box,
+        })
+        .collect();
+    entries.push(Entry {
+        text: format!("quiet boot total: {quiet:.0} ms"),
+        color: color(6),
+        swatch: Swatch::Box,
+    });
     let root = SVGBackend::new(path, (SIZE.0, 280)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
+    let side = legend::width(&entries);
+    let (plot, strip) = root.split_horizontally(SIZE.0 - side);
+    let x_max = total * 1.05;
+    let x_ticks = ticks::linear(
+        0.0,
+        x_max,
+        ticks::fit(SIZE.0 - side - CHART_CHROME_PX),
+        false,
+    );
+    let mut chart = ChartBuilder::on(&plot)
         .caption(
-            format!(
-                "pod VM boot, {} (medians; split from timestamped boots)",
-                b.backend
-            ),
+            format!("pod VM boot, {} (medians)", b.backend),
             ("sans-serif", 16),
         )
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(10)
-        .build_cartesian_2d(0f64..total * 1.75, 0f64..2.0)
+        .build_cartesian_2d(Lin::new(0f64..x_max, x_ticks), 0f64..2.0)
         .map_err(err)?;
     chart
         .configure_mesh()
         .disable_y_mesh()
         .disable_y_axis()
         .light_line_style(TRANSPARENT)
-        .x_label_formatter(&|v| format!("{v:.0}"))
-        .x_desc("ms")
+        .x_label_formatter(&|v| ticks::label(*v))
+        .x_desc("ms (upper bar: split from timestamped boots)")
         .draw()
         .map_err(err)?;
     let mut x = 0.0;
-    for (i, (name, ms)) in parts.iter().enumerate() {
-        let c = color(i);
+    for (i, (_, ms)) in parts.iter().enumerate() {
         chart
             .draw_series(std::iter::once(Rectangle::new(
                 [(x, 1.1), (x + ms, 1.7)],
-                c.filled(),
+                color(i).filled(),
             )))
-            .map_err(err)?
-            .label(format!("{name}: {ms:.0} ms"))
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled()));
+            .map_err(err)?;
         x += ms;
     }
     chart
@@ -329,15 +396,7 @@ pub fn boot(r: &Results, path: &Path) -> Res {
             [(0.0, 0.3), (quiet, 0.9)],
             color(6).filled(),
         )))
-        .map_err(err)?
-        .label(format!("quiet boot total: {quiet:.0} ms"))
-        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color(6).filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
         .map_err(err)?;
+    legend::draw(&strip, &entries, 40)?;
     root.present().map_err(err)
 }

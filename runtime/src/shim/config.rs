@@ -343,7 +343,14 @@ mod tests {
     fn empty_file_is_the_defaults() {
         assert_eq!(parse("").unwrap(), HullConfig::default());
         let d = HullConfig::default();
-        assert_eq!(d.kernel, Path::new("/usr/local/share/hull/vmlinuz"));
+        // The installed PVH vmlinux when there is one, else the bzImage.
+        let vmlinux = Path::new("/usr/local/share/hull/vmlinux");
+        let expected = if vmlinux.is_file() {
+            vmlinux
+        } else {
+            Path::new("/usr/local/share/hull/vmlinuz")
+        };
+        assert_eq!(d.kernel, expected);
         assert_eq!(d.hypervisor, HypervisorChoice::Auto);
     }
 
