@@ -36,7 +36,8 @@ if (($# == 0)); then
   # The tier. Its test binaries are built here: compiling inside L1 would run emulated.
   scripts/nested/build-tier.sh
   # An L1 that stops making progress (nothing printed for HULL_NESTED_SILENCE seconds, while every
-  # group inside is killed after 480 s) is a failure of the emulation under it, not a test result:
+  # group inside is killed after 480 s; or its kernel reporting a soft lockup of 100 s or more) is
+  # a failure of the emulation under it, not a test result:
   # its vCPUs are shown, and the tier runs once more in a fresh L1.
   local attempt rc
   for attempt in 1 2; do
@@ -187,8 +188,14 @@ if ((${HULL_NESTED_SILENCE:-0} > 0)); then
   (
     while sleep 15; do
       age=$(($(date +%s) - $(stat -c %Y "$job/alive")))
-      ((age > HULL_NESTED_SILENCE)) || continue
-      echo "hull: L1 printed nothing for ${age}s (HULL_NESTED_SILENCE): it is wedged; its vCPUs:" >&2
+      if grep -qE 'soft lockup - CPU#[0-9]+ stuck for [0-9]{3,}s' "$job/console.log"; then
+        why="its kernel reports a CPU stuck for 100 s or more"
+      elif ((age > HULL_NESTED_SILENCE)); then
+        why="it printed nothing for ${age}s (HULL_NESTED_SILENCE)"
+      else
+        continue
+      fi
+      echo "hull: L1 is wedged: $why; its vCPUs:" >&2
       scripts/nested/l1-vcpus.py "$job/monitor.sock" "$kernel_tree/boot/System.map-$release" >&2
       touch "$job/wedged"
       kill -TERM "$qemu_pid"
