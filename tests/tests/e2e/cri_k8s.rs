@@ -694,7 +694,8 @@ fn configmap_swaps_are_seen_by_watchers_and_reads(cri: &Cri, pod: &str, config: 
         },
     ];
     let id = cri.run_container(pod, config, c);
-    let events = || cri.exec_out(&id, &["cat", "/tmp/events"]);
+    // Empty until the container's shell has made the file (the container runs before it has).
+    let events = || cri.exec_out(&id, &["sh", "-c", "cat /tmp/events 2>/dev/null; true"]);
     poll(
         || events().contains("watching /cfg"),
         || format!("the watcher did not start: {}", events()),

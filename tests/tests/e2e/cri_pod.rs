@@ -16,10 +16,12 @@ const MIB: i64 = 1024 * 1024;
 /// backend unless the VMM is hull-vmm, which serves vsock itself.
 fn one_pod_vm(cri: &Cri, pod: &str) -> (usize, usize, usize, usize) {
     let pod_dir = cri.containerd().run_dir().join(pod).display().to_string();
-    let hull_vmm = processes()
+    // The jailer's command line names the VMM it runs (and says `hull-vmm` as its hostname
+    // either way): QEMU is the one with a vhost-user vsock backend.
+    let qemu = processes()
         .iter()
-        .any(|(_, c)| c.contains("hull-vmm") && c.contains(&pod_dir));
-    (1, 1, 1, usize::from(!hull_vmm))
+        .any(|(_, c)| c.contains("qemu-system") && c.contains(&pod_dir));
+    (1, 1, 1, usize::from(qemu))
 }
 
 /// Processes of this containerd's pod `pod`: (shims, VMMs, virtiofsds, vsock backends).
