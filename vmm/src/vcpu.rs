@@ -73,6 +73,23 @@ fn bump(c: &AtomicU64) {
 }
 
 impl Vcpu {
+    /// Where the vCPU was, in one line, for a stop nobody expected (a triple fault): instruction
+    /// and stack pointers, the control registers, EFER, and the descriptor tables' bases.
+    fn state_line(&self) -> String {
+        let regs = match self.fd.get_regs() {
+            Ok(r) => format!("rip={:#x} rsp={:#x} rflags={:#x}", r.rip, r.rsp, r.rflags),
+            Err(e) => format!("registers unreadable ({e})"),
+        };
+        let sregs = match self.fd.get_sregs() {
+            Ok(s) => format!(
+                "cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x} idt={:#x}/{:#x} gdt={:#x}/{:#x}",
+                s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector, s.idt.base, s.idt.limit, s.gdt.base, s.gdt.limit
+            ),
+            Err(e) => format!("special registers unreadable ({e})"),
+        };
+        format!("{regs} {sregs}")
+    }
+
     /// Runs until the VM stops; returns why this vCPU stopped.
     pub fn run(mut self) -> ExitReason {
         loop {
@@ -112,6 +129,11 @@ impl Vcpu {
                 }
                 Ok(VcpuExit::Shutdown) => {
                     bump(&self.stats.other);
+                    eprintln!(
+                        "hull-vmm: vCPU {} triple fault: {}",
+                        self.id,
+                        self.state_line()
+                    );
                     Some(ExitReason::TripleFault)
                 }
                 Ok(VcpuExit::SystemEvent(kind, _)) => {
