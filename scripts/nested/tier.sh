@@ -16,12 +16,14 @@ set -uo pipefail
 main() {
 cd "$(dirname "$0")/../.."
 export CI=true RUST_BACKTRACE=1
-export HULL_KERNEL=$PWD/target/hull/vmlinuz
+# Pods boot the PVH vmlinux, as the installed set-up makes them do; the bzImage (the fallback
+# when no vmlinux is installed) gets its own production boots.
+export HULL_KERNEL=$PWD/target/hull/vmlinux
 export HULL_INITRAMFS=$PWD/target/hull/initramfs.img
 export HULL_KERNEL_CONFIG=$PWD/target/hull/kernel.config
 export HULL_JAILER=$PWD/target/hull/bin/hull-jailer HULL_VMM=$PWD/target/hull/bin/hull-vmm
 export HULL_SHIM=$PWD/target/hull/bin/containerd-shim-hull-v2
-passed=0 failed=0 failures=()
+passed=0 failed=0 failures=() retried=()
 
 bin() { sed -n "s/^$1=//p" target/nested/tests.env; }
 
@@ -33,11 +35,25 @@ group() {
   exe=$(bin "$target")
   [[ -x $exe ]] || { echo "tier: no test binary for $target (scripts/nested/build-tier.sh)"; failed=$((failed + $#)); failures+=("$name: not built"); return; }
   out=$(mktemp)
-  # A group that hangs is killed after its own limit, so the groups after it still run and the
-  # tier still reports: the processes it left are listed, then killed (L1 is throw-away).
-  HULL_TEST_HYPERVISOR=$backend timeout -s KILL "${HULL_NESTED_GROUP_TIMEOUT:-480}" \
-    "$exe" --exact --test-threads="${HULL_NESTED_TEST_THREADS:-1}" "$@" >"$out" 2>&1
-  status=$?
+  local attempt
+  for attempt in 1 2; do
+    # A group that hangs is killed after its own limit, so the groups after it still run and the
+    # tier still reports: the processes it left are listed, then killed (L1 is throw-away).
+    HULL_TEST_HYPERVISOR=$backend timeout -s KILL "${HULL_NESTED_GROUP_TIMEOUT:-480}" \
+      "$exe" --exact --test-threads="${HULL_NESTED_TEST_THREADS:-1}" "$@" >"$out" 2>&1
+    status=$?
+    # An L2 guest that triple-faulted before its console said anything (seen once in ~200 hull-vmm
+    # boots here; no host with real VT-x/AMD-V to compare; docs/nested-kvm.md) gets the group
+    # one more run: its output, with hull-vmm's register dump, is printed and the retry is named in
+    # the summary. A second triple fault fails the group.
+    if ((status != 0 && attempt == 1)) && grep -q 'guest stopped: TripleFault' "$out"; then
+      echo "tier: $name ($backend): an L2 guest triple-faulted; its output, then the group once more:"
+      grep -E 'triple fault|TripleFault|^test |panicked' "$out" | head -n 20
+      retried+=("$name ($backend)")
+      continue
+    fi
+    break
+  done
   if ((status == 137)); then
     echo "tier: $name ($backend) did not finish within ${HULL_NESTED_GROUP_TIMEOUT:-480}s; what it left:" >>"$out"
     ps -eo pid,ppid,etime,stat,wchan:24,args | grep -E 'qemu-system|hull-|virtiofsd|containerd' | grep -v grep | cut -c1-300 >>"$out"
@@ -67,6 +83,8 @@ if [[ $backend_line != *"backend: hull-vmm"* ]]; then
   failed=$((failed + 1)) failures+=("hull check: auto does not resolve to hull-vmm")
 fi
 group "production boots" hull-vmm linux_boot \
+  production_kernel_boots_to_ready_with_1_vcpu production_kernel_boots_to_ready_with_2_vcpus
+HULL_KERNEL=$PWD/target/hull/vmlinuz group "production boots: bzImage" hull-vmm linux_boot \
   production_kernel_boots_to_ready_with_1_vcpu production_kernel_boots_to_ready_with_2_vcpus
 group "hull boot: the configured VMM" hull-vmm cli_boot boot_runs_the_configured_hull_vmm_or_says_why_it_cannot
 
@@ -98,6 +116,7 @@ group "containerd: ctr task exec" auto shim_task exec_with_and_without_terminal
 group "containerd: kill -9 of the VMM" auto shim_faults vmm_killed_under_a_task
 group "CRI: one pod, two containers" auto cri_pod a_pod_is_one_vm_with_its_containers
 
+for r in "${retried[@]}"; do echo "tier: retried after an L2 triple fault: $r"; done
 for f in "${failures[@]}"; do echo "tier: FAILED: $f"; done
 echo "nested: $passed passed, $failed failed"
 ((failed == 0 && ${#failures[@]} == 0))
