@@ -32,8 +32,8 @@ const COMMON: &[i64] = &[
     libc::SYS_fcntl,
 ];
 
-/// Extra syscalls of the event loop: epoll, unix sockets (vsock streams, vhost-user messages),
-/// removing the vsock socket file. Tap frames are `read`/`write`.
+/// Extra syscalls of the event loop: epoll, unix sockets (vsock streams, vhost-user messages,
+/// the control socket), removing the vsock socket file, writing snapshots. Tap frames are `read`/`write`.
 const EVENT_LOOP: &[i64] = &[
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
@@ -49,10 +49,26 @@ const EVENT_LOOP: &[i64] = &[
     libc::SYS_unlink,
     libc::SYS_unlinkat,
     libc::SYS_readv,
+    // Snapshots (the control socket): the request's read timeout, writing the snapshot files.
+    libc::SYS_setsockopt,
+    libc::SYS_openat,
+    libc::SYS_mkdir,
+    libc::SYS_mkdirat,
+    libc::SYS_fsync,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+    libc::SYS_statx,
+    libc::SYS_newfstatat,
+    libc::SYS_fstat,
+    libc::SYS_lseek,
 ];
 
 const KVM_IOCTL_TYPE: u64 = 0xae00;
 const FIONBIO: u64 = 0x5421;
+/// The VM-wide reads a snapshot makes on the event loop (`_IOWR`/`_IOR` numbers of
+/// `KVM_GET_IRQCHIP` (kvm_irqchip, 520 bytes), `KVM_GET_CLOCK` (48), `KVM_GET_PIT2` (112)).
+const EVENT_LOOP_KVM_IOCTLS: [u64; 3] = [0xc208_ae62, 0x8030_ae7c, 0x8070_ae9f];
 
 fn ioctl_rule(vcpu: bool) -> Result<Vec<SeccompRule>, BackendError> {
     let cond = if vcpu {
@@ -64,8 +80,13 @@ fn ioctl_rule(vcpu: bool) -> Result<Vec<SeccompRule>, BackendError> {
             KVM_IOCTL_TYPE,
         )?
     } else {
-        // Making accepted/connected unix streams non-blocking.
-        SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, FIONBIO)?
+        // Making accepted/connected unix streams non-blocking; the snapshot's VM-wide reads.
+        let mut rules = Vec::new();
+        for nr in std::iter::once(FIONBIO).chain(EVENT_LOOP_KVM_IOCTLS) {
+            let c = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, nr)?;
+            rules.push(SeccompRule::new(vec![c])?);
+        }
+        return Ok(rules);
     };
     Ok(vec![SeccompRule::new(vec![cond])?])
 }

@@ -1,0 +1,169 @@
+//! Snapshot and restore: a running VM is paused, its vCPUs, VM-wide KVM state (clock, PIC,
+//! IOAPIC, PIT), devices and guest RAM are written to a directory, and a new hull-vmm process
+//! (`--restore DIR`) rebuilds the same VM from it and carries on where it stopped. Guest RAM is
+//! mapped from the snapshot's memory file `MAP_PRIVATE`, so VMs restored from one snapshot share
+//! its pages until they write them.
+//!
+//! [`format`] has the files and their checked header, [`pause`] how vCPU threads are stopped at
+//! a safe point, [`vcpu_state`] one vCPU's state, [`machine`] the VM-wide state and the memory
+//! file, [`control`] the control socket (`--api-sock`) that asks for a snapshot. Restoring is
+//! `Vmm::restore` (in `crate::vmm`).
+
+pub mod control;
+pub mod format;
+pub mod machine;
+pub mod pause;
+pub mod vcpu_state;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::devices::serial::SerialSnapshot;
+use crate::devices::virtio::mmio::MmioSnapshot;
+pub use machine::MachineState;
+pub use vcpu_state::VcpuState;
+
+/// Taking or restoring a snapshot failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Reading or writing a snapshot file.
+    #[error("snapshot file {0}")]
+    Io(PathBuf, #[source] std::io::Error),
+    /// The state file does not start with the magic.
+    #[error("not a hull snapshot (the state file does not start with HULLSNAP)")]
+    NotASnapshot,
+    /// Another format version.
+    #[error("snapshot format version {found}; this hull-vmm reads format version {supported}")]
+    FormatVersion {
+        /// In the file.
+        found: u32,
+        /// What this build reads.
+        supported: u32,
+    },
+    /// Written by another hull version.
+    #[error("snapshot made by hull {found}; this is hull {this}: make a new one")]
+    HullVersion {
+        /// In the file.
+        found: String,
+        /// This build.
+        this: &'static str,
+    },
+    /// A file is shorter than its header says.
+    #[error("snapshot {what} file is truncated: {found} bytes, the header says {expected}")]
+    Truncated {
+        /// `state` or `memory`.
+        what: &'static str,
+        /// Bytes the header promises.
+        expected: u64,
+        /// Bytes there are.
+        found: u64,
+    },
+    /// A file is longer than its header says.
+    #[error("snapshot {what} file has {found} bytes, the header says {expected}")]
+    TrailingBytes {
+        /// `state` or `memory`.
+        what: &'static str,
+        /// Bytes the header promises.
+        expected: u64,
+        /// Bytes there are.
+        found: u64,
+    },
+    /// A checksum does not match.
+    #[error(
+        "snapshot {what} checksum mismatch (crc32 {found:#010x}, the header says \
+         {expected:#010x}): the file was changed or damaged"
+    )]
+    Checksum {
+        /// `state` or `memory`.
+        what: &'static str,
+        /// In the header.
+        expected: u32,
+        /// Computed.
+        found: u32,
+    },
+    /// The header is not what this build writes.
+    #[error("snapshot header is invalid: {0}")]
+    Header(String),
+    /// The body does not parse.
+    #[error("snapshot state is invalid: {0}")]
+    Body(String),
+    /// The parts do not fit together or this VM.
+    #[error("snapshot does not fit: {0}")]
+    Shape(String),
+    /// A KVM call.
+    #[error("KVM: cannot {0}")]
+    Kvm(&'static str, #[source] kvm_ioctls::Error),
+    /// A device cannot be saved or restored.
+    #[error("device: {0}")]
+    Device(String),
+    /// A vCPU thread ended (the VM is stopping) before it answered.
+    #[error("a vCPU thread ended before it answered (the VM is stopping)")]
+    VcpuGone,
+    /// A vCPU thread answered out of turn.
+    #[error("a vCPU thread answered out of turn")]
+    VcpuProtocol,
+}
+
+/// What the VM is made of, as far as a restore must rebuild it the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shape {
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest RAM in MiB.
+    pub mem_mib: u64,
+    /// CPUID features hidden from the guest (their names).
+    pub cpuid_clear: Vec<String>,
+    /// The vsock device's guest CID, if there is one.
+    pub vsock_cid: Option<u64>,
+    /// The NIC's MAC, if there is one.
+    pub net_mac: Option<[u8; 6]>,
+    /// The kernel command line the guest booted with (for the record).
+    pub cmdline: String,
+}
+
+/// The body of a snapshot's state file.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VmState {
+    /// The VM's shape.
+    pub shape: Shape,
+    /// One per vCPU, in id order.
+    pub vcpus: Vec<VcpuState>,
+    /// Clock, interrupt controllers, PIT.
+    pub machine: MachineState,
+    /// The serial port.
+    pub serial: SerialSnapshot,
+    /// The virtio-mmio devices, in bus order (vsock, then net).
+    pub virtio: Vec<MmioSnapshot>,
+}
+
+impl VmState {
+    /// Checks that the parts fit together and `memory_len` bytes of RAM: one vCPU state per
+    /// vCPU, RAM of the shape's size, one virtio state per device of the shape.
+    pub fn check(&self, memory_len: u64) -> Result<(), SnapshotError> {
+        let s = &self.shape;
+        let devices = usize::from(s.vsock_cid.is_some()) + usize::from(s.net_mac.is_some());
+        let problem = if s.vcpus == 0 || s.vcpus > crate::config::MAX_VCPUS {
+            Some(format!("{} vCPUs", s.vcpus))
+        } else if self.vcpus.len() != usize::from(s.vcpus) {
+            Some(format!(
+                "{} vCPU states for {} vCPUs",
+                self.vcpus.len(),
+                s.vcpus
+            ))
+        } else if s.mem_mib.checked_mul(1 << 20) != Some(memory_len) {
+            Some(format!(
+                "{memory_len} bytes of memory for {} MiB",
+                s.mem_mib
+            ))
+        } else if self.virtio.len() != devices {
+            Some(format!(
+                "{} device states for {devices} devices",
+                self.virtio.len()
+            ))
+        } else {
+            self.machine.check().err()
+        };
+        problem.map_or(Ok(()), |p| Err(SnapshotError::Shape(p)))
+    }
+}
