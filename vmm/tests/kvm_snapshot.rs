@@ -279,3 +279,101 @@ fn damaged_snapshots_are_refused_with_their_own_error() {
         std::fs::remove_dir_all(&bad).unwrap();
     }
 }
+
+/// Waits for the VMM to stop by itself; returns its exit code and stderr.
+fn wait_exit(mut vm: Vmm) -> (Option<i32>, String) {
+    let start = Instant::now();
+    let mut child = vm.child.take().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            break child.wait().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status.code(), vm.stderr())
+}
+
+/// A guest whose vsock device is activated and waits for a host connection is snapshotted; the
+/// restored VM (with a socket of its own) accepts the host's `CONNECT`, carries data both ways
+/// through the queues it had set up before the snapshot, and finishes its program.
+#[test]
+fn a_restored_guest_keeps_its_vsock_queues_and_accepts_a_host_connection() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = common::write_guest(dir.path(), &common::vsock::accepting_guest());
+    let uds = dir.path().join("original.vsock");
+    let mut original = Vmm::start(
+        dir.path(),
+        "original",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--mem-mib",
+            "16",
+            "--vsock-uds",
+            uds.to_str().unwrap(),
+        ],
+    );
+    // "A": the handshake is done, the queues are set up, the guest polls for a REQUEST.
+    assert_eq!(original.wait_console(1), b"A");
+    let snap = dir.path().join("snap");
+    let answer = original.request(&format!("snapshot {}", snap.display()));
+    assert!(answer.starts_with("OK snapshot "), "{answer}");
+    let (code, stderr) = original.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+
+    // Without its host socket the restore is refused, naming the flag.
+    let out = Command::new(vmm_bin())
+        .arg("--restore")
+        .arg(&snap)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--vsock-uds"));
+
+    let uds = dir.path().join("restored.vsock");
+    let restored = Vmm::start(
+        dir.path(),
+        "restored",
+        &[
+            "--restore",
+            snap.to_str().unwrap(),
+            "--vsock-uds",
+            uds.to_str().unwrap(),
+        ],
+    );
+    let start = Instant::now();
+    let mut s = loop {
+        match UnixStream::connect(&uds) {
+            Ok(s) => break s,
+            Err(e) => {
+                assert!(start.elapsed() < Duration::from_secs(30), "{e}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(b"CONNECT 1024\n").unwrap();
+    let mut ok = [0u8; 14];
+    s.read_exact(&mut ok).unwrap();
+    assert_eq!(&ok, b"OK 1073741824\n");
+    let mut hi = [0u8; 4];
+    s.read_exact(&mut hi).unwrap();
+    assert_eq!(&hi, b"hi!!");
+    s.write_all(b"ciao\n").unwrap();
+    let console = restored.console.clone();
+    let (code, stderr) = wait_exit(restored);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("Reset"), "{stderr}");
+    // The console goes on after the "A" of the original.
+    assert_eq!(std::fs::read(console).unwrap(), b"\x01ciao\n", "{stderr}");
+    assert!(!uds.exists(), "the VMM removes its socket");
+}

@@ -223,6 +223,22 @@ impl Vmm {
             .iter()
             .map(|c| c.save())
             .collect::<Result<Vec<_>, _>>()?;
+        for (i, v) in vcpus.iter().enumerate() {
+            eprintln!(
+                "hull-vmm: snapshot: vCPU {i}: {} MSRs, XSAVE {}, XCRs {}",
+                v.msrs.len(),
+                if v.xsave.is_some() {
+                    "saved"
+                } else {
+                    "unavailable"
+                },
+                if v.xcrs.is_some() {
+                    "saved"
+                } else {
+                    "unavailable"
+                },
+            );
+        }
         let virtio = self
             .virtio
             .iter()
