@@ -120,15 +120,23 @@ impl Drop for Vmm {
     }
 }
 
-/// Boots the counting guest, lets it count past `n`, snapshots it into `dir/snap` and returns
-/// the still-paused original, the snapshot directory and how many steps it had taken.
-fn counting_snapshot(dir: &Path, n: usize) -> (Vmm, PathBuf, u64) {
+/// Boots the counting guest on `vcpus` vCPUs (the others wait for a SIPI that never comes: their
+/// LAPIC and MP state are saved too), lets it count past `n`, snapshots it into `dir/snap` and
+/// returns the still-paused original, the snapshot directory and how many steps it had taken.
+fn counting_snapshot(dir: &Path, n: usize, vcpus: &str) -> (Vmm, PathBuf, u64) {
     let kernel = dir.join("counter.elf");
     std::fs::write(&kernel, counter_guest(u64::MAX >> 1)).unwrap();
     let mut vm = Vmm::start(
         dir,
         "original",
-        &["--kernel", kernel.to_str().unwrap(), "--mem-mib", "16"],
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--mem-mib",
+            "16",
+            "--vcpus",
+            vcpus,
+        ],
     );
     vm.wait_console(n);
     let snap = dir.join("snap");
@@ -158,7 +166,7 @@ fn a_restored_guest_carries_on_and_two_restores_are_independent() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (mut original, snap, steps) = counting_snapshot(dir.path(), 200);
+    let (mut original, snap, steps) = counting_snapshot(dir.path(), 200, "2");
 
     // The original resumes where it paused.
     assert_eq!(original.request("resume"), "OK running");
@@ -219,7 +227,7 @@ fn damaged_snapshots_are_refused_with_their_own_error() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (original, snap, _) = counting_snapshot(dir.path(), 50);
+    let (original, snap, _) = counting_snapshot(dir.path(), 50, "1");
     let (code, stderr) = original.stop();
     assert_eq!(code, Some(0), "{stderr}");
     // Guest RAM starts at 0: the counter's file offset is its address.

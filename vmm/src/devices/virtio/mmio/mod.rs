@@ -331,6 +331,12 @@ impl MmioTransport {
         lock(&self.device).restore(&s.device);
         if s.activated {
             let saved = queues(&s.device.queues)?;
+            if let Some(q) = saved.iter().find(|q| q.ready() && !q.is_valid(&self.mem)) {
+                return Err(format!(
+                    "a saved queue's rings lie outside guest memory ({:?})",
+                    q.state()
+                ));
+            }
             lock(&self.device)
                 .activate(self.mem.clone(), saved, self.interrupt.clone())
                 .map_err(|e| format!("re-activating the device: {e}"))?;
