@@ -66,8 +66,9 @@ struct Args {
     #[arg(long)]
     api_sock: Option<PathBuf>,
     /// Restore the VM saved in this snapshot directory instead of booting one (its shape comes
-    /// from the snapshot; give the host-side ends: --console, --vsock-uds, --net-tap, --api-sock).
-    #[arg(long, conflicts_with_all = ["kernel", "initrd", "net_mac", "fs_socket", "linux64"])]
+    /// from the snapshot; give the host-side ends: --console, --vsock-uds, --fs-socket (a fresh
+    /// virtiofsd), --net-tap, --api-sock).
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "net_mac", "linux64"])]
     restore: Option<PathBuf>,
     /// Print what kind of KVM this host has, and exit.
     #[arg(long)]
@@ -84,6 +85,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
         let rc = hull_vmm::RestoreConfig {
             console: args.console,
             vsock_uds: args.vsock_uds,
+            fs_socket: args.fs_socket,
             net_tap: args.net_tap,
             api_sock: args.api_sock,
             seccomp: !args.no_seccomp,

@@ -30,6 +30,9 @@ pub enum MemoryError {
     /// Mapping a snapshot's memory file failed.
     #[error("cannot map the snapshot's memory file")]
     MapPrivate(#[source] vm_memory::mmap::MmapRegionError),
+    /// Copying a snapshot's memory file failed.
+    #[error("cannot copy the snapshot's memory file: {0}")]
+    Copy(String),
     /// A size does not fit the host's address space.
     #[error("guest memory of {0} bytes does not fit this host")]
     TooLarge(u64),
@@ -79,6 +82,21 @@ pub fn map_private(file: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryErr
         offset += len;
     }
     GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Regions)
+}
+
+/// Guest RAM of `mem_bytes` in a fresh shared memfd ([`create`]) holding a copy of a snapshot's
+/// memory `file`: what a restore with a vhost-user device needs (its backend maps the memfd), at
+/// the price of a private copy of every page.
+pub fn copy_of(file: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryError> {
+    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+    let mem = create(mem_bytes)?;
+    let mut src = file.try_clone().map_err(MemoryError::Memfd)?;
+    for region in mem.iter() {
+        let len = usize::try_from(region.len()).map_err(|_| MemoryError::TooLarge(mem_bytes))?;
+        mem.read_exact_volatile_from(region.start_addr(), &mut src, len)
+            .map_err(|e| MemoryError::Copy(e.to_string()))?;
+    }
+    Ok(mem)
 }
 
 #[cfg(test)]

@@ -385,3 +385,91 @@ fn a_restored_guest_keeps_its_vsock_queues_and_accepts_a_host_connection() {
     assert_eq!(std::fs::read(console).unwrap(), b"\x01ciao\n", "{stderr}");
     assert!(!uds.exists(), "the VMM removes its socket");
 }
+
+/// A guest whose virtio-fs device is activated (its queues handed to virtiofsd) but has made no
+/// request yet is snapshotted; the restored VM hands the saved queues to a fresh virtiofsd (its
+/// guest RAM a memfd copy the daemon can map), and the guest's FUSE_INIT is answered by it.
+#[test]
+fn a_restored_guest_hands_its_virtio_fs_queues_to_a_fresh_virtiofsd() {
+    use hull_runtime::share::{CacheMode, Virtiofsd};
+    use hull_vmm::testing::virtio::{slow_fs_guest, FS_GUEST_CONSOLE};
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    let daemon = |name: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir(&d).unwrap();
+        Virtiofsd::start(&d, &shared, CacheMode::default(), Duration::from_secs(10))
+            .expect("virtiofsd (scripts/install-tools.sh installs it)")
+    };
+    let first = daemon("first");
+    let kernel = common::write_guest(dir.path(), &slow_fs_guest(5000));
+    let original = Vmm::start(
+        dir.path(),
+        "original",
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--mem-mib",
+            "16",
+            "--fs-socket",
+            first.socket().to_str().unwrap(),
+        ],
+    );
+    // Step the guest a millisecond at a time until its handshake is done ("A"): it is then
+    // paused inside the idle commands, before its FUSE_INIT.
+    assert_eq!(original.request("pause"), "OK paused");
+    let start = Instant::now();
+    while original.console().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{}",
+            original.stderr()
+        );
+        assert_eq!(original.request("resume"), "OK running");
+        std::thread::sleep(Duration::from_millis(1));
+        assert_eq!(original.request("pause"), "OK paused");
+    }
+    assert_eq!(original.console(), b"A");
+    let snap = dir.path().join("snap");
+    let answer = original.request(&format!("snapshot {}", snap.display()));
+    assert!(answer.starts_with("OK snapshot "), "{answer}");
+    let (code, stderr) = original.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    drop(first);
+
+    let out = Command::new(vmm_bin())
+        .arg("--restore")
+        .arg(&snap)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--fs-socket"));
+
+    let second = daemon("second");
+    let restored = Vmm::start(
+        dir.path(),
+        "restored",
+        &[
+            "--restore",
+            snap.to_str().unwrap(),
+            "--fs-socket",
+            second.socket().to_str().unwrap(),
+        ],
+    );
+    let console = restored.console.clone();
+    let (code, stderr) = wait_exit(restored);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("vhost-user backend serves the queues"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(console).unwrap(),
+        &FS_GUEST_CONSOLE[1..],
+        "{stderr}"
+    );
+}

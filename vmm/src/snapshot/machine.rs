@@ -103,9 +103,9 @@ fn write_memory(path: &Path, mem: &GuestMemory) -> Result<(u64, u32), SnapshotEr
     for region in mem.iter() {
         let size = usize::try_from(region.len()).expect("a mapped region fits the address space");
         // SAFETY: the region is a live mapping of `size` bytes that `mem` keeps alive for this
-        // call; every vCPU is paused and the snapshot refuses devices served by another process
-        // (vhost-user), so nothing writes guest RAM while it is read here (the event loop, the
-        // only other writer, is this thread).
+        // call. Nothing writes guest RAM while it is read here: every vCPU is paused, the event
+        // loop (the in-process devices) is this thread, and a virtio-fs device is only saved
+        // before its driver made any request (virtiofsd writes only into request buffers).
         let bytes = unsafe { std::slice::from_raw_parts(region.as_ptr().cast_const(), size) };
         crc.update(bytes);
         f.write_all(bytes).map_err(io(path))?;

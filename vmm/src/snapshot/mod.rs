@@ -116,6 +116,8 @@ pub struct Shape {
     pub cpuid_clear: Vec<String>,
     /// The vsock device's guest CID, if there is one.
     pub vsock_cid: Option<u64>,
+    /// The virtio-fs device's tag, if there is one.
+    pub fs_tag: Option<String>,
     /// The NIC's MAC, if there is one.
     pub net_mac: Option<[u8; 6]>,
     /// The kernel command line the guest booted with (for the record).
@@ -133,7 +135,7 @@ pub struct VmState {
     pub machine: MachineState,
     /// The serial port.
     pub serial: SerialSnapshot,
-    /// The virtio-mmio devices, in bus order (vsock, then net).
+    /// The virtio-mmio devices, in bus order (vsock, fs, net).
     pub virtio: Vec<MmioSnapshot>,
 }
 
@@ -142,7 +144,9 @@ impl VmState {
     /// vCPU, RAM of the shape's size, one virtio state per device of the shape.
     pub fn check(&self, memory_len: u64) -> Result<(), SnapshotError> {
         let s = &self.shape;
-        let devices = usize::from(s.vsock_cid.is_some()) + usize::from(s.net_mac.is_some());
+        let devices = usize::from(s.vsock_cid.is_some())
+            + usize::from(s.fs_tag.is_some())
+            + usize::from(s.net_mac.is_some());
         let problem = if s.vcpus == 0 || s.vcpus > crate::config::MAX_VCPUS {
             Some(format!("{} vCPUs", s.vcpus))
         } else if self.vcpus.len() != usize::from(s.vcpus) {

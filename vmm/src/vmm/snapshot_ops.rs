@@ -11,7 +11,7 @@ use super::{
     create_vcpus, create_vm, legacy_devices, open_kvm, os, virtio_devices, ExitStats, Vmm, VmmError,
 };
 use crate::bus::{lock, Bus};
-use crate::config::{NetConfig, VmmConfig, VsockConfig};
+use crate::config::{FsConfig, NetConfig, VmmConfig, VsockConfig};
 use crate::devices::ExitSignal;
 use crate::memory;
 use crate::snapshot::control::{self, Command};
@@ -26,6 +26,9 @@ pub struct RestoreConfig {
     pub console: Option<PathBuf>,
     /// The vsock device's host socket (required when the snapshot has a vsock device).
     pub vsock_uds: Option<PathBuf>,
+    /// The virtio-fs backend's socket, a fresh virtiofsd (required when the snapshot has
+    /// virtio-fs).
+    pub fs_socket: Option<PathBuf>,
     /// The NIC's tap (required when the snapshot has a NIC).
     pub net_tap: Option<String>,
     /// The control socket.
@@ -41,6 +44,7 @@ pub(super) fn shape(config: &VmmConfig, cmdline: &str) -> Shape {
         mem_mib: config.mem_mib,
         cpuid_clear: config.cpuid_clear.iter().map(ToString::to_string).collect(),
         vsock_cid: config.vsock.as_ref().map(|v| v.cid),
+        fs_tag: config.fs.as_ref().map(|f| f.tag.clone()),
         net_mac: config.net.as_ref().map(|n| n.mac),
         cmdline: cmdline.to_string(),
     }
@@ -75,6 +79,15 @@ fn restored_config(dir: &Path, shape: &Shape, rc: &RestoreConfig) -> Result<VmmC
             ))
         }
     };
+    let fs = match (&shape.fs_tag, &rc.fs_socket) {
+        (Some(tag), Some(socket)) => Some(FsConfig {
+            socket: socket.clone(),
+            tag: tag.clone(),
+        }),
+        (None, None) => None,
+        (Some(_), None) => return Err(shape_err("the snapshot has virtio-fs: give --fs-socket")),
+        (None, Some(_)) => return Err(shape_err("the snapshot has no virtio-fs for --fs-socket")),
+    };
     let net = match (shape.net_mac, &rc.net_tap) {
         (Some(mac), Some(tap)) => Some(NetConfig {
             tap: tap.clone(),
@@ -92,7 +105,7 @@ fn restored_config(dir: &Path, shape: &Shape, rc: &RestoreConfig) -> Result<VmmC
         mem_mib: shape.mem_mib,
         console: rc.console.clone(),
         vsock,
-        fs: None,
+        fs,
         net,
         cpuid_clear,
         linux64: false,
@@ -123,7 +136,13 @@ impl Vmm {
         let vm = create_vm(&kvm)?;
         let path = dir.join(MEMORY_FILE);
         let file = std::fs::File::open(&path).map_err(|e| SnapshotError::Io(path, e))?;
-        let mem = memory::map_private(&file, config.mem_bytes())?;
+        // A vhost-user backend maps guest RAM: it must be a shared memfd, so a VM with
+        // virtio-fs gets a copy; otherwise the file is mapped privately and its pages shared.
+        let mem = if config.fs.is_some() {
+            memory::copy_of(&file, config.mem_bytes())?
+        } else {
+            memory::map_private(&file, config.mem_bytes())?
+        };
         super::add_guest_memory(&vm, &mem)?;
         let exit = ExitSignal::new().map_err(os("create the exit eventfd"))?;
         let mut pio = Bus::new();
