@@ -183,6 +183,17 @@ fn a_restored_guest_carries_on_and_two_restores_are_independent() {
     let cb = b.wait_console(300);
     assert_eq!(first_break(&ca, steps + 1), None, "{}", a.stderr());
     assert_eq!(first_break(&cb, steps + 1), None, "{}", b.stderr());
+    // Their RAM is the snapshot's memory file, mapped privately (copy on write), in both.
+    for vm in [&a, &b] {
+        let pid = vm.child.as_ref().unwrap().id();
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        let memory = snap.join(MEMORY_FILE);
+        let line = maps
+            .lines()
+            .find(|l| l.ends_with(memory.to_str().unwrap()))
+            .unwrap_or_else(|| panic!("no mapping of {}: {maps}", memory.display()));
+        assert!(line.contains(" rw-p "), "{line}");
+    }
     // One paused, the other still counts.
     assert_eq!(a.request("pause"), "OK paused");
     let paused_at = a.console().len();
