@@ -100,6 +100,9 @@ pub enum SnapshotError {
     /// A vCPU thread ended (the VM is stopping) before it answered.
     #[error("a vCPU thread ended before it answered (the VM is stopping)")]
     VcpuGone,
+    /// A vCPU thread did not stop within 10 s (stuck in a device handler).
+    #[error("a vCPU thread did not pause within 10 s")]
+    VcpuTimeout,
     /// A vCPU thread answered out of turn.
     #[error("a vCPU thread answered out of turn")]
     VcpuProtocol,

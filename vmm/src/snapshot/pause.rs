@@ -131,8 +131,10 @@ impl LoopSide {
         self.thread = Some(thread);
     }
 
-    /// Pauses the vCPU: sends the request and kicks until it answers.
+    /// Pauses the vCPU: sends the request and kicks until it answers (10 s at most).
     pub fn pause(&self) -> Result<(), SnapshotError> {
+        // An answer left over from an earlier pause that failed half-way is not this one's.
+        while self.replies.try_recv().is_ok() {}
         self.requests
             .send(Request::Pause)
             .map_err(|_| SnapshotError::VcpuGone)?;
@@ -149,7 +151,7 @@ impl LoopSide {
                 Err(RecvTimeoutError::Disconnected) => return Err(SnapshotError::VcpuGone),
             }
         }
-        Err(SnapshotError::VcpuGone)
+        Err(SnapshotError::VcpuTimeout)
     }
 
     /// Reads the paused vCPU's state.
