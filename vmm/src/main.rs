@@ -68,7 +68,10 @@ struct Args {
     /// Restore the VM saved in this snapshot directory instead of booting one (its shape comes
     /// from the snapshot; give the host-side ends: --console, --vsock-uds, --fs-socket (a fresh
     /// virtiofsd), --net-tap, --api-sock).
-    #[arg(long, conflicts_with_all = ["kernel", "initrd", "net_mac", "linux64"])]
+    #[arg(long, conflicts_with_all = [
+        "kernel", "initrd", "cmdline", "vcpus", "mem_mib", "vsock_cid", "fs_tag", "net_mac",
+        "cpuid_clear", "linux64",
+    ])]
     restore: Option<PathBuf>,
     /// Print what kind of KVM this host has, and exit.
     #[arg(long)]
