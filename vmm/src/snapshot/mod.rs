@@ -174,3 +174,85 @@ impl VmState {
         problem.map_or(Ok(()), |p| Err(SnapshotError::Shape(p)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::{kvm_fpu, kvm_irqchip};
+
+    fn vcpu() -> VcpuState {
+        let fpu = kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
+        VcpuState {
+            regs: Default::default(),
+            sregs: Default::default(),
+            fpu: vcpu_state::FpuState::from(&fpu),
+            xsave: None,
+            xcrs: None,
+            msrs: vec![],
+            lapic: Default::default(),
+            mp_state: Default::default(),
+            events: Default::default(),
+        }
+    }
+
+    fn state(vcpus: u8) -> VmState {
+        let chip = |chip_id| kvm_irqchip {
+            chip_id,
+            ..Default::default()
+        };
+        VmState {
+            shape: Shape {
+                vcpus,
+                mem_mib: 16,
+                cpuid_clear: vec![],
+                vsock_cid: None,
+                fs_tag: None,
+                net_mac: None,
+                cmdline: String::new(),
+            },
+            vcpus: (0..vcpus).map(|_| vcpu()).collect(),
+            machine: MachineState {
+                clock: Default::default(),
+                irqchips: vec![chip(0), chip(1), chip(2)],
+                pit: Default::default(),
+            },
+            serial: serde_json::from_str(r#"{"regs":[12,0,0,1,3,96,8,176,0],"in_buffer":[]}"#)
+                .unwrap(),
+            virtio: vec![],
+        }
+    }
+
+    #[test]
+    fn a_state_round_trips_through_json_and_checks_out() {
+        let s = state(2);
+        let json = serde_json::to_vec(&s).unwrap();
+        let back: VmState = serde_json::from_slice(&json).unwrap();
+        back.check(16 << 20).unwrap();
+        assert_eq!(back.shape, s.shape);
+        assert_eq!(back.vcpus[1].fpu, s.vcpus[1].fpu);
+        assert_eq!(kvm_fpu::from(&back.vcpus[0].fpu).mxcsr, 0x1f80);
+    }
+
+    #[test]
+    fn parts_that_do_not_fit_are_named() {
+        let shape_err = |s: VmState, mem: u64| match s.check(mem) {
+            Err(SnapshotError::Shape(why)) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(shape_err(state(1), 32 << 20).contains("bytes of memory for 16 MiB"));
+        let mut s = state(2);
+        s.vcpus.pop();
+        assert!(shape_err(s, 16 << 20).contains("1 vCPU states for 2 vCPUs"));
+        let mut s = state(1);
+        s.shape.vsock_cid = Some(3);
+        assert!(shape_err(s, 16 << 20).contains("0 device states for 1 devices"));
+        let mut s = state(1);
+        s.machine.irqchips.swap(0, 2);
+        assert!(shape_err(s, 16 << 20).contains("interrupt controllers"));
+        assert!(shape_err(state(0), 16 << 20).contains("0 vCPUs"));
+    }
+}
