@@ -386,7 +386,11 @@ impl Vmm {
             .transpose()?;
         let threads = self.start_vcpus(vcpu_filter)?;
         if self.seccomp {
-            seccomp::install(ThreadKind::EventLoop)?;
+            seccomp::install(if self.api.is_some() {
+                ThreadKind::EventLoopSnapshots
+            } else {
+                ThreadKind::EventLoop
+            })?;
         }
         let reason = self.serve(&epoll, &signals)?;
         lock(&self.serial).flush();
@@ -575,9 +579,17 @@ fn bind_api(config: &VmmConfig) -> Result<Option<(UnixListener, std::path::PathB
     let Some(path) = &config.api_sock else {
         return Ok(None);
     };
-    let l = UnixListener::bind(path).map_err(|e| VmmError::ApiSock(path.clone(), e))?;
-    l.set_nonblocking(true)
-        .map_err(|e| VmmError::ApiSock(path.clone(), e))?;
+    let err = |e| VmmError::ApiSock(path.clone(), e);
+    if path.exists() {
+        return Err(err(std::io::ErrorKind::AlreadyExists.into()));
+    }
+    // Bound under another name and renamed once listening: a client that sees the path can
+    // connect (std binds, then listens: a connection in between would be refused).
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let l = UnixListener::bind(&tmp).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
     Ok(Some((l, path.clone())))
 }
 

@@ -84,10 +84,19 @@ impl Vmm {
     /// Sends a control request once the socket exists; returns the answer.
     fn request(&self, req: &str) -> String {
         let start = Instant::now();
-        while !self.api.exists() && start.elapsed() < Duration::from_secs(30) {
-            std::thread::sleep(Duration::from_millis(10));
+        loop {
+            match control::request(&self.api, req) {
+                Ok(answer) => return answer,
+                Err(_) if start.elapsed() < Duration::from_secs(30) => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!(
+                    "control socket {}: {e}: {}",
+                    self.api.display(),
+                    self.stderr()
+                ),
+            }
         }
-        control::request(&self.api, req).unwrap()
     }
 
     /// SIGTERM, then the exit code (a hull-vmm that does not stop in 30 s is killed: failure).
