@@ -21,6 +21,7 @@ fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     let out = std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR");
     let out = Path::new(&out);
-    write_program(out, "vcpu", thread_filter(true));
-    write_program(out, "event-loop", thread_filter(false));
+    write_program(out, "vcpu", thread_filter(true, false));
+    write_program(out, "event-loop", thread_filter(false, false));
+    write_program(out, "event-loop-snapshots", thread_filter(false, true));
 }

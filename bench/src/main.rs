@@ -15,6 +15,7 @@ mod kvm_exits;
 mod report;
 mod stats;
 mod vmm;
+mod vmm_snapshot;
 
 use std::path::{Path, PathBuf};
 

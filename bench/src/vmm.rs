@@ -147,6 +147,10 @@ pub struct VmmResults {
     pub linux_boot_skipped: Option<String>,
     /// The test kernel variant's boot, if asked.
     pub test_kernel_boot: Option<TestKernelBoot>,
+    /// Snapshot, restore against boot, and sharing between restored VMs (counting test guest).
+    pub snapshot: Option<crate::vmm_snapshot::SnapshotFigures>,
+    /// Why `snapshot` is missing, if it is.
+    pub snapshot_skipped: Option<String>,
 }
 
 fn text(s: &str) -> Vec<Cmd> {
@@ -402,6 +406,11 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
     };
     let memory = memory(&bin, options.memory_mib)?;
     eprintln!("hull-bench: vmm memory: {memory}");
+    let (snapshot, snapshot_skipped) =
+        match crate::vmm_snapshot::measure(&bin, options.runs, options.memory_mib) {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(format!("{e:#}"))),
+        };
 
     let hardware_kvm = kvm.kind == KvmKind::Hardware;
     let (linux_boot, linux_boot_skipped) = if hardware_kvm {
@@ -435,6 +444,8 @@ pub fn run(options: &VmmOptions, out: &Path) -> anyhow::Result<VmmResults> {
         linux_boot,
         linux_boot_skipped,
         test_kernel_boot,
+        snapshot,
+        snapshot_skipped,
     };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(
@@ -581,6 +592,38 @@ pub fn report(r: &VmmResults) -> String {
         "- hull-vmm memory with a {} MiB guest: RSS {} KiB, PSS {} KiB; without guest RAM: RSS {} KiB, PSS {} KiB (target ≤ 8192 KiB)",
         m.guest_mib, m.rss_kib, m.pss_kib, m.rss_without_guest_ram_kib, m.pss_without_guest_ram_kib
     );
+    match (&r.snapshot, &r.snapshot_skipped) {
+        (Some(f), _) => {
+            let (b, rs) = (&f.boot_to_first_byte_ms, &f.restore_to_first_byte_ms);
+            let _ = writeln!(
+                s,
+                "- snapshot ({} MiB counting guest): written in {:.0} ms; spawn → first console byte: boot median {:.1} ms p95 {:.1} ms, restore median {:.1} ms p95 {:.1} ms (n={}, interleaved; restore/boot {:.2})",
+                f.guest_mib, f.snapshot_ms, b.median, b.p95, rs.median, rs.p95, rs.n, rs.median / b.median
+            );
+            let pair: Vec<String> = f
+                .restored_pair
+                .iter()
+                .map(|m| {
+                    format!(
+                        "RSS {} KiB, PSS {} KiB, written {} KiB",
+                        m.rss_kib, m.pss_kib, m.private_dirty_kib
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "  - two VMs restored from it, the snapshot's memory file: {}",
+                pair.join("; ")
+            );
+        }
+        (None, why) => {
+            let _ = writeln!(
+                s,
+                "- snapshot: not measured: {}",
+                why.as_deref().unwrap_or("?")
+            );
+        }
+    }
     for b in &r.linux_boot {
         let _ = writeln!(
             s,

@@ -84,6 +84,8 @@ pub struct VmmConfig {
     pub linux64: bool,
     /// Install the per-thread seccomp filters (off only to debug).
     pub seccomp: bool,
+    /// The control socket (pause, resume, snapshot: `crate::snapshot::control`).
+    pub api_sock: Option<PathBuf>,
 }
 
 /// A configuration mistake.
@@ -150,6 +152,7 @@ impl VmmConfig {
             cpuid_clear: Vec::new(),
             linux64: false,
             seccomp: true,
+            api_sock: None,
         }
     }
 

@@ -6,7 +6,8 @@
 //! [`boot`] (kernel, initrd, zero page / PVH start info, e820), [`arch`] (registers, CPUID, MP
 //! table), [`bus`] (port-I/O and MMIO dispatch), [`devices`] (serial, i8042, virtio-mmio,
 //! vsock), [`vcpu`] (the vCPU threads), [`vmm`] (assembly and the event loop), [`config`] (what
-//! a VM is made of), [`host`] (what kind of KVM the host has). `vmm/README.md` has the boot path,
+//! a VM is made of), [`host`] (what kind of KVM the host has), [`snapshot`] (snapshot and
+//! restore). `vmm/README.md` has the boot path,
 //! the memory map and the vsock protocol.
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod host;
 pub mod layout;
 pub mod memory;
 pub mod seccomp;
+pub mod snapshot;
 /// Test guests and hostile-guest programs for hull-vmm's own tests and `hull-bench vmm`: only
 /// with the `testing` feature (and in unit tests), never in the production library.
 #[cfg(any(test, feature = "testing"))]
@@ -28,4 +30,4 @@ pub mod vmm;
 
 pub use config::{FsConfig, NetConfig, VmmConfig, VsockConfig};
 pub use devices::ExitReason;
-pub use vmm::{Vmm, VmmError};
+pub use vmm::{RestoreConfig, Vmm, VmmError};

@@ -15,7 +15,7 @@ use hull_vmm::{host, FsConfig, NetConfig, Vmm, VmmConfig, VsockConfig};
 #[command(name = "hull-vmm", version)]
 struct Args {
     /// Guest kernel: ELF vmlinux (PVH note or 64-bit entry) or bzImage.
-    #[arg(long, required_unless_present = "check")]
+    #[arg(long, required_unless_present_any = ["check", "restore"])]
     kernel: Option<PathBuf>,
     /// Initial ramdisk.
     #[arg(long)]
@@ -62,6 +62,17 @@ struct Args {
     /// Print vCPU exit counters to stderr when the VM stops.
     #[arg(long)]
     exit_stats: bool,
+    /// Serve the control socket here (`pause`, `resume`, `snapshot DIR`; see vmm/README.md).
+    #[arg(long)]
+    api_sock: Option<PathBuf>,
+    /// Restore the VM saved in this snapshot directory instead of booting one (its shape comes
+    /// from the snapshot; give the host-side ends: --console, --vsock-uds, --fs-socket (a fresh
+    /// virtiofsd), --net-tap, --api-sock).
+    #[arg(long, conflicts_with_all = [
+        "kernel", "initrd", "cmdline", "vcpus", "mem_mib", "vsock_cid", "fs_tag", "net_mac",
+        "cpuid_clear", "linux64",
+    ])]
+    restore: Option<PathBuf>,
     /// Print what kind of KVM this host has, and exit.
     #[arg(long)]
     check: bool,
@@ -72,6 +83,19 @@ fn run(args: Args) -> anyhow::Result<i32> {
         let h = host::check();
         println!("{:?}: {}", h.kind, h.reason);
         return Ok(0);
+    }
+    if let Some(dir) = &args.restore {
+        let rc = hull_vmm::RestoreConfig {
+            console: args.console,
+            vsock_uds: args.vsock_uds,
+            fs_socket: args.fs_socket,
+            net_tap: args.net_tap,
+            api_sock: args.api_sock,
+            seccomp: !args.no_seccomp,
+        };
+        let vmm = Vmm::restore(dir, &rc)
+            .with_context(|| format!("cannot restore the VM from {}", dir.display()))?;
+        return run_vmm(vmm, args.exit_stats);
     }
     let net = match (args.net_tap, args.net_mac) {
         (Some(tap), Some(mac)) => Some(NetConfig {
@@ -111,12 +135,18 @@ fn run(args: Args) -> anyhow::Result<i32> {
         cpuid_clear: args.cpuid_clear,
         linux64: args.linux64,
         seccomp: !args.no_seccomp,
+        api_sock: args.api_sock,
     };
     let vmm = Vmm::build(&config).context("cannot start the VM")?;
+    run_vmm(vmm, args.exit_stats)
+}
+
+/// Runs a built or restored VM until it stops; returns the exit status.
+fn run_vmm(vmm: Vmm, exit_stats: bool) -> anyhow::Result<i32> {
     let stats = vmm.stats();
     let devices = vmm.virtio_devices();
     let reason = vmm.run().context("the VM failed")?;
-    if args.exit_stats {
+    if exit_stats {
         eprintln!("hull-vmm: exits {}", stats.summary());
         for d in &devices {
             if let Some(c) = hull_vmm::bus::lock(d).counters() {

@@ -27,6 +27,12 @@ pub enum MemoryError {
     /// Building the region collection failed.
     #[error("invalid guest memory regions")]
     Regions(#[source] vm_memory::GuestRegionCollectionError),
+    /// Mapping a snapshot's memory file failed.
+    #[error("cannot map the snapshot's memory file")]
+    MapPrivate(#[source] vm_memory::mmap::MmapRegionError),
+    /// Copying a snapshot's memory file failed.
+    #[error("cannot copy the snapshot's memory file: {0}")]
+    Copy(String),
     /// A size does not fit the host's address space.
     #[error("guest memory of {0} bytes does not fit this host")]
     TooLarge(u64),
@@ -55,6 +61,44 @@ pub fn create(mem_bytes: u64) -> Result<GuestMemory, MemoryError> {
     GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Regions)
 }
 
+/// Maps guest RAM of `mem_bytes` from a snapshot's memory `file` (the memfd's layout)
+/// `MAP_PRIVATE`: pages are read from the file when first touched and copied only when the guest
+/// writes them, so VMs restored from one file share what they only read. The file itself is
+/// never written. Such memory is not a memfd: vhost-user backends cannot map it.
+pub fn map_private(file: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryError> {
+    let mut regions = Vec::new();
+    let mut offset = 0u64;
+    for (start, len) in layout::ram_regions(mem_bytes) {
+        let size = usize::try_from(len).map_err(|_| MemoryError::TooLarge(mem_bytes))?;
+        let fo = FileOffset::new(file.try_clone().map_err(MemoryError::Memfd)?, offset);
+        let mapping = vm_memory::MmapRegion::<()>::build(
+            Some(fo),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_NORESERVE,
+        )
+        .map_err(MemoryError::MapPrivate)?;
+        regions.push(GuestRegionMmap::new(mapping, start).ok_or(MemoryError::TooLarge(mem_bytes))?);
+        offset += len;
+    }
+    GuestMemoryMmap::from_regions(regions).map_err(MemoryError::Regions)
+}
+
+/// Guest RAM of `mem_bytes` in a fresh shared memfd ([`create`]) holding a copy of a snapshot's
+/// memory `file`: what a restore with a vhost-user device needs (its backend maps the memfd), at
+/// the price of a private copy of every page.
+pub fn copy_of(file: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryError> {
+    use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+    let mem = create(mem_bytes)?;
+    let mut src = file.try_clone().map_err(MemoryError::Memfd)?;
+    for region in mem.iter() {
+        let len = usize::try_from(region.len()).map_err(|_| MemoryError::TooLarge(mem_bytes))?;
+        mem.read_exact_volatile_from(region.start_addr(), &mut src, len)
+            .map_err(|e| MemoryError::Copy(e.to_string()))?;
+    }
+    Ok(mem)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,5 +117,20 @@ mod tests {
             0xdead_beef
         );
         assert!(mem.write_obj(0u8, GuestAddress(64 << 20)).is_err());
+    }
+
+    #[test]
+    fn private_mappings_of_one_file_do_not_see_each_others_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory");
+        let mut bytes = vec![0u8; 32 << 20];
+        bytes[0x1000..0x1004].copy_from_slice(&7u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let f = File::open(&path).unwrap();
+        let a = map_private(&f, 32 << 20).unwrap();
+        let b = map_private(&f, 32 << 20).unwrap();
+        a.write_obj(1u32, GuestAddress(0x1000)).unwrap();
+        assert_eq!(b.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 7);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
     }
 }

@@ -1,8 +1,10 @@
 //! seccomp filters, one per thread kind, compiled to BPF at build time (`vmm/build.rs` from
 //! `vmm/seccomp/rules.rs`): a vCPU thread only runs KVM ioctls and writes to the
 //! console and eventfds; the event-loop thread only moves bytes between queues, unix sockets and
-//! taps, and speaks vhost-user to virtiofsd (`sendmsg`/`recvmsg` with descriptors). No device
-//! starts a thread of its own, so these two kinds are all there is.
+//! taps, and speaks vhost-user to virtiofsd (`sendmsg`/`recvmsg` with descriptors); only a VM
+//! with a control socket (`--api-sock`) gets the event-loop variant that may also read the VM's
+//! interrupt controllers, clock and PIT and create, write, sync and rename snapshot files. No
+//! device starts a thread of its own, so these kinds are all there is.
 //! Anything else kills the process (SIGSYS), so a compromised VMM thread can do little, and a
 //! missing entry shows up at once in the tests (`--no-seccomp` switches the filters off to debug).
 
@@ -26,6 +28,8 @@ pub enum ThreadKind {
     Vcpu,
     /// The event loop (main thread).
     EventLoop,
+    /// The event loop of a VM with a control socket: also writes snapshots.
+    EventLoopSnapshots,
 }
 
 impl ThreadKind {
@@ -33,6 +37,7 @@ impl ThreadKind {
         match self {
             ThreadKind::Vcpu => "vCPU",
             ThreadKind::EventLoop => "event loop",
+            ThreadKind::EventLoopSnapshots => "event loop (snapshots)",
         }
     }
 }
@@ -41,12 +46,16 @@ impl ThreadKind {
 static VCPU: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vcpu.bpf"));
 /// The event loop's program.
 static EVENT_LOOP: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/event-loop.bpf"));
+/// The event loop's program with the calls of snapshots.
+static EVENT_LOOP_SNAPSHOTS: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/event-loop-snapshots.bpf"));
 
 /// The BPF program for `kind`, as the build script compiled it.
 pub fn filter(kind: ThreadKind) -> Result<BpfProgram, SeccompError> {
     let bytes = match kind {
         ThreadKind::Vcpu => VCPU,
         ThreadKind::EventLoop => EVENT_LOOP,
+        ThreadKind::EventLoopSnapshots => EVENT_LOOP_SNAPSHOTS,
     };
     hull_seccomp_bpf::decode(kind.name(), bytes).map_err(SeccompError::Malformed)
 }
@@ -62,7 +71,11 @@ mod tests {
 
     #[test]
     fn both_filters_compile() {
-        for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop] {
+        for kind in [
+            ThreadKind::Vcpu,
+            ThreadKind::EventLoop,
+            ThreadKind::EventLoopSnapshots,
+        ] {
             let bpf = filter(kind).unwrap();
             assert!(bpf.len() > 10, "{kind:?}");
         }

@@ -1,5 +1,6 @@
 //! One thread per vCPU: `KVM_RUN` in a loop, port I/O and MMIO exits dispatched to the buses,
-//! stop conditions (triple fault, reset, KVM errors) reported through the [`ExitSignal`].
+//! stop conditions (triple fault, reset, KVM errors) reported through the [`ExitSignal`]; between
+//! two `KVM_RUN`s the thread serves pause requests (snapshots, `crate::snapshot::pause`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -66,6 +67,8 @@ pub struct Vcpu {
     pub exit: ExitSignal,
     /// Exit counters.
     pub stats: Arc<ExitStats>,
+    /// Pause requests from the event loop (snapshots).
+    pub control: crate::snapshot::pause::VcpuSide,
 }
 
 fn bump(c: &AtomicU64) {
@@ -96,6 +99,7 @@ impl Vcpu {
             if self.exit.reason() != ExitReason::Running {
                 return self.exit.reason();
             }
+            self.control.check(&mut self.fd);
             let reason = match self.fd.run() {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     bump(&self.stats.io_out);

@@ -1,10 +1,15 @@
 //! Putting a VM together and running it: KVM VM with in-kernel irqchip and PIT, memfd guest RAM
 //! as memory slots, the loaded guest, the devices on their buses, one thread per vCPU, and the
 //! event loop (epoll) on the main thread that serves device queues and backends until the VM
-//! stops.
+//! stops. Snapshots and restores are in the child module `snapshot_ops`.
 
+mod snapshot_ops;
+pub use snapshot_ops::RestoreConfig;
+
+use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -19,7 +24,7 @@ use crate::boot;
 use crate::bus::{lock, Bus};
 use crate::config::{ConfigError, VmmConfig};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
-use crate::devices::serial::{ConsoleOut, Serial, COM1_BASE, COM1_GSI, COM1_LEN};
+use crate::devices::serial::{ConsoleOut, Serial, SerialSnapshot, COM1_BASE, COM1_GSI, COM1_LEN};
 use crate::devices::virtio::fs::{self, FsDevice};
 use crate::devices::virtio::mmio::{reg, MmioTransport};
 use crate::devices::virtio::net::{self, NetDevice};
@@ -29,6 +34,8 @@ use crate::devices::{ExitReason, ExitSignal};
 use crate::layout;
 use crate::memory::{self, GuestMemory};
 use crate::seccomp::{self, ThreadKind};
+use crate::snapshot::pause::{self, LoopSide};
+use crate::snapshot::{Shape, SnapshotError};
 use crate::vcpu::{ExitStats, Vcpu};
 
 /// Building or running the VM failed.
@@ -79,6 +86,12 @@ pub enum VmmError {
     /// seccomp.
     #[error("seccomp")]
     Seccomp(#[from] seccomp::SeccompError),
+    /// A snapshot could not be restored.
+    #[error("cannot restore the snapshot")]
+    Snapshot(#[from] SnapshotError),
+    /// The control socket.
+    #[error("cannot listen on the control socket {0}")]
+    ApiSock(std::path::PathBuf, #[source] std::io::Error),
     /// An OS call (eventfd, epoll, signals, threads).
     #[error("cannot {0}")]
     Os(&'static str, #[source] std::io::Error),
@@ -88,11 +101,14 @@ const TOKEN_EXIT: u64 = 1 << 56;
 const TOKEN_SIGNAL: u64 = 2 << 56;
 const TOKEN_QUEUE: u64 = 3 << 56;
 const TOKEN_BACKEND: u64 = 4 << 56;
+const TOKEN_API: u64 = 5 << 56;
 const TOKEN_KIND: u64 = 0xff << 56;
 
 /// A virtio device on the MMIO bus, as the event loop sees it.
 struct VirtioSlot {
     device: Arc<Mutex<dyn VirtioDevice>>,
+    /// Its transport (for snapshots).
+    transport: Arc<Mutex<MmioTransport>>,
     /// The queue ioeventfds the event loop reads; empty when a vhost-user backend reads them.
     queue_evts: Vec<Arc<EventFd>>,
 }
@@ -105,8 +121,16 @@ pub struct Vmm {
     virtio: Vec<VirtioSlot>,
     stats: Arc<ExitStats>,
     seccomp: bool,
-    _vm: VmFd,
-    _mem: GuestMemory,
+    vm: VmFd,
+    mem: GuestMemory,
+    /// The event loop's end of each vCPU's pause channel.
+    vcpu_ctl: Vec<LoopSide>,
+    /// Whether the vCPUs are paused (by the control socket).
+    paused: Cell<bool>,
+    /// The control socket and its path.
+    api: Option<(UnixListener, std::path::PathBuf)>,
+    /// What a snapshot records about the VM's make-up.
+    shape: Shape,
 }
 
 impl std::fmt::Debug for Vmm {
@@ -176,6 +200,7 @@ fn legacy_devices(
     vm: &VmFd,
     exit: &ExitSignal,
     pio: &mut Bus,
+    saved: Option<&SerialSnapshot>,
 ) -> Result<Arc<Mutex<Serial>>, VmmError> {
     let out: ConsoleOut = match &config.console {
         Some(path) => Box::new(File::create(path).map_err(|e| VmmError::Console(path.clone(), e))?),
@@ -184,7 +209,13 @@ fn legacy_devices(
     let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(os("create an eventfd"))?;
     vm.register_irqfd(&serial_irq, COM1_GSI)
         .map_err(|e| VmmError::Kvm("register the serial irqfd", e))?;
-    let serial = Arc::new(Mutex::new(Serial::new(serial_irq, out)));
+    let serial = match saved {
+        None => Serial::new(serial_irq, out),
+        Some(s) => Serial::restore(serial_irq, out, s).ok_or_else(|| {
+            SnapshotError::Device("the saved serial port's FIFO is too large".into())
+        })?,
+    };
+    let serial = Arc::new(Mutex::new(serial));
     pio.insert(COM1_BASE, COM1_LEN, serial.clone())?;
     pio.insert(
         I8042_BASE,
@@ -245,31 +276,42 @@ fn load_guest(
     Ok(loaded)
 }
 
-/// The vCPUs, with their CPUID, MSRs and LAPIC; the first one at the guest's entry point.
+/// The vCPUs, with their CPUID, MSRs and LAPIC; the first one at the guest's entry point when
+/// there is one (a restore sets every register from the snapshot instead). Also returns the
+/// event loop's end of each vCPU's pause channel.
 fn create_vcpus(
     config: &VmmConfig,
     kvm: &Kvm,
     vm: &VmFd,
-    loaded: &boot::Loaded,
+    loaded: Option<&boot::Loaded>,
     (pio, mmio): (Arc<Bus>, Arc<Bus>),
     exit: &ExitSignal,
     stats: &Arc<ExitStats>,
-) -> Result<Vec<Vcpu>, VmmError> {
+) -> Result<(Vec<Vcpu>, Vec<LoopSide>), VmmError> {
     let supported = kvm
         .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
         .map_err(|e| VmmError::Kvm("read the supported CPUID", e))?;
+    let msr_indices = Arc::new(
+        kvm.get_msr_index_list()
+            .map_err(|e| VmmError::Kvm("read the MSR index list", e))?
+            .as_slice()
+            .to_vec(),
+    );
     let mut vcpus = Vec::new();
+    let mut ctl = Vec::new();
     for id in 0..config.vcpus {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(|e| VmmError::Kvm("create a vCPU", e))?;
+        let (vcpu_side, loop_side) = pause::pair(msr_indices.clone());
+        ctl.push(loop_side);
         let mut cpuid = supported.clone();
         cpuid::filter(cpuid.as_mut_slice(), id, config.vcpus, &config.cpuid_clear);
         fd.set_cpuid2(&cpuid)
             .map_err(|e| VmmError::Kvm("set the CPUID", e))?;
         regs::setup_msrs(&fd)?;
         regs::setup_lapic(&fd)?;
-        if id == 0 {
+        if let Some(loaded) = loaded.filter(|_| id == 0) {
             regs::setup_sregs(&fd, loaded.entry.mode)?;
             regs::setup_regs(&fd, loaded.entry.addr, loaded.entry.mode)?;
             regs::setup_fpu(&fd)?;
@@ -281,9 +323,10 @@ fn create_vcpus(
             mmio: mmio.clone(),
             exit: exit.clone(),
             stats: stats.clone(),
+            control: vcpu_side,
         });
     }
-    Ok(vcpus)
+    Ok((vcpus, ctl))
 }
 
 impl Vmm {
@@ -297,12 +340,13 @@ impl Vmm {
         let exit = ExitSignal::new().map_err(os("create the exit eventfd"))?;
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
-        let serial = legacy_devices(config, &vm, &exit, &mut pio)?;
+        let serial = legacy_devices(config, &vm, &exit, &mut pio, None)?;
         let (virtio, cmdline) = virtio_devices(config, &vm, &mem, &mut mmio)?;
         let loaded = load_guest(config, &mem, &cmdline)?;
         let stats = Arc::new(ExitStats::default());
         let buses = (Arc::new(pio), Arc::new(mmio));
-        let vcpus = create_vcpus(config, &kvm, &vm, &loaded, buses, &exit, &stats)?;
+        let (vcpus, vcpu_ctl) =
+            create_vcpus(config, &kvm, &vm, Some(&loaded), buses, &exit, &stats)?;
         Ok(Self {
             exit,
             vcpus,
@@ -310,8 +354,12 @@ impl Vmm {
             virtio,
             stats,
             seccomp: config.seccomp,
-            _vm: vm,
-            _mem: mem,
+            vm,
+            mem,
+            vcpu_ctl,
+            paused: Cell::new(false),
+            api: bind_api(config)?,
+            shape: snapshot_ops::shape(config, &cmdline),
         })
     }
 
@@ -329,6 +377,7 @@ impl Vmm {
     /// are left to the process's exit (the binary exits right after).
     pub fn run(mut self) -> Result<ExitReason, VmmError> {
         let signals = block_stop_signals()?;
+        pause::install_kick_handler().map_err(os("install the vCPU kick handler"))?;
         let epoll = self.watch(&signals)?;
         // Built before any thread starts, so a filter that cannot be built stops the VM here.
         let vcpu_filter = self
@@ -337,10 +386,15 @@ impl Vmm {
             .transpose()?;
         let threads = self.start_vcpus(vcpu_filter)?;
         if self.seccomp {
-            seccomp::install(ThreadKind::EventLoop)?;
+            seccomp::install(if self.api.is_some() {
+                ThreadKind::EventLoopSnapshots
+            } else {
+                ThreadKind::EventLoop
+            })?;
         }
         let reason = self.serve(&epoll, &signals)?;
         lock(&self.serial).flush();
+        self.remove_api_sock();
         for slot in &self.virtio {
             lock(&slot.device).shutdown();
         }
@@ -368,6 +422,9 @@ impl Vmm {
         };
         add(self.exit.eventfd().as_raw_fd(), TOKEN_EXIT)?;
         add(signals.as_raw_fd(), TOKEN_SIGNAL)?;
+        if let Some((api, _)) = &self.api {
+            add(api.as_raw_fd(), TOKEN_API)?;
+        }
         for (d, slot) in self.virtio.iter().enumerate() {
             for (q, evt) in slot.queue_evts.iter().enumerate() {
                 add(evt.as_raw_fd(), TOKEN_QUEUE | ((d as u64) << 16) | q as u64)?;
@@ -394,7 +451,7 @@ impl Vmm {
         filter: Option<seccompiler::BpfProgram>,
     ) -> Result<Vec<JoinHandle<ExitReason>>, VmmError> {
         let mut threads = Vec::new();
-        for vcpu in self.vcpus.drain(..) {
+        for (vcpu, ctl) in self.vcpus.drain(..).zip(self.vcpu_ctl.iter_mut()) {
             let name = format!("vcpu{}", vcpu.id);
             let filter = filter.clone();
             let exit = self.exit.clone();
@@ -416,6 +473,8 @@ impl Vmm {
                     })
                     .map_err(os("start a vCPU thread"))?,
             );
+            let handle = threads.last().expect("just pushed");
+            ctl.set_thread(std::os::unix::thread::JoinHandleExt::as_pthread_t(handle));
         }
         Ok(threads)
     }
@@ -450,6 +509,7 @@ impl Vmm {
                 drain_signalfd(signals);
                 self.exit.exit(ExitReason::Stopped);
             }
+            TOKEN_API => self.serve_api(),
             TOKEN_QUEUE => {
                 let d = usize::try_from((token >> 16) & 0xffff).unwrap_or(usize::MAX);
                 let q = u16::try_from(token & 0xffff).unwrap_or(u16::MAX);
@@ -502,15 +562,35 @@ fn attach_virtio(
         Interrupt::new(irqfd),
         queue_evts.clone(),
     );
-    mmio.insert(
-        base,
-        layout::VIRTIO_MMIO_SIZE,
-        Arc::new(Mutex::new(transport)),
-    )?;
+    let transport = Arc::new(Mutex::new(transport));
+    mmio.insert(base, layout::VIRTIO_MMIO_SIZE, transport.clone())?;
     if lock(&device).take_queue_events(&queue_evts) {
         queue_evts.clear();
     }
-    Ok(VirtioSlot { device, queue_evts })
+    Ok(VirtioSlot {
+        device,
+        transport,
+        queue_evts,
+    })
+}
+
+/// The control socket `config` asks for, listening (non-blocking: the event loop accepts).
+fn bind_api(config: &VmmConfig) -> Result<Option<(UnixListener, std::path::PathBuf)>, VmmError> {
+    let Some(path) = &config.api_sock else {
+        return Ok(None);
+    };
+    let err = |e| VmmError::ApiSock(path.clone(), e);
+    if path.exists() {
+        return Err(err(std::io::ErrorKind::AlreadyExists.into()));
+    }
+    // Bound under another name and renamed once listening: a client that sees the path can
+    // connect (std binds, then listens: a connection in between would be refused).
+    let mut tmp = path.clone().into_os_string();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let l = UnixListener::bind(&tmp).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    l.set_nonblocking(true).map_err(err)?;
+    Ok(Some((l, path.clone())))
 }
 
 /// Blocks SIGTERM/SIGINT in this thread (and the vCPU threads it starts) and returns a signalfd

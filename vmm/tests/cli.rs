@@ -110,3 +110,15 @@ fn check_reports_the_kind_of_kvm() {
         "{text}"
     );
 }
+
+/// A restore takes the VM's shape from the snapshot: shape flags are refused, and a directory
+/// that holds no snapshot is named.
+#[test]
+fn restore_mistakes_have_clear_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    assert_err(&["--restore", d, "--vcpus", "2"], "cannot be used with");
+    assert_err(&["--restore", d, "--mem-mib", "64"], "cannot be used with");
+    assert_err(&["--restore", d], "snapshot file");
+    assert_err(&["--restore", d], "state");
+}

@@ -5,9 +5,11 @@
 //! the virtio-mmio handshake and vsock packets through real queues in guest memory).
 //!
 //! Public so the integration tests can use it; not part of the VMM's API. [`virtio`] has the
-//! driver side of virtio-mmio for test guests; [`hostile`] makes seeded guests that write garbage
+//! driver side of virtio-mmio for test guests; [`counter`] a guest that counts forever (snapshot
+//! tests); [`hostile`] makes seeded guests that write garbage
 //! into every virtio-mmio register and queue.
 
+pub mod counter;
 pub mod hostile;
 pub mod virtio;
 

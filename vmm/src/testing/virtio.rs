@@ -117,7 +117,21 @@ pub fn fuse_init() -> Vec<u8> {
 /// its request queue, waits for the interrupt status and the used entry, and echoes the reply's
 /// error and major version: [`FS_GUEST_CONSOLE`] when virtiofsd answered.
 pub fn fs_guest() -> Vec<u8> {
+    fs_guest_image(0, guest)
+}
+
+/// [`fs_guest`] with `delay` idle commands (RAM writes) between the handshake (its `A`) and the
+/// FUSE_INIT: a window in which a snapshot finds the device activated and no request made yet.
+pub fn slow_fs_guest(delay: usize) -> Vec<u8> {
+    fs_guest_image(delay, super::long_guest)
+}
+
+fn fs_guest_image(delay: usize, assemble: fn(&[Cmd]) -> Vec<u8>) -> Vec<u8> {
     let mut cmds = handshake(2);
+    cmds.extend((0..delay).map(|i| Cmd::Write32 {
+        addr: SCRATCH + 0x3000,
+        value: u32::try_from(i).unwrap_or(u32::MAX),
+    }));
     cmds.extend([
         // One chain on the request queue (1): the request, then a writable reply buffer.
         Cmd::Write32 {
@@ -153,7 +167,7 @@ pub fn fs_guest() -> Vec<u8> {
             value: b'\n',
         },
     ]);
-    let mut image = guest(&cmds);
+    let mut image = assemble(&cmds);
     poke(&mut image, queue_base(1), &desc_next(REQ_BUF, 104, 1, 1));
     poke(
         &mut image,

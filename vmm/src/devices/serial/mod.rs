@@ -49,6 +49,55 @@ impl Serial {
     pub fn flush(&mut self) {
         let _ = self.0.writer_mut().flush();
     }
+
+    /// The UART's registers and receive FIFO, for a snapshot.
+    pub fn state(&self) -> SerialSnapshot {
+        let s = self.0.state();
+        SerialSnapshot {
+            regs: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// A UART raising `irq` and writing to `out`, in the state a snapshot recorded; `None` when
+    /// the recorded FIFO is larger than a UART's.
+    pub fn restore(irq: EventFd, out: ConsoleOut, state: &SerialSnapshot) -> Option<Self> {
+        let [baud_divisor_low, baud_divisor_high, interrupt_enable, interrupt_identification, line_control, line_status, modem_control, modem_status, scratch] =
+            state.regs;
+        let s = vm_superio::serial::SerialState {
+            baud_divisor_low,
+            baud_divisor_high,
+            interrupt_enable,
+            interrupt_identification,
+            line_control,
+            line_status,
+            modem_control,
+            modem_status,
+            scratch,
+            in_buffer: state.in_buffer.clone(),
+        };
+        Uart::from_state(&s, IrqFd(irq), vm_superio::serial::NoEvents, out)
+            .ok()
+            .map(Self)
+    }
+}
+
+/// A snapshot of the UART: its nine registers (divisor low/high, IER, IIR, LCR, LSR, MCR, MSR,
+/// scratch) and the bytes waiting in its receive FIFO.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    regs: [u8; 9],
+    in_buffer: Vec<u8>,
 }
 
 impl BusDevice for Serial {
@@ -91,5 +140,22 @@ mod tests {
         let mut lsr = [0u8];
         s.read(5, &mut lsr);
         assert_ne!(lsr[0] & 0x20, 0, "transmitter holding register empty");
+    }
+
+    #[test]
+    fn state_survives_a_restore() {
+        let sink = Sink::default();
+        let mut s = Serial::new(EventFd::new(0).unwrap(), Box::new(sink.clone()));
+        s.write(7, &[0x5a]); // scratch
+        s.write(3, &[0x03]); // LCR: 8 bits
+        let snap = s.state();
+        let mut r =
+            Serial::restore(EventFd::new(0).unwrap(), Box::new(sink.clone()), &snap).unwrap();
+        let mut b = [0u8];
+        r.read(7, &mut b);
+        assert_eq!(b[0], 0x5a);
+        assert_eq!(r.state(), snap);
+        r.write(0, b"z");
+        assert_eq!(&*sink.0.lock().unwrap(), b"z");
     }
 }

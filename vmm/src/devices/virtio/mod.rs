@@ -107,6 +107,12 @@ impl Interrupt {
         self.status.fetch_and(!bits, Ordering::SeqCst);
     }
 
+    /// Sets status `bits` without raising the interrupt (a restored device's pending status:
+    /// the interrupt controller's own state was restored with it).
+    pub fn raise(&self, bits: u32) {
+        self.status.fetch_or(bits, Ordering::SeqCst);
+    }
+
     /// The irqfd (for KVM registration).
     pub fn irqfd(&self) -> &EventFd {
         &self.irqfd
@@ -172,5 +178,91 @@ pub trait VirtioDevice: Send {
     /// The device's counters on one line (`name key=value …`), printed by `--exit-stats`.
     fn counters(&self) -> Option<String> {
         None
+    }
+    /// For a snapshot: the features the driver accepted and, once activated, the queues the
+    /// device serves. `Err` says why this device cannot be snapshotted (now or at all).
+    fn state(&self) -> Result<DeviceSnapshot, String> {
+        Err("this device cannot be snapshotted yet".into())
+    }
+    /// On restore, before the transport re-activates the device with the saved queues: takes
+    /// back the accepted features.
+    fn restore(&mut self, state: &DeviceSnapshot) {
+        self.ack_features(state.acked_features);
+    }
+}
+
+/// A device's part of a snapshot ([`VirtioDevice::state`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceSnapshot {
+    /// The virtio device id.
+    pub device_type: u32,
+    /// Features the driver accepted.
+    pub acked_features: u64,
+    /// The activated device's queues (empty before activation).
+    pub queues: Vec<QueueSnapshot>,
+}
+
+impl DeviceSnapshot {
+    /// The snapshot of a device of `device_type` with `acked_features` serving `queues`.
+    pub fn of(device_type: u32, acked_features: u64, queues: &[Queue]) -> Self {
+        Self {
+            device_type,
+            acked_features,
+            queues: queues
+                .iter()
+                .map(|q| QueueSnapshot::from(q.state()))
+                .collect(),
+        }
+    }
+}
+
+/// A virtqueue's state: where its rings are and how far the device got (virtio-queue's
+/// `QueueState`, which has no serde support).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[allow(missing_docs)]
+pub struct QueueSnapshot {
+    pub max_size: u16,
+    pub next_avail: u16,
+    pub next_used: u16,
+    pub event_idx_enabled: bool,
+    pub size: u16,
+    pub ready: bool,
+    pub desc_table: u64,
+    pub avail_ring: u64,
+    pub used_ring: u64,
+}
+
+impl From<virtio_queue::QueueState> for QueueSnapshot {
+    fn from(s: virtio_queue::QueueState) -> Self {
+        Self {
+            max_size: s.max_size,
+            next_avail: s.next_avail,
+            next_used: s.next_used,
+            event_idx_enabled: s.event_idx_enabled,
+            size: s.size,
+            ready: s.ready,
+            desc_table: s.desc_table,
+            avail_ring: s.avail_ring,
+            used_ring: s.used_ring,
+        }
+    }
+}
+
+impl QueueSnapshot {
+    /// The queue back, or `None` when the saved values are not a valid queue (size not a power of
+    /// two, larger than the maximum …).
+    pub fn to_queue(self) -> Option<Queue> {
+        Queue::try_from(virtio_queue::QueueState {
+            max_size: self.max_size,
+            next_avail: self.next_avail,
+            next_used: self.next_used,
+            event_idx_enabled: self.event_idx_enabled,
+            size: self.size,
+            ready: self.ready,
+            desc_table: self.desc_table,
+            avail_ring: self.avail_ring,
+            used_ring: self.used_ring,
+        })
+        .ok()
     }
 }

@@ -7,7 +7,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -156,6 +156,31 @@ impl VirtioDevice for FsDevice {
     fn take_queue_events(&mut self, evts: &[Arc<EventFd>]) -> bool {
         self.kicks = evts.to_vec();
         true
+    }
+
+    /// The queues' progress lives in the backend: a snapshot is only taken before the driver
+    /// made any request (the guest has not mounted the share), when the saved queues are exact
+    /// and a fresh virtiofsd can take them over.
+    fn state(&self) -> Result<crate::devices::virtio::DeviceSnapshot, String> {
+        let queues = self.wanted.as_ref().map_or(&[][..], |w| &w.queues[..]);
+        if let Some(w) = &self.wanted {
+            for (i, q) in queues.iter().enumerate().filter(|(_, q)| q.ready()) {
+                let avail = q
+                    .avail_idx(&w.mem, std::sync::atomic::Ordering::Acquire)
+                    .map_err(|e| format!("virtio-fs queue {i}: {e}"))?;
+                if avail.0 != q.next_avail() {
+                    return Err(format!(
+                        "virtio-fs queue {i} has carried requests (its state is in virtiofsd): \
+                         snapshot before the guest mounts the share"
+                    ));
+                }
+            }
+        }
+        Ok(crate::devices::virtio::DeviceSnapshot::of(
+            VIRTIO_ID_FS,
+            self.acked,
+            queues,
+        ))
     }
 
     fn backend_events(&self) -> Vec<(RawFd, EventSet)> {

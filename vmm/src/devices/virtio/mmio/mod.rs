@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{DeviceSnapshot, Interrupt, QueueSnapshot, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::bus::{lock, BusDevice};
 use crate::memory::GuestMemory;
 
@@ -272,6 +272,79 @@ impl MmioTransport {
         }
     }
 
+    /// The transport's registers, the queues it still holds (before activation) and the
+    /// device's part, for a snapshot; `Err` names why the device cannot be snapshotted.
+    pub fn state(&self) -> Result<MmioSnapshot, String> {
+        Ok(MmioSnapshot {
+            status: self.status,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            driver_features: self.driver_features,
+            queue_sel: self.queue_sel,
+            activated: self.activated,
+            interrupt_status: self.interrupt.status(),
+            queues: self
+                .queues
+                .iter()
+                .map(|q| QueueSnapshot::from(q.state()))
+                .collect(),
+            device: lock(&self.device).state()?,
+        })
+    }
+
+    /// Puts a fresh transport (and its device) back in the state of `s`; an activated device is
+    /// activated again with its saved queues. `Err` says what in `s` does not fit this device.
+    pub fn restore(&mut self, s: &MmioSnapshot) -> Result<(), String> {
+        let (id, nqueues) = {
+            let dev = lock(&self.device);
+            (dev.device_type(), dev.queue_max_sizes().len())
+        };
+        let queue_count_ok = |n: usize| n == nqueues || (n == 0 && !s.activated);
+        if s.device.device_type != id
+            || s.queues.len() != nqueues
+            || !queue_count_ok(s.device.queues.len())
+        {
+            return Err(format!(
+                "the snapshot has a device of type {} with {}+{} queues where this VM has type \
+                 {id} with {nqueues}",
+                s.device.device_type,
+                s.queues.len(),
+                s.device.queues.len()
+            ));
+        }
+        let queues = |qs: &[QueueSnapshot]| -> Result<Vec<Queue>, String> {
+            qs.iter()
+                .map(|q| {
+                    q.to_queue()
+                        .ok_or_else(|| format!("invalid saved queue {q:?}"))
+                })
+                .collect()
+        };
+        self.queues = queues(&s.queues)?;
+        self.status = s.status;
+        self.device_features_sel = s.device_features_sel;
+        self.driver_features_sel = s.driver_features_sel;
+        self.driver_features = s.driver_features;
+        self.queue_sel = s.queue_sel;
+        self.interrupt.ack(u32::MAX);
+        self.interrupt.raise(s.interrupt_status);
+        lock(&self.device).restore(&s.device);
+        if s.activated {
+            let saved = queues(&s.device.queues)?;
+            if let Some(q) = saved.iter().find(|q| q.ready() && !q.is_valid(&self.mem)) {
+                return Err(format!(
+                    "a saved queue's rings lie outside guest memory ({:?})",
+                    q.state()
+                ));
+            }
+            lock(&self.device)
+                .activate(self.mem.clone(), saved, self.interrupt.clone())
+                .map_err(|e| format!("re-activating the device: {e}"))?;
+            self.activated = true;
+        }
+        Ok(())
+    }
+
     fn reset(&mut self) {
         if self.activated {
             lock(&self.device).reset();
@@ -306,6 +379,23 @@ impl BusDevice for MmioTransport {
             self.write32(offset, v);
         }
     }
+}
+
+/// A virtio-mmio transport's part of a snapshot ([`MmioTransport::state`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[allow(missing_docs)]
+pub struct MmioSnapshot {
+    pub status: u32,
+    pub device_features_sel: u32,
+    pub driver_features_sel: u32,
+    pub driver_features: u64,
+    pub queue_sel: u32,
+    pub activated: bool,
+    pub interrupt_status: u32,
+    /// The queues the transport holds (being set up, before activation).
+    pub queues: Vec<QueueSnapshot>,
+    /// The device's own part.
+    pub device: DeviceSnapshot,
 }
 
 #[cfg(test)]

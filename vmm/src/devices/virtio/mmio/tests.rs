@@ -7,7 +7,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::*;
-use crate::devices::virtio::ActivateError;
+use crate::devices::virtio::{ActivateError, DeviceSnapshot, INT_VRING};
 
 #[derive(Default)]
 struct Fake {
@@ -16,6 +16,7 @@ struct Fake {
     resets: u32,
     notified: Vec<u16>,
     config: [u8; 8],
+    queues: Vec<Queue>,
 }
 
 impl VirtioDevice for Fake {
@@ -47,6 +48,7 @@ impl VirtioDevice for Fake {
     ) -> Result<(), ActivateError> {
         assert!(q[0].ready() && q[0].size() == 16);
         self.activated = Some(q.len());
+        self.queues = q;
         Ok(())
     }
     fn reset(&mut self) {
@@ -55,6 +57,9 @@ impl VirtioDevice for Fake {
     }
     fn queue_notify(&mut self, q: u16) {
         self.notified.push(q);
+    }
+    fn state(&self) -> Result<DeviceSnapshot, String> {
+        Ok(DeviceSnapshot::of(42, self.acked, &self.queues))
     }
 }
 
@@ -235,4 +240,48 @@ fn config_space_goes_to_the_device() {
     c.t.read(reg::CONFIG, &mut d);
     assert_eq!(d, [0, 0, 9, 8]);
     assert!(c.dev.lock().unwrap().notified.is_empty());
+}
+
+#[test]
+fn state_restores_into_a_fresh_transport_and_reactivates_the_device() {
+    let mut c = ctx();
+    negotiate(&mut c.t, 1, 0b100);
+    setup_queue(&mut c.t, 0, 0x1_0000, 16);
+    // A snapshot half-way: the queues are still the transport's.
+    let early = c.t.state().unwrap();
+    assert!(!early.activated && early.device.queues.is_empty());
+    assert!(early.queues[0].ready);
+    let mut d = ctx();
+    d.t.restore(&early).unwrap();
+    assert_eq!(d.t.state().unwrap(), early);
+    assert_eq!(lock(&d.dev).activated, None);
+
+    w(&mut c.t, reg::STATUS, 0xf);
+    assert!(c.t.activated());
+    c.t.interrupt.raise(INT_VRING);
+    let late = c.t.state().unwrap();
+    assert_eq!(late.device.queues.len(), 2);
+    assert_eq!(late.device.acked_features, VIRTIO_F_VERSION_1 | 0b100);
+    let mut d = ctx();
+    d.t.restore(&late).unwrap();
+    assert!(d.t.activated());
+    assert_eq!(lock(&d.dev).activated, Some(2));
+    assert_eq!(lock(&d.dev).acked, VIRTIO_F_VERSION_1 | 0b100);
+    assert_eq!(r(&mut d.t, reg::INTERRUPT_STATUS), INT_VRING);
+    assert_eq!(d.t.state().unwrap(), late);
+
+    // Another device, or saved queues that are not a queue, are refused.
+    let mut other = late.clone();
+    other.device.device_type = 19;
+    assert!(ctx().t.restore(&other).unwrap_err().contains("type 19"));
+    let mut bad = late.clone();
+    bad.device.queues[0].size = 3;
+    assert!(ctx()
+        .t
+        .restore(&bad)
+        .unwrap_err()
+        .contains("invalid saved queue"));
+    let mut outside = late;
+    outside.device.queues[0].desc_table = 0xffff_0000;
+    assert!(ctx().t.restore(&outside).unwrap_err().contains("outside"));
 }

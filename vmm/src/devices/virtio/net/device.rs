@@ -158,6 +158,16 @@ impl VirtioDevice for NetDevice {
         self.process_rx();
     }
 
+    /// A frame waiting for an RX buffer is not part of it: it is lost, as on a wire.
+    fn state(&self) -> Result<crate::devices::virtio::DeviceSnapshot, String> {
+        let queues = self.active.as_ref().map_or(&[][..], |a| &a.queues[..]);
+        Ok(crate::devices::virtio::DeviceSnapshot::of(
+            VIRTIO_ID_NET,
+            self.acked_features,
+            queues,
+        ))
+    }
+
     fn counters(&self) -> Option<String> {
         let s = self.stats;
         Some(format!(

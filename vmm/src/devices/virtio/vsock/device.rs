@@ -168,6 +168,22 @@ impl VirtioDevice for VsockDevice {
         self.close();
     }
 
+    fn state(&self) -> Result<crate::devices::virtio::DeviceSnapshot, String> {
+        let (open, control) = (self.muxer.connections(), self.muxer.pending_control());
+        if open > 0 || control > 0 {
+            return Err(format!(
+                "vsock has {open} open connections and {control} pending control packets: \
+                 snapshot a guest whose vsock is idle"
+            ));
+        }
+        let queues = self.active.as_ref().map_or(&[][..], |a| &a.queues[..]);
+        Ok(crate::devices::virtio::DeviceSnapshot::of(
+            VIRTIO_ID_VSOCK,
+            self.acked_features,
+            queues,
+        ))
+    }
+
     fn counters(&self) -> Option<String> {
         let s = self.stats;
         let m = self.muxer.stats();

@@ -1,0 +1,313 @@
+//! The snapshot files and their header. A snapshot directory holds two files:
+//!
+//! - `state`: the magic `HULLSNAP`, the format version (u32 LE), the header's length (u32 LE), the
+//!   header ([`Header`], JSON: hull version, sizes and CRC-32s of the body and of the memory file),
+//!   then the body (the VM's state, JSON, [`super::VmState`]);
+//! - `memory`: guest RAM as the memfd holds it (the regions of [`crate::layout`] one after the
+//!   other), mapped `MAP_PRIVATE` on restore.
+//!
+//! Everything is checked before anything is used: a wrong magic, another format or hull version,
+//! a file shorter or longer than its header says, or a checksum that does not match is refused
+//! with its own [`super::SnapshotError`]. The CRC-32 finds corruption and truncation; it is no
+//! defence against someone who can write the snapshot directory (keep it root-owned).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::SnapshotError;
+
+/// The first bytes of a `state` file.
+pub const MAGIC: &[u8; 8] = b"HULLSNAP";
+/// The format this hull-vmm writes and reads. Bump it when the body or header changes shape.
+pub const FORMAT_VERSION: u32 = 1;
+/// The hull version written into (and required from) a snapshot.
+pub const HULL_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Largest header accepted (it is a few hundred bytes).
+const MAX_HEADER: u32 = 64 << 10;
+/// Largest body accepted (a few KiB per vCPU and device).
+const MAX_BODY: u64 = 64 << 20;
+
+/// The `state` file's name in a snapshot directory.
+pub const STATE_FILE: &str = "state";
+/// The `memory` file's name in a snapshot directory.
+pub const MEMORY_FILE: &str = "memory";
+
+/// What the header records about the rest of the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// hull's version that wrote it.
+    pub hull_version: String,
+    /// Length of the body that follows the header.
+    pub state_len: u64,
+    /// CRC-32 of the body.
+    pub state_crc32: u32,
+    /// Length of the memory file.
+    pub memory_len: u64,
+    /// CRC-32 of the memory file.
+    pub memory_crc32: u32,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
+    move |e| SnapshotError::Io(path.to_path_buf(), e)
+}
+
+/// Encodes a `state` file: prefix, `header`, `body`.
+pub fn encode_state(header: &Header, body: &[u8]) -> Vec<u8> {
+    let h = serde_json::to_vec(header).expect("the header always serialises");
+    let mut out = Vec::with_capacity(16 + h.len() + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(h.len()).expect("small header").to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(body);
+    out
+}
+
+/// Decodes and checks a `state` file's bytes: returns the header and the body (whose checksum
+/// matched). The memory file is checked separately ([`check_memory`]).
+pub fn decode_state(bytes: &[u8]) -> Result<(Header, &[u8]), SnapshotError> {
+    let truncated = |expected: u64| SnapshotError::Truncated {
+        what: "state",
+        expected,
+        found: bytes.len() as u64,
+    };
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        // A prefix of the magic is a truncated snapshot; anything else is not one.
+        return Err(if MAGIC.starts_with(bytes) {
+            truncated(16)
+        } else {
+            SnapshotError::NotASnapshot
+        });
+    }
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .ok_or_else(|| truncated(16))
+    };
+    let version = word(8)?;
+    if version != FORMAT_VERSION {
+        return Err(SnapshotError::FormatVersion {
+            found: version,
+            supported: FORMAT_VERSION,
+        });
+    }
+    let hlen = word(12)?;
+    if hlen > MAX_HEADER {
+        return Err(SnapshotError::Header(format!(
+            "header of {hlen} bytes (at most {MAX_HEADER})"
+        )));
+    }
+    let body_at = 16 + hlen as usize;
+    let h = bytes
+        .get(16..body_at)
+        .ok_or_else(|| truncated(body_at as u64))?;
+    let header: Header =
+        serde_json::from_slice(h).map_err(|e| SnapshotError::Header(e.to_string()))?;
+    if header.hull_version != HULL_VERSION {
+        return Err(SnapshotError::HullVersion {
+            found: header.hull_version,
+            this: HULL_VERSION,
+        });
+    }
+    if header.state_len > MAX_BODY {
+        return Err(SnapshotError::Header(format!(
+            "body of {} bytes (at most {MAX_BODY})",
+            header.state_len
+        )));
+    }
+    let body = &bytes[body_at..];
+    let expected = body_at as u64 + header.state_len;
+    if (body.len() as u64) < header.state_len {
+        return Err(truncated(expected));
+    }
+    if body.len() as u64 > header.state_len {
+        return Err(SnapshotError::TrailingBytes {
+            what: "state",
+            expected,
+            found: bytes.len() as u64,
+        });
+    }
+    let crc = crc32fast::hash(body);
+    if crc != header.state_crc32 {
+        return Err(SnapshotError::Checksum {
+            what: "state",
+            expected: header.state_crc32,
+            found: crc,
+        });
+    }
+    Ok((header, body))
+}
+
+/// Reads `dir/state` and checks it ([`decode_state`]); returns the header and the body.
+pub fn read_state(dir: &Path) -> Result<(Header, Vec<u8>), SnapshotError> {
+    let path = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let (header, body) = decode_state(&bytes)?;
+    Ok((header, body.to_vec()))
+}
+
+/// Checks `dir/memory` against the header: its length, then its CRC-32 (read once, 1 MiB at a
+/// time).
+pub fn check_memory(dir: &Path, header: &Header) -> Result<(), SnapshotError> {
+    let path = dir.join(MEMORY_FILE);
+    let mut f = File::open(&path).map_err(io(&path))?;
+    let len = f.metadata().map_err(io(&path))?.len();
+    if len < header.memory_len {
+        return Err(SnapshotError::Truncated {
+            what: "memory",
+            expected: header.memory_len,
+            found: len,
+        });
+    }
+    if len > header.memory_len {
+        return Err(SnapshotError::TrailingBytes {
+            what: "memory",
+            expected: header.memory_len,
+            found: len,
+        });
+    }
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io(&path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let crc = h.finalize();
+    if crc != header.memory_crc32 {
+        return Err(SnapshotError::Checksum {
+            what: "memory",
+            expected: header.memory_crc32,
+            found: crc,
+        });
+    }
+    Ok(())
+}
+
+/// Writes `dir/state` (through a temporary file renamed into place, after `fsync`).
+pub fn write_state(dir: &Path, header: &Header, body: &[u8]) -> Result<(), SnapshotError> {
+    let tmp = dir.join(".state.tmp");
+    let path = dir.join(STATE_FILE);
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(&encode_state(header, body)).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(body: &[u8]) -> Vec<u8> {
+        let header = Header {
+            hull_version: HULL_VERSION.to_string(),
+            state_len: body.len() as u64,
+            state_crc32: crc32fast::hash(body),
+            memory_len: 4096,
+            memory_crc32: 7,
+        };
+        encode_state(&header, body)
+    }
+
+    #[test]
+    fn a_state_file_round_trips() {
+        let bytes = sample(b"{\"a\":1}");
+        let (h, body) = decode_state(&bytes).unwrap();
+        assert_eq!(body, b"{\"a\":1}");
+        assert_eq!(h.memory_len, 4096);
+        assert_eq!(&bytes[..8], MAGIC);
+    }
+
+    #[test]
+    fn every_truncation_is_refused_as_truncated() {
+        let bytes = sample(b"{\"some\":\"state\"}");
+        for len in 1..bytes.len() {
+            let e = decode_state(&bytes[..len]).unwrap_err();
+            let ok = matches!(e, SnapshotError::Truncated { what: "state", .. })
+                // Cut inside the header: its JSON is incomplete.
+                || (len > 16 && len < bytes.len() - 16 && matches!(e, SnapshotError::Header(_)));
+            assert!(ok, "cut at {len}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_changed_body_byte_fails_the_checksum() {
+        let bytes = sample(b"{\"some\":\"state\"}");
+        let mut bad = bytes.clone();
+        let last = bad.len() - 3;
+        bad[last] ^= 0x01;
+        assert!(matches!(
+            decode_state(&bad).unwrap_err(),
+            SnapshotError::Checksum { what: "state", .. }
+        ));
+    }
+
+    #[test]
+    fn wrong_magic_version_and_trailing_bytes_are_refused() {
+        let bytes = sample(b"{}");
+        let mut bad = bytes.clone();
+        bad[0] = b'X';
+        assert!(matches!(
+            decode_state(&bad).unwrap_err(),
+            SnapshotError::NotASnapshot
+        ));
+        let mut bad = bytes.clone();
+        bad[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+        let e = decode_state(&bad).unwrap_err();
+        assert!(
+            matches!(e, SnapshotError::FormatVersion { found, .. } if found == FORMAT_VERSION + 1)
+        );
+        assert!(e.to_string().contains("format version"), "{e}");
+        let mut bad = bytes.clone();
+        bad.push(b' ');
+        assert!(matches!(
+            decode_state(&bad).unwrap_err(),
+            SnapshotError::TrailingBytes { .. }
+        ));
+    }
+
+    #[test]
+    fn another_hull_version_is_refused() {
+        let body = b"{}";
+        let header = Header {
+            hull_version: "0.0.0-other".into(),
+            state_len: 2,
+            state_crc32: crc32fast::hash(body),
+            memory_len: 0,
+            memory_crc32: 0,
+        };
+        let e = decode_state(&encode_state(&header, body)).unwrap_err();
+        assert!(matches!(e, SnapshotError::HullVersion { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_memory_file_is_checked_for_length_and_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let mem = vec![0x5au8; 3 << 20];
+        std::fs::write(dir.path().join(MEMORY_FILE), &mem).unwrap();
+        let mut header = Header {
+            hull_version: HULL_VERSION.into(),
+            state_len: 0,
+            state_crc32: 0,
+            memory_len: mem.len() as u64,
+            memory_crc32: crc32fast::hash(&mem),
+        };
+        check_memory(dir.path(), &header).unwrap();
+        header.memory_crc32 ^= 1;
+        assert!(matches!(
+            check_memory(dir.path(), &header).unwrap_err(),
+            SnapshotError::Checksum { what: "memory", .. }
+        ));
+        header.memory_len += 4096;
+        assert!(matches!(
+            check_memory(dir.path(), &header).unwrap_err(),
+            SnapshotError::Truncated { what: "memory", .. }
+        ));
+    }
+}
