@@ -131,6 +131,7 @@ fn check(
     for c in &checks {
         println!("{c}");
     }
+    print_overhead();
     let failed = checks
         .iter()
         .filter(|c| c.outcome == hostcheck::Outcome::Fail)
@@ -140,7 +141,6 @@ fn check(
         std::process::exit(1);
     }
     println!("hull can run pods on this host");
-    print_overhead();
     Ok(())
 }
 
