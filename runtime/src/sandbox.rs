@@ -252,6 +252,8 @@ impl SandboxVm {
                 netns: nic.netns.clone(),
             });
         }
+        // Every pod gives back the memory its guest frees (docs/balloon.md).
+        devices.push(Device::Balloon);
         let mut vm = hypervisor.start(&VmConfig {
             images: config.images.clone(),
             cmdline,

@@ -78,6 +78,8 @@ pub struct VmmConfig {
     pub fs: Option<FsConfig>,
     /// virtio-net device.
     pub net: Option<NetConfig>,
+    /// virtio-balloon with free page reporting: memory the guest frees goes back to the host.
+    pub balloon: bool,
     /// CPUID features hidden from the guest.
     pub cpuid_clear: Vec<Feature>,
     /// Enter an ELF kernel at its 64-bit entry even when it has a PVH note.
@@ -149,6 +151,7 @@ impl VmmConfig {
             vsock: None,
             fs: None,
             net: None,
+            balloon: false,
             cpuid_clear: Vec::new(),
             linux64: false,
             seccomp: true,

@@ -50,6 +50,10 @@ struct Args {
     /// The guest's MAC address (aa:bb:cc:dd:ee:ff).
     #[arg(long, requires = "net_tap")]
     net_mac: Option<String>,
+    /// Attach virtio-balloon with free page reporting and deflate-on-OOM: host pages behind
+    /// memory the guest frees are given back.
+    #[arg(long)]
+    balloon: bool,
     /// CPUID features to hide from the guest, comma separated (e.g. cx16,xsave).
     #[arg(long, value_delimiter = ',')]
     cpuid_clear: Vec<Feature>,
@@ -132,6 +136,7 @@ fn run(args: Args) -> anyhow::Result<i32> {
             tag: args.fs_tag,
         }),
         net,
+        balloon: args.balloon,
         cpuid_clear: args.cpuid_clear,
         linux64: args.linux64,
         seccomp: !args.no_seccomp,

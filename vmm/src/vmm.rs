@@ -25,6 +25,7 @@ use crate::bus::{lock, Bus};
 use crate::config::{ConfigError, VmmConfig};
 use crate::devices::i8042::{I8042, I8042_BASE, I8042_LEN};
 use crate::devices::serial::{ConsoleOut, Serial, SerialSnapshot, COM1_BASE, COM1_GSI, COM1_LEN};
+use crate::devices::virtio::balloon::BalloonDevice;
 use crate::devices::virtio::fs::{self, FsDevice};
 use crate::devices::virtio::mmio::{reg, MmioTransport};
 use crate::devices::virtio::net::{self, NetDevice};
@@ -245,6 +246,9 @@ fn virtio_devices(
     }
     if let Some(n) = &config.net {
         devices.push(Arc::new(Mutex::new(NetDevice::open(&n.tap, n.mac)?)));
+    }
+    if config.balloon {
+        devices.push(Arc::new(Mutex::new(BalloonDevice::new())));
     }
     let mut cmdline = config.cmdline.clone();
     let mut virtio = Vec::new();

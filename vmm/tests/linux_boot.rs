@@ -118,6 +118,7 @@ fn test_kernel_boots_to_init_on_this_kvm() {
             vsock.to_str().unwrap(),
             "--fs-socket",
             virtiofsd.socket().to_str().unwrap(),
+            "--balloon",
             "--initrd",
             initrd.to_str().unwrap(),
             "--mem-mib",
@@ -163,9 +164,11 @@ fn test_kernel_boots_to_init_on_this_kvm() {
     // Linux's virtio-mmio and virtio-vsock drivers found the device on the command line and
     // completed the handshake with hull-vmm's transport.
     // Linux's virtio-fs driver activated the fs device, and hull-vmm handed its queues to
-    // virtiofsd; Linux's virtio-net driver activated the NIC.
+    // virtiofsd; Linux's virtio-net driver activated the NIC, and its virtio-balloon driver
+    // (free page reporting) the balloon.
     for line in [
         "virtio device (id 1) activated by the driver",
+        "virtio device (id 5) activated by the driver",
         "virtio device (id 19) activated by the driver",
         "virtio device (id 26) activated by the driver",
         "virtio-fs: vhost-user backend serves the queues",
@@ -201,6 +204,7 @@ fn production_boot(vcpus: &str) {
             initrd.to_str().unwrap(),
             "--vcpus",
             vcpus,
+            "--balloon",
             "--cmdline",
             "console=ttyS0 reboot=k panic=-1 quiet hull.selftest=1",
         ],
@@ -209,6 +213,12 @@ fn production_boot(vcpus: &str) {
     assert!(
         run.console
             .contains(&format!("hull-agent ready: cpus={vcpus} ")),
+        "{run:#?}"
+    );
+    // The guest's virtio-balloon driver (free page reporting) took the device.
+    assert!(
+        run.stderr
+            .contains("virtio device (id 5) activated by the driver"),
         "{run:#?}"
     );
     run.assert_exit(0);

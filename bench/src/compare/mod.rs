@@ -13,6 +13,7 @@ pub mod breakdown;
 pub mod cpu;
 pub mod env;
 pub mod memory;
+pub mod overhead;
 pub mod procs;
 pub mod schema;
 pub mod start;
@@ -248,6 +249,7 @@ pub fn run(opts: &Options, command: String) -> anyhow::Result<Results> {
         boot: None,
         memory: Vec::new(),
         density: Vec::new(),
+        overhead: Vec::new(),
         cpu: Vec::new(),
         stdio: Vec::new(),
         fs: None,
@@ -296,6 +298,9 @@ pub fn run(opts: &Options, command: String) -> anyhow::Result<Results> {
     p.pb.finish_and_clear();
     results.env.load_after = env::load();
     results.wall_s = started.elapsed().as_secs_f64();
+    if let Err(e) = save_overhead(&results) {
+        results.errors.push(format!("overhead record: {e:#}"));
+    }
     write(&results, &opts.out)?;
     Ok(results)
 }
@@ -392,7 +397,15 @@ fn idle_phases(ctx: &Ctx<'_>, t: &Target, id: &str, results: &mut Results) -> an
     target::run_detached(ctx.c, t, id, memory::IDLE)?;
     std::thread::sleep(memory::settle(t, opts.quick));
     if opts.wants("memory") {
-        results.memory.push(memory::of_pod(ctx, t, id)?);
+        let pod = memory::of_pod(ctx, t, id)?;
+        if t.is_hull() {
+            ctx.message(&format!("overhead: idle CPU of {}", t.label()));
+            let window = Duration::from_secs(if opts.quick { 5 } else { 15 });
+            let pids = overhead::pids(&target::processes_of(ctx.c, t, id));
+            let cpu = overhead::idle_cpu_millicores(&pids, window);
+            results.overhead.push(overhead::derive(&pod, cpu));
+        }
+        results.memory.push(pod);
     }
     if t.is_hull() {
         let (_, _, kernel) = target::exec(ctx.c, id, "uname", &["uname", "-r"], true)?;
@@ -410,6 +423,21 @@ fn idle_phases(ctx: &Ctx<'_>, t: &Target, id: &str, results: &mut Results) -> an
     if opts.wants("stdio") {
         results.stdio.extend(cpu::stdio(ctx, t, id)?);
     }
+    Ok(())
+}
+
+/// Keeps the measured RuntimeClass overhead where `hull check` reads it (when there is one).
+fn save_overhead(results: &Results) -> anyhow::Result<()> {
+    if results.overhead.is_empty() {
+        return Ok(());
+    }
+    let record = hull_runtime::overhead::Measured {
+        date: results.env.date.clone(),
+        guest_memory_mib: results.env.guest_memory_mib,
+        backends: results.overhead.clone(),
+    };
+    let path = hull_runtime::overhead::Measured::path();
+    record.save(&path)?;
     Ok(())
 }
 

@@ -31,6 +31,10 @@ pub struct Results {
     pub memory: Vec<PodMemory>,
     /// 1, 2, 4 … N idle containers per runtime.
     pub density: Vec<Density>,
+    /// The RuntimeClass overhead measured per hull backend (absent from results written before
+    /// it existed: an added field, so the schema is unchanged).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overhead: Vec<hull_runtime::overhead::BackendOverhead>,
     /// CPU workloads inside each runtime and on the host.
     pub cpu: Vec<CpuFigure>,
     /// stdout throughput through each runtime's shim, per write size.

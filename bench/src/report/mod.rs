@@ -6,6 +6,7 @@ pub mod figures;
 #[cfg(test)]
 mod layout_tests;
 mod legend;
+mod overhead;
 pub mod plots;
 pub mod ticks;
 
@@ -330,6 +331,7 @@ pub fn markdown(r: &Results, has_plot: impl Fn(&str) -> bool) -> String {
     memory_section(&mut s, r);
     plot(&mut s, "memory.svg", "memory stacks");
     vmm_mappings(&mut s, r);
+    overhead::section(&mut s, r);
     density_section(&mut s, r);
     plot(&mut s, "density.svg", "density curves");
     cpu_section(&mut s, r);

@@ -131,6 +131,7 @@ fn check(
     for c in &checks {
         println!("{c}");
     }
+    print_overhead();
     let failed = checks
         .iter()
         .filter(|c| c.outcome == hostcheck::Outcome::Fail)
@@ -141,6 +142,24 @@ fn check(
     }
     println!("hull can run pods on this host");
     Ok(())
+}
+
+/// The pod overhead the last `hull bench` measured, for the RuntimeClass.
+fn print_overhead() {
+    let path = hull_runtime::overhead::Measured::path();
+    match hull_runtime::overhead::Measured::load(&path) {
+        Ok(Some(m)) => {
+            println!("RuntimeClass overhead measured by hull bench ({}):", path.display());
+            for line in m.summary() {
+                println!("  {line}");
+            }
+        }
+        Ok(None) => println!(
+            "RuntimeClass overhead: not measured on this host yet (hull bench --only memory,cpu writes {})",
+            path.display()
+        ),
+        Err(e) => println!("RuntimeClass overhead: {e:#}"),
+    }
 }
 
 fn version() {

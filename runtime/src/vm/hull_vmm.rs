@@ -164,6 +164,8 @@ impl HullVmm {
                 Device::VhostUserFs { socket, .. } => {
                     return Err(unsupported("a second virtio-fs device", socket))
                 }
+                // One balloon per VM (validated).
+                Device::Balloon => push(&"--balloon"),
                 // One NIC per VM (validated); the process runs in the tap's netns (see start).
                 Device::Net { tap, mac, .. } => {
                     push(&"--net-tap");
@@ -288,6 +290,16 @@ mod tests {
             "{joined}"
         );
         assert!(joined.ends_with("--cpuid-clear cx16"), "{joined}");
+    }
+
+    #[test]
+    fn the_balloon_is_a_flag() {
+        let args = strings(
+            HullVmm::new("hull-vmm")
+                .args(&config(vec![Device::Balloon]))
+                .unwrap(),
+        );
+        assert_eq!(args.last().map(String::as_str), Some("--balloon"));
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub fn jail(config: &VmConfig, kvm: bool) -> Result<(JailConfig, VmConfig), VmEr
             }
             // The VMM's own socket: the backend gives it a directory (see `socket_dir`).
             Device::Vsock => {}
+            // In-process in hull-vmm and QEMU: nothing to bind.
+            Device::Balloon => {}
         }
     }
     Ok((jail, view))

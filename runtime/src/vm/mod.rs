@@ -95,6 +95,9 @@ pub enum Device {
         /// The network namespace (a path such as `/var/run/netns/cni-…`).
         netns: PathBuf,
     },
+    /// virtio-balloon with free page reporting and deflate-on-OOM: the host pages behind memory
+    /// the guest frees go back to the host within seconds (docs/balloon.md). No backing.
+    Balloon,
 }
 
 /// Starting or running a VM failed.
@@ -190,7 +193,7 @@ impl VmConfig {
         for device in &self.devices {
             let backing = match device {
                 Device::VhostUserFs { socket, .. } | Device::VhostUserVsock { socket } => socket,
-                Device::Vsock => continue,
+                Device::Vsock | Device::Balloon => continue,
                 Device::Net { tap, netns, .. } => {
                     if tap.is_empty()
                         || tap.len() > MAX_IFNAME_LEN
@@ -215,6 +218,10 @@ impl VmConfig {
             return Err(VmError::InvalidDevice(
                 "more than one NIC (one per pod)".to_owned(),
             ));
+        }
+        let balloons = self.devices.iter().filter(|d| **d == Device::Balloon);
+        if balloons.count() > 1 {
+            return Err(VmError::InvalidDevice("more than one balloon".to_owned()));
         }
         Ok(())
     }
@@ -330,6 +337,14 @@ mod tests {
             nic("hull0", "/proc/self/ns/net"),
             nic("hull1", "/proc/self/ns/net"),
         ]);
+        assert!(matches!(config.validate(), Err(VmError::InvalidDevice(_))));
+    }
+
+    #[test]
+    fn one_balloon_at_most() {
+        let (config, _dir) = config_with(vec![Device::Balloon]);
+        config.validate().unwrap();
+        let (config, _dir) = config_with(vec![Device::Balloon, Device::Balloon]);
         assert!(matches!(config.validate(), Err(VmError::InvalidDevice(_))));
     }
 }

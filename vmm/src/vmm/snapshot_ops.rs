@@ -107,6 +107,9 @@ fn restored_config(dir: &Path, shape: &Shape, rc: &RestoreConfig) -> Result<VmmC
         vsock,
         fs,
         net,
+        // A VM with a balloon cannot be snapshotted yet (its device has no saved state), so no
+        // snapshot has one.
+        balloon: false,
         cpuid_clear,
         linux64: false,
         seccomp: rc.seccomp,

@@ -142,8 +142,18 @@ fn push_device(args: &mut Args, index: usize, device: &Device) {
             args.push("-device");
             args.push(format!("virtio-net-device,netdev=net{index},mac={mac}"));
         }
+        // QEMU discards reported ranges (punching holes in the memfd) and inflated pages.
+        Device::Balloon => {
+            args.push("-device");
+            args.push(BALLOON_DEVICE);
+        }
     }
 }
+
+/// QEMU's balloon: free page reporting gives the host back what the guest frees; deflate-on-OOM
+/// lets the guest take balloon pages back before its OOM killer runs.
+pub const BALLOON_DEVICE: &str =
+    "virtio-balloon-device,id=balloon0,free-page-reporting=on,deflate-on-oom=on";
 
 fn socket_chardev(id: &str, socket: &Path) -> OsString {
     let mut s = OsString::from(format!("socket,id={id},path="));
@@ -278,6 +288,15 @@ mod tests {
         assert!(joined.contains(
             "-chardev socket,id=vsock1,path=/run/hull/p1/vsock,,odd.sock -device vhost-user-vsock-device,chardev=vsock1"
         ));
+    }
+
+    #[test]
+    fn the_balloon_reports_free_pages_and_deflates_on_oom() {
+        let args = strings(build(&config(1, 256, vec![Device::Balloon]), tcg(2)));
+        assert_eq!(
+            value(&args, "-device"),
+            "virtio-balloon-device,id=balloon0,free-page-reporting=on,deflate-on-oom=on"
+        );
     }
 
     #[test]

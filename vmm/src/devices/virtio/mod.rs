@@ -1,7 +1,9 @@
 //! virtio: the [`VirtioDevice`] contract between a device model and its transport
 //! ([`mmio`]), and the interrupt a device raises when it used a buffer. Devices: [`vsock`]
-//! (in process), [`fs`] (a vhost-user frontend: virtiofsd serves the queues), [`net`] (a tap).
+//! (in process), [`fs`] (a vhost-user frontend: virtiofsd serves the queues), [`net`] (a tap),
+//! [`balloon`] (memory the guest frees goes back to the host).
 
+pub mod balloon;
 pub mod fs;
 pub mod mmio;
 pub mod net;
