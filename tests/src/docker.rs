@@ -1,11 +1,13 @@
 //! A private Docker for end-to-end tests of `hull` as an OCI runtime (`docs/oci-cli.md`): Debian's
-//! dockerd 20.10 with its own data root, exec root, pid file and socket, no bridge and no iptables
-//! rules, on a private containerd 1.6 (its own root, state and socket: the host's stays
-//! untouched), both in a network namespace of the test's; `target/hull/bin/hull` is registered
-//! with `--add-runtime hull=…` (through a wrapper that points hull at the test's configuration;
-//! its state root is the one Docker passes, under the exec root) and is the default runtime. The busybox test image is imported from a root
-//! filesystem built offline. Dropping it removes every container, stops both daemons, then
-//! kills, unmounts and removes whatever is left under its directory.
+//! dockerd 20.10 with its own data root, exec root, pid file and socket, on a private
+//! containerd 1.6 (its own root, state and socket: the host's stays untouched), both in a
+//! network namespace of the test's — so Docker's `docker0` bridge, its iptables rules and its
+//! published ports (`docker-proxy`) live and die in that namespace; `target/hull/bin/hull` is
+//! registered with `--add-runtime hull=…` (through a wrapper that points hull at the test's
+//! configuration; its state root is the one Docker passes, under the exec root) and is the
+//! default runtime. The busybox test image is imported from a root filesystem built offline.
+//! Dropping it removes every container, stops both daemons, then kills, unmounts and removes
+//! whatever is left under its directory; the namespace goes last.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -122,9 +124,7 @@ impl Docker {
             .arg(base.join("ctrd.sock"))
             .arg("--config-file")
             .arg(base.join("daemon.json"))
-            .args(["--bridge", "none"])
-            .args(["--iptables=false", "--ip-masq=false", "--ip-forward=false"])
-            .args(["--userland-proxy=false", "--storage-driver", "vfs"])
+            .args(["--storage-driver", "vfs"])
             .args(["--exec-opt", "native.cgroupdriver=cgroupfs"])
             .arg("--add-runtime")
             .arg(format!("hull={}", wrapper.display()))
@@ -211,6 +211,11 @@ impl Docker {
             .stdin(Stdio::null())
             .output()
             .expect("cannot run docker")
+    }
+
+    /// `program` run in the daemons' network namespace (where published ports listen).
+    pub fn in_netns(&self, program: &str) -> Command {
+        self.netns.command(program)
     }
 
     /// `hull --root <this root> args…` run directly.
