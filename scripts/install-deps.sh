@@ -21,8 +21,9 @@ packages=(
   # it runs containers through conmon too
   podman
   # Docker 20.10 drives hull the same way (its runc shim, `--add-runtime hull=…`); without
-  # recommends it takes only tini beside it and keeps this containerd (1.6) as it is. The tests
-  # start their own dockerd; nothing starts the packaged service here.
+  # recommends it takes only tini beside it and keeps this containerd (1.6) as it is (checked with
+  # `apt-get -s`: "2 newly installed: docker.io tini"). The tests start their own dockerd and
+  # containerd in a test netns; a packaged docker.service, where an init starts one, is not used.
   docker.io
   # containerd end-to-end tests: a terminal for `ctr run -t` (tmux; `script` is in bsdutils)
   tmux
