@@ -66,6 +66,8 @@ struct Monitor {
     pod: Arc<Pod>,
     /// The bundle's spec as `create` read it (its `poststart` hooks run after `start`).
     spec: oci_spec::runtime::Spec,
+    /// Held while a `start` is handled and answered.
+    starting: tokio::sync::Mutex<()>,
     dir: StateDir,
     record: Mutex<Record>,
     /// The container's exit status, once decided (the first to decide wins).
@@ -153,6 +155,7 @@ async fn serve(args: MonitorArgs, dir: StateDir, netns: Option<PathBuf>) -> i32 
     let monitor = Arc::new(Monitor {
         pod,
         spec,
+        starting: Default::default(),
         dir,
         record: Mutex::new(record.clone()),
         ended: watch::channel(None).0,
@@ -294,8 +297,14 @@ async fn run_to_end(monitor: Arc<Monitor>) -> i32 {
     tracing::info!(status, "container process ended; stopping the VM");
     monitor.teardown().await;
     let _ = std::fs::remove_file(monitor.dir.socket());
+    // A `start` still running its poststart hooks gets its reply first (bounded: the hooks'
+    // own timeouts bound it too).
+    let _ = tokio::time::timeout(START_REPLY_BOUND, monitor.starting.lock()).await;
     status
 }
+
+/// How long an exiting monitor waits for an in-flight `start` to be answered.
+const START_REPLY_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Monitor {
     fn end(&self, status: i32) {
@@ -553,7 +562,14 @@ async fn accept(listener: UnixListener, monitor: Arc<Monitor>) {
                 Ok(s) => s,
                 Err(_) => return,
             };
-            let reply = match serde_json::from_str::<Request>(&line) {
+            let parsed = serde_json::from_str::<Request>(&line);
+            // `start` is answered even when the process ends while its poststart hooks run:
+            // the monitor does not exit before this reply is written.
+            let _starting = match &parsed {
+                Ok(Request::Start) => Some(monitor.starting.lock().await),
+                _ => None,
+            };
+            let reply = match parsed {
                 Ok(request) => {
                     tracing::debug!(?request, "control request");
                     monitor.handle(request, &mut stream).await
