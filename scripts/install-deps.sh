@@ -20,6 +20,11 @@ packages=(
   # Podman drives hull as a runc-compatible OCI runtime (`hull create/start/…`, docs/oci-cli.md);
   # it runs containers through conmon too
   podman
+  # Docker 20.10 drives hull the same way (its runc shim, `--add-runtime hull=…`); without
+  # recommends it takes only tini beside it and keeps this containerd (1.6) as it is (checked with
+  # `apt-get -s`: "2 newly installed: docker.io tini"). The tests start their own dockerd and
+  # containerd in a test netns; a packaged docker.service, where an init starts one, is not used.
+  docker.io
   # containerd end-to-end tests: a terminal for `ctr run -t` (tmux; `script` is in bsdutils)
   tmux
   # CRI end-to-end tests: protoc for the CRI client's bindings (k8s-cri), CNI plugins for pods

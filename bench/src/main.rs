@@ -7,6 +7,7 @@ mod agent;
 mod boot;
 mod compare;
 mod cri;
+mod engines;
 mod fs;
 mod hardening;
 mod host;
@@ -133,6 +134,14 @@ enum Suite {
         /// Seconds of iperf3 each way per runtime (default 10; 0 skips the throughput).
         #[arg(long)]
         iperf_secs: Option<u32>,
+    },
+    /// Podman and Docker with hull as their OCI runtime against runc: `podman run --rm busybox
+    /// true` and `docker run --rm busybox true`, median/p95, interleaved (private daemons in a
+    /// network namespace of their own).
+    Engines {
+        /// Timed runs per engine and runtime.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
     },
     /// What the hardening costs (the VMM jail and the shim's seccomp filter, toggled together):
     /// start latency, stdout (vsock) and virtio-fs throughput, on and off interleaved in one run.
@@ -303,6 +312,15 @@ fn main() -> anyhow::Result<()> {
             };
             let results = cri::run(&opts, &out)?;
             print!("{}", cri::markdown(&results));
+        }
+        Suite::Engines { runs } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            let results = engines::run(runs, &out)?;
+            print!("{}", engines::markdown(&results));
+            for e in &results.errors {
+                eprintln!("hull-bench engines: not measured: {e}");
+            }
+            anyhow::ensure!(!results.rows.is_empty(), "no engine could be measured");
         }
         Suite::Hardening { runs, mib, memory } => {
             anyhow::ensure!(runs > 0 && mib > 0, "--runs and --mib must be at least 1");

@@ -7,6 +7,7 @@ pub mod cri;
 pub mod cri_stream;
 pub mod crio;
 pub mod data;
+pub mod docker;
 pub mod engines;
 pub mod faults;
 pub mod host_tools;

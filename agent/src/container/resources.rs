@@ -222,7 +222,8 @@ fn block_io(
         return Err(ResourceError::V1Only("blockIO.leafWeight"));
     }
     let bfq = has_file("io.bfq.weight");
-    if let Some(w) = b.weight() {
+    // 0 means "not set", as runc reads it (Docker 20.10 passes `weight: 0` in every spec).
+    if let Some(w) = b.weight().filter(|w| *w != 0) {
         if bfq {
             out.push(("io.bfq.weight".into(), w.clamp(1, 1000).to_string()));
         } else {
@@ -373,6 +374,9 @@ mod tests {
         let bfq = translate(&res(j), &|f| f == "io.bfq.weight").unwrap();
         assert_eq!(get(&bfq, "io.bfq.weight"), ["500", "8:0 100"]);
         assert!(translate(&res(r#"{"blockIO":{"leafWeight":10}}"#), &|_| false).is_err());
+        // Docker's unset weight: nothing written (the guest kernel may have no io.weight).
+        let unset = translate(&res(r#"{"blockIO":{"weight":0}}"#), &|_| false).unwrap();
+        assert!(unset.is_empty(), "{unset:?}");
     }
 
     #[test]

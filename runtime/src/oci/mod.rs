@@ -13,6 +13,7 @@
 pub mod cli;
 pub mod console;
 pub mod control;
+pub mod hooks;
 pub mod monitor;
 pub mod signal;
 pub mod state;

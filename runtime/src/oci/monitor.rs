@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::console::Console;
 use super::control::{self, Reply, Request, StdioSpec};
+use super::hooks;
 use super::state::{self, Record, StateDir, Status};
 use super::stdio;
 use crate::agent::client::error_chain;
@@ -63,6 +64,10 @@ impl EventSink for NoEvents {
 #[derive(Debug)]
 struct Monitor {
     pod: Arc<Pod>,
+    /// The bundle's spec as `create` read it (its `poststart` hooks run after `start`).
+    spec: oci_spec::runtime::Spec,
+    /// Held while a `start` is handled and answered.
+    starting: tokio::sync::Mutex<()>,
     dir: StateDir,
     record: Mutex<Record>,
     /// The container's exit status, once decided (the first to decide wins).
@@ -83,12 +88,20 @@ pub fn run(args: MonitorArgs) -> ! {
     let _ = nix::unistd::setsid();
     close_inherited_fds();
     init_logging(&dir);
+    // Before any thread exists, so every thread (and every process it starts) shares it.
+    let netns = match own_netns(&args.bundle) {
+        Ok(n) => n,
+        Err(msg) => {
+            fail(&dir, &msg);
+            std::process::exit(1)
+        }
+    };
     let code = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
     {
-        Ok(rt) => rt.block_on(serve(args, dir)),
+        Ok(rt) => rt.block_on(serve(args, dir, netns)),
         Err(e) => {
             fail(&dir, &format!("cannot start the monitor's runtime: {e}"));
             1
@@ -103,8 +116,36 @@ fn fail(dir: &StateDir, msg: &str) {
     let _ = std::fs::write(dir.dir.join(state::CREATE_ERROR), msg);
 }
 
-async fn serve(args: MonitorArgs, dir: StateDir) -> i32 {
-    let (listener, pod, record, console) = match create(&args, &dir).await {
+/// A spec whose `network` namespace names no path asks the runtime for a new one, which the
+/// engine then configures through the pid in the state its prestart hook gets (Docker's
+/// `libnetwork-setkey` moves the container's veth into `/proc/<pid>/ns/net`): the monitor, that
+/// pid, makes it for itself, and the VM takes over what the engine puts there. Returns its path.
+fn own_netns(bundle: &std::path::Path) -> Result<Option<PathBuf>, String> {
+    let spec = task::create::read_spec(bundle).map_err(|e| error_chain(&e))?;
+    let unnamed = spec
+        .spec()
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|list| {
+            list.iter().any(|ns| {
+                ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network
+                    && ns.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())
+            })
+        });
+    if !unnamed {
+        return Ok(None);
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("cannot make the container's network namespace: {e}"))?;
+    Ok(Some(PathBuf::from(format!(
+        "/proc/{}/ns/net",
+        std::process::id()
+    ))))
+}
+
+async fn serve(args: MonitorArgs, dir: StateDir, netns: Option<PathBuf>) -> i32 {
+    let (listener, pod, record, console, spec) = match create(&args, &dir, netns).await {
         Ok(created) => created,
         Err(msg) => {
             fail(&dir, &msg);
@@ -113,6 +154,8 @@ async fn serve(args: MonitorArgs, dir: StateDir) -> i32 {
     };
     let monitor = Arc::new(Monitor {
         pod,
+        spec,
+        starting: Default::default(),
         dir,
         record: Mutex::new(record.clone()),
         ended: watch::channel(None).0,
@@ -135,13 +178,25 @@ async fn serve(args: MonitorArgs, dir: StateDir) -> i32 {
 }
 
 /// What `create` made: the control socket's listener, the pod with the container created in its
-/// VM, the container's first state record, and its terminal if it has one.
-type Created = (UnixListener, Arc<Pod>, Record, Option<Console>);
+/// VM, the container's first state record, its terminal if it has one, and the bundle's spec.
+type Created = (
+    UnixListener,
+    Arc<Pod>,
+    Record,
+    Option<Console>,
+    oci_spec::runtime::Spec,
+);
 
 /// Listens on the control socket, loads hull's configuration and the bundle's spec, opens the
-/// terminal or takes the engine's stdio, and creates the container (booting its VM); the message
-/// for `create` to print if any step fails.
-async fn create(args: &MonitorArgs, dir: &StateDir) -> Result<Created, String> {
+/// terminal or takes the engine's stdio, runs the spec's `prestart` and `createRuntime` hooks on
+/// the host (the state's pid is the monitor's, whose network namespace the container's VM
+/// takes over), and creates the container (booting its VM); the message for `create` to print
+/// if any step fails.
+async fn create(
+    args: &MonitorArgs,
+    dir: &StateDir,
+    netns: Option<PathBuf>,
+) -> Result<Created, String> {
     let listener = UnixListener::bind(dir.socket())
         .map_err(|e| format!("cannot listen on {}: {e}", dir.socket().display()))?;
     let config = HullConfig::load().map_err(|e| error_chain(&e))?;
@@ -179,6 +234,26 @@ async fn create(args: &MonitorArgs, dir: &StateDir) -> Result<Created, String> {
         },
         None => stdio::of_process(me, false).map_err(|e| error_chain(&e))?,
     };
+    let mut record = Record {
+        id: args.id.clone(),
+        bundle: args.bundle.clone(),
+        pid: me,
+        pid_start: state::start_time(me).unwrap_or(0),
+        status: Status::Creating,
+        exit_status: None,
+        created: state::rfc3339_now(),
+        annotations,
+        run_dir: PathBuf::new(),
+    };
+    let hook_spec = spec.spec().clone();
+    let hook_state = serde_json::to_vec(&record.oci_state()).unwrap_or_default();
+    tokio::task::spawn_blocking(move || {
+        hooks::check_supported(&hook_spec)?;
+        hooks::run_stage(&hook_spec, hooks::Stage::Create, &hook_state)
+    })
+    .await
+    .map_err(|e| format!("hook runner: {e}"))?
+    .map_err(|e| error_chain(&e))?;
     let pod = Arc::new(Pod::new(
         &args.id,
         config,
@@ -190,22 +265,14 @@ async fn create(args: &MonitorArgs, dir: &StateDir) -> Result<Created, String> {
         bundle: args.bundle.clone(),
         rootfs: Vec::new(),
         stdio: stdio::paths(&io),
+        oci: Some(task::create::OciHost { netns }),
     };
     task::create::create(&pod, create)
         .await
         .map_err(|e| format!("cannot create the container: {}", error_chain(&e)))?;
-    let record = Record {
-        id: args.id.clone(),
-        bundle: args.bundle.clone(),
-        pid: me,
-        pid_start: state::start_time(me).unwrap_or(0),
-        status: Status::Created,
-        exit_status: None,
-        created: state::rfc3339_now(),
-        annotations,
-        run_dir: pod.run_dir.clone(),
-    };
-    Ok((listener, pod, record, console))
+    record.status = Status::Created;
+    record.run_dir = pod.run_dir.clone();
+    Ok((listener, pod, record, console, spec.spec().clone()))
 }
 
 /// Waits for the container's process to end (or for `kill`/`delete` to end it), records its
@@ -230,8 +297,14 @@ async fn run_to_end(monitor: Arc<Monitor>) -> i32 {
     tracing::info!(status, "container process ended; stopping the VM");
     monitor.teardown().await;
     let _ = std::fs::remove_file(monitor.dir.socket());
+    // A `start` still running its poststart hooks gets its reply first (bounded: the hooks'
+    // own timeouts bound it too).
+    let _ = tokio::time::timeout(START_REPLY_BOUND, monitor.starting.lock()).await;
     status
 }
+
+/// How long an exiting monitor waits for an in-flight `start` to be answered.
+const START_REPLY_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Monitor {
     fn end(&self, status: i32) {
@@ -286,6 +359,22 @@ impl Monitor {
         }
     }
 
+    /// Runs the spec's `poststart` hooks on the host; a failure is only logged (the runtime
+    /// spec's rule: the process already runs).
+    async fn poststart(&self) {
+        let spec = self.spec.clone();
+        let record = self
+            .record
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let state = serde_json::to_vec(&record.oci_state()).unwrap_or_default();
+        let _ = tokio::task::spawn_blocking(move || {
+            hooks::run_stage_logged(&spec, hooks::Stage::Poststart, &state)
+        })
+        .await;
+    }
+
     /// Removes the container from the guest (if still there) and stops the VM.
     async fn teardown(&self) {
         let id = &self.dir.id;
@@ -321,6 +410,7 @@ impl Monitor {
                 match task::start::start(&self.pod, &id, "").await {
                     Ok(_) => {
                         self.set_status(Status::Running, None);
+                        self.poststart().await;
                         Reply::Ok
                     }
                     Err(e) => refused(e),
@@ -472,7 +562,14 @@ async fn accept(listener: UnixListener, monitor: Arc<Monitor>) {
                 Ok(s) => s,
                 Err(_) => return,
             };
-            let reply = match serde_json::from_str::<Request>(&line) {
+            let parsed = serde_json::from_str::<Request>(&line);
+            // `start` is answered even when the process ends while its poststart hooks run:
+            // the monitor does not exit before this reply is written.
+            let _starting = match &parsed {
+                Ok(Request::Start) => Some(monitor.starting.lock().await),
+                _ => None,
+            };
+            let reply = match parsed {
                 Ok(request) => {
                     tracing::debug!(?request, "control request");
                     monitor.handle(request, &mut stream).await

@@ -101,6 +101,7 @@ impl Task for TaskService {
                 stderr: req.stderr,
                 terminal: req.terminal,
             },
+            oci: None,
         };
         let (started, id) = (std::time::Instant::now(), args.id.clone());
         let pid = task::create::create(&self.pod, args)

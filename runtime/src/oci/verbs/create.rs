@@ -31,6 +31,8 @@ pub fn create(globals: &Globals, id: &str, opts: &CreateOpts) -> Result<Child, O
     let dir = StateDir::new(&globals.root, id)?;
     let bundle = absolute(&opts.bundle)?;
     let spec = read_spec(&bundle).map_err(|e| OciError::Bundle(bundle.clone(), Box::new(e)))?;
+    crate::oci::hooks::check_supported(spec.spec())
+        .map_err(|e| OciError::InvalidArgument(e.to_string()))?;
     if opts.preserve_fds > 0 {
         return Err(OciError::InvalidArgument(format!(
             "--preserve-fds {}: file descriptors cannot be passed into a VM",

@@ -77,5 +77,18 @@ pub fn delete(globals: &Globals, id: &str, force: bool) -> Result<(), OciError> 
     {
         crate::host_cgroup::cleanup(&path);
     }
+    poststop(&record);
     dir.remove()
+}
+
+/// Runs the bundle's `poststop` hooks on the host, once the container is gone; failures are
+/// logged only, as the runtime spec says.
+fn poststop(record: &crate::oci::state::Record) {
+    let Ok(spec) = crate::shim::task::create::read_spec(&record.bundle) else {
+        return;
+    };
+    let mut stopped = record.clone();
+    stopped.status = Status::Stopped;
+    let state = serde_json::to_vec(&stopped.oci_state()).unwrap_or_default();
+    crate::oci::hooks::run_stage_logged(spec.spec(), crate::oci::hooks::Stage::Poststop, &state);
 }

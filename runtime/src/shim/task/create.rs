@@ -30,6 +30,18 @@ pub struct CreateArgs {
     pub rootfs: Vec<Mount>,
     /// stdio.
     pub stdio: StdioPaths,
+    /// Set by hull's OCI runtime (`crate::oci`), whose monitor ran the spec's host hooks itself
+    /// (`crate::oci::hooks`); `None` through the shim v2 API, which refuses hooks.
+    pub oci: Option<OciHost>,
+}
+
+/// What hull's OCI runtime did on the host before the container is created in its VM.
+#[derive(Debug, Clone, Default)]
+pub struct OciHost {
+    /// The network namespace the monitor made for a spec whose `network` namespace names no
+    /// path (Docker's: its `libnetwork-setkey` prestart hook configured it through the
+    /// monitor's pid), as a path the VM's network code can enter.
+    pub netns: Option<PathBuf>,
 }
 
 /// Creates the container; returns the pid containerd sees (the VMM's).
@@ -40,6 +52,7 @@ pub async fn create(pod: &Arc<Pod>, args: CreateArgs) -> Result<u32, ShimError> 
     }
     let mut spec = read_spec(&args.bundle)?;
     cri_o::normalise(spec.spec_mut());
+    host_side(&args, &mut spec)?;
     // Before any VM is booted: a pod asking for what a VM cannot give is refused at once.
     host_namespaces::check(spec.spec(), pod.config.host_namespaces)?;
     if host_namespaces::drops_hostname(spec.spec()) {
@@ -51,6 +64,41 @@ pub async fn create(pod: &Arc<Pod>, args: CreateArgs) -> Result<u32, ShimError> 
         pod.stop_vm().await;
     }
     result
+}
+
+/// Hooks never reach the guest (where the host's binaries do not exist): the OCI runtime ran
+/// them on the host, and the shim v2 API refuses them (containerd's own runc shim would run them
+/// through runc; hull's shim has no host-side hook runner). A network namespace the OCI monitor
+/// made becomes the spec's, so the VM takes over what the engine configured in it.
+fn host_side(args: &CreateArgs, spec: &mut BundleSpec) -> Result<(), ShimError> {
+    let Some(oci) = &args.oci else {
+        if crate::oci::hooks::any(spec.spec()) {
+            return Err(ShimError::InvalidArgument(
+                "OCI hooks are not supported through the shim v2 API (hull's OCI runtime runs \
+                 prestart, createRuntime, poststart and poststop hooks on the host)"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    };
+    spec.spec_mut().set_hooks(None);
+    if let Some(netns) = &oci.netns {
+        let unnamed = spec
+            .spec_mut()
+            .linux_mut()
+            .as_mut()
+            .and_then(|l| l.namespaces_mut().as_mut())
+            .and_then(|list| {
+                list.iter_mut().find(|ns| {
+                    ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network
+                        && ns.path().as_ref().is_none_or(|p| p.as_os_str().is_empty())
+                })
+            });
+        if let Some(ns) = unnamed {
+            ns.set_path(Some(netns.clone()));
+        }
+    }
+    Ok(())
 }
 
 async fn create_in_vm(
@@ -255,5 +303,41 @@ mod tests {
         )
         .unwrap();
         read_spec(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn hooks_never_reach_the_guest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"process":{"cwd":"/","user":{"uid":0,"gid":0}},
+                "hooks":{"prestart":[{"path":"/bin/true"}]},
+                "linux":{"namespaces":[{"type":"pid"},{"type":"network"}]}}"#,
+        )
+        .unwrap();
+        let args = |oci| CreateArgs {
+            id: "c1".into(),
+            bundle: dir.path().into(),
+            rootfs: vec![],
+            stdio: Default::default(),
+            oci,
+        };
+        // Through the shim v2 API: refused, before any VM.
+        let mut spec = read_spec(dir.path()).unwrap();
+        let e = host_side(&args(None), &mut spec).unwrap_err();
+        assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert!(e.to_string().contains("OCI hooks"), "{e}");
+        // Through the OCI runtime: stripped, and the monitor's namespace named.
+        let mut spec = read_spec(dir.path()).unwrap();
+        let oci = OciHost {
+            netns: Some(PathBuf::from("/proc/77/ns/net")),
+        };
+        host_side(&args(Some(oci)), &mut spec).unwrap();
+        assert!(spec.spec().hooks().is_none());
+        let json = serde_json::to_value(spec.spec()).unwrap();
+        assert_eq!(
+            json["linux"]["namespaces"][1],
+            serde_json::json!({"type": "network", "path": "/proc/77/ns/net"})
+        );
     }
 }

@@ -86,6 +86,7 @@ mod tests {
             bundle: bundle.clone(),
             rootfs: vec![],
             stdio: Default::default(),
+            oci: None,
         };
         let e = super::create::create(&pod, args("../x")).await.unwrap_err();
         assert_eq!(e.code(), ttrpc::Code::INVALID_ARGUMENT);
