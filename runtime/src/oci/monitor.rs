@@ -254,6 +254,14 @@ async fn create(
     .await
     .map_err(|e| format!("hook runner: {e}"))?
     .map_err(|e| error_chain(&e))?;
+    let mut config = config;
+    if has_poststart_hooks(spec.spec()) {
+        // The shim's seccomp allowlist starts no process once the VM runs; poststart hooks are
+        // processes the monitor starts after that, so a monitor with such hooks stays
+        // unconfined (its VMM, virtiofsd and jail keep their own filters; docs/oci-cli.md).
+        tracing::info!("poststart hooks: the monitor is not confined by the shim's seccomp filter");
+        config.seccomp = false;
+    }
     let pod = Arc::new(Pod::new(
         &args.id,
         config,
@@ -301,6 +309,14 @@ async fn run_to_end(monitor: Arc<Monitor>) -> i32 {
     // own timeouts bound it too).
     let _ = tokio::time::timeout(START_REPLY_BOUND, monitor.starting.lock()).await;
     status
+}
+
+/// Whether `spec` has `poststart` hooks, which the monitor runs after its VM started.
+fn has_poststart_hooks(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| h.poststart().as_ref())
+        .is_some_and(|v| !v.is_empty())
 }
 
 /// How long an exiting monitor waits for an in-flight `start` to be answered.

@@ -488,3 +488,71 @@ fn runtime_cli_refuses_bad_input_like_runc() {
     assert_eq!(out.status.code(), Some(1));
     p.assert_clean(Duration::from_secs(20));
 }
+
+/// The four hooks hull runs on the host, through `hull run` as an engine would drive it: each
+/// gets the container's state on stdin (prestart and createRuntime before the VM boots, poststart
+/// once the process runs, poststop at delete); a failing prestart hook fails the create.
+#[test]
+fn runtime_cli_runs_the_host_hooks_with_the_state_on_stdin() {
+    let Some(p) = podman() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let b = work.path().join("b");
+    bundle(&b, &["echo", "hello"]);
+    let hook = |name: &str| {
+        let file = work.path().join(format!("{name}.json"));
+        serde_json::json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}", file.display())]})
+    };
+    let config_path = b.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    config["hooks"] = serde_json::json!({
+        "prestart": [hook("prestart")],
+        "createRuntime": [hook("createRuntime")],
+        "poststart": [hook("poststart")],
+        "poststop": [hook("poststop")],
+    });
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let out = p
+        .hull()
+        .args(["run", "--bundle", &b.display().to_string(), "hooked"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "run: {}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "hello\n");
+    for (name, status) in [
+        ("prestart", "creating"),
+        ("createRuntime", "creating"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ] {
+        let file = work.path().join(format!("{name}.json"));
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&file).unwrap_or_else(|e| panic!("{name} hook did not run: {e}")),
+        )
+        .unwrap();
+        assert_eq!(state["id"], "hooked", "{name}: {state}");
+        assert_eq!(state["status"], status, "{name}: {state}");
+    }
+
+    // A prestart hook that fails: create fails with its stderr, and nothing is left.
+    config["hooks"] = serde_json::json!({
+        "prestart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo no-network >&2; exit 3"]}],
+    });
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let out = p
+        .hull()
+        .args(["run", "--bundle", &b.display().to_string(), "refused"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no-network"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = p.hull().args(["state", "refused"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    p.assert_clean(Duration::from_secs(20));
+}
