@@ -63,12 +63,12 @@ virtiofsd=$(command -v virtiofsd || echo /usr/local/bin/virtiofsd)
 
 # The job directory is on the host's root filesystem, so L1 sees it at the same path.
 job=$(mktemp -d /var/tmp/hull-nested.XXXXXX)
-qemu_pid='' vfs_pid='' filter_pid='' watch_pid=''
+qemu_pid='' vfs_pid='' filter_pid='' watch_pid='' nudge_pid=''
 cleanup() {
   local rc=$?
   # QEMU runs under timeout(1), which passes a TERM on to it.
   set +e
-  for pid in $watch_pid $qemu_pid $vfs_pid $filter_pid; do kill -TERM "$pid" 2>/dev/null; done
+  for pid in $watch_pid $nudge_pid $qemu_pid $vfs_pid $filter_pid; do kill -TERM "$pid" 2>/dev/null; done
   wait 2>/dev/null
   if [[ ${HULL_NESTED_KEEP:-0} == 1 ]]; then
     echo "hull: nested job kept in $job" >&2
@@ -187,6 +187,10 @@ timeout -s KILL "$limit" /usr/bin/time -f '%U %S' -o "$job/cpu" qemu-system-x86_
   </dev/null >"$job/qemu.log" 2>&1 &
 qemu_pid=$!
 touch "$job/alive"
+# TCG can leave a halted L1 vCPU asleep with its timer interrupt pending; a key press every few
+# seconds wakes it (scripts/nested/l1-nudge.py says what was seen).
+scripts/nested/l1-nudge.py "$job/monitor.sock" "${HULL_NESTED_NUDGE:-5}" &
+nudge_pid=$!
 if ((${HULL_NESTED_SILENCE:-0} > 0)); then
   (
     while sleep 15; do
@@ -216,6 +220,9 @@ set -e
 read -r user sys <"$job/cpu" 2>/dev/null || user=0 sys=0
 echo "hull: L1 ran ${SECONDS}s in all, using $(awk -v u="$user" -v s="$sys" 'BEGIN {printf "%.0f", u + s}')s of CPU" >&2
 
+kill -TERM "$nudge_pid" 2>/dev/null || true
+wait "$nudge_pid" 2>/dev/null || true
+nudge_pid=''
 if [[ -n $watch_pid ]]; then
   kill -TERM "$watch_pid" 2>/dev/null || true  # gone already when it was the one that stopped L1
   wait "$watch_pid" 2>/dev/null || true
