@@ -75,7 +75,7 @@ stage cargo-test cargo test --locked --workspace --no-fail-fast "$@"
 
 # The nested-KVM tier: hull-vmm and QEMU+KVM run pods on real (emulated AMD SVM) KVM inside an L1
 # guest under TCG (scripts/nested-kvm.sh, docs/nested-kvm.md): the path users with VT-x/AMD-V get.
-# Budget: ~8 min on a quiet 2-core machine (~13 min at load 7-11); L1 is killed after
+# Budget: ~9 min on a quiet 2-core machine with its one L1 vCPU (~17 min at load 4-12); L1 is killed after
 # HULL_NESTED_TIMEOUT seconds. Always run under CI; a local run may leave it out with HULL_NESTED=0.
 if [[ ${CI:-} == true || ${HULL_NESTED:-1} != 0 ]]; then
   stage nested-kvm env HULL_NESTED_TIMEOUT="${HULL_NESTED_TIMEOUT:-1200}" scripts/nested-kvm.sh
