@@ -25,7 +25,9 @@ mod image;
 mod tasks;
 
 use host::signal;
-pub use host::{mounts_under, processes, shim_socket, tail, uid_of};
+pub use host::{
+    assert_clean_within, entries_under, mounts_under, processes, shim_socket, tail, uid_of,
+};
 pub use image::{
     build_busybox_image, build_busybox_image_with, build_image, build_image_files, busybox_image,
     ImageFile,

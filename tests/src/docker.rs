@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::containerd::{mounts_under, prepare_hull, processes, LaunchError, Options};
+use crate::containerd::{
+    assert_clean_within, entries_under, mounts_under, prepare_hull, processes, LaunchError, Options,
+};
 use crate::netns::TestNetns;
 use crate::podman::hull_binary;
 
@@ -288,29 +290,16 @@ impl Docker {
         for m in mounts_under(&self.dir().join("run")) {
             found.push(format!("mount {m}"));
         }
-        for sub in ["exec/runtime-hull/moby", "run"] {
-            for e in std::fs::read_dir(self.dir().join(sub))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                found.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
-            }
-        }
+        found.extend(entries_under(
+            self.dir(),
+            &["exec/runtime-hull/moby", "run"],
+        ));
         found
     }
 
     /// Waits (bounded) until nothing is left; panics with what is.
     pub fn assert_clean(&self, bound: Duration) {
-        let deadline = Instant::now() + bound;
-        loop {
-            let left = self.leftovers();
-            if left.is_empty() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "left behind: {left:#?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert_clean_within(bound, || self.leftovers());
     }
 }
 

@@ -9,10 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::containerd::{
-    build_busybox_image_with, mounts_under, prepare_hull, processes, LaunchError, Options, IMAGE,
+    assert_clean_within, build_busybox_image_with, entries_under, mounts_under, prepare_hull,
+    processes, LaunchError, Options, IMAGE,
 };
 use crate::netns::TestNetns;
 
@@ -245,29 +246,13 @@ impl Podman {
         for m in mounts_under(self.dir()) {
             found.push(format!("mount {m}"));
         }
-        for sub in ["oci", "run"] {
-            for e in std::fs::read_dir(self.dir().join(sub))
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                found.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
-            }
-        }
+        found.extend(entries_under(self.dir(), &["oci", "run"]));
         found
     }
 
     /// Waits (bounded) until nothing is left; panics with what is.
     pub fn assert_clean(&self, bound: Duration) {
-        let deadline = Instant::now() + bound;
-        loop {
-            let left = self.leftovers();
-            if left.is_empty() {
-                return;
-            }
-            assert!(Instant::now() < deadline, "left behind: {left:#?}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        assert_clean_within(bound, || self.leftovers());
     }
 }
 

@@ -83,3 +83,35 @@ pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
+
+/// `sub/NAME` for every entry of each `dir/sub` (a missing directory has none): what an
+/// engine left in its state directories.
+pub fn entries_under(dir: &Path, subs: &[&str]) -> Vec<String> {
+    let mut found = Vec::new();
+    for sub in subs {
+        for e in std::fs::read_dir(dir.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            found.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// Waits (bounded) until `leftovers` returns nothing; panics with what it still returns.
+pub fn assert_clean_within(bound: std::time::Duration, leftovers: impl Fn() -> Vec<String>) {
+    let deadline = std::time::Instant::now() + bound;
+    loop {
+        let left = leftovers();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {left:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
