@@ -9,12 +9,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::Summary;
 
 /// One engine with one runtime.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineRow {
     /// `podman` or `docker`.
     pub engine: String,
@@ -24,8 +24,8 @@ pub struct EngineRow {
     pub run_ms: Option<Summary>,
 }
 
-/// The suite's results.
-#[derive(Debug, Clone, Serialize)]
+/// The suite's results (also the main comparison's `engines` step).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EngineResults {
     /// Timed runs per engine and runtime (after one untimed run of each).
     pub runs: usize,
@@ -39,6 +39,18 @@ pub struct EngineResults {
 
 /// Runs the suite and writes `engines.json` and `engines.md` into `out`.
 pub fn run(runs: usize, out: &Path) -> anyhow::Result<EngineResults> {
+    let results = measure_all(runs);
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join("engines.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )?;
+    std::fs::write(out.join("engines.md"), markdown(&results))?;
+    Ok(results)
+}
+
+/// Measures every engine installed here; what could not be measured is in `errors`.
+pub fn measure_all(runs: usize) -> EngineResults {
     let accel = hull_runtime::vm::accel::detect()
         .map(|c| format!("{:?}", c.accel))
         .unwrap_or_else(|e| e.to_string());
@@ -46,10 +58,12 @@ pub fn run(runs: usize, out: &Path) -> anyhow::Result<EngineResults> {
     let mut errors = Vec::new();
     match hull_tests::podman::Podman::launch() {
         Ok(p) => {
-            // Podman 4.3 as root raises RLIMIT_NOFILE and RLIMIT_NPROC to 1048576 / its own
-            // count, which runc cannot do where the host's hard limits are lower (this
-            // machine's: 20000 open files): both runtimes get the bench's own limits.
-            let ulimits = own_limits();
+            // Podman 4.3 as root asks for RLIMIT_NOFILE 1048576 and RLIMIT_NPROC 4194304, and
+            // runc 1.1.5 (which sets them on its init from outside, with prlimit) fails with
+            // "error setting rlimit type 6/7: operation not permitted" above what its parent
+            // holds (here: open files above the host's hard 20000, processes somewhere between
+            // 30000 and 40000, measured). Both runtimes get the same modest limits instead.
+            let ulimits = BENCH_ULIMITS;
             // The harness names hull with --runtime; a second --runtime wins.
             let command = |runtime: &str| {
                 let mut c = p.command();
@@ -57,7 +71,7 @@ pub fn run(runs: usize, out: &Path) -> anyhow::Result<EngineResults> {
                     c.args(["--runtime", "runc"]);
                 }
                 c.arg("run").arg("--rm");
-                for u in &ulimits {
+                for u in ulimits {
                     c.args(["--ulimit", u]);
                 }
                 c.args([p.image(), "true"]);
@@ -85,42 +99,17 @@ pub fn run(runs: usize, out: &Path) -> anyhow::Result<EngineResults> {
         }
         Err(e) => errors.push(format!("docker: {e}")),
     }
-    let results = EngineResults {
+    EngineResults {
         runs,
         accel,
         rows,
         errors,
-    };
-    std::fs::create_dir_all(out)?;
-    std::fs::write(
-        out.join("engines.json"),
-        serde_json::to_vec_pretty(&results)?,
-    )?;
-    std::fs::write(out.join("engines.md"), markdown(&results))?;
-    Ok(results)
+    }
 }
 
-/// This process's open-file and process limits as `--ulimit` values (`-1`: unlimited).
-fn own_limits() -> Vec<String> {
-    use nix::sys::resource::{getrlimit, Resource};
-    let value = |v: u64| {
-        if v == libc::RLIM_INFINITY {
-            "-1".to_owned()
-        } else {
-            v.to_string()
-        }
-    };
-    [
-        ("nofile", Resource::RLIMIT_NOFILE),
-        ("nproc", Resource::RLIMIT_NPROC),
-    ]
-    .into_iter()
-    .filter_map(|(name, r)| {
-        let (soft, hard) = getrlimit(r).ok()?;
-        Some(format!("{name}={}:{}", value(soft), value(hard)))
-    })
-    .collect()
-}
+/// The `--ulimit`s both runtimes get under Podman (see [`run`]): far below any host's hard
+/// limits, far above what `true` needs.
+const BENCH_ULIMITS: [&str; 2] = ["nofile=1024:4096", "nproc=4096:4096"];
 
 /// `runs` timed runs of `command(runtime)` for runc and hull, interleaved, after one untimed run
 /// of each (image and page cache warm for both).
@@ -169,8 +158,13 @@ fn measure(
 
 /// The Markdown report.
 pub fn markdown(r: &EngineResults) -> String {
+    format!("# Podman and Docker: hull vs runc\n\n{}", section_body(r))
+}
+
+/// What the suite measured, as a paragraph and a table (the main report's section too).
+pub fn section_body(r: &EngineResults) -> String {
     let mut s = format!(
-        "# Podman and Docker: hull vs runc\n\n`<engine> run --rm busybox true` (the client's wall \
+        "`<engine> run --rm busybox true` (the client's wall \
          time), {} runs per row interleaved with the other runtime, after one untimed run each; \
          each engine's default network; accel {}.\n\n\
          | command | runtime | median ms | p95 ms | hull / runc (median) |\n|---|---|---|---|---|\n",

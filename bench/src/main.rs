@@ -61,7 +61,7 @@ struct CompareArgs {
     /// Guest vCPUs per pod.
     #[arg(long, default_value_t = 1)]
     guest_vcpus: u32,
-    /// Only these steps (start, memory, cpu, stdio, density, boot, fs, agent).
+    /// Only these steps (start, memory, cpu, stdio, density, boot, fs, agent, engines).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }

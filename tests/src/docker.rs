@@ -3,9 +3,9 @@
 //! containerd 1.6 (its own root, state and socket: the host's stays untouched), both in a
 //! network namespace of the test's — so Docker's `docker0` bridge, its iptables rules and its
 //! published ports (`docker-proxy`) live and die in that namespace; `target/hull/bin/hull` is
-//! registered with `--add-runtime hull=…` (through a wrapper that points hull at the test's
-//! configuration; its state root is the one Docker passes, under the exec root) and is the
-//! default runtime. The busybox test image is imported from a root filesystem built offline.
+//! registered in the daemon's own `daemon.json` by the set-up's `scripts/setup-engines.sh` (naming
+//! a wrapper that points hull at the test's configuration; its state root is the one Docker
+//! passes, under the exec root) and is the default runtime. The busybox test image is imported from a root filesystem built offline.
 //! Dropping it removes every container, stops both daemons, then kills, unmounts and removes
 //! whatever is left under its directory; the namespace goes last.
 
@@ -85,8 +85,23 @@ impl Docker {
             ),
         )
         .map_err(io)?;
-        // Its own (empty) daemon.json: the host's /etc/docker/daemon.json is not this daemon's.
-        std::fs::write(base.join("daemon.json"), "{}\n").map_err(io)?;
+        // Its own daemon.json, not the host's, with hull registered by the set-up's own script
+        // (`scripts/setup-engines.sh`, as on a user's host), naming the wrapper.
+        let setup = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/setup-engines.sh");
+        let out = Command::new("bash")
+            .arg(&setup)
+            .env("HULL_ETC", base.join("etc"))
+            .env("HULL_OCI_BIN", &wrapper)
+            .output()
+            .map_err(io)?;
+        let daemon_json = base.join("etc/docker/daemon.json");
+        if !out.status.success() || !daemon_json.exists() {
+            return Err(Failed(format!(
+                "{} did not register hull: {}",
+                setup.display(),
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
         let log = |name: &str| {
             std::fs::File::create(base.join(name))
                 .map(Stdio::from)
@@ -125,11 +140,9 @@ impl Docker {
             .arg("--containerd")
             .arg(base.join("ctrd.sock"))
             .arg("--config-file")
-            .arg(base.join("daemon.json"))
+            .arg(&daemon_json)
             .args(["--storage-driver", "vfs"])
             .args(["--exec-opt", "native.cgroupdriver=cgroupfs"])
-            .arg("--add-runtime")
-            .arg(format!("hull={}", wrapper.display()))
             .args(["--default-runtime", "hull"])
             .stdin(Stdio::null())
             .stdout(log("dockerd.log")?)

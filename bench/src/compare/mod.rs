@@ -34,7 +34,7 @@ use target::Target;
 
 /// The steps, in the order they run.
 pub const PHASES: &[&str] = &[
-    "start", "memory", "cpu", "stdio", "density", "boot", "fs", "agent",
+    "start", "memory", "cpu", "stdio", "density", "boot", "fs", "agent", "engines",
 ];
 
 /// Sizes and counts of one run.
@@ -190,7 +190,8 @@ fn units(opts: &Options, targets: usize, pods: usize) -> u64 {
         + w("density", pods * targets)
         + w("boot", opts.boots * 2)
         + w("fs", 1)
-        + w("agent", 1);
+        + w("agent", 1)
+        + w("engines", 1);
     n as u64
 }
 
@@ -254,6 +255,7 @@ pub fn run(opts: &Options, command: String) -> anyhow::Result<Results> {
         stdio: Vec::new(),
         fs: None,
         agent: None,
+        engines: None,
         errors: Vec::new(),
         wall_s: 0.0,
     };
@@ -332,6 +334,13 @@ fn vm_phases(p: &Progress<'_>, results: &mut Results) -> anyhow::Result<()> {
             Ok(a) => results.agent = Some(a),
             Err(e) => results.errors.push(format!("agent: {e:#}")),
         }
+        p.inc();
+    }
+    if opts.wants("engines") {
+        p.check()?;
+        p.message("engines: podman and docker run --rm");
+        // An engine that is not installed or fails is named in the section's own list.
+        results.engines = Some(crate::engines::measure_all(if opts.quick { 5 } else { 10 }));
         p.inc();
     }
     p.check()

@@ -43,6 +43,10 @@ pub struct Results {
     pub fs: Option<FsFigures>,
     /// vsock and the agent's RPC.
     pub agent: Option<AgentFigures>,
+    /// `podman`/`docker run --rm busybox true` with hull and with runc (absent from results
+    /// written before it existed, or when the step did not run: the schema is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engines: Option<crate::engines::EngineResults>,
     /// Steps that failed, with their error (the rest still ran).
     pub errors: Vec<String>,
     /// Wall time of the whole run, seconds.

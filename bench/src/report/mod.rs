@@ -336,6 +336,7 @@ pub fn markdown(r: &Results, has_plot: impl Fn(&str) -> bool) -> String {
     plot(&mut s, "density.svg", "density curves");
     cpu_section(&mut s, r);
     io_section(&mut s, r);
+    overhead::engines_section(&mut s, r);
     s
 }
 

@@ -1,5 +1,5 @@
-//! The report's RuntimeClass section: the `overhead.podFixed` measured per hull backend, with the
-//! margin added and why, ready to paste.
+//! The report's RuntimeClass section (the `overhead.podFixed` measured per hull backend, with the
+//! margin added and why, ready to paste) and its Podman and Docker section.
 
 use std::fmt::Write as _;
 
@@ -44,5 +44,66 @@ pub fn section(s: &mut String, r: &Results) {
             o.margin_why,
             o.runtime_class_yaml()
         );
+    }
+}
+
+/// Appends the Podman and Docker section (nothing when that step did not run).
+pub fn engines_section(s: &mut String, r: &Results) {
+    let Some(e) = &r.engines else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "\n## Podman and Docker (`--runtime hull`)\n\n{}",
+        crate::engines::section_body(e)
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engines::{EngineResults, EngineRow};
+    use crate::stats::Summary;
+
+    #[test]
+    fn the_engines_section_shows_each_engine_and_its_ratio_or_nothing() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/quick-results.json");
+        let mut r = crate::report::read(&path).unwrap();
+        r.engines = None;
+        let md = crate::report::markdown(&r, |_| false);
+        assert!(!md.contains("## Podman and Docker"), "{md}");
+        let row = |engine: &str, runtime: &str, ms: f64| EngineRow {
+            engine: engine.into(),
+            runtime: runtime.into(),
+            run_ms: Summary::of(&[ms]),
+        };
+        r.engines = Some(EngineResults {
+            runs: 1,
+            accel: "Tcg".into(),
+            rows: vec![
+                row("podman", "runc", 500.0),
+                row("podman", "hull", 2000.0),
+                row("docker", "runc", 800.0),
+                row("docker", "hull", 3200.0),
+            ],
+            errors: vec![],
+        });
+        let md = crate::report::markdown(&r, |_| false);
+        assert!(
+            md.contains("## Podman and Docker (`--runtime hull`)"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `podman run --rm` | hull | 2000 | 2000 | 4.00 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `docker run --rm` | hull | 3200 | 3200 | 4.00 |"),
+            "{md}"
+        );
+        // It survives the JSON round trip `hull bench report` relies on.
+        let back: crate::compare::schema::Results =
+            serde_json::from_str(&serde_json::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back.engines.unwrap().rows.len(), 4);
     }
 }

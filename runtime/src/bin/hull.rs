@@ -19,7 +19,10 @@ use hull_runtime::shim::RUNTIME_NAME;
 use hull_runtime::vm::accel;
 
 #[derive(Debug, Parser)]
-#[command(version, about = "hull: a VM-isolated container runtime")]
+#[command(
+    about = "hull: a VM-isolated container runtime",
+    after_help = "`hull --version` (or `-v`) prints the version as runc does, for the engines that parse it."
+)]
 struct Cli {
     #[command(flatten)]
     globals: GlobalArgs,
@@ -70,6 +73,13 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    let mut args = std::env::args_os().skip(1);
+    if let (Some(flag), None) = (args.next(), args.next()) {
+        if flag == "--version" || flag == "-v" {
+            print!("{}", runc_style_version());
+            return Ok(());
+        }
+    }
     let cli = Cli::parse();
     let own_logging = matches!(&cli.command, Command::Oci(c) if cli::logs_itself(c));
     if !own_logging {
@@ -160,6 +170,17 @@ fn print_overhead() {
         ),
         Err(e) => println!("RuntimeClass overhead: {e:#}"),
     }
+}
+
+/// `hull --version` in runc's shape: Docker and Podman parse `<name> version <v>` and `commit:`
+/// from it (dockerd logs "failed to parse" for anything else).
+fn runc_style_version() -> String {
+    format!(
+        "hull version {}\ncommit: {}\nspec: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("HULL_GIT_COMMIT").unwrap_or("unknown"),
+        hull_runtime::oci::OCI_VERSION
+    )
 }
 
 fn version() {

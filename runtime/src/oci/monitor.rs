@@ -40,17 +40,6 @@ pub struct MonitorArgs {
     pub console_socket: Option<PathBuf>,
 }
 
-/// The signals a monitor passes on to the container's process.
-const FORWARDED: &[i32] = &[
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGALRM,
-    libc::SIGTERM,
-];
-
 /// Task events go nowhere: an OCI engine learns of exits from the monitor's own exit.
 #[derive(Debug)]
 struct NoEvents;
@@ -64,8 +53,6 @@ impl EventSink for NoEvents {
 #[derive(Debug)]
 struct Monitor {
     pod: Arc<Pod>,
-    /// The bundle's spec as `create` read it (its `poststart` hooks run after `start`).
-    spec: oci_spec::runtime::Spec,
     /// Held while a `start` is handled and answered.
     starting: tokio::sync::Mutex<()>,
     dir: StateDir,
@@ -145,7 +132,7 @@ fn own_netns(bundle: &std::path::Path) -> Result<Option<PathBuf>, String> {
 }
 
 async fn serve(args: MonitorArgs, dir: StateDir, netns: Option<PathBuf>) -> i32 {
-    let (listener, pod, record, console, spec) = match create(&args, &dir, netns).await {
+    let (listener, pod, record, console) = match create(&args, &dir, netns).await {
         Ok(created) => created,
         Err(msg) => {
             fail(&dir, &msg);
@@ -154,7 +141,6 @@ async fn serve(args: MonitorArgs, dir: StateDir, netns: Option<PathBuf>) -> i32 
     };
     let monitor = Arc::new(Monitor {
         pod,
-        spec,
         starting: Default::default(),
         dir,
         record: Mutex::new(record.clone()),
@@ -178,14 +164,8 @@ async fn serve(args: MonitorArgs, dir: StateDir, netns: Option<PathBuf>) -> i32 
 }
 
 /// What `create` made: the control socket's listener, the pod with the container created in its
-/// VM, the container's first state record, its terminal if it has one, and the bundle's spec.
-type Created = (
-    UnixListener,
-    Arc<Pod>,
-    Record,
-    Option<Console>,
-    oci_spec::runtime::Spec,
-);
+/// VM, the container's first state record and its terminal if it has one.
+type Created = (UnixListener, Arc<Pod>, Record, Option<Console>);
 
 /// Listens on the control socket, loads hull's configuration and the bundle's spec, opens the
 /// terminal or takes the engine's stdio, runs the spec's `prestart` and `createRuntime` hooks on
@@ -254,14 +234,6 @@ async fn create(
     .await
     .map_err(|e| format!("hook runner: {e}"))?
     .map_err(|e| error_chain(&e))?;
-    let mut config = config;
-    if has_poststart_hooks(spec.spec()) {
-        // The shim's seccomp allowlist starts no process once the VM runs; poststart hooks are
-        // processes the monitor starts after that, so a monitor with such hooks stays
-        // unconfined (its VMM, virtiofsd and jail keep their own filters; docs/oci-cli.md).
-        tracing::info!("poststart hooks: the monitor is not confined by the shim's seccomp filter");
-        config.seccomp = false;
-    }
     let pod = Arc::new(Pod::new(
         &args.id,
         config,
@@ -280,7 +252,7 @@ async fn create(
         .map_err(|e| format!("cannot create the container: {}", error_chain(&e)))?;
     record.status = Status::Created;
     record.run_dir = pod.run_dir.clone();
-    Ok((listener, pod, record, console, spec.spec().clone()))
+    Ok((listener, pod, record, console))
 }
 
 /// Waits for the container's process to end (or for `kill`/`delete` to end it), records its
@@ -305,18 +277,10 @@ async fn run_to_end(monitor: Arc<Monitor>) -> i32 {
     tracing::info!(status, "container process ended; stopping the VM");
     monitor.teardown().await;
     let _ = std::fs::remove_file(monitor.dir.socket());
-    // A `start` still running its poststart hooks gets its reply first (bounded: the hooks'
-    // own timeouts bound it too).
+    // A `start` being handled gets its reply first (bounded), even when the process ended at
+    // once.
     let _ = tokio::time::timeout(START_REPLY_BOUND, monitor.starting.lock()).await;
     status
-}
-
-/// Whether `spec` has `poststart` hooks, which the monitor runs after its VM started.
-fn has_poststart_hooks(spec: &oci_spec::runtime::Spec) -> bool {
-    spec.hooks()
-        .as_ref()
-        .and_then(|h| h.poststart().as_ref())
-        .is_some_and(|v| !v.is_empty())
 }
 
 /// How long an exiting monitor waits for an in-flight `start` to be answered.
@@ -375,22 +339,6 @@ impl Monitor {
         }
     }
 
-    /// Runs the spec's `poststart` hooks on the host; a failure is only logged (the runtime
-    /// spec's rule: the process already runs).
-    async fn poststart(&self) {
-        let spec = self.spec.clone();
-        let record = self
-            .record
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let state = serde_json::to_vec(&record.oci_state()).unwrap_or_default();
-        let _ = tokio::task::spawn_blocking(move || {
-            hooks::run_stage_logged(&spec, hooks::Stage::Poststart, &state)
-        })
-        .await;
-    }
-
     /// Removes the container from the guest (if still there) and stops the VM.
     async fn teardown(&self) {
         let id = &self.dir.id;
@@ -426,7 +374,6 @@ impl Monitor {
                 match task::start::start(&self.pod, &id, "").await {
                     Ok(_) => {
                         self.set_status(Status::Running, None);
-                        self.poststart().await;
                         Reply::Ok
                     }
                     Err(e) => refused(e),
@@ -579,8 +526,8 @@ async fn accept(listener: UnixListener, monitor: Arc<Monitor>) {
                 Err(_) => return,
             };
             let parsed = serde_json::from_str::<Request>(&line);
-            // `start` is answered even when the process ends while its poststart hooks run:
-            // the monitor does not exit before this reply is written.
+            // `start` is answered even when the process ends at once: the monitor does not
+            // exit before this reply is written.
             let _starting = match &parsed {
                 Ok(Request::Start) => Some(monitor.starting.lock().await),
                 _ => None,
@@ -616,7 +563,7 @@ async fn follow_size(monitor: Arc<Monitor>) {
 /// started ends, as if its process had been killed by the signal).
 fn forward_signals(monitor: Arc<Monitor>) {
     use tokio::signal::unix::{signal, SignalKind};
-    for &sig in FORWARDED {
+    for &sig in super::signal::FORWARDED {
         let Ok(mut stream) = signal(SignalKind::from_raw(sig)) else {
             continue;
         };

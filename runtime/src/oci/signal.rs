@@ -2,6 +2,19 @@
 
 use super::OciError;
 
+/// The signals a host process that stands for a guest process (a container's monitor, an exec's
+/// host process) passes on to it: what engines and users send to stop or poke a container.
+/// SIGKILL and SIGSTOP cannot be caught; the engine's `kill` reaches the guest for those.
+pub const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+];
+
 /// x86_64 Linux signal numbers by name (without `SIG`).
 const SIGNALS: &[(&str, u32)] = &[
     ("HUP", 1),

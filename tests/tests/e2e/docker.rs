@@ -1,10 +1,10 @@
-//! `hull` as Docker's OCI runtime (`dockerd --add-runtime hull=…`, `docs/oci-cli.md`): Debian's
+//! `hull` as Docker's OCI runtime (registered in `daemon.json`, `docs/oci-cli.md`): Debian's
 //! Docker 20.10 through containerd's runc shim, with its own daemons, storage and sockets, in a
 //! network namespace of the test's (its bridge, NAT rules and published ports stay there), each
 //! container in its own microVM. dockerd puts its `libnetwork-setkey` prestart hook in every
 //! spec: hull runs it on the host with the monitor's pid, and the VM takes over the veth Docker
 //! moved into the monitor's network namespace. One daemon for the whole core set (exit codes,
-//! stdio, `-i`, exec, stop, kill, a volume, a published port, `rm -f`); it ends with nothing
+//! stdio, `-i`, exec, stats, stop, kill, a volume, a published port, `rm -f`); it ends with nothing
 //! left: no monitor, VMM, virtiofsd, vsock backend, runc shim, state or pod directory.
 
 use std::io::Write;
@@ -105,6 +105,26 @@ fn docker_runs_containers_in_microvms() {
     assert_eq!(out.status.code(), Some(3), "{}", d.explain(&out));
     assert_eq!(text(&out.stdout), "in-c1\n", "{}", d.explain(&out));
     assert_eq!(std::fs::read_to_string(vol.join("f")).unwrap(), "in-c1\n");
+    // `docker stats`: containerd's runc shim reads the host cgroup Docker named, which holds the
+    // VM's host processes (monitor, VMM, virtiofsd), so it shows what the VM costs the host.
+    let out = d.docker(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}}|{{.MemUsage}}|{{.PIDs}}",
+        "c1",
+    ]);
+    assert!(out.status.success(), "{}", d.explain(&out));
+    let line = text(&out.stdout);
+    let fields: Vec<&str> = line.trim().split('|').collect();
+    assert_eq!(fields.len(), 3, "{line:?}");
+    assert_eq!(fields[0], "c1", "{line:?}");
+    assert!(
+        !fields[1].starts_with("0B") && !fields[1].starts_with("--"),
+        "memory usage {line:?}"
+    );
+    let pids: u32 = fields[2].parse().unwrap_or(0);
+    assert!(pids >= 2, "the VM's host processes are counted: {line:?}");
     let out = d.docker(&["stop", "-t", "20", "c1"]);
     assert!(out.status.success(), "{}", d.explain(&out));
     let code = d.docker(&["inspect", "-f", "{{.State.ExitCode}}", "c1"]);

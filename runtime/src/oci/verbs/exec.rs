@@ -39,16 +39,6 @@ pub struct ExecOpts {
     pub args: Vec<String>,
 }
 
-/// The signals an exec's host process passes on.
-const FORWARDED: &[Signal] = &[
-    Signal::SIGHUP,
-    Signal::SIGINT,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGTERM,
-];
-
 /// How long a detached exec may take to start.
 const START_BOUND: Duration = Duration::from_secs(60);
 
@@ -197,8 +187,10 @@ fn foreground(
     };
     // Blocked before any thread starts, so that only the forwarding thread takes them.
     let mut set = SigSet::empty();
-    for s in FORWARDED {
-        set.add(*s);
+    for s in crate::oci::signal::FORWARDED {
+        if let Ok(s) = Signal::try_from(*s) {
+            set.add(s);
+        }
     }
     let _ = set.thread_block();
     let mut session = Session::open(&dir.socket(), &Request::Exec { process, stdio: io })?;
