@@ -91,7 +91,7 @@ fn podman_run_gives_exit_codes_stdio_and_a_guest_kernel() {
 }
 
 #[test]
-fn podman_exec_stop_kill_and_rm() {
+fn podman_exec_pause_stop_kill_and_rm() {
     let Some(p) = podman() else { return };
     let out = p.podman(&[
         "run",
@@ -118,6 +118,26 @@ fn podman_exec_stop_kill_and_rm() {
         "{}",
         p.explain(&state)
     );
+
+    // pause and unpause: Podman's status and hull's own state agree, and the process carries
+    // on afterwards (an exec answers).
+    let inspect = p.podman(&["inspect", "-f", "{{.Id}}", "c1"]);
+    let id = text(&inspect.stdout).trim().to_owned();
+    for (verb, podman_status, oci_status) in [
+        ("pause", "paused", "paused"),
+        ("unpause", "running", "running"),
+    ] {
+        let out = p.podman(&[verb, "c1"]);
+        assert!(out.status.success(), "{verb}: {}", p.explain(&out));
+        let state = p.podman(&["inspect", "-f", "{{.State.Status}}", "c1"]);
+        assert_eq!(text(&state.stdout).trim(), podman_status, "{verb}");
+        let out = p.hull().args(["state", &id]).output().unwrap();
+        let state: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("hull state after {verb}: {e}: {}", p.explain(&out)));
+        assert_eq!(state["status"], oci_status, "{verb}: {state}");
+    }
+    let out = p.podman(&["exec", "c1", "echo", "after-unpause"]);
+    assert_eq!(text(&out.stdout), "after-unpause\n", "{}", p.explain(&out));
 
     // stop: SIGTERM reaches the trap, its status is the container's.
     let out = p.podman(&["stop", "-t", "20", "c1"]);
