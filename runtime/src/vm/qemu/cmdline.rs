@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::super::{Accel, Device, VmConfig};
+use super::super::{balloon, Accel, Device, VmConfig};
 
 /// Kernel command-line words every hull guest gets from this backend. `no_timer_check`: under TCG
 /// on a busy host the kernel's check that the PIT timer reaches the IO-APIC can miss its window,
@@ -95,7 +95,7 @@ pub fn build(config: &VmConfig, host: HostShape) -> Vec<OsString> {
         "chardev:console",
     ]);
     for (i, device) in config.devices.iter().enumerate() {
-        push_device(&mut args, i, device);
+        push_device(&mut args, i, device, &config.run_dir);
     }
     args.push("-kernel");
     args.push(&config.images.kernel);
@@ -117,7 +117,7 @@ pub fn kernel_cmdline(config: &VmConfig, host: HostShape) -> String {
     words.join(" ")
 }
 
-fn push_device(args: &mut Args, index: usize, device: &Device) {
+fn push_device(args: &mut Args, index: usize, device: &Device, run_dir: &Path) {
     match device {
         Device::VhostUserFs { socket, tag } => {
             args.push("-chardev");
@@ -142,10 +142,17 @@ fn push_device(args: &mut Args, index: usize, device: &Device) {
             args.push("-device");
             args.push(format!("virtio-net-device,netdev=net{index},mac={mac}"));
         }
-        // QEMU discards reported ranges (punching holes in the memfd) and inflated pages.
+        // QEMU discards reported ranges (punching holes in the memfd) and inflated pages. The
+        // host sets a target through QMP (`crate::vm::balloon`): a monitor on a socket in the
+        // VM's control directory, which QEMU creates and listens on without waiting.
         Device::Balloon => {
             args.push("-device");
             args.push(BALLOON_DEVICE);
+            args.push("-chardev");
+            let mut qmp = socket_chardev("qmp", &balloon::qmp_socket(run_dir));
+            qmp.push(",server=on,wait=off");
+            args.push(qmp);
+            args.push_all(&["-mon", "chardev=qmp,mode=control"]);
         }
     }
 }
@@ -297,6 +304,11 @@ mod tests {
             value(&args, "-device"),
             "virtio-balloon-device,id=balloon0,free-page-reporting=on,deflate-on-oom=on"
         );
+        // The host's way to set a target: QMP on the control socket, not waiting for a client.
+        let joined = args.join(" ");
+        assert!(joined.contains(
+            "-chardev socket,id=qmp,path=/run/hull/p1/control/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control"
+        ), "{joined}");
     }
 
     #[test]
