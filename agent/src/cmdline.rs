@@ -11,6 +11,10 @@ pub struct AgentOptions {
     /// `hull.hostname=<name>`: the guest's own hostname, which containers with a new UTS
     /// namespace and no hostname of their own inherit (the host's, as under runc).
     pub hostname: Option<String>,
+    /// `hull.page_reporting_order=<0-10>`: the smallest free block (2^order pages) the guest
+    /// reports to the host. Linux's balloon driver sets pageblock order (2 MiB) when it registers,
+    /// overriding the kernel's own parameter, so the agent writes it once the driver is up.
+    pub page_reporting_order: Option<u8>,
 }
 
 impl AgentOptions {
@@ -25,6 +29,9 @@ impl AgentOptions {
                 }
                 "hull.share" if is_tag(value) => options.share = Some(value.to_owned()),
                 "hull.hostname" if is_hostname(value) => options.hostname = Some(value.to_owned()),
+                "hull.page_reporting_order" => {
+                    options.page_reporting_order = value.parse().ok().filter(|o| *o <= 10)
+                }
                 _ => {}
             }
         }
@@ -64,6 +71,16 @@ mod tests {
         assert!(!AgentOptions::parse("console=ttyS0 quiet").selftest);
         assert!(!AgentOptions::parse("hull.selftest=0").selftest);
         assert!(!AgentOptions::parse("hull.selftestx=1").selftest);
+    }
+
+    #[test]
+    fn page_reporting_order_is_read_and_bounded() {
+        let order = |c: &str| AgentOptions::parse(c).page_reporting_order;
+        assert_eq!(order("quiet hull.page_reporting_order=0"), Some(0));
+        assert_eq!(order("hull.page_reporting_order=9"), Some(9));
+        assert_eq!(order("hull.page_reporting_order=11"), None);
+        assert_eq!(order("hull.page_reporting_order=x"), None);
+        assert_eq!(order("quiet"), None);
     }
 
     #[test]

@@ -44,6 +44,13 @@ fn main() {
             say!("hull-agent: cannot set the hostname: {e}");
         }
     }
+    if let Some(order) = options.page_reporting_order {
+        // Reported from the next free on; without a balloon driver the file is not there.
+        let param = "/sys/module/page_reporting/parameters/page_reporting_order";
+        if let Err(e) = std::fs::write(param, order.to_string()) {
+            say!("hull-agent: cannot set the page reporting order: {e}");
+        }
+    }
     if let Err(e) = boot::mount_pod_shm() {
         // Only CRI pods' /dev/shm needs it: say so and go on.
         say!("hull-agent: {}", error_chain(&e));

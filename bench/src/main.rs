@@ -51,7 +51,7 @@ struct CompareArgs {
     /// Boots for the boot split (each quiet and timestamped; default 10, quick 3).
     #[arg(long)]
     boots: Option<usize>,
-    /// Most idle containers in the density series (default 20, quick 4; also bounded by host
+    /// Most idle containers in the density series (default 30, quick 10; also bounded by host
     /// memory).
     #[arg(long)]
     max_pods: Option<usize>,

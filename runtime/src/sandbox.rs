@@ -210,6 +210,13 @@ pub fn hostname_arg() -> Option<String> {
     usable.then(|| format!("hull.hostname={name}"))
 }
 
+/// The guest reports free blocks of 2^4 pages (64 KiB) and up, not Linux's pageblock order
+/// (2 MiB, which its balloon driver sets when it registers; hull-agent writes this order over
+/// it). The memory the boot frees (initramfs, init sections) lies in smaller blocks: interleaved
+/// in one run (2 rounds, hull's guest, 128 MiB), guest RAM touched at idle 30.3 → 26.6 MiB with
+/// order 4 (26.5 with order 0), idle CPU unchanged (docs/balloon.md).
+pub const PAGE_REPORTING_ARG: &str = "hull.page_reporting_order=4";
+
 /// The error for a VMM found exited while the VM was being set up: what it said when it stopped
 /// the guest, else how it exited.
 fn vm_exited(vm: &dyn Vm, status: std::process::ExitStatus) -> SandboxError {
@@ -252,8 +259,10 @@ impl SandboxVm {
                 netns: nic.netns.clone(),
             });
         }
-        // Every pod gives back the memory its guest frees (docs/balloon.md).
+        // Every pod gives back the memory its guest frees (docs/balloon.md), in blocks from
+        // 64 KiB up rather than Linux's 2 MiB.
         devices.push(Device::Balloon);
+        cmdline.push(PAGE_REPORTING_ARG.to_owned());
         let mut vm = hypervisor.start(&VmConfig {
             images: config.images.clone(),
             cmdline,

@@ -493,3 +493,38 @@ fn a_restored_guest_hands_its_virtio_fs_queues_to_a_fresh_virtiofsd() {
         "{stderr}"
     );
 }
+
+/// The control socket's `balloon MIB` (issue 18): a VM with `--balloon` takes a target (the
+/// counting guest has no balloon driver, so nothing is inflated: `actual` stays 0), a target
+/// beyond guest RAM or a VM without a balloon is refused, and the VM runs on either way.
+#[test]
+fn the_control_socket_sets_a_balloon_target() {
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = dir.path().join("counter.elf");
+    std::fs::write(&kernel, counter_guest(u64::MAX >> 1)).unwrap();
+    let args = ["--kernel", kernel.to_str().unwrap(), "--mem-mib", "16"];
+    let mut with = Vmm::start(dir.path(), "with", &[&args[..], &["--balloon"]].concat());
+    with.wait_console(50);
+    assert_eq!(
+        with.request("balloon 4"),
+        "OK balloon target=4 actual=0 guest=16"
+    );
+    let refused = with.request("balloon 17");
+    assert!(
+        refused.starts_with("ERR ") && refused.contains("more than the guest's 16 MiB"),
+        "{refused}"
+    );
+    let more = with.console().len() + 50;
+    with.wait_console(more);
+    let mut without = Vmm::start(dir.path(), "without", &args);
+    without.wait_console(50);
+    let refused = without.request("balloon 4");
+    assert!(refused.contains("no balloon"), "{refused}");
+    for vm in [with, without] {
+        let (code, stderr) = vm.stop();
+        assert_eq!(code, Some(0), "{stderr}");
+    }
+}

@@ -1,6 +1,7 @@
-//! Memory: every host process of one idle container (`sleep`), and density — 1, 2, 4 … N idle
-//! containers started one after another, with each start's latency and the PSS per container
-//! at each power of two (and at N).
+//! Memory: every host process of one idle container (`sleep`), and density — N idle containers
+//! started one after another (none removed until the end), with each start's latency, and at 1,
+//! 10, 20 … N the PSS per container (every host process of each: shim, VMM and jailer,
+//! virtiofsd, vsock backend; runc's shim and container) and the host's `MemAvailable`.
 
 use std::time::Duration;
 
@@ -34,10 +35,11 @@ pub fn of_pod(ctx: &Ctx<'_>, t: &Target, id: &str) -> anyhow::Result<PodMemory> 
     })
 }
 
-/// The pod counts at which memory is read: powers of two up to `n`, and `n`.
+/// The pod counts at which memory is read: 1, every multiple of 10 up to `n`, and `n`.
 pub fn steps(n: usize) -> Vec<usize> {
-    let mut v: Vec<usize> = std::iter::successors(Some(1usize), |k| Some(k * 2))
-        .take_while(|k| *k <= n)
+    let mut v: Vec<usize> = std::iter::once(1)
+        .chain((10..=n).step_by(10))
+        .filter(|k| *k <= n)
         .collect();
     if v.last() != Some(&n) && n > 0 {
         v.push(n);
@@ -48,26 +50,40 @@ pub fn steps(n: usize) -> Vec<usize> {
 /// How many idle pods this host's memory allows: half of `MemAvailable` over guest RAM plus
 /// 96 MiB of VMM, TCG cache and helpers per pod, at most `cap`.
 pub fn pods_for_host(guest_mib: u32, cap: usize) -> usize {
-    let available_kib = std::fs::read_to_string("/proc/meminfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("MemAvailable:"))
-        .and_then(|l| l.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
-        .unwrap_or(0);
+    let available_kib = mem_available_kib();
     let per_pod_kib = (u64::from(guest_mib) + 96) * 1024;
     let fit = usize::try_from(available_kib / 2 / per_pod_kib).unwrap_or(usize::MAX);
     fit.clamp(1, cap.max(1))
 }
 
-/// Density of one target up to `n` containers. Every container is removed before it returns.
+/// The host's `MemAvailable`, KiB (0 when unreadable).
+pub fn mem_available_kib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemAvailable:"))
+        .and_then(|l| l.split_ascii_whitespace().nth(1)?.parse::<u64>().ok())
+        .unwrap_or(0)
+}
+
+/// Density of one target up to `n` containers. Every container is removed before it returns,
+/// also when a start or a reading failed or the run was interrupted.
 pub fn density(ctx: &Ctx<'_>, t: &Target, index: usize, n: usize) -> anyhow::Result<Density> {
     let mut ids: Vec<String> = Vec::new();
+    let before = mem_available_kib();
     let result = density_inner(ctx, t, index, n, &mut ids);
     ctx.message(&format!("density: removing {} containers", ids.len()));
     for id in &ids {
         target::remove(ctx.c, id);
     }
-    result
+    // What the host got back once they were gone (the page cache may keep some).
+    std::thread::sleep(settle(t, ctx.opts.quick));
+    let after = mem_available_kib();
+    result.map(|d| Density {
+        mem_available_before_kib: before,
+        mem_available_after_kib: after,
+        ..d
+    })
 }
 
 fn density_inner(
@@ -82,6 +98,8 @@ fn density_inner(
         runtime: t.label(),
         start_ms: Vec::new(),
         steps: Vec::new(),
+        mem_available_before_kib: 0,
+        mem_available_after_kib: 0,
     };
     for k in 1..=n {
         ctx.check()?;
@@ -105,6 +123,7 @@ fn density_inner(
                 pods: k,
                 pss_per_pod_kib: total / k as u64,
                 load1: super::env::load()[0],
+                mem_available_kib: mem_available_kib(),
             });
         }
     }
@@ -116,9 +135,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn steps_are_powers_of_two_then_n() {
+    fn steps_are_one_then_tens_then_n() {
         assert_eq!(steps(1), vec![1]);
-        assert_eq!(steps(4), vec![1, 2, 4]);
-        assert_eq!(steps(20), vec![1, 2, 4, 8, 16, 20]);
+        assert_eq!(steps(4), vec![1, 4]);
+        assert_eq!(steps(10), vec![1, 10]);
+        assert_eq!(steps(30), vec![1, 10, 20, 30]);
+        assert_eq!(steps(25), vec![1, 10, 20, 25]);
     }
 }

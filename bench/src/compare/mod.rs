@@ -78,7 +78,7 @@ impl Options {
             runs: if quick { 10 } else { 30 },
             breakdown_runs: if quick { 3 } else { 5 },
             boots: if quick { 3 } else { 10 },
-            max_pods: if quick { 4 } else { 20 },
+            max_pods: if quick { 10 } else { 30 },
             repeats: if quick { 1 } else { 3 },
             stdio_mib: if quick { 16 } else { 128 },
             fs_mib: if quick { 64 } else { 512 },

@@ -17,8 +17,8 @@ use super::schema::PodMemory;
 const MIB: u64 = 1024;
 /// The smallest memory margin, MiB.
 const MIN_MARGIN_MIB: u64 = 16;
-/// Under TCG the margin is at least the translation cache's cap (QEMU's `tb-size`), MiB: the
-/// idle figure holds only what the boot translated, a busy pod fills the cache.
+/// Under TCG the margin is at least this, MiB: the idle figure already holds a full translation
+/// cache (QEMU's `tb-size`), but a busy pod's QEMU grows in its buffers and TCG's own heap.
 const TCG_MARGIN_MIB: u64 = 32;
 /// podFixed memory is rounded up to this, MiB.
 const ROUND_MIB: u64 = 8;
@@ -71,8 +71,15 @@ pub fn derive(memory: &PodMemory, idle_cpu_millicores: u64) -> BackendOverhead {
          a floor, and a pod whose host usage outgrows requests + overhead is the first the kubelet \
          evicts; a busy pod's VMM grows (virtio queues, vsock and virtio-fs buffers, virtiofsd's \
          threads{})",
-        if tcg { " (TCG's translation cache cap)" } else { "" },
-        if tcg { ", the translation cache up to its 32 MiB cap" } else { "" }
+        if tcg { " (TCG's translation cache)" } else { "" },
+        if tcg {
+            format!(
+                ", the translation cache refilled after flushes of its {} MiB",
+                hull_runtime::vm::qemu::cmdline::TCG_CACHE_MIB
+            )
+        } else {
+            String::new()
+        }
     );
     let pod_fixed_cpu_millicores = (idle_cpu_millicores * 2).div_ceil(10) * 10;
     BackendOverhead {

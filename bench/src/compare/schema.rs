@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::stats::Summary;
 
 /// The schema name written into every results file.
-pub const SCHEMA: &str = "hull-bench/compare/v3";
+pub const SCHEMA: &str = "hull-bench/compare/v4";
 
 /// One run of `hull bench`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -242,6 +242,8 @@ pub struct DensityStep {
     pub pss_per_pod_kib: u64,
     /// 1-minute load average at this step.
     pub load1: f64,
+    /// The host's `MemAvailable` at this step, KiB.
+    pub mem_available_kib: u64,
 }
 
 /// Containers started one after another.
@@ -252,8 +254,12 @@ pub struct Density {
     pub runtime: String,
     /// `ctr run -d` of the k-th container, ms (k = index + 1).
     pub start_ms: Vec<f64>,
-    /// Memory at 1, 2, 4 … N.
+    /// Memory at 1, 10, 20 … N.
     pub steps: Vec<DensityStep>,
+    /// The host's `MemAvailable` before the first container started, KiB.
+    pub mem_available_before_kib: u64,
+    /// The host's `MemAvailable` once every container was removed again, KiB.
+    pub mem_available_after_kib: u64,
 }
 
 /// One CPU workload in one place.

@@ -264,6 +264,41 @@ fn plots_of_wide_ranges_have_readable_labels() {
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
 
+/// A full density run: 30 pods each, memory read at 1, 10, 20 and 30, hull's pods taking
+/// ~4 GiB of the host and runc's ~0.4 GiB, start times from 100 ms to 8 s.
+#[test]
+fn a_thirty_pod_density_run_has_readable_labels() {
+    let mut r = fixture();
+    for d in &mut r.density {
+        let hull = d.runtime.starts_with("hull");
+        let (first, per_pod_kib) = if hull {
+            (1500.0, 140_000)
+        } else {
+            (100.0, 14_000)
+        };
+        d.start_ms = (0..30)
+            .map(|k| first * (1.0 + 4.0 * k as f64 / 29.0))
+            .collect();
+        let template = d.steps[0].clone();
+        d.mem_available_before_kib = 23_900_000;
+        d.steps = [1usize, 10, 20, 30]
+            .iter()
+            .map(|&pods| crate::compare::schema::DensityStep {
+                pods,
+                pss_per_pod_kib: template.pss_per_pod_kib + pods as u64 * 300,
+                mem_available_kib: 23_900_000 - pods as u64 * per_pod_kib,
+                ..template.clone()
+            })
+            .collect();
+        d.mem_available_after_kib = 23_850_000;
+    }
+    let bad = render_all(&r);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let md = super::markdown(&r, |_| true);
+    assert!(md.contains("| hull/qemu-tcg | 30 |"), "{md}");
+    assert!(md.contains("MemAvailable before"), "{md}");
+}
+
 /// The last report's start range (runc ~100 ms, hull up to ~3 s), where 900 and 1000 ran together.
 #[test]
 fn a_start_range_over_900_and_1000_has_readable_labels() {

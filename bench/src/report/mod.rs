@@ -2,6 +2,7 @@
 //! host) next to docs/design.md's targets, and SVG plots beside it. Rendered only from
 //! [`Results`], so `hull bench report results.json` gives the same report again.
 
+mod density;
 pub mod figures;
 #[cfg(test)]
 mod layout_tests;
@@ -145,7 +146,7 @@ pub fn headline(r: &Results) -> String {
         ratio(hg, rg),
         tick(hg.zip(host).map(|(g, h)| g <= 1.2 * h))
     );
-    density_row(&mut s, r, &hull);
+    density::row(&mut s, r, &hull);
     s
 }
 
@@ -176,31 +177,6 @@ fn fs_rows(s: &mut String, r: &Results) {
         st * 100.0,
         u * 100.0,
         tick(Some(c >= 0.3 && st >= 0.3 && u >= 0.3))
-    );
-}
-
-/// The headline's density row: how much slower the last of a row of idle pods starts than the
-/// first.
-fn density_row(s: &mut String, r: &Results, hull: &str) {
-    let Some(d) = r.density.iter().find(|d| d.runtime == hull) else {
-        return;
-    };
-    let rd = r.density.iter().find(|d| d.runtime == "runc");
-    let last_over_first =
-        |v: &[f64]| -> Option<f64> { (v.len() >= 2 && v[0] > 0.0).then(|| v[v.len() - 1] / v[0]) };
-    let h = last_over_first(&d.start_ms);
-    let _ = writeln!(
-        s,
-        "| {n} idle pods one after another: {n}th start / 1st | {} | {} | – | ≤ 1.5× ({n} = 20) | {} |",
-        h.map_or("–".to_owned(), |v| format!("{v:.2}×")),
-        rd.and_then(|x| last_over_first(&x.start_ms))
-            .map_or("–".to_owned(), |v| format!("{v:.2}×")),
-        if d.start_ms.len() >= 20 {
-            tick(h.map(|v| v <= 1.5))
-        } else {
-            "n/a: fewer than 20"
-        },
-        n = d.start_ms.len(),
     );
 }
 
@@ -332,7 +308,7 @@ pub fn markdown(r: &Results, has_plot: impl Fn(&str) -> bool) -> String {
     plot(&mut s, "memory.svg", "memory stacks");
     vmm_mappings(&mut s, r);
     overhead::section(&mut s, r);
-    density_section(&mut s, r);
+    density::section(&mut s, r);
     plot(&mut s, "density.svg", "density curves");
     cpu_section(&mut s, r);
     io_section(&mut s, r);
@@ -542,32 +518,6 @@ fn vmm_mappings(s: &mut String, r: &Results) {
             for t in &p.top_mappings {
                 let _ = writeln!(s, "| `{}` | {:.1} MiB |", t.what, t.pss_kib as f64 / 1024.0);
             }
-        }
-    }
-}
-
-fn density_section(s: &mut String, r: &Results) {
-    if r.density.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        s,
-        "\n## Density\n\nIdle containers started one after another with `ctr run -d` (none \
-         removed until the end). Start latency of the k-th, and host PSS per container at 1, 2, \
-         4 … N.\n"
-    );
-    let _ = writeln!(s, "| runtime | containers | k-th start | PSS per container | load (1 min) |\n|---|---|---|---|---|");
-    for d in &r.density {
-        for st in &d.steps {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {:.0} ms | {:.1} MiB | {:.2} |",
-                d.runtime,
-                st.pods,
-                d.start_ms.get(st.pods - 1).copied().unwrap_or(0.0),
-                st.pss_per_pod_kib as f64 / 1024.0,
-                st.load1
-            );
         }
     }
 }

@@ -104,7 +104,11 @@ pub fn start_latency(r: &Results, path: &Path) -> Res {
     root.present().map_err(err)
 }
 
-/// Start latency of the k-th container and PSS per container as containers accumulate.
+/// Height of the density plot's lower chart (host memory taken).
+const DENSITY_LOWER_PX: u32 = 300;
+
+/// Start latency of the k-th container and PSS per container as containers accumulate (upper
+/// row), and the host memory they took out of `MemAvailable` (lower chart).
 pub fn density(r: &Results, path: &Path) -> Res {
     if r.density.is_empty() {
         return Ok(());
@@ -119,12 +123,13 @@ pub fn density(r: &Results, path: &Path) -> Res {
             swatch: Swatch::Line,
         })
         .collect();
-    let root = SVGBackend::new(path, (SIZE.0, SIZE.1 + 40)).into_drawing_area();
+    let root = SVGBackend::new(path, (SIZE.0, SIZE.1 + 40 + DENSITY_LOWER_PX)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let side = legend::width(&entries);
     let (plots, strip) = root.split_horizontally(SIZE.0 - side);
+    let (upper, lower) = plots.split_vertically(SIZE.1 + 40);
     let half = (SIZE.0 - side) / 2;
-    let (left, right) = plots.split_horizontally(half);
+    let (left, right) = upper.split_horizontally(half);
     let n = r
         .density
         .iter()
@@ -211,8 +216,68 @@ pub fn density(r: &Results, path: &Path) -> Res {
         b.draw_series(mem.iter().map(|p| Circle::new(*p, 3, c.filled())))
             .map_err(err)?;
     }
+    density_taken(r, &lower, n, SIZE.0 - side)?;
     legend::draw(&strip, &entries, 40)?;
     root.present().map_err(err)
+}
+
+/// The density plot's lower chart: `MemAvailable` before the first container minus at each
+/// step, GiB, against containers running (`n` the most).
+fn density_taken<DB: DrawingBackend>(
+    r: &Results,
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    n: f64,
+    width: u32,
+) -> Res {
+    let gib = |kib: u64| kib as f64 / (1024.0 * 1024.0);
+    let series: Vec<Vec<(f64, f64)>> = r
+        .density
+        .iter()
+        .map(|d| {
+            d.steps
+                .iter()
+                .map(|s| {
+                    let taken = d
+                        .mem_available_before_kib
+                        .saturating_sub(s.mem_available_kib);
+                    (s.pods as f64, gib(taken))
+                })
+                .collect()
+        })
+        .collect();
+    let max = series.iter().flatten().fold(0.1f64, |a, p| a.max(p.1)) * 1.15;
+    let mut c = ChartBuilder::on(area)
+        .caption(
+            "host memory taken (MemAvailable before the first − now)",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(50)
+        .build_cartesian_2d(
+            Lin::new(
+                0.5..n + 0.5,
+                ticks::linear(0.5, n + 0.5, ticks::fit(width - CHART_CHROME_PX), true),
+            ),
+            Lin::new(0f64..max, ticks::linear(0.0, max, 6, false)),
+        )
+        .map_err(err)?;
+    c.configure_mesh()
+        .light_line_style(TRANSPARENT)
+        .x_label_formatter(&|v| ticks::label(*v))
+        .y_label_formatter(&|v| ticks::label(*v))
+        .x_desc("containers running")
+        .y_desc("GiB")
+        .draw()
+        .map_err(err)?;
+    for (i, pts) in series.into_iter().enumerate() {
+        let col = color(i);
+        c.draw_series(LineSeries::new(pts.clone(), col.stroke_width(2)))
+            .map_err(err)?;
+        c.draw_series(pts.iter().map(|p| Circle::new(*p, 3, col.filled())))
+            .map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Horizontal stacked bars: where each runtime's idle-container memory is.

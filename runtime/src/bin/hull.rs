@@ -4,7 +4,8 @@
 //! self-test mode and prints its ready line; `hull bench …` runs `hull-bench` (the benchmark
 //! against runc, `bench/`), found beside `hull` or on `PATH`; and runc's command line
 //! (`hull create/start/state/kill/delete/run/exec/…`, [`hull_runtime::oci`]) so Podman and Docker
-//! run containers in microVMs with `--runtime hull`.
+//! run containers in microVMs with `--runtime hull`; `hull pod balloon <pod> <MiB>` asks a running
+//! pod's guest for memory back ([`hull_runtime::vm::balloon`]).
 
 use std::time::Duration;
 
@@ -68,8 +69,28 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Act on a running pod's VM.
+    #[command(subcommand)]
+    Pod(PodCommand),
     #[command(flatten)]
     Oci(OciCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PodCommand {
+    /// Ask a pod's guest to give MiB of its memory back to the host (its balloon's target; 0
+    /// gives it all back to the guest). The guest takes balloon pages back before its OOM killer
+    /// would run (deflate-on-OOM, docs/balloon.md).
+    Balloon {
+        /// The pod: its sandbox id (`ctr run`: the container id).
+        pod: String,
+        /// MiB the guest should give up.
+        mib: u64,
+        /// hull's configuration file (default: `HULL_CONFIG` or /etc/hull/config.toml), for its
+        /// `run_dir`.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -110,7 +131,30 @@ fn main() -> anyhow::Result<()> {
             hypervisor,
         } => boot(vcpus, memory, Duration::from_secs(timeout), hypervisor),
         Command::Bench { args } => bench(&args),
+        Command::Pod(PodCommand::Balloon { pod, mib, config }) => balloon(&pod, mib, config),
     }
+}
+
+/// `hull pod balloon`: sets the balloon target of pod `pod` through its VM's control socket.
+fn balloon(pod: &str, mib: u64, config: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    let single = std::path::Path::new(pod).components().count() == 1;
+    if pod.is_empty() || !single || pod == "." || pod == ".." || pod.contains('/') {
+        bail!("{pod:?} is not a pod id");
+    }
+    let path = config.unwrap_or_else(HullConfig::path);
+    let config = if path.exists() {
+        HullConfig::load_from(&path).with_context(|| format!("cannot read {}", path.display()))?
+    } else {
+        HullConfig::default()
+    };
+    let state = hull_runtime::vm::balloon::set_target(&config.run_dir.join(pod), mib)
+        .with_context(|| format!("pod {pod}"))?;
+    println!(
+        "pod {pod}: balloon target {} MiB of {} MiB; the guest has {} MiB now (it inflates over \
+         the next seconds)",
+        state.target_mib, state.guest_mib, state.actual_mib
+    );
+    Ok(())
 }
 
 /// Runs `hull-bench` with `args` (beside this binary, else on `PATH`) and exits with its status.

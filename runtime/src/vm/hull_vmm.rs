@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use super::accel::{self, HostProbe, ProbePaths};
 use super::jailed::{self, JailSettings, Jailable};
 use super::process::VmmProcess;
-use super::{Device, Hypervisor, Vm, VmConfig, VmError};
+use super::{balloon, Device, Hypervisor, Vm, VmConfig, VmError};
 
 /// The binary looked up next to the running executable, then on `PATH`, unless `HULL_VMM`
 /// names another.
@@ -164,8 +164,13 @@ impl HullVmm {
                 Device::VhostUserFs { socket, .. } => {
                     return Err(unsupported("a second virtio-fs device", socket))
                 }
-                // One balloon per VM (validated).
-                Device::Balloon => push(&"--balloon"),
+                // One balloon per VM (validated); its target comes through the control socket
+                // (`super::balloon`).
+                Device::Balloon => {
+                    push(&"--balloon");
+                    push(&"--api-sock");
+                    push(&balloon::api_socket(&config.run_dir));
+                }
                 // One NIC per VM (validated); the process runs in the tap's netns (see start).
                 Device::Net { tap, mac, .. } => {
                     push(&"--net-tap");
@@ -198,6 +203,9 @@ impl Hypervisor for HullVmm {
                 let args = self.args(config)?;
                 if vsock {
                     jailed::private_dir(&vsock_dir(&config.run_dir))?;
+                }
+                if config.devices.contains(&Device::Balloon) {
+                    jailed::private_dir(&balloon::control_dir(&config.run_dir))?;
                 }
                 VmmProcess::spawn(&binary, args, &config.run_dir, config.netns(), "hull-vmm")?
             }
@@ -238,6 +246,10 @@ impl HullVmm {
         if config.devices.contains(&Device::Vsock) {
             let inside = jailed::socket_dir(&mut jail, &vsock_dir(&config.run_dir))?;
             debug_assert_eq!(inside, vsock_dir(&view.run_dir));
+        }
+        if config.devices.contains(&Device::Balloon) {
+            let inside = jailed::socket_dir(&mut jail, &balloon::control_dir(&config.run_dir))?;
+            debug_assert_eq!(inside, balloon::control_dir(&view.run_dir));
         }
         Ok((jail, view))
     }
@@ -293,13 +305,17 @@ mod tests {
     }
 
     #[test]
-    fn the_balloon_is_a_flag() {
+    fn the_balloon_is_a_flag_with_a_control_socket() {
         let args = strings(
             HullVmm::new("hull-vmm")
                 .args(&config(vec![Device::Balloon]))
                 .unwrap(),
         );
-        assert_eq!(args.last().map(String::as_str), Some("--balloon"));
+        assert!(
+            args.join(" ")
+                .ends_with("--balloon --api-sock /run/hull/p1/control/api.sock"),
+            "{args:?}"
+        );
     }
 
     #[test]

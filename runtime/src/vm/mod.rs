@@ -6,6 +6,7 @@
 //! ([`jailed`], [`Jailable`]).
 
 pub mod accel;
+pub mod balloon;
 pub mod console;
 pub mod hull_vmm;
 pub mod jailed;

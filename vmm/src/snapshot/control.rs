@@ -6,6 +6,7 @@
 //! | `pause` | vCPUs stop at a safe point | `OK paused` |
 //! | `resume` | paused vCPUs carry on | `OK running` |
 //! | `snapshot DIR` | pauses, writes the snapshot into `DIR`; the VM stays paused | `OK snapshot BYTES` |
+//! | `balloon MIB` | sets the balloon's target (the guest is asked to give up `MIB` MiB) | `OK balloon target=MIB actual=MIB guest=MIB` (actual: MiB in the balloon now) |
 //!
 //! Anything else, or a failure, answers `ERR <reason>` and changes nothing. The socket is for
 //! the host (the runtime, a test); only the process that owns the VM should be able to reach it.
@@ -27,6 +28,8 @@ pub enum Command {
     Resume,
     /// Pause and write a snapshot into the directory.
     Snapshot(PathBuf),
+    /// Set the balloon's target, MiB.
+    Balloon(u32),
 }
 
 /// Parses one request line (without its newline).
@@ -39,8 +42,12 @@ pub fn parse(line: &str) -> Result<Command, String> {
             Ok(Command::Snapshot(PathBuf::from(dir)))
         }
         Some(("snapshot", _)) => Err("snapshot needs an absolute directory".into()),
+        Some(("balloon", mib)) => mib
+            .parse()
+            .map(Command::Balloon)
+            .map_err(|_| format!("balloon needs a size in MiB, not {mib:?}")),
         _ => Err(format!(
-            "unknown request {:?} (pause, resume, snapshot DIR)",
+            "unknown request {:?} (pause, resume, snapshot DIR, balloon MIB)",
             line.chars().take(64).collect::<String>()
         )),
     }
@@ -89,5 +96,8 @@ mod tests {
         assert!(parse("snapshot relative").unwrap_err().contains("absolute"));
         assert!(parse("snapshot ").is_err());
         assert!(parse("reboot").unwrap_err().contains("unknown request"));
+        assert_eq!(parse("balloon 64\n"), Ok(Command::Balloon(64)));
+        assert!(parse("balloon -1").unwrap_err().contains("MiB"));
+        assert!(parse("balloon 99999999999").is_err());
     }
 }

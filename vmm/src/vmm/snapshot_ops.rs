@@ -12,6 +12,7 @@ use super::{
 };
 use crate::bus::{lock, Bus};
 use crate::config::{FsConfig, NetConfig, VmmConfig, VsockConfig};
+use crate::devices::virtio::balloon::PAGE_SHIFT;
 use crate::devices::ExitSignal;
 use crate::memory;
 use crate::snapshot::control::{self, Command};
@@ -212,7 +213,29 @@ impl Vmm {
                 );
                 Ok(format!("snapshot {bytes}"))
             }
+            Command::Balloon(mib) => self.set_balloon_target(mib),
         }
+    }
+
+    /// Asks the guest to give `mib` MiB to the balloon (at most the guest's RAM).
+    fn set_balloon_target(&self, mib: u32) -> Result<String, SnapshotError> {
+        let refuse = |why: String| Err(SnapshotError::Device(why));
+        let ram_mib = self.shape.mem_mib;
+        if u64::from(mib) > ram_mib {
+            return refuse(format!(
+                "balloon {mib} MiB is more than the guest's {ram_mib} MiB"
+            ));
+        }
+        let pages = mib << (20 - PAGE_SHIFT);
+        for slot in &self.virtio {
+            if let Some(actual) = lock(&slot.device).set_balloon_target(pages) {
+                let actual_mib = actual >> (20 - PAGE_SHIFT);
+                return Ok(format!(
+                    "balloon target={mib} actual={actual_mib} guest={ram_mib}"
+                ));
+            }
+        }
+        refuse("this VM has no balloon (--balloon)".into())
     }
 
     /// Stops every vCPU at a safe point (no-op when paused).

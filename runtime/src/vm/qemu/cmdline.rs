@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use super::super::{Accel, Device, VmConfig};
+use super::super::{balloon, Accel, Device, VmConfig};
 
 /// Kernel command-line words every hull guest gets from this backend. `no_timer_check`: under TCG
 /// on a busy host the kernel's check that the PIT timer reaches the IO-APIC can miss its window,
@@ -23,12 +23,14 @@ pub const BASE_CMDLINE: &[&str] = &[
     "noreplace-smp",
 ];
 
-/// Size of QEMU's TCG translation cache, MiB. A boot to ready fills ~22 MiB of it; 32 leaves the
-/// boot untouched (spawn → ready 2472 vs 2492 ms at 128, same PSS at ready, interleaved, issue 18)
-/// and bounds what a long-running pod's cache can grow to at 32 MiB instead of 128. 16 saved a
-/// further 7 MiB at boot, but below the boot's own working set it flushes and retranslates, a cost
-/// a busier guest would pay on every flush.
-pub const TCG_CACHE_MIB: u32 = 32;
+/// Size of QEMU's TCG translation cache, MiB. An idle pod's cache is full whatever its size
+/// (a pod at 32 MiB held all 32 of it, issue 18's density run), so the size is what each pod
+/// pays. 16 against 32, interleaved in one run (3 rounds, hull's guest without devices): TCG
+/// cache 26.0 → 16.0 MiB, spawn → agent ready median 1196 → 1101 ms, idle CPU over 20 s 30 →
+/// 32 ticks: the flushes it costs are not measurable at boot or idle. (Earlier, 32 against
+/// QEMU's 128: boot 2472 vs 2492 ms.) A guest running much more code than hull's agent pays
+/// retranslation after each flush: that trade is the configuration's to make later.
+pub const TCG_CACHE_MIB: u32 = 16;
 
 /// Host facts that shape the command line besides the VM's own config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +97,7 @@ pub fn build(config: &VmConfig, host: HostShape) -> Vec<OsString> {
         "chardev:console",
     ]);
     for (i, device) in config.devices.iter().enumerate() {
-        push_device(&mut args, i, device);
+        push_device(&mut args, i, device, &config.run_dir);
     }
     args.push("-kernel");
     args.push(&config.images.kernel);
@@ -117,7 +119,7 @@ pub fn kernel_cmdline(config: &VmConfig, host: HostShape) -> String {
     words.join(" ")
 }
 
-fn push_device(args: &mut Args, index: usize, device: &Device) {
+fn push_device(args: &mut Args, index: usize, device: &Device, run_dir: &Path) {
     match device {
         Device::VhostUserFs { socket, tag } => {
             args.push("-chardev");
@@ -142,10 +144,17 @@ fn push_device(args: &mut Args, index: usize, device: &Device) {
             args.push("-device");
             args.push(format!("virtio-net-device,netdev=net{index},mac={mac}"));
         }
-        // QEMU discards reported ranges (punching holes in the memfd) and inflated pages.
+        // QEMU discards reported ranges (punching holes in the memfd) and inflated pages. The
+        // host sets a target through QMP (`crate::vm::balloon`): a monitor on a socket in the
+        // VM's control directory, which QEMU creates and listens on without waiting.
         Device::Balloon => {
             args.push("-device");
             args.push(BALLOON_DEVICE);
+            args.push("-chardev");
+            let mut qmp = socket_chardev("qmp", &balloon::qmp_socket(run_dir));
+            qmp.push(",server=on,wait=off");
+            args.push(qmp);
+            args.push_all(&["-mon", "chardev=qmp,mode=control"]);
         }
     }
 }
@@ -230,7 +239,7 @@ mod tests {
         );
         assert_eq!(value(&args, "-m"), "512M");
         assert_eq!(value(&args, "-smp"), "2");
-        assert_eq!(value(&args, "-accel"), "tcg,thread=single,tb-size=32");
+        assert_eq!(value(&args, "-accel"), "tcg,thread=single,tb-size=16");
         assert_eq!(value(&args, "-cpu"), "max");
         assert_eq!(value(&args, "-chardev"), "stdio,id=console,signal=off");
         assert_eq!(value(&args, "-serial"), "chardev:console");
@@ -248,9 +257,9 @@ mod tests {
     #[test]
     fn tcg_uses_one_thread_per_vcpu_only_with_spare_host_cpus() {
         let args = strings(build(&config(2, 256, vec![]), tcg(8)));
-        assert_eq!(value(&args, "-accel"), "tcg,thread=multi,tb-size=32");
+        assert_eq!(value(&args, "-accel"), "tcg,thread=multi,tb-size=16");
         let args = strings(build(&config(1, 256, vec![]), tcg(1)));
-        assert_eq!(value(&args, "-accel"), "tcg,thread=single,tb-size=32");
+        assert_eq!(value(&args, "-accel"), "tcg,thread=single,tb-size=16");
     }
 
     #[test]
@@ -297,6 +306,11 @@ mod tests {
             value(&args, "-device"),
             "virtio-balloon-device,id=balloon0,free-page-reporting=on,deflate-on-oom=on"
         );
+        // The host's way to set a target: QMP on the control socket, not waiting for a client.
+        let joined = args.join(" ");
+        assert!(joined.contains(
+            "-chardev socket,id=qmp,path=/run/hull/p1/control/qmp.sock,server=on,wait=off -mon chardev=qmp,mode=control"
+        ), "{joined}");
     }
 
     #[test]

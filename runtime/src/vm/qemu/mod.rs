@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::accel::{self, Accel};
 use super::jailed::{self, JailSettings, Jailable};
 use super::process::VmmProcess;
-use super::{Device, Hypervisor, Vm, VmConfig, VmError};
+use super::{balloon, Device, Hypervisor, Vm, VmConfig, VmError};
 pub use cmdline::HostShape;
 
 /// The binary looked up on `PATH` unless `HULL_QEMU` names another.
@@ -82,7 +82,19 @@ impl Hypervisor for Qemu {
             ));
         }
         let binary = self.resolve_binary()?;
+        let balloon = config.devices.contains(&Device::Balloon);
+        let control = balloon::control_dir(&config.run_dir);
         let process = match &self.jail.jailer {
+            None if balloon => {
+                jailed::private_dir(&control)?;
+                VmmProcess::spawn(
+                    &binary,
+                    cmdline::build(config, self.host),
+                    &config.run_dir,
+                    config.netns(),
+                    &self.name(),
+                )?
+            }
             None => VmmProcess::spawn(
                 &binary,
                 cmdline::build(config, self.host),
@@ -93,6 +105,10 @@ impl Hypervisor for Qemu {
             Some(jailer) => {
                 let (mut jail, view) = jailed::jail(config, self.host.accel == Accel::Kvm)?;
                 jail.cgroups.clone_from(&self.jail.cgroups);
+                if balloon {
+                    // QEMU creates its QMP socket in the jail's /run/control.
+                    jailed::socket_dir(&mut jail, &control)?;
+                }
                 VmmProcess::spawn_jailed(
                     &binary,
                     cmdline::build(&view, self.host),

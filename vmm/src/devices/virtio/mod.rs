@@ -99,6 +99,12 @@ impl Interrupt {
         let _ = self.irqfd.write(1);
     }
 
+    /// Tells the driver the device's config space changed (a new balloon target, say).
+    pub fn signal_config_change(&self) {
+        self.status.fetch_or(INT_CONFIG, Ordering::SeqCst);
+        let _ = self.irqfd.write(1);
+    }
+
     /// The status register.
     pub fn status(&self) -> u32 {
         self.status.load(Ordering::SeqCst)
@@ -179,6 +185,11 @@ pub trait VirtioDevice: Send {
     fn shutdown(&mut self) {}
     /// The device's counters on one line (`name key=value …`), printed by `--exit-stats`.
     fn counters(&self) -> Option<String> {
+        None
+    }
+    /// A balloon: asks the guest to hold `pages` 4 KiB pages in the balloon and returns the
+    /// pages it holds now; `None` from every other device.
+    fn set_balloon_target(&mut self, _pages: u32) -> Option<u32> {
         None
     }
     /// For a snapshot: the features the driver accepted and, once activated, the queues the

@@ -1,6 +1,7 @@
 //! The balloon's virtio face: id 5, `VIRTIO_F_VERSION_1`, deflate-on-OOM and free page
-//! reporting, three queues, and the config space (`num_pages`: the host's target, which hull-vmm
-//! leaves at 0; `actual`: what the guest says it holds, the one field it may write).
+//! reporting, three queues, and the config space (`num_pages`: the host's target, 0 until the
+//! control socket's `balloon MIB` sets one, announced by a config-change interrupt; `actual`:
+//! what the guest says it holds, the one field it may write).
 
 use virtio_queue::Queue;
 
@@ -47,6 +48,8 @@ pub struct BalloonStats {
 #[derive(Debug, Default)]
 pub struct BalloonDevice {
     acked_features: u64,
+    /// The host's target: pages (4 KiB) the guest should hold in the balloon.
+    num_pages: u32,
     /// What the guest last wrote to `actual` (pages it says are in the balloon).
     actual: u32,
     pub(super) active: Option<Active>,
@@ -73,6 +76,11 @@ impl BalloonDevice {
     pub fn actual_pages(&self) -> u32 {
         self.actual
     }
+
+    /// The host's target, pages.
+    pub fn target_pages(&self) -> u32 {
+        self.num_pages
+    }
 }
 
 impl VirtioDevice for BalloonDevice {
@@ -94,6 +102,7 @@ impl VirtioDevice for BalloonDevice {
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let mut cfg = [0u8; CONFIG_LEN];
+        cfg[0..4].copy_from_slice(&self.num_pages.to_le_bytes());
         cfg[4..8].copy_from_slice(&self.actual.to_le_bytes());
         read_config_space(&cfg, offset, data);
     }
@@ -130,6 +139,7 @@ impl VirtioDevice for BalloonDevice {
     }
 
     fn reset(&mut self) {
+        // The target is the host's: it outlives a driver reset.
         self.active = None;
         self.acked_features = 0;
         self.actual = 0;
@@ -140,6 +150,15 @@ impl VirtioDevice for BalloonDevice {
         if [INFLATEQ, DEFLATEQ, REPORTQ].contains(&q) {
             self.process(q);
         }
+    }
+
+    fn set_balloon_target(&mut self, pages: u32) -> Option<u32> {
+        self.num_pages = pages;
+        // A driver that is not there yet reads the target when it starts.
+        if let Some(a) = &self.active {
+            a.interrupt.signal_config_change();
+        }
+        Some(self.actual)
     }
 
     fn counters(&self) -> Option<String> {

@@ -256,3 +256,26 @@ fn page_runs_join_consecutive_pages() {
     assert_eq!(runs.finish(), Some((0, 0x1000)));
     assert_eq!(runs.finish(), None);
 }
+
+#[test]
+fn a_host_target_is_in_the_config_space_and_raises_a_config_change() {
+    let mut ctx = TestContext::new();
+    ctx.dev.write_config(4, &3u32.to_le_bytes());
+    assert_eq!(ctx.dev.set_balloon_target(256 * 64), Some(3));
+    assert_eq!(ctx.dev.target_pages(), 256 * 64);
+    let mut cfg = [0u8; 4];
+    ctx.dev.read_config(0, &mut cfg);
+    assert_eq!(u32::from_le_bytes(cfg), 256 * 64);
+    assert_eq!(ctx.irq.read().unwrap(), 1, "the interrupt was raised");
+    let status = ctx.dev.active.as_ref().unwrap().interrupt.status();
+    assert_eq!(
+        status & crate::devices::virtio::INT_CONFIG,
+        crate::devices::virtio::INT_CONFIG
+    );
+    // The target outlives a driver reset; a device not yet active raises nothing.
+    ctx.dev.reset();
+    ctx.dev.read_config(0, &mut cfg);
+    assert_eq!(u32::from_le_bytes(cfg), 256 * 64);
+    assert_eq!(ctx.dev.set_balloon_target(0), Some(0));
+    assert!(ctx.irq.read().is_err(), "no interrupt without a driver");
+}
