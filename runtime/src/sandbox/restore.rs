@@ -147,6 +147,8 @@ async fn restored(vm: &mut dyn Vm, uds: &Path, key: &str) -> Result<(), Failure>
             return Ok(());
         }
         if let Ok(Some(status)) = vm.wait_timeout(Duration::ZERO) {
+            // Its last words are copied into the log as it goes: let the copy catch up.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             let log = std::fs::read_to_string(vm.log_path()).unwrap_or_default();
             let said = log
                 .lines()
