@@ -101,7 +101,12 @@ fn write_memory(path: &Path, mem: &GuestMemory) -> Result<(u64, u32), SnapshotEr
     let mut crc = crc32fast::Hasher::new();
     let mut len = 0u64;
     for region in mem.iter() {
-        let size = usize::try_from(region.len()).expect("a mapped region fits the address space");
+        let size = usize::try_from(region.len()).map_err(|_| {
+            SnapshotError::Shape(format!(
+                "a memory region of {} bytes does not fit this host's address space",
+                region.len()
+            ))
+        })?;
         // SAFETY: the region is a live mapping of `size` bytes that `mem` keeps alive for this
         // call. Nothing writes guest RAM while it is read here: every vCPU is paused, the event
         // loop (the in-process devices) is this thread, and a virtio-fs device is only saved
