@@ -110,21 +110,30 @@ pub(super) async fn start_restored(
         .vsock_uds()
         .map(Path::to_owned)
         .ok_or_else(|| Failure::Boot("the restored VMM serves no vsock".into()))?;
+    let found = started.elapsed();
     restored(vm.as_mut(), &uds, &template.record.key).await?;
+    let listening = started.elapsed();
     if config.confine_host {
         crate::seccomp::confine_shim().map_err(|e| Failure::Fail(e.into()))?;
     }
     let agent = wait_for_restored_agent(vm.as_mut(), &uds, config.boot_timeout, started)
         .await
         .map_err(Failure::Fail)?;
+    let answered = started.elapsed();
     let share_tag = config.share.map(|_| share::TAG);
     agent
         .personalize(share_tag)
         .await
         .map_err(|e| Failure::Fail(e.into()))?;
+    let whole = started.elapsed();
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     tracing::info!(
         template = %template.record.key,
-        ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        ms = ms(whole),
+        found_ms = ms(found),
+        restored_ms = ms(listening - found),
+        agent_ms = ms(answered - listening),
+        personalize_ms = ms(whole - answered),
         "pod VM restored from its template"
     );
     Ok(SandboxVm {
