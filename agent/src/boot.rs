@@ -91,6 +91,11 @@ pub fn mount_share(tag: &str) -> Result<(), BootError> {
     Ok(())
 }
 
+/// Whether [`mount_share`] has mounted the share.
+pub fn share_mounted() -> bool {
+    SHARE_PIN.get().is_some()
+}
+
 /// Aborts the share's FUSE connection: a forced unmount (hull's guest kernel lets virtio-fs take
 /// one, see guest-kernel/patches) ends every pending request and fails new ones. The mount stays
 /// (it is pinned, so the unmount answers EBUSY); only its connection is gone.

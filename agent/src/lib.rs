@@ -14,6 +14,7 @@ pub mod host_vsock;
 pub mod loopback;
 pub mod mounts;
 pub mod network;
+pub mod personalize;
 pub mod power;
 pub mod reaper;
 pub mod rpc;

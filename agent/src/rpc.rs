@@ -229,6 +229,22 @@ impl Agent for AgentService {
         Ok(empty())
     }
 
+    async fn personalize(&self, _: &TtrpcContext, req: pb::PersonalizeRequest) -> Reply<pb::Empty> {
+        use crate::sandbox::AgentError;
+        hull_protocol::limits::check_personalize(&req).map_err(AgentError::from)?;
+        // Mounting the share talks to virtiofsd: off the runtime's workers.
+        tokio::task::spawn_blocking(move || crate::personalize::apply(&req))
+            .await
+            .map_err(|e| {
+                AgentError::Io(
+                    "the personalize task failed".into(),
+                    std::io::Error::other(e),
+                )
+            })?
+            .map_err(AgentError::from)?;
+        Ok(empty())
+    }
+
     async fn write_volume(
         &self,
         _: &TtrpcContext,

@@ -209,6 +209,7 @@ pub async fn measure(options: &AgentOptions) -> anyhow::Result<AgentResults> {
         share: None,
         netns: None,
         confine_host: false,
+        template_root: None,
     };
     let vm = SandboxVm::start(&qemu, &config)
         .await

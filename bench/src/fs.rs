@@ -230,6 +230,7 @@ pub async fn measure(modes: &[CacheMode], mib: usize, files: usize) -> anyhow::R
             share: Some(*cache),
             netns: None,
             confine_host: false,
+            template_root: None,
         };
         let vm = SandboxVm::start(&qemu, &config)
             .await

@@ -14,6 +14,7 @@ mod host;
 mod iperf;
 mod kvm_exits;
 mod report;
+mod start;
 mod stats;
 mod vmm;
 mod vmm_snapshot;
@@ -168,6 +169,14 @@ enum Suite {
         /// Also boot this test-only kernel variant once (guest-kernel/build-test-kernel.sh).
         #[arg(long)]
         test_kernel: Option<PathBuf>,
+    },
+    /// Snapshot start against boot, on hull-vmm (docs/snapshot.md): pod VM start → agent
+    /// answers, and `ctr run --rm busybox true` with `start = "snapshot"` against `"boot"`,
+    /// interleaved; medians, p95, ratios.
+    Start {
+        /// Timed runs of each kind.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
     },
 }
 
@@ -336,6 +345,15 @@ fn main() -> anyhow::Result<()> {
             eprintln!(
                 "hull-bench: figures in {}",
                 out.join("hardening.json").display()
+            );
+        }
+        Suite::Start { runs } => {
+            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            let results = start::run(runs, &out)?;
+            print!("{}", start::report(&results));
+            eprintln!(
+                "hull-bench: figures in {}",
+                out.join("start.json").display()
             );
         }
         Suite::Vmm {

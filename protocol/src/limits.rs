@@ -21,6 +21,10 @@ pub const MAX_DNS_ENTRY_LEN: usize = 253;
 pub const MAX_PIDS: usize = 65_536;
 /// Most per-device io entries in `StatsContainer`.
 pub const MAX_IO_DEVICES: usize = 256;
+/// Fewest bytes of host entropy `Personalize` carries (a full 256-bit reseed).
+pub const MIN_ENTROPY_LEN: usize = 32;
+/// Most bytes of host entropy `Personalize` carries.
+pub const MAX_ENTROPY_LEN: usize = 256;
 
 /// A field that breaks a cap or a format rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -170,9 +174,65 @@ pub fn check_sandbox(req: &crate::agent::CreateSandboxRequest) -> Result<(), Lim
     Ok(())
 }
 
+/// Checks a `PersonalizeRequest`: 32..=256 bytes of entropy, nanoseconds below a second, a
+/// share tag of `[A-Za-z0-9_-]` (at most 36 characters) or none.
+pub fn check_personalize(req: &crate::agent::PersonalizeRequest) -> Result<(), LimitError> {
+    check_len("entropy", req.entropy.len(), MAX_ENTROPY_LEN)?;
+    if req.entropy.len() < MIN_ENTROPY_LEN {
+        return Err(LimitError::BadId {
+            what: "entropy length",
+            value: format!("{} bytes (at least {MIN_ENTROPY_LEN})", req.entropy.len()),
+        });
+    }
+    if req.realtime_nanos >= 1_000_000_000 || req.realtime_secs < 0 {
+        return Err(LimitError::BadId {
+            what: "realtime clock",
+            value: format!("{}.{:09}", req.realtime_secs, req.realtime_nanos),
+        });
+    }
+    let tag = &req.share_tag;
+    let ok = tag.len() <= 36
+        && tag
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(LimitError::BadId {
+            what: "share tag",
+            value: shown(tag),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn personalize_requests_are_bounded() {
+        let good = crate::agent::PersonalizeRequest {
+            entropy: vec![7; 64],
+            realtime_secs: 1_800_000_000,
+            realtime_nanos: 5,
+            share_tag: "hull".into(),
+            ..Default::default()
+        };
+        check_personalize(&good).unwrap();
+        let mut r = good.clone();
+        r.entropy = vec![1; 31];
+        assert!(check_personalize(&r).is_err());
+        r.entropy = vec![1; 257];
+        assert!(check_personalize(&r).is_err());
+        let mut r = good.clone();
+        r.realtime_nanos = 1_000_000_000;
+        assert!(check_personalize(&r).is_err());
+        let mut r = good.clone();
+        r.share_tag = "../x".into();
+        assert!(check_personalize(&r).is_err());
+        let mut r = good;
+        r.share_tag = String::new();
+        check_personalize(&r).unwrap();
+    }
 
     #[test]
     fn ids() {

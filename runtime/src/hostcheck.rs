@@ -322,6 +322,7 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
         "run scripts/setup.sh (installs it in /usr/local/bin)",
     ));
     out.push(jail_check(config.jail, config.jailer.clone()));
+    out.push(start_check(&config));
     if !config.seccomp {
         out.push(check(
             "seccomp",
@@ -335,6 +336,41 @@ pub fn run(config_path: &Path, containerd_config: &Path) -> Vec<Check> {
         containerd_config,
     )));
     out
+}
+
+/// The start mode pods get (`snapshot` or `boot`) and why; in snapshot mode, the state of the
+/// default shape's template.
+fn start_check(config: &HullConfig) -> Check {
+    use crate::shim::start_mode::{self, StartMode};
+    use crate::template::{self, Lookup};
+    let decision = start_mode::decide(config);
+    let mut detail = format!("{}: {}", decision.mode, decision.why);
+    if decision.mode == StartMode::Boot {
+        return check("start", Outcome::Ok, detail, None);
+    }
+    let hv = start_mode::hull_vmm_backend(config);
+    let found = start_mode::default_spec(config)
+        .inputs(&hv, &config.template_dir)
+        .and_then(|inputs| template::lookup(&config.template_dir, &inputs));
+    match found {
+        Ok(Lookup::Ready(t)) => {
+            detail.push_str(&format!("; template {} ready", t.record.key));
+            check("start", Outcome::Ok, detail, None)
+        }
+        Ok(Lookup::Missing) => {
+            detail.push_str("; the default template is not made yet");
+            check("start", Outcome::Ok, detail, None)
+        }
+        Err(e) => {
+            detail.push_str(&format!("; the template is refused, pods boot: {e}"));
+            check(
+                "start",
+                Outcome::Warn,
+                detail,
+                Some("hull template create (as root) makes it again"),
+            )
+        }
+    }
 }
 
 /// The hull configuration at `path`, or the defaults when it is bad, and the check saying which.

@@ -19,5 +19,6 @@ pub mod seccomp;
 pub mod selftest;
 pub mod share;
 pub mod shim;
+pub mod template;
 pub mod vm;
 pub mod vsock;

@@ -10,7 +10,7 @@ echo "hull: building the nested tier's test binaries" >&2
 cargo test --locked --no-run --message-format=json \
   -p hull-vmm --test linux_boot -p hull-runtime --test cli_boot \
   -p hull-tests --test agent_basics --test agent_stdio --test virtiofs --test network --test jail \
-  --test shim_run --test shim_task --test shim_faults --test cri_pod |
+  --test shim_run --test shim_task --test shim_faults --test cri_pod --test shim_template |
   python3 -c '
 import json, sys
 for line in sys.stdin:

@@ -9,7 +9,8 @@
 #      virtio-fs, the NIC on a tap, the VMM jailed under its seccomp filter;
 #   3. containerd end to end with `hypervisor = "auto"` (which must resolve to hull-vmm): ctr run
 #      --rm exit codes 0, 1, 42 and 3, stdout/stderr, stdin, ctr task exec, kill -9 of the VMM, one
-#      CRI pod; and ctr run --rm's exit codes and stdio again with `hypervisor = "qemu"` (-accel kvm).
+#      CRI pod; and ctr run --rm's exit codes and stdio again with `hypervisor = "qemu"` (-accel kvm);
+#   4. pods restored from a template snapshot (`start = "snapshot"`).
 # Prints a line per group and a closing "N passed, N failed" line; exits non-zero if any failed.
 set -uo pipefail
 # One function, read in full before it runs: the file may change on the host while L1 runs.
@@ -115,6 +116,9 @@ group "containerd: ctr run --rm" qemu shim_run run_rm_exit_codes stdout_and_stde
 group "containerd: ctr task exec" auto shim_task exec_with_and_without_terminal
 group "containerd: kill -9 of the VMM" auto shim_faults vmm_killed_under_a_task
 group "CRI: one pod, two containers" auto cri_pod a_pod_is_one_vm_with_its_containers
+# Pods from a template snapshot (start = "snapshot", docs/snapshot.md): made once, ctr run --rm,
+# exec, own entropy and clock, a damaged template refused, a killed restored VMM cleaned up.
+group "templates: snapshot start" auto shim_template pods_start_from_one_template
 
 for r in "${retried[@]}"; do echo "tier: retried after an L2 triple fault: $r"; done
 for f in "${failures[@]}"; do echo "tier: FAILED: $f"; done

@@ -106,6 +106,7 @@ impl TestPod {
             share,
             netns,
             confine_host: false,
+            template_root: None,
         };
         let vm = match SandboxVm::start(hypervisor.as_ref(), &config).await {
             Ok(vm) => vm,

@@ -86,17 +86,47 @@ pub fn map_private(file: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryErr
 
 /// Guest RAM of `mem_bytes` in a fresh shared memfd ([`create`]) holding a copy of a snapshot's
 /// memory `file`: what a restore with a vhost-user device needs (its backend maps the memfd), at
-/// the price of a private copy of every page.
-pub fn copy_of(file: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryError> {
+/// the price of a private copy of every page the guest had written. Pages that are all zero are
+/// not written: the memfd reads zeros there without a page behind it, so a restored guest holds
+/// host memory only for what it had touched (a freshly booted template is mostly zeros).
+/// Returns the memory and the CRC-32 of every byte read (the snapshot's memory checksum).
+pub fn copy_of(file: &File, mem_bytes: u64) -> Result<(GuestMemory, u32), MemoryError> {
+    use std::io::Read;
     use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
+    const PAGE: usize = 4096;
     let mem = create(mem_bytes)?;
     let mut src = file.try_clone().map_err(MemoryError::Memfd)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = crc32fast::Hasher::new();
+    let copy = |e: std::io::Error| MemoryError::Copy(e.to_string());
     for region in mem.iter() {
         let len = usize::try_from(region.len()).map_err(|_| MemoryError::TooLarge(mem_bytes))?;
-        mem.read_exact_volatile_from(region.start_addr(), &mut src, len)
-            .map_err(|e| MemoryError::Copy(e.to_string()))?;
+        let mut done = 0usize;
+        while done < len {
+            let chunk = (len - done).min(buf.len());
+            src.read_exact(&mut buf[..chunk]).map_err(copy)?;
+            crc.update(&buf[..chunk]);
+            for (i, page) in buf[..chunk].chunks(PAGE).enumerate() {
+                if is_zero(page) {
+                    continue;
+                }
+                let at = vm_memory::GuestAddress(region.start_addr().0 + (done + i * PAGE) as u64);
+                mem.write_slice(page, at)
+                    .map_err(|e| MemoryError::Copy(e.to_string()))?;
+            }
+            done += chunk;
+        }
     }
-    Ok(mem)
+    Ok((mem, crc.finalize()))
+}
+
+/// Whether `page` is all zeros, eight bytes at a time.
+fn is_zero(page: &[u8]) -> bool {
+    let mut words = page.chunks_exact(8);
+    words
+        .by_ref()
+        .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
+        && words.remainder().iter().all(|&b| b == 0)
 }
 
 #[cfg(test)]
@@ -132,5 +162,25 @@ mod tests {
         a.write_obj(1u32, GuestAddress(0x1000)).unwrap();
         assert_eq!(b.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 7);
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_copy_holds_the_file_and_leaves_zero_pages_unbacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory");
+        let mut bytes = vec![0u8; 32 << 20];
+        bytes[0x1000..0x1004].copy_from_slice(&7u32.to_le_bytes());
+        bytes[(32 << 20) - 1] = 9;
+        std::fs::write(&path, &bytes).unwrap();
+        let (mem, crc) = copy_of(&File::open(&path).unwrap(), 32 << 20).unwrap();
+        assert_eq!(crc, crc32fast::hash(&bytes));
+        assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 7);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress((32 << 20) - 1)).unwrap(), 9);
+        assert_eq!(mem.read_obj::<u64>(GuestAddress(0x10_0000)).unwrap(), 0);
+        // Two pages written of 8192: the memfd holds about that much.
+        let region = mem.iter().next().unwrap();
+        let fd = region.file_offset().unwrap().file();
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&fd.metadata().unwrap());
+        assert!(blocks * 512 <= 64 << 10, "{} bytes allocated", blocks * 512);
     }
 }

@@ -34,6 +34,9 @@ pub enum AgentError {
     /// Configuring the network failed.
     #[error("cannot configure the pod network")]
     Network(#[from] crate::network::NetworkError),
+    /// A restored guest could not be made its own pod.
+    #[error("cannot personalize the restored guest")]
+    Personalize(#[from] crate::personalize::PersonalizeError),
     /// A copied volume could not be written or removed.
     #[error("copied volume")]
     Volume(#[from] crate::volumes::VolumeError),
@@ -52,9 +55,10 @@ impl AgentError {
             AgentError::Network(crate::network::NetworkError::NoSuchInterface(_)) => {
                 ttrpc::Code::FAILED_PRECONDITION
             }
-            AgentError::Io(..) | AgentError::Network(_) | AgentError::Volume(_) => {
-                ttrpc::Code::INTERNAL
-            }
+            AgentError::Io(..)
+            | AgentError::Network(_)
+            | AgentError::Volume(_)
+            | AgentError::Personalize(_) => ttrpc::Code::INTERNAL,
         }
     }
 

@@ -156,6 +156,7 @@ async fn one_boot(
         share: Some(CacheMode::default()),
         netns: None,
         confine_host: false,
+        template_root: None,
     };
     let follower = Follower::start(run_dir.path().join("console.log"));
     let spawned = Instant::now();

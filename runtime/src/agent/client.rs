@@ -57,6 +57,9 @@ pub enum AgentClientError {
     /// The agent's answer breaks the protocol's limits.
     #[error("the agent sent an invalid {0} response")]
     BadResponse(&'static str),
+    /// The host's `getrandom` failed.
+    #[error("cannot read fresh entropy for the guest")]
+    Entropy(#[source] std::io::Error),
 }
 
 impl AgentClientError {
@@ -459,6 +462,34 @@ impl AgentClient {
             .abort_share(self.ctx(), &pb::Empty::new())
             .await
             .map_err(rpc("AbortShare"))?;
+        Ok(())
+    }
+
+    /// `Personalize`: makes a guest restored from a template its own pod before anything runs
+    /// in it: 64 fresh bytes of the host's `getrandom` reseed its kernel RNG, its realtime clock
+    /// is set from the host's, and the share tagged `share_tag` (if any) is mounted.
+    pub async fn personalize(&self, share_tag: Option<&str>) -> Result<(), AgentClientError> {
+        let mut entropy = vec![0u8; 64];
+        // SAFETY: the buffer is live and `entropy.len()` bytes long; the count is checked.
+        let got = unsafe { libc::getrandom(entropy.as_mut_ptr().cast(), entropy.len(), 0) };
+        if usize::try_from(got).ok() != Some(entropy.len()) {
+            return Err(AgentClientError::Entropy(std::io::Error::last_os_error()));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let req = pb::PersonalizeRequest {
+            entropy,
+            realtime_secs: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+            realtime_nanos: now.subsec_nanos(),
+            share_tag: share_tag.unwrap_or_default().to_owned(),
+            ..Default::default()
+        };
+        limits::check_personalize(&req)?;
+        self.inner
+            .personalize(self.ctx(), &req)
+            .await
+            .map_err(rpc("Personalize"))?;
         Ok(())
     }
 

@@ -72,6 +72,12 @@ enum Command {
     /// Act on a running pod's VM.
     #[command(subcommand)]
     Pod(PodCommand),
+    /// Pod templates: booted, agent-ready VMs that pods of the default shape restore
+    /// (`start = "snapshot"` on hull-vmm; docs/snapshot.md).
+    Template {
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
     #[command(flatten)]
     Oci(OciCommand),
 }
@@ -90,6 +96,22 @@ enum PodCommand {
         /// `run_dir`.
         #[arg(long)]
         config: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TemplateCommand {
+    /// Make (or make again) the template of the default pod shape.
+    Create,
+    /// List the templates, with what each was made from.
+    List,
+    /// Remove templates: the ones named, or all with --all.
+    Rm {
+        /// Template keys (as `hull template list` prints them).
+        keys: Vec<String>,
+        /// Remove every template.
+        #[arg(long, conflicts_with = "keys")]
+        all: bool,
     },
 }
 
@@ -132,6 +154,7 @@ fn main() -> anyhow::Result<()> {
         } => boot(vcpus, memory, Duration::from_secs(timeout), hypervisor),
         Command::Bench { args } => bench(&args),
         Command::Pod(PodCommand::Balloon { pod, mib, config }) => balloon(&pod, mib, config),
+        Command::Template { command } => template(command),
     }
 }
 
@@ -154,6 +177,72 @@ fn balloon(pod: &str, mib: u64, config: Option<std::path::PathBuf>) -> anyhow::R
          the next seconds)",
         state.target_mib, state.guest_mib, state.actual_mib
     );
+    Ok(())
+}
+
+/// `hull template …`.
+fn template(command: TemplateCommand) -> anyhow::Result<()> {
+    use hull_runtime::shim::start_mode;
+    use hull_runtime::template;
+    let path = HullConfig::path();
+    let config =
+        HullConfig::load_from(&path).with_context(|| format!("cannot use {}", path.display()))?;
+    let root = &config.template_dir;
+    match command {
+        TemplateCommand::Create => {
+            if let Err(reason) = hull_runtime::vm::hull_vmm::usable() {
+                bail!("templates need hull-vmm, which cannot run pods on this host: {reason}");
+            }
+            let hv = start_mode::hull_vmm_backend(&config);
+            let spec = start_mode::default_spec(&config);
+            let started = std::time::Instant::now();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let t = rt
+                .block_on(template::create::create(
+                    root,
+                    &hv,
+                    &spec,
+                    config.boot_timeout(),
+                ))
+                .context("cannot make the template")?;
+            println!(
+                "template {} made in {} ms: {} ({} MiB of memory)",
+                t.record.key,
+                started.elapsed().as_millis(),
+                t.dir.display(),
+                t.record.memory_bytes >> 20
+            );
+        }
+        TemplateCommand::List => {
+            for (key, record) in template::list(root)? {
+                match record {
+                    Ok(r) => println!(
+                        "{key}  {} vCPU  {} MiB  devices {}  hull {}  kernel {}  initramfs {}",
+                        r.inputs.vcpus,
+                        r.inputs.memory_mib,
+                        r.inputs.devices.join(","),
+                        r.inputs.hull_version,
+                        &r.inputs.kernel_sha256[..r.inputs.kernel_sha256.len().min(12)],
+                        &r.inputs.initramfs_sha256[..r.inputs.initramfs_sha256.len().min(12)],
+                    ),
+                    Err(e) => println!("{key}  refused: {e}"),
+                }
+            }
+        }
+        TemplateCommand::Rm { keys, all } => {
+            let keys = if all {
+                template::list(root)?.into_iter().map(|(k, _)| k).collect()
+            } else {
+                keys
+            };
+            for key in keys {
+                template::remove(root, &key)?;
+                println!("removed {key}");
+            }
+        }
+    }
     Ok(())
 }
 

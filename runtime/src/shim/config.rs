@@ -70,6 +70,17 @@ pub enum HypervisorChoice {
     Qemu,
 }
 
+/// How pod VMs start (see docs/snapshot.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartChoice {
+    /// On hull-vmm, pods of the default shape restore a template snapshot (made on first use);
+    /// everything else boots.
+    Snapshot,
+    /// Every pod boots its kernel.
+    Boot,
+}
+
 /// The configuration, defaults filled in.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +122,11 @@ pub struct HullConfig {
     pub boot_timeout_secs: u64,
     /// Extra guest kernel command-line words.
     pub kernel_params: Vec<String>,
+    /// `snapshot` (the default): on hull-vmm, pods of the default shape restore a template;
+    /// `boot`: every pod boots. QEMU always boots.
+    pub start: StartChoice,
+    /// Where templates are kept (root-only).
+    pub template_dir: PathBuf,
     /// Run each VMM in a jail (own namespaces, pivot_root, unprivileged uid; see
     /// `hull_runtime::jail`). Turn off only to debug a VMM.
     pub jail: bool,
@@ -155,6 +171,8 @@ impl Default for HullConfig {
             log_dir: PathBuf::from(DEFAULT_LOG_DIR),
             boot_timeout_secs: 60,
             kernel_params: Vec::new(),
+            start: StartChoice::Snapshot,
+            template_dir: PathBuf::from(crate::template::DEFAULT_ROOT),
             jail: true,
             seccomp: true,
             jailer: None,
@@ -288,6 +306,9 @@ impl HullConfig {
         }
         if !self.run_dir.is_absolute() {
             return Err(invalid("run_dir", "must be an absolute path"));
+        }
+        if !self.template_dir.is_absolute() {
+            return Err(invalid("template_dir", "must be an absolute path"));
         }
         if !self.log_dir.is_absolute() {
             return Err(invalid("log_dir", "must be an absolute path"));

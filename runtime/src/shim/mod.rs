@@ -40,6 +40,7 @@ pub mod rootfs;
 pub mod service;
 pub mod sizing;
 pub mod spec;
+pub mod start_mode;
 pub mod stdin;
 pub mod stdio;
 pub mod task;

@@ -225,6 +225,18 @@ impl Pod {
                 return Err(e);
             }
         };
+        let share = match self.rootfs_source() {
+            RootfsSource::Shared => Some(self.config.virtio_fs_cache),
+            RootfsSource::GuestPath(_) => None,
+        };
+        let start = crate::shim::start_mode::decide(&self.config);
+        let template_root = crate::shim::start_mode::template_root(
+            &self.config,
+            &start,
+            size.vcpus,
+            size.memory_mib,
+            share.is_some(),
+        );
         let config = SandboxVmConfig {
             images,
             vcpus: size.vcpus,
@@ -232,18 +244,17 @@ impl Pod {
             run_dir: self.run_dir.clone(),
             cmdline: self.config.kernel_params.clone(),
             boot_timeout: self.config.boot_timeout(),
-            share: match self.rootfs_source() {
-                RootfsSource::Shared => Some(self.config.virtio_fs_cache),
-                RootfsSource::GuestPath(_) => None,
-            },
+            share,
             netns: placement::pod_netns(spec),
             confine_host: self.config.seccomp,
+            template_root,
         };
         tracing::info!(
             pod = %self.id,
             vcpus = size.vcpus,
             memory_mib = size.memory_mib,
-            "booting the pod VM"
+            start = %start.mode,
+            "starting the pod VM"
         );
         let sandbox = match start_sandbox(hypervisor, config).await? {
             Ok(s) => s,

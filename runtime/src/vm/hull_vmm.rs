@@ -194,6 +194,10 @@ impl Hypervisor for HullVmm {
         true
     }
 
+    fn as_hull_vmm(&self) -> Option<&HullVmm> {
+        Some(self)
+    }
+
     fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
         config.validate()?;
         let binary = self.resolve_binary()?;
@@ -229,7 +233,105 @@ impl Hypervisor for HullVmm {
     }
 }
 
+/// Where a jailed restore sees its snapshot directory (the template's two files bound there).
+pub const JAILED_SNAPSHOT: &str = "/vm/snapshot";
+
 impl HullVmm {
+    /// The extra arguments every VM gets (they shape the VM: part of a template's key).
+    pub fn extra_args(&self) -> Vec<String> {
+        self.extra_args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Boots `config` unjailed with the control socket at `api_sock` (to snapshot it: templates,
+    /// whose guest runs nothing but hull's own kernel and agent).
+    pub fn start_with_api(
+        &self,
+        config: &VmConfig,
+        api_sock: &Path,
+    ) -> Result<Box<dyn Vm>, VmError> {
+        let mut hv = self.clone();
+        hv.jail = JailSettings::default();
+        hv.extra_args.push("--api-sock".into());
+        hv.extra_args.push(api_sock.as_os_str().to_owned());
+        hv.start(config)
+    }
+
+    /// The arguments restoring the snapshot in `snapshot` with `config`'s host-side ends (its
+    /// sizing and images are the snapshot's; devices must match it).
+    pub fn restore_args(
+        &self,
+        snapshot: &Path,
+        config: &VmConfig,
+    ) -> Result<Vec<OsString>, VmError> {
+        let mut args: Vec<OsString> = vec!["--restore".into(), snapshot.into()];
+        for device in &config.devices {
+            match device {
+                Device::Vsock => {
+                    args.push("--vsock-uds".into());
+                    args.push(vsock_socket(&config.run_dir).into());
+                }
+                Device::VhostUserFs { socket, .. } => {
+                    args.push("--fs-socket".into());
+                    args.push(socket.into());
+                }
+                Device::Net { tap, .. } => {
+                    args.push("--net-tap".into());
+                    args.push(tap.into());
+                }
+                Device::Balloon | Device::VhostUserVsock { .. } => {
+                    return Err(VmError::InvalidDevice(format!(
+                        "{device:?} cannot be restored from a snapshot"
+                    )))
+                }
+            }
+        }
+        Ok(args)
+    }
+
+    /// Starts hull-vmm restoring the snapshot in `snapshot` (a template) with `config`'s
+    /// host-side ends, jailed like [`Hypervisor::start`]; the jail sees the snapshot's two files
+    /// at [`JAILED_SNAPSHOT`].
+    pub fn restore(&self, snapshot: &Path, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
+        config.validate()?;
+        let binary = self.resolve_binary()?;
+        let vsock = config.devices.contains(&Device::Vsock);
+        let process = match &self.jail.jailer {
+            None => {
+                let args = self.restore_args(snapshot, config)?;
+                if vsock {
+                    jailed::private_dir(&vsock_dir(&config.run_dir))?;
+                }
+                VmmProcess::spawn(&binary, args, &config.run_dir, config.netns(), "hull-vmm")?
+            }
+            Some(jailer) => {
+                let (mut jail, view) = self.jail(config, &binary)?;
+                for name in [crate::template::STATE_FILE, crate::template::MEMORY_FILE] {
+                    jail.bind(
+                        snapshot.join(name),
+                        Path::new(JAILED_SNAPSHOT).join(name),
+                        false,
+                    );
+                }
+                VmmProcess::spawn_jailed(
+                    Path::new(JAILED_BINARY),
+                    self.restore_args(Path::new(JAILED_SNAPSHOT), &view)?,
+                    &config.run_dir,
+                    config.netns(),
+                    Some((jailer, &jail)),
+                    "hull-vmm",
+                )?
+            }
+        };
+        Ok(Box::new(if vsock {
+            process.with_vsock_uds(vsock_socket(&config.run_dir))
+        } else {
+            process
+        }))
+    }
+
     /// The jail for `config`'s VMM and the config as the jail shows it: [`jailed::jail`] with
     /// `/dev/kvm`, this backend's cgroups, and `binary` at [`JAILED_BINARY`] (unlike QEMU,
     /// hull-vmm is often not under `/usr`: beside the shim, in a target directory). With vsock,

@@ -247,6 +247,11 @@ pub trait Hypervisor: std::fmt::Debug {
     fn serves_vsock(&self) -> bool {
         false
     }
+    /// hull-vmm, the one backend that snapshots and restores VMs (pod templates); `None` for
+    /// the others.
+    fn as_hull_vmm(&self) -> Option<&hull_vmm::HullVmm> {
+        None
+    }
 }
 
 /// A running VM. Dropping it stops the VMM (killing it if need be) and reaps it.

@@ -150,12 +150,10 @@ pub fn read_state(dir: &Path) -> Result<(Header, Vec<u8>), SnapshotError> {
     Ok((header, body.to_vec()))
 }
 
-/// Checks `dir/memory` against the header: its length, then its CRC-32 (read once, 1 MiB at a
-/// time).
-pub fn check_memory(dir: &Path, header: &Header) -> Result<(), SnapshotError> {
+/// Checks that `dir/memory` has the length the header says.
+pub fn check_memory_len(dir: &Path, header: &Header) -> Result<(), SnapshotError> {
     let path = dir.join(MEMORY_FILE);
-    let mut f = File::open(&path).map_err(io(&path))?;
-    let len = f.metadata().map_err(io(&path))?.len();
+    let len = std::fs::metadata(&path).map_err(io(&path))?.len();
     if len < header.memory_len {
         return Err(SnapshotError::Truncated {
             what: "memory",
@@ -170,6 +168,28 @@ pub fn check_memory(dir: &Path, header: &Header) -> Result<(), SnapshotError> {
             found: len,
         });
     }
+    Ok(())
+}
+
+/// `found` against the memory checksum the header promises.
+pub fn check_memory_crc(header: &Header, found: u32) -> Result<(), SnapshotError> {
+    if found == header.memory_crc32 {
+        Ok(())
+    } else {
+        Err(SnapshotError::Checksum {
+            what: "memory",
+            expected: header.memory_crc32,
+            found,
+        })
+    }
+}
+
+/// Checks `dir/memory` against the header: its length, then its CRC-32 (read once, 1 MiB at a
+/// time).
+pub fn check_memory(dir: &Path, header: &Header) -> Result<(), SnapshotError> {
+    check_memory_len(dir, header)?;
+    let path = dir.join(MEMORY_FILE);
+    let mut f = File::open(&path).map_err(io(&path))?;
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -179,15 +199,7 @@ pub fn check_memory(dir: &Path, header: &Header) -> Result<(), SnapshotError> {
         }
         h.update(&buf[..n]);
     }
-    let crc = h.finalize();
-    if crc != header.memory_crc32 {
-        return Err(SnapshotError::Checksum {
-            what: "memory",
-            expected: header.memory_crc32,
-            found: crc,
-        });
-    }
-    Ok(())
+    check_memory_crc(header, h.finalize())
 }
 
 /// Writes `dir/state` (through a temporary file renamed into place, after `fsync`).

@@ -101,7 +101,12 @@ fn write_memory(path: &Path, mem: &GuestMemory) -> Result<(u64, u32), SnapshotEr
     let mut crc = crc32fast::Hasher::new();
     let mut len = 0u64;
     for region in mem.iter() {
-        let size = usize::try_from(region.len()).expect("a mapped region fits the address space");
+        let size = usize::try_from(region.len()).map_err(|_| {
+            SnapshotError::Shape(format!(
+                "a memory region of {} bytes does not fit this host's address space",
+                region.len()
+            ))
+        })?;
         // SAFETY: the region is a live mapping of `size` bytes that `mem` keeps alive for this
         // call. Nothing writes guest RAM while it is read here: every vCPU is paused, the event
         // loop (the in-process devices) is this thread, and a virtio-fs device is only saved
@@ -141,10 +146,18 @@ pub fn write_snapshot(
 /// Reads and checks the snapshot in `dir`: header, body checksum, memory length and checksum,
 /// and that the parts fit together.
 pub fn read_snapshot(dir: &Path) -> Result<VmState, SnapshotError> {
-    let (header, body) = format::read_state(dir)?;
+    let (state, header) = read_snapshot_state(dir)?;
     format::check_memory(dir, &header)?;
+    Ok(state)
+}
+
+/// [`read_snapshot`] but for the memory checksum, which the caller checks (a restore that
+/// copies the memory computes it on the way, in the same pass); returns the header too.
+pub fn read_snapshot_state(dir: &Path) -> Result<(VmState, Header), SnapshotError> {
+    let (header, body) = format::read_state(dir)?;
+    format::check_memory_len(dir, &header)?;
     let state: VmState =
         serde_json::from_slice(&body).map_err(|e| SnapshotError::Body(e.to_string()))?;
     state.check(header.memory_len)?;
-    Ok(state)
+    Ok((state, header))
 }

@@ -16,7 +16,7 @@ use crate::devices::virtio::balloon::PAGE_SHIFT;
 use crate::devices::ExitSignal;
 use crate::memory;
 use crate::snapshot::control::{self, Command};
-use crate::snapshot::format::MEMORY_FILE;
+use crate::snapshot::format::{self, MEMORY_FILE};
 use crate::snapshot::{machine, vcpu_state, MachineState, Shape, SnapshotError, VmState};
 
 /// What a restored VM gets from its new process rather than from the snapshot: its host-side
@@ -134,7 +134,7 @@ impl Vmm {
     /// Builds the VM saved in `dir` (checked first: header, versions, sizes, checksums, shape),
     /// ready to [`Vmm::run`] from where it was paused.
     pub fn restore(dir: &Path, rc: &RestoreConfig) -> Result<Self, VmmError> {
-        let state = machine::read_snapshot(dir)?;
+        let (state, header) = machine::read_snapshot_state(dir)?;
         let config = restored_config(dir, &state.shape, rc)?;
         let kvm = open_kvm()?;
         let vm = create_vm(&kvm)?;
@@ -142,9 +142,14 @@ impl Vmm {
         let file = std::fs::File::open(&path).map_err(|e| SnapshotError::Io(path, e))?;
         // A vhost-user backend maps guest RAM: it must be a shared memfd, so a VM with
         // virtio-fs gets a copy; otherwise the file is mapped privately and its pages shared.
+        // Either way the memory checksum is checked before any device exists.
         let mem = if config.fs.is_some() {
-            memory::copy_of(&file, config.mem_bytes())?
+            // One pass over the file: the copy computes the checksum.
+            let (mem, crc) = memory::copy_of(&file, config.mem_bytes())?;
+            format::check_memory_crc(&header, crc)?;
+            mem
         } else {
+            format::check_memory(dir, &header)?;
             memory::map_private(&file, config.mem_bytes())?
         };
         super::add_guest_memory(&vm, &mem)?;

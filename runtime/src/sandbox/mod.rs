@@ -1,6 +1,11 @@
 //! A pod's VM with its agent: its host parts (the vsock backend, unless the VMM serves vsock
 //! itself; the virtio-fs share and its virtiofsd), the VM on a [`Hypervisor`], and a connected
 //! [`AgentClient`]. Dropping a [`SandboxVm`] stops all of it; nothing is left running.
+//!
+//! A VM either boots, or, with a template root set, restores a template snapshot ([`restore`]);
+//! whichever it was, the result is the same [`SandboxVm`].
+
+mod restore;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,6 +41,10 @@ pub struct SandboxVmConfig {
     /// VM's host side is up and before anything from the guest is read. Only for a process that
     /// starts nothing afterwards: the shim.
     pub confine_host: bool,
+    /// Restore a template snapshot kept under this directory instead of booting (made now if
+    /// there is none), when the backend is hull-vmm and the pod has no NIC; boot when it cannot
+    /// (docs/snapshot.md). `None`: boot.
+    pub template_root: Option<PathBuf>,
 }
 
 /// The tap each pod VM gets inside its pod's network namespace (one VM per namespace).
@@ -238,12 +247,34 @@ pub const SERVING_LINE: &str = "hull-agent: serving on vsock";
 const AGENT_POLL: Duration = Duration::from_millis(250);
 
 impl SandboxVm {
-    /// Starts the VM's host parts and the VM, and waits for the agent's first answer.
+    /// Starts the VM's host parts and the VM (restored from a template where `config` and the
+    /// backend allow, else booted), and waits for the agent's first answer.
     pub async fn start(
         hypervisor: &dyn Hypervisor,
         config: &SandboxVmConfig,
     ) -> Result<Self, SandboxError> {
         let started = Instant::now();
+        match restore::plan(hypervisor, config)? {
+            restore::Plan::Restore(hv, root) => {
+                match restore::start_restored(hv, config, &root, started).await {
+                    Ok(vm) => return Ok(vm),
+                    Err(restore::Failure::Boot(why)) => {
+                        tracing::warn!("cannot start the pod from its template: {why}; booting it");
+                    }
+                    Err(restore::Failure::Fail(e)) => return Err(e),
+                }
+            }
+            restore::Plan::Boot(why) => tracing::info!("booting the pod VM: {why}"),
+        }
+        Self::boot(hypervisor, config, started).await
+    }
+
+    /// Boots the VM.
+    async fn boot(
+        hypervisor: &dyn Hypervisor,
+        config: &SandboxVmConfig,
+        started: Instant,
+    ) -> Result<Self, SandboxError> {
         let mut devices = Vec::new();
         let mut cmdline = config.cmdline.clone();
         cmdline.extend(hostname_arg());
