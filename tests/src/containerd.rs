@@ -26,7 +26,8 @@ mod tasks;
 
 use host::signal;
 pub use host::{
-    assert_clean_within, entries_under, mounts_under, processes, shim_socket, tail, uid_of,
+    assert_clean_within, entries_under, files_under, mounts_under, processes, remove_empty_tree,
+    shim_socket, tail, uid_of,
 };
 pub use image::{
     build_busybox_image, build_busybox_image_with, build_image, build_image_files, busybox_image,

@@ -14,7 +14,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::containerd::{
-    assert_clean_within, entries_under, mounts_under, prepare_hull, processes, LaunchError, Options,
+    assert_clean_within, entries_under, files_under, mounts_under, prepare_hull, processes,
+    remove_empty_tree, tail, LaunchError, Options,
 };
 use crate::netns::TestNetns;
 use crate::podman::hull_binary;
@@ -248,7 +249,7 @@ impl Docker {
             let text = std::fs::read_to_string(self.dir().join(name)).unwrap_or_default();
             logs.push_str(&format!("--- {name} ---\n{}\n", tail(&text, 20)));
         }
-        for entry in walk(&self.oci_root()) {
+        for entry in files_under(&self.oci_root()) {
             if entry.ends_with("monitor.log") {
                 let text = std::fs::read_to_string(&entry).unwrap_or_default();
                 logs.push_str(&format!(
@@ -383,31 +384,4 @@ fn wait_for(path: &Path, bound: Duration) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
-}
-
-fn remove_empty_tree(dir: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)?.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            let _ = remove_empty_tree(&e.path());
-        }
-    }
-    std::fs::remove_dir(dir)
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut all = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            all.extend(walk(&p));
-        } else {
-            all.push(p);
-        }
-    }
-    all
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -148,3 +148,17 @@ pub fn host_cgroup_dirs(rel: &std::path::Path) -> Vec<PathBuf> {
         .filter(|d| d.is_dir())
         .collect()
 }
+
+/// Asserts that `release` (a container's `uname -r`) names a kernel, and not the host's: the
+/// container ran in a VM.
+pub fn assert_guest_kernel(release: &str) {
+    let host = std::process::Command::new("uname")
+        .arg("-r")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .expect("cannot run uname");
+    assert!(
+        !release.trim().is_empty() && release != host,
+        "guest kernel {release:?}, host {host:?}"
+    );
+}

@@ -12,8 +12,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::containerd::{
-    assert_clean_within, build_busybox_image_with, entries_under, mounts_under, prepare_hull,
-    processes, LaunchError, Options, IMAGE,
+    assert_clean_within, build_busybox_image_with, entries_under, files_under, mounts_under,
+    prepare_hull, processes, remove_empty_tree, tail, LaunchError, Options, IMAGE,
 };
 use crate::netns::TestNetns;
 
@@ -205,7 +205,7 @@ impl Podman {
     /// A failed command's output and the logs that say why.
     pub fn explain(&self, out: &Output) -> String {
         let mut logs = String::new();
-        for entry in walk(&self.oci_root()) {
+        for entry in files_under(&self.oci_root()) {
             if entry.ends_with("monitor.log") {
                 let text = std::fs::read_to_string(&entry).unwrap_or_default();
                 logs.push_str(&format!(
@@ -282,31 +282,4 @@ impl Drop for Podman {
             let _ = remove_empty_tree(&dir);
         }
     }
-}
-
-fn remove_empty_tree(dir: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)?.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_dir()) {
-            let _ = remove_empty_tree(&e.path());
-        }
-    }
-    std::fs::remove_dir(dir)
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut all = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            all.extend(walk(&p));
-        } else {
-            all.push(p);
-        }
-    }
-    all
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -511,6 +511,17 @@ async fn wait_for_agent(
     // Connecting before the guest's vsock driver is up can wedge vhost-device-vsock (a CONNECT
     // that is never answered, and none after it), so wait for the agent to say it listens first.
     console::wait_for_line_async(vm, SERVING_LINE, timeout).await?;
+    poll_agent(vm, uds, timeout, started).await
+}
+
+/// The agent's first answer on `uds`, polled until `timeout` after `started`; an error as soon
+/// as the VM exits.
+async fn poll_agent(
+    vm: &mut dyn Vm,
+    uds: &Path,
+    timeout: Duration,
+    started: Instant,
+) -> Result<AgentClient, SandboxError> {
     loop {
         match AgentClient::wait_ready(uds, AGENT_POLL).await {
             Ok(agent) => return Ok(agent),

@@ -12,8 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{vm_exited, HostParts, SandboxError, SandboxVm, SandboxVmConfig, AGENT_POLL};
-use crate::agent::AgentClient;
+use super::{poll_agent, HostParts, SandboxError, SandboxVm, SandboxVmConfig};
 use crate::network;
 use crate::share;
 use crate::template::create::{get_or_create, TemplateSpec};
@@ -116,7 +115,8 @@ pub(super) async fn start_restored(
     if config.confine_host {
         crate::seccomp::confine_shim().map_err(|e| Failure::Fail(e.into()))?;
     }
-    let agent = wait_for_restored_agent(vm.as_mut(), &uds, config.boot_timeout, started)
+    // No console line to wait for: the guest printed it before it was saved.
+    let agent = poll_agent(vm.as_mut(), &uds, config.boot_timeout, started)
         .await
         .map_err(Failure::Fail)?;
     let answered = started.elapsed();
@@ -175,28 +175,5 @@ async fn restored(vm: &mut dyn Vm, uds: &Path, key: &str) -> Result<(), Failure>
             )));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// The restored agent's first answer on `uds` (no console line to wait for: the guest printed
-/// it before it was saved), within `timeout` of `started`.
-async fn wait_for_restored_agent(
-    vm: &mut dyn Vm,
-    uds: &Path,
-    timeout: Duration,
-    started: Instant,
-) -> Result<AgentClient, SandboxError> {
-    loop {
-        match AgentClient::wait_ready(uds, AGENT_POLL).await {
-            Ok(agent) => return Ok(agent),
-            Err(e) => {
-                if let Some(status) = vm.wait_timeout(Duration::ZERO)? {
-                    return Err(vm_exited(vm, status));
-                }
-                if started.elapsed() >= timeout {
-                    return Err(e.into());
-                }
-            }
-        }
     }
 }

@@ -199,37 +199,7 @@ impl Hypervisor for HullVmm {
     }
 
     fn start(&self, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
-        config.validate()?;
-        let binary = self.resolve_binary()?;
-        let vsock = config.devices.contains(&Device::Vsock);
-        let process = match &self.jail.jailer {
-            None => {
-                let args = self.args(config)?;
-                if vsock {
-                    jailed::private_dir(&vsock_dir(&config.run_dir))?;
-                }
-                if config.devices.contains(&Device::Balloon) {
-                    jailed::private_dir(&balloon::control_dir(&config.run_dir))?;
-                }
-                VmmProcess::spawn(&binary, args, &config.run_dir, config.netns(), "hull-vmm")?
-            }
-            Some(jailer) => {
-                let (jail, view) = self.jail(config, &binary)?;
-                VmmProcess::spawn_jailed(
-                    Path::new(JAILED_BINARY),
-                    self.args(&view)?,
-                    &config.run_dir,
-                    config.netns(),
-                    Some((jailer, &jail)),
-                    "hull-vmm",
-                )?
-            }
-        };
-        Ok(Box::new(if vsock {
-            process.with_vsock_uds(vsock_socket(&config.run_dir))
-        } else {
-            process
-        }))
+        self.launch(config, None)
     }
 }
 
@@ -295,29 +265,45 @@ impl HullVmm {
     /// host-side ends, jailed like [`Hypervisor::start`]; the jail sees the snapshot's two files
     /// at [`JAILED_SNAPSHOT`].
     pub fn restore(&self, snapshot: &Path, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
+        self.launch(config, Some(snapshot))
+    }
+
+    /// Spawns hull-vmm for `config`, booting it or (with `snapshot`) restoring that snapshot;
+    /// jailed when a jailer is configured, with the snapshot's two files bound into the jail.
+    fn launch(&self, config: &VmConfig, snapshot: Option<&Path>) -> Result<Box<dyn Vm>, VmError> {
         config.validate()?;
         let binary = self.resolve_binary()?;
         let vsock = config.devices.contains(&Device::Vsock);
+        // The arguments for `config` as the VMM sees it, with the snapshot at `seen`.
+        let args = |config: &VmConfig, seen: &Path| match snapshot {
+            None => self.args(config),
+            Some(_) => self.restore_args(seen, config),
+        };
         let process = match &self.jail.jailer {
             None => {
-                let args = self.restore_args(snapshot, config)?;
+                let args = args(config, snapshot.unwrap_or(Path::new("")))?;
                 if vsock {
                     jailed::private_dir(&vsock_dir(&config.run_dir))?;
+                }
+                if config.devices.contains(&Device::Balloon) {
+                    jailed::private_dir(&balloon::control_dir(&config.run_dir))?;
                 }
                 VmmProcess::spawn(&binary, args, &config.run_dir, config.netns(), "hull-vmm")?
             }
             Some(jailer) => {
                 let (mut jail, view) = self.jail(config, &binary)?;
-                for name in [crate::template::STATE_FILE, crate::template::MEMORY_FILE] {
-                    jail.bind(
-                        snapshot.join(name),
-                        Path::new(JAILED_SNAPSHOT).join(name),
-                        false,
-                    );
+                if let Some(snapshot) = snapshot {
+                    for name in [crate::template::STATE_FILE, crate::template::MEMORY_FILE] {
+                        jail.bind(
+                            snapshot.join(name),
+                            Path::new(JAILED_SNAPSHOT).join(name),
+                            false,
+                        );
+                    }
                 }
                 VmmProcess::spawn_jailed(
                     Path::new(JAILED_BINARY),
-                    self.restore_args(Path::new(JAILED_SNAPSHOT), &view)?,
+                    args(&view, Path::new(JAILED_SNAPSHOT))?,
                     &config.run_dir,
                     config.netns(),
                     Some((jailer, &jail)),

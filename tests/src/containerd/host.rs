@@ -84,6 +84,31 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// Every file under `dir`, at any depth (a missing directory has none).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all.extend(files_under(&p));
+        } else {
+            all.push(p);
+        }
+    }
+    all
+}
+
+/// Removes `dir` and the empty directories under it, depth first (a cgroup tree an engine
+/// left: only directories without processes go).
+pub fn remove_empty_tree(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = remove_empty_tree(&e.path());
+        }
+    }
+    std::fs::remove_dir(dir)
+}
+
 /// `sub/NAME` for every entry of each `dir/sub` (a missing directory has none): what an
 /// engine left in its state directories.
 pub fn entries_under(dir: &Path, subs: &[&str]) -> Vec<String> {

@@ -38,18 +38,7 @@ fn docker_runs_containers_in_microvms() {
     // Exit codes, stdout and stderr apart, and the guest's kernel, not the host's.
     let out = run(&["sh", "-c", "uname -r; echo to-err >&2; exit 42"]);
     assert_eq!(out.status.code(), Some(42), "{}", d.explain(&out));
-    let host = text(
-        &std::process::Command::new("uname")
-            .arg("-r")
-            .output()
-            .unwrap()
-            .stdout,
-    );
-    let guest = text(&out.stdout);
-    assert!(
-        !guest.trim().is_empty() && guest != host,
-        "guest kernel {guest:?}, host {host:?}"
-    );
+    hull_tests::assert_guest_kernel(&text(&out.stdout));
     assert_eq!(text(&out.stderr), "to-err\n", "{}", d.explain(&out));
     let out = run(&["false"]);
     assert_eq!(out.status.code(), Some(1), "{}", d.explain(&out));
