@@ -53,6 +53,9 @@ pub enum TemplateError {
         /// What differs.
         why: String,
     },
+    /// A name that is not a template key (`hull template list` prints the keys).
+    #[error("{0:?} is not a template key (hex digits, as `hull template list` prints them)")]
+    NotAKey(String),
     /// The template directory may be read or written by others than root.
     #[error("template directory {0} is not root-only (it must be owned by root, mode 0700)")]
     NotPrivate(PathBuf),
@@ -262,10 +265,7 @@ pub fn list(root: &Path) -> Result<Vec<Listed>, TemplateError> {
 pub fn remove(root: &Path, key: &str) -> Result<(), TemplateError> {
     let ok = !key.is_empty() && key.bytes().all(|b| b.is_ascii_hexdigit());
     if !ok {
-        return Err(TemplateError::Corrupt {
-            key: key.to_owned(),
-            why: "not a template key (hex digits)".into(),
-        });
+        return Err(TemplateError::NotAKey(key.to_owned()));
     }
     let dir = root.join(key);
     std::fs::remove_dir_all(&dir).map_err(io(format!("cannot remove {}", dir.display())))
