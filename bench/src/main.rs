@@ -15,6 +15,7 @@ mod iperf;
 mod kvm_exits;
 mod report;
 mod start;
+mod start_pods;
 mod stats;
 mod vmm;
 mod vmm_snapshot;
@@ -177,6 +178,9 @@ enum Suite {
         /// Timed runs of each kind.
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        /// Also hold this many idle pods at once on each side and read their host memory.
+        #[arg(long, default_value_t = 0)]
+        pods: usize,
     },
 }
 
@@ -347,9 +351,9 @@ fn main() -> anyhow::Result<()> {
                 out.join("hardening.json").display()
             );
         }
-        Suite::Start { runs } => {
+        Suite::Start { runs, pods } => {
             anyhow::ensure!(runs > 0, "--runs must be at least 1");
-            let results = start::run(runs, &out)?;
+            let results = start::run(runs, pods, &out)?;
             print!("{}", start::report(&results));
             eprintln!(
                 "hull-bench: figures in {}",

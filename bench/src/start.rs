@@ -6,6 +6,9 @@
 //! - `ctr run --rm busybox true` through two private containerds, `start = "boot"` against
 //!   `start = "snapshot"`.
 //!
+//! - with `--pods N`: N idle pods held at once on each containerd, their host memory
+//!   ([`crate::start_pods`]).
+//!
 //! Medians, p95 and the ratios boot / snapshot; under emulation (the nested tier) only the ratios
 //! mean anything.
 
@@ -23,6 +26,7 @@ use hull_runtime::vm::hull_vmm;
 use hull_tests::containerd::{Containerd, Options};
 use serde::Serialize;
 
+use crate::start_pods::{self, PodsMemory};
 use crate::stats::Summary;
 
 /// The suite's results.
@@ -46,6 +50,8 @@ pub struct StartResults {
     pub ctr_boot_ms: Option<Summary>,
     /// `ctr run --rm busybox true` with `start = "snapshot"`, ms.
     pub ctr_snapshot_ms: Option<Summary>,
+    /// N idle pods booted, then N restored, held at once (`--pods`; empty without it).
+    pub pods: Vec<PodsMemory>,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -53,18 +59,18 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs the suite and writes `start.json` and `start.md` into `out`.
-pub fn run(runs: usize, out: &Path) -> anyhow::Result<StartResults> {
+pub fn run(runs: usize, pods: usize, out: &Path) -> anyhow::Result<StartResults> {
     if let Err(reason) = hull_vmm::usable() {
         anyhow::bail!("hull-bench start needs hull-vmm (hardware KVM): {reason}");
     }
-    let results = tokio::runtime::Runtime::new()?.block_on(measure(runs))?;
+    let results = tokio::runtime::Runtime::new()?.block_on(measure(runs, pods))?;
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("start.json"), serde_json::to_vec_pretty(&results)?)?;
     std::fs::write(out.join("start.md"), report(&results))?;
     Ok(results)
 }
 
-async fn measure(runs: usize) -> anyhow::Result<StartResults> {
+async fn measure(runs: usize, pods: usize) -> anyhow::Result<StartResults> {
     let mut config = HullConfig::load().context("hull configuration")?;
     config.hypervisor = HypervisorChoice::HullVmm;
     let hv = hull_runtime::shim::pod::hypervisor(&config, Vec::new())
@@ -112,7 +118,8 @@ async fn measure(runs: usize) -> anyhow::Result<StartResults> {
             if restore { &mut restores } else { &mut boots }.push(took);
         }
     }
-    let (ctr_boot, ctr_snapshot) = tokio::task::spawn_blocking(move || ctr_runs(runs)).await??;
+    let (ctr_boot, ctr_snapshot, pods) =
+        tokio::task::spawn_blocking(move || ctr_runs(runs, pods)).await??;
     Ok(StartResults {
         suite: "start",
         runs,
@@ -123,12 +130,17 @@ async fn measure(runs: usize) -> anyhow::Result<StartResults> {
         vm_restore_ms: Summary::of(&restores),
         ctr_boot_ms: Summary::of(&ctr_boot),
         ctr_snapshot_ms: Summary::of(&ctr_snapshot),
+        pods,
     })
 }
 
+/// The `ctr` figures: `--rm true` times booted and restored, and the idle pods' memory.
+type CtrFigures = (Vec<f64>, Vec<f64>, Vec<PodsMemory>);
+
 /// `ctr run --rm true`, interleaved on a containerd that boots pods and one that restores them
-/// (one untimed run each first: the snapshot side makes its template then).
-fn ctr_runs(runs: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
+/// (one untimed run each first: the snapshot side makes its template then); then, with `pods`,
+/// that many idle pods held on each side in turn.
+fn ctr_runs(runs: usize, pods: usize) -> anyhow::Result<CtrFigures> {
     let templates = tempfile::tempdir()?;
     let launch = |start: &str| {
         Containerd::launch(&Options {
@@ -157,7 +169,13 @@ fn ctr_runs(runs: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
         }
     }
     let [boot, snapshot] = times;
-    Ok((boot, snapshot))
+    let mut memory = Vec::new();
+    if pods > 0 {
+        for (c, start) in sides.iter().zip(["boot", "snapshot"]) {
+            memory.push(start_pods::measure(c, start, pods)?);
+        }
+    }
+    Ok((boot, snapshot, memory))
 }
 
 fn ratio(a: Option<&Summary>, b: Option<&Summary>) -> String {
@@ -201,5 +219,65 @@ pub fn report(r: &StartResults) -> String {
         cell(r.ctr_snapshot_ms.as_ref()),
         ratio(r.ctr_boot_ms.as_ref(), r.ctr_snapshot_ms.as_ref())
     );
+    if !r.pods.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n### Idle pods held at once (`sleep`), host memory per pod\n\n\
+             | start | pods | PSS per pod | of it guest RAM | MemAvailable taken per pod |\n\
+             |---|---|---|---|---|"
+        );
+        let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+        for p in &r.pods {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} |",
+                p.start,
+                p.pods,
+                mib(p.pss_per_pod_kib),
+                mib(p.guest_ram_pss_per_pod_kib),
+                mib(p.mem_available_taken_per_pod_kib)
+            );
+        }
+    }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_has_a_row_per_start_mode_of_held_pods() {
+        let mut r = StartResults {
+            suite: "start",
+            runs: 3,
+            vcpus: 1,
+            memory_mib: 256,
+            template_ms: 25000.0,
+            vm_boot_ms: None,
+            vm_restore_ms: None,
+            ctr_boot_ms: None,
+            ctr_snapshot_ms: None,
+            pods: Vec::new(),
+        };
+        assert!(!report(&r).contains("Idle pods"));
+        for (start, kib) in [("boot", 102_400), ("snapshot", 51_200)] {
+            r.pods.push(PodsMemory {
+                start: start.into(),
+                pods: 10,
+                pss_per_pod_kib: kib,
+                guest_ram_pss_per_pod_kib: kib / 2,
+                mem_available_taken_per_pod_kib: kib + 1024,
+            });
+        }
+        let text = report(&r);
+        assert!(
+            text.contains("| boot | 10 | 100.0 MiB | 50.0 MiB | 101.0 MiB |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| snapshot | 10 | 50.0 MiB | 25.0 MiB | 51.0 MiB |"),
+            "{text}"
+        );
+    }
 }

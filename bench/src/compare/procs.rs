@@ -144,7 +144,8 @@ pub fn smaps_totals(smaps: &str) -> (u64, u64, u64) {
         if !first.ends_with(':') {
             // A mapping header: "start-end perms offset dev inode [path]".
             let path = line.split_ascii_whitespace().nth(5).unwrap_or_default();
-            in_guest_ram = path.starts_with("/memfd:");
+            // A memfd, or a snapshot's memory file mapped privately (a restore without virtio-fs).
+            in_guest_ram = path.starts_with("/memfd:") || path.ends_with("/memory");
             continue;
         }
         let mut kib = || -> u64 { words.next().and_then(|v| v.parse().ok()).unwrap_or(0) };
@@ -254,6 +255,19 @@ Pss:                2048 kB
         assert_eq!(top.len(), 1);
         assert_eq!(top[0].what, "[anon] rw-p 0 KiB");
         assert_eq!(top[0].pss_kib, 2048);
+    }
+
+    #[test]
+    fn a_restored_vms_private_snapshot_memory_is_guest_ram() {
+        let smaps = "\
+7f0000000000-7f0010000000 rw-p 00000000 fd:01 777                        /vm/snapshot/memory
+Rss:                9000 kB
+Pss:                4500 kB
+55d000000000-55d000100000 r-xp 00000000 08:01 99                         /usr/bin/hull-vmm
+Rss:                 800 kB
+Pss:                 400 kB
+";
+        assert_eq!(smaps_totals(smaps), (9800, 4900, 4500));
     }
 
     #[test]
