@@ -86,47 +86,32 @@ pub fn map_private(file: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryErr
 
 /// Guest RAM of `mem_bytes` in a fresh shared memfd ([`create`]) holding a copy of a snapshot's
 /// memory `file`: what a restore with a vhost-user device needs (its backend maps the memfd), at
-/// the price of a private copy of every page the guest had written. Pages that are all zero are
-/// not written: the memfd reads zeros there without a page behind it, so a restored guest holds
-/// host memory only for what it had touched (a freshly booted template is mostly zeros).
-/// Returns the memory and the CRC-32 of every byte read (the snapshot's memory checksum).
+/// the price of a private copy of every page the guest had written. Only the file's data extents
+/// are read ([`crate::snapshot::sparse`]), and pages of zeros in them are not written: the memfd
+/// reads zeros there without a page behind it, so a restored guest holds host memory only for
+/// what it had touched (a freshly booted template is mostly zeros). Returns the memory and the
+/// memory checksum of what was read ([`crate::snapshot::sparse::PageCrc`]).
 pub fn copy_of(file: &File, mem_bytes: u64) -> Result<(GuestMemory, u32), MemoryError> {
-    use std::io::Read;
     use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
-    const PAGE: usize = 4096;
     let mem = create(mem_bytes)?;
-    let mut src = file.try_clone().map_err(MemoryError::Memfd)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut crc = crc32fast::Hasher::new();
-    let copy = |e: std::io::Error| MemoryError::Copy(e.to_string());
-    for region in mem.iter() {
-        let len = usize::try_from(region.len()).map_err(|_| MemoryError::TooLarge(mem_bytes))?;
-        let mut done = 0usize;
-        while done < len {
-            let chunk = (len - done).min(buf.len());
-            src.read_exact(&mut buf[..chunk]).map_err(copy)?;
-            crc.update(&buf[..chunk]);
-            for (i, page) in buf[..chunk].chunks(PAGE).enumerate() {
-                if is_zero(page) {
-                    continue;
-                }
-                let at = vm_memory::GuestAddress(region.start_addr().0 + (done + i * PAGE) as u64);
-                mem.write_slice(page, at)
-                    .map_err(|e| MemoryError::Copy(e.to_string()))?;
-            }
-            done += chunk;
-        }
-    }
-    Ok((mem, crc.finalize()))
-}
-
-/// Whether `page` is all zeros, eight bytes at a time.
-fn is_zero(page: &[u8]) -> bool {
-    let mut words = page.chunks_exact(8);
-    words
-        .by_ref()
-        .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
-        && words.remainder().iter().all(|&b| b == 0)
+    // Each region's place in the file (the memfd's layout) and in the guest.
+    let places: Vec<(u64, u64, u64)> = mem
+        .iter()
+        .map(|r| {
+            let at = r.file_offset().map_or(0, FileOffset::start);
+            (at, at + r.len(), r.start_addr().0)
+        })
+        .collect();
+    let crc = crate::snapshot::sparse::scan(file, mem_bytes, |offset, page| {
+        let (from, _, guest) = places
+            .iter()
+            .find(|(s, e, _)| (*s..*e).contains(&offset))
+            .ok_or_else(|| std::io::Error::other(format!("offset {offset} is past guest RAM")))?;
+        mem.write_slice(page, vm_memory::GuestAddress(guest + (offset - from)))
+            .map_err(std::io::Error::other)
+    })
+    .map_err(|e| MemoryError::Copy(e.to_string()))?;
+    Ok((mem, crc))
 }
 
 #[cfg(test)]
@@ -173,7 +158,7 @@ mod tests {
         bytes[(32 << 20) - 1] = 9;
         std::fs::write(&path, &bytes).unwrap();
         let (mem, crc) = copy_of(&File::open(&path).unwrap(), 32 << 20).unwrap();
-        assert_eq!(crc, crc32fast::hash(&bytes));
+        assert_eq!(crc, crate::snapshot::sparse::PageCrc::of(&bytes));
         assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 7);
         assert_eq!(mem.read_obj::<u8>(GuestAddress((32 << 20) - 1)).unwrap(), 9);
         assert_eq!(mem.read_obj::<u64>(GuestAddress(0x10_0000)).unwrap(), 0);
