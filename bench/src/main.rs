@@ -177,6 +177,10 @@ enum Suite {
         /// Timed runs of each kind.
         #[arg(long, default_value_t = 10)]
         runs: usize,
+        /// Also hold this many idle pod VMs restored from the template at once, then as many
+        /// booted, and report each one's host PSS (0: skip).
+        #[arg(long, default_value_t = 0)]
+        idle_pods: usize,
     },
 }
 
@@ -347,9 +351,9 @@ fn main() -> anyhow::Result<()> {
                 out.join("hardening.json").display()
             );
         }
-        Suite::Start { runs } => {
+        Suite::Start { runs, idle_pods } => {
             anyhow::ensure!(runs > 0, "--runs must be at least 1");
-            let results = start::run(runs, &out)?;
+            let results = start::run(runs, idle_pods, &out)?;
             print!("{}", start::report(&results));
             eprintln!(
                 "hull-bench: figures in {}",

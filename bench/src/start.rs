@@ -4,7 +4,10 @@
 //!   pod's virtiofsd, vsock, and `Personalize`) — until its agent answers (the template made once
 //!   before, its making timed apart);
 //! - `ctr run --rm busybox true` through two private containerds, `start = "boot"` against
-//!   `start = "snapshot"`.
+//!   `start = "snapshot"`;
+//! - with `--idle-pods N`: N idle pod VMs restored from the one template held at once, then N
+//!   booted ones, and each pod's host PSS (its VMM, jailer and virtiofsd: guest RAM included,
+//!   split between the processes that map it) a few seconds after the last one answered.
 //!
 //! Medians, p95 and the ratios boot / snapshot; under emulation (the nested tier) only the ratios
 //! mean anything.
@@ -23,6 +26,7 @@ use hull_runtime::vm::hull_vmm;
 use hull_tests::containerd::{Containerd, Options};
 use serde::Serialize;
 
+use crate::compare::procs;
 use crate::stats::Summary;
 
 /// The suite's results.
@@ -46,25 +50,34 @@ pub struct StartResults {
     pub ctr_boot_ms: Option<Summary>,
     /// `ctr run --rm busybox true` with `start = "snapshot"`, ms.
     pub ctr_snapshot_ms: Option<Summary>,
+    /// Idle pods held at once for the memory figures (0: not measured).
+    pub idle_pods: usize,
+    /// Host PSS of one idle booted pod VM (VMM, jailer, virtiofsd), KiB.
+    pub idle_booted_pss_kib: Option<Summary>,
+    /// Host PSS of one idle pod VM restored from the template, KiB.
+    pub idle_restored_pss_kib: Option<Summary>,
 }
+
+/// How long idle pods sit before their memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(5);
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
 /// Runs the suite and writes `start.json` and `start.md` into `out`.
-pub fn run(runs: usize, out: &Path) -> anyhow::Result<StartResults> {
+pub fn run(runs: usize, idle_pods: usize, out: &Path) -> anyhow::Result<StartResults> {
     if let Err(reason) = hull_vmm::usable() {
         anyhow::bail!("hull-bench start needs hull-vmm (hardware KVM): {reason}");
     }
-    let results = tokio::runtime::Runtime::new()?.block_on(measure(runs))?;
+    let results = tokio::runtime::Runtime::new()?.block_on(measure(runs, idle_pods))?;
     std::fs::create_dir_all(out)?;
     std::fs::write(out.join("start.json"), serde_json::to_vec_pretty(&results)?)?;
     std::fs::write(out.join("start.md"), report(&results))?;
     Ok(results)
 }
 
-async fn measure(runs: usize) -> anyhow::Result<StartResults> {
+async fn measure(runs: usize, idle_pods: usize) -> anyhow::Result<StartResults> {
     let mut config = HullConfig::load().context("hull configuration")?;
     config.hypervisor = HypervisorChoice::HullVmm;
     let hv = hull_runtime::shim::pod::hypervisor(&config, Vec::new())
@@ -112,6 +125,34 @@ async fn measure(runs: usize) -> anyhow::Result<StartResults> {
             if restore { &mut restores } else { &mut boots }.push(took);
         }
     }
+    let (mut idle_restored, mut idle_booted) = (Vec::new(), Vec::new());
+    if idle_pods > 0 {
+        for restore in [true, false] {
+            let mut pods = Vec::new();
+            for i in 0..idle_pods {
+                let dir = base.path().join(format!("idle-{restore}-{i}"));
+                std::fs::create_dir_all(&dir)?;
+                let vm = SandboxVm::start(hv.as_ref(), &vm_config(dir.clone(), restore)).await?;
+                pods.push((vm, dir));
+            }
+            // Idle: what the last ones still do after their start settles.
+            tokio::time::sleep(IDLE_SETTLE).await;
+            for (_, dir) in &pods {
+                let procs = procs::pod_processes("\0no-shim", Path::new("\0"), "\0", Some(dir));
+                let kib: u64 = procs::measure(&procs).iter().map(|p| p.pss_kib).sum();
+                if restore {
+                    &mut idle_restored
+                } else {
+                    &mut idle_booted
+                }
+                .push(kib as f64);
+            }
+            for (vm, dir) in pods {
+                vm.shutdown(Duration::from_secs(2)).await?;
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
     let (ctr_boot, ctr_snapshot) = tokio::task::spawn_blocking(move || ctr_runs(runs)).await??;
     Ok(StartResults {
         suite: "start",
@@ -123,6 +164,9 @@ async fn measure(runs: usize) -> anyhow::Result<StartResults> {
         vm_restore_ms: Summary::of(&restores),
         ctr_boot_ms: Summary::of(&ctr_boot),
         ctr_snapshot_ms: Summary::of(&ctr_snapshot),
+        idle_pods,
+        idle_booted_pss_kib: Summary::of(&idle_booted),
+        idle_restored_pss_kib: Summary::of(&idle_restored),
     })
 }
 
@@ -201,5 +245,24 @@ pub fn report(r: &StartResults) -> String {
         cell(r.ctr_snapshot_ms.as_ref()),
         ratio(r.ctr_boot_ms.as_ref(), r.ctr_snapshot_ms.as_ref())
     );
+    if r.idle_pods > 0 {
+        let kib = |x: Option<&Summary>| {
+            x.map_or_else(
+                || "-".into(),
+                |x| format!("{:.1} MiB ({:.1})", x.median / 1024.0, x.p95 / 1024.0),
+            )
+        };
+        let _ = writeln!(
+            s,
+            "| host PSS of one of {} idle pod VMs (VMM, jailer, virtiofsd) | {} | {} | {} |",
+            r.idle_pods,
+            kib(r.idle_booted_pss_kib.as_ref()),
+            kib(r.idle_restored_pss_kib.as_ref()),
+            ratio(
+                r.idle_booted_pss_kib.as_ref(),
+                r.idle_restored_pss_kib.as_ref()
+            )
+        );
+    }
     s
 }

@@ -2,7 +2,8 @@
 # Snapshot start in L1 (run inside it by scripts/nested-kvm.sh, never on the host):
 #   HULL_SNAP_STEPS="tier bench" (default both):
 #   tier:  the tier's "templates: snapshot start" group (shim_template, CI=true);
-#   bench: `hull-bench start --runs ${HULL_SNAP_RUNS:-5}` (restore against boot, interleaved),
+#   bench: `hull-bench start --runs ${HULL_SNAP_RUNS:-5} --idle-pods ${HULL_SNAP_IDLE:-0}` (restore
+#          against boot, interleaved; idle pods' host PSS),
 #          its report printed.
 # Build first: scripts/nested/build-tier.sh (or scripts/build.sh for the bench alone).
 set -uo pipefail
@@ -25,7 +26,7 @@ main() {
   fi
   if [[ $steps == *" bench "* ]]; then
     t0=$SECONDS
-    nice -n 5 target/hull/bin/hull-bench start --runs "${HULL_SNAP_RUNS:-5}" || rc=1
+    nice -n 5 target/hull/bin/hull-bench start --runs "${HULL_SNAP_RUNS:-5}" --idle-pods "${HULL_SNAP_IDLE:-0}" || rc=1
     echo "snap: bench in $((SECONDS - t0))s"
   fi
   return "$rc"

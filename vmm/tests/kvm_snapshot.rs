@@ -572,29 +572,30 @@ fn a_restored_guest_hands_its_virtio_fs_queues_to_a_fresh_virtiofsd() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--fs-socket"));
 
-    let second = daemon("second");
-    let restored = Vmm::start(
-        dir.path(),
-        "restored",
-        &[
+    // Checked while copied into the memfd, then (`--memory-checked`) read straight into it.
+    for (name, checked) in [("second", None), ("third", Some("--memory-checked"))] {
+        let backend = daemon(name);
+        let mut args = vec![
             "--restore",
             snap.to_str().unwrap(),
             "--fs-socket",
-            second.socket().to_str().unwrap(),
-        ],
-    );
-    let console = restored.console.clone();
-    let (code, stderr) = wait_exit(restored);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        stderr.contains("vhost-user backend serves the queues"),
-        "{stderr}"
-    );
-    assert_eq!(
-        std::fs::read(console).unwrap(),
-        &FS_GUEST_CONSOLE[1..],
-        "{stderr}"
-    );
+            backend.socket().to_str().unwrap(),
+        ];
+        args.extend(checked);
+        let restored = Vmm::start(dir.path(), name, &args);
+        let console = restored.console.clone();
+        let (code, stderr) = wait_exit(restored);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        assert!(
+            stderr.contains("vhost-user backend serves the queues"),
+            "{name}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read(console).unwrap(),
+            &FS_GUEST_CONSOLE[1..],
+            "{name}: {stderr}"
+        );
+    }
 }
 
 /// The control socket's `balloon MIB` (issue 18): a VM with `--balloon` takes a target (the

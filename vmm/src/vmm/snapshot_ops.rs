@@ -154,8 +154,8 @@ impl Vmm {
         // unless the caller knows it matches.
         let mem = if config.fs.is_some() {
             // One pass over the file's data: the copy computes the checksum.
-            let (mem, crc) = memory::copy_of(file, config.mem_bytes())?;
-            if !rc.memory_checked {
+            let (mem, crc) = memory::copy_of(file, config.mem_bytes(), !rc.memory_checked)?;
+            if let Some(crc) = crc {
                 format::check_memory_crc(&header, crc)?;
             }
             mem
