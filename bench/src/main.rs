@@ -174,7 +174,7 @@ enum Suite {
     /// answers, and `ctr run --rm busybox true` with `start = "snapshot"` against `"boot"`,
     /// interleaved; medians, p95, ratios.
     Start {
-        /// Timed runs of each kind.
+        /// Timed runs of each kind (0 with --idle-pods: the memory figures only).
         #[arg(long, default_value_t = 10)]
         runs: usize,
         /// Also hold this many idle pod VMs restored from the template at once, then as many
@@ -352,7 +352,10 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Suite::Start { runs, idle_pods } => {
-            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            anyhow::ensure!(
+                runs > 0 || idle_pods > 0,
+                "--runs must be at least 1 (or 0 with --idle-pods)"
+            );
             let results = start::run(runs, idle_pods, &out)?;
             print!("{}", start::report(&results));
             eprintln!(

@@ -153,7 +153,11 @@ async fn measure(runs: usize, idle_pods: usize) -> anyhow::Result<StartResults> 
             }
         }
     }
-    let (ctr_boot, ctr_snapshot) = tokio::task::spawn_blocking(move || ctr_runs(runs)).await??;
+    let (ctr_boot, ctr_snapshot) = if runs > 0 {
+        tokio::task::spawn_blocking(move || ctr_runs(runs)).await??
+    } else {
+        (Vec::new(), Vec::new())
+    };
     Ok(StartResults {
         suite: "start",
         runs,

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Snapshot start in L1 (run inside it by scripts/nested-kvm.sh, never on the host):
-#   HULL_SNAP_STEPS="tier bench" (default both):
+#   HULL_SNAP_STEPS="tier bench idle" (default "tier bench"):
 #   tier:  the tier's "templates: snapshot start" group (shim_template, CI=true);
-#   bench: `hull-bench start --runs ${HULL_SNAP_RUNS:-5} --idle-pods ${HULL_SNAP_IDLE:-0}` (restore
-#          against boot, interleaved; idle pods' host PSS),
-#          its report printed.
+#   bench: `hull-bench start --runs ${HULL_SNAP_RUNS:-5}` (restore against boot, interleaved), its
+#          report printed;
+#   idle:  `hull-bench start --runs 0 --idle-pods ${HULL_SNAP_IDLE:-10}` (host PSS of idle restored
+#          and booted pod VMs), killed after 420 s with the blocked tasks shown.
 # Build first: scripts/nested/build-tier.sh (or scripts/build.sh for the bench alone).
 set -uo pipefail
 main() {
@@ -26,8 +27,25 @@ main() {
   fi
   if [[ $steps == *" bench "* ]]; then
     t0=$SECONDS
-    nice -n 5 target/hull/bin/hull-bench start --runs "${HULL_SNAP_RUNS:-5}" --idle-pods "${HULL_SNAP_IDLE:-0}" || rc=1
+    nice -n 5 target/hull/bin/hull-bench start --runs "${HULL_SNAP_RUNS:-5}" || rc=1
     echo "snap: bench in $((SECONDS - t0))s"
+  fi
+  if [[ $steps == *" idle "* ]]; then
+    t0=$SECONDS
+    nice -n 5 target/hull/bin/hull-bench start --runs 0 --idle-pods "${HULL_SNAP_IDLE:-10}" &
+    local bench=$! waited=0
+    while kill -0 "$bench" 2>/dev/null && ((waited < 420)); do sleep 5; waited=$((waited + 5)); done
+    if kill -0 "$bench" 2>/dev/null; then
+      echo "snap: idle pods did not finish within 420 s; blocked tasks:"
+      ps -eo pid,stat,etime,wchan:32,args | awk '$2 ~ /D/' | cut -c1-200
+      for pid in $(ps -eo pid,stat | awk '$2 ~ /D/ {print $1}'); do echo "-- $pid"; cat "/proc/$pid/stack" 2>/dev/null; done
+      ps -eo pid,ppid,stat,rss,args | grep -E 'hull-vmm|virtiofsd|hull-jailer' | grep -v grep | cut -c1-200
+      free -m
+      kill "$bench"; rc=1
+    else
+      wait "$bench" || rc=1
+    fi
+    echo "snap: idle pods in $((SECONDS - t0))s"
   fi
   return "$rc"
 }
