@@ -5,7 +5,7 @@
 #   bench: `hull-bench start --runs ${HULL_SNAP_RUNS:-5}` (restore against boot, interleaved), its
 #          report printed;
 #   idle:  `hull-bench start --runs 0 --idle-pods ${HULL_SNAP_IDLE:-10}` (host PSS of idle restored
-#          and booted pod VMs), killed after 420 s with the blocked tasks shown.
+#          and booted pod VMs), killed after 240 s with the blocked tasks shown.
 # Build first: scripts/nested/build-tier.sh (or scripts/build.sh for the bench alone).
 set -uo pipefail
 main() {
@@ -34,9 +34,9 @@ main() {
     t0=$SECONDS
     nice -n 5 target/hull/bin/hull-bench start --runs 0 --idle-pods "${HULL_SNAP_IDLE:-10}" &
     local bench=$! waited=0
-    while kill -0 "$bench" 2>/dev/null && ((waited < 420)); do sleep 5; waited=$((waited + 5)); done
+    while kill -0 "$bench" 2>/dev/null && ((waited < 240)); do sleep 5; waited=$((waited + 5)); done
     if kill -0 "$bench" 2>/dev/null; then
-      echo "snap: idle pods did not finish within 420 s; blocked tasks:"
+      echo "snap: idle pods did not finish within 240 s; blocked tasks:"
       ps -eo pid,stat,etime,wchan:32,args | awk '$2 ~ /D/' | cut -c1-200
       for pid in $(ps -eo pid,stat | awk '$2 ~ /D/ {print $1}'); do echo "-- $pid"; cat "/proc/$pid/stack" 2>/dev/null; done
       ps -eo pid,ppid,stat,rss,args | grep -E 'hull-vmm|virtiofsd|hull-jailer' | grep -v grep | cut -c1-200
