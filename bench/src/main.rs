@@ -175,7 +175,7 @@ enum Suite {
     /// answers, and `ctr run --rm busybox true` with `start = "snapshot"` against `"boot"`,
     /// interleaved; medians, p95, ratios.
     Start {
-        /// Timed runs of each kind.
+        /// Timed runs of each kind (0 with --pods: the memory figures only).
         #[arg(long, default_value_t = 10)]
         runs: usize,
         /// Also hold this many idle pods at once on each side and read their host memory.
@@ -352,7 +352,10 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Suite::Start { runs, pods } => {
-            anyhow::ensure!(runs > 0, "--runs must be at least 1");
+            anyhow::ensure!(
+                runs > 0 || pods > 0,
+                "--runs must be at least 1 (or 0 with --pods: the memory figures only)"
+            );
             let results = start::run(runs, pods, &out)?;
             print!("{}", start::report(&results));
             eprintln!(

@@ -52,7 +52,8 @@ const EVENT_LOOP: &[i64] = &[
 ];
 
 /// What the event loop adds when it serves a control socket (`--api-sock`): the request's read
-/// timeout and writing snapshot files. A VM without a control socket never gets these.
+/// timeout and writing snapshot files (the memory file sparse: data at its offsets, holes sized
+/// by `ftruncate`). A VM without a control socket never gets these.
 const SNAPSHOTS: &[i64] = &[
     libc::SYS_setsockopt,
     libc::SYS_openat,
@@ -66,6 +67,8 @@ const SNAPSHOTS: &[i64] = &[
     libc::SYS_newfstatat,
     libc::SYS_fstat,
     libc::SYS_lseek,
+    libc::SYS_pwrite64,
+    libc::SYS_ftruncate,
 ];
 
 const KVM_IOCTL_TYPE: u64 = 0xae00;

@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use hull_vmm::arch::cpuid::Feature;
 use hull_vmm::config::parse_mac;
+use hull_vmm::snapshot::format::SnapshotFiles;
 use hull_vmm::{host, FsConfig, NetConfig, Vmm, VmmConfig, VsockConfig};
 
 /// hull's KVM microVM monitor.
@@ -15,7 +16,7 @@ use hull_vmm::{host, FsConfig, NetConfig, Vmm, VmmConfig, VsockConfig};
 #[command(name = "hull-vmm", version)]
 struct Args {
     /// Guest kernel: ELF vmlinux (PVH note or 64-bit entry) or bzImage.
-    #[arg(long, required_unless_present_any = ["check", "restore"])]
+    #[arg(long, required_unless_present_any = ["check", "restore", "restore_fds"])]
     kernel: Option<PathBuf>,
     /// Initial ramdisk.
     #[arg(long)]
@@ -77,6 +78,17 @@ struct Args {
         "cpuid_clear", "linux64",
     ])]
     restore: Option<PathBuf>,
+    /// Restore from these two open descriptors (`STATE,MEMORY`, read-only, inherited) instead of
+    /// a directory: how a jailed VMM gets a root-only template its jailer opened.
+    #[arg(long, conflicts_with = "restore", conflicts_with_all = [
+        "kernel", "initrd", "cmdline", "vcpus", "mem_mib", "vsock_cid", "fs_tag", "net_mac",
+        "cpuid_clear", "linux64",
+    ])]
+    restore_fds: Option<String>,
+    /// With --restore/--restore-fds: the memory file's checksum is already known to match (hull
+    /// checked this very file before); only its length is checked.
+    #[arg(long)]
+    memory_checked: bool,
     /// Print what kind of KVM this host has, and exit.
     #[arg(long)]
     check: bool,
@@ -88,7 +100,18 @@ fn run(args: Args) -> anyhow::Result<i32> {
         println!("{:?}: {}", h.kind, h.reason);
         return Ok(0);
     }
-    if let Some(dir) = &args.restore {
+    if args.restore.is_some() || args.restore_fds.is_some() {
+        let files = match (&args.restore, &args.restore_fds) {
+            (Some(dir), _) => SnapshotFiles::open(dir),
+            (None, Some(fds)) => {
+                let (state, memory) = parse_fds(fds).with_context(|| {
+                    format!("--restore-fds {fds:?} is not two descriptors like 3,4")
+                })?;
+                SnapshotFiles::from_fds(state, memory)
+            }
+            (None, None) => unreachable!("one of them is there"),
+        }
+        .context("cannot open the snapshot")?;
         let rc = hull_vmm::RestoreConfig {
             console: args.console,
             vsock_uds: args.vsock_uds,
@@ -96,9 +119,11 @@ fn run(args: Args) -> anyhow::Result<i32> {
             net_tap: args.net_tap,
             api_sock: args.api_sock,
             seccomp: !args.no_seccomp,
+            memory_checked: args.memory_checked,
         };
-        let vmm = Vmm::restore(dir, &rc)
-            .with_context(|| format!("cannot restore the VM from {}", dir.display()))?;
+        let vmm = Vmm::restore_files(&files, &rc)
+            .with_context(|| format!("cannot restore the VM from {}", files.name.display()))?;
+        drop(files);
         return run_vmm(vmm, args.exit_stats);
     }
     let net = match (args.net_tap, args.net_mac) {
@@ -144,6 +169,12 @@ fn run(args: Args) -> anyhow::Result<i32> {
     };
     let vmm = Vmm::build(&config).context("cannot start the VM")?;
     run_vmm(vmm, args.exit_stats)
+}
+
+/// `STATE,MEMORY` descriptor numbers.
+fn parse_fds(s: &str) -> Option<(i32, i32)> {
+    let (a, b) = s.split_once(',')?;
+    Some((a.trim().parse().ok()?, b.trim().parse().ok()?))
 }
 
 /// Runs a built or restored VM until it stops; returns the exit status.

@@ -86,47 +86,59 @@ pub fn map_private(file: &File, mem_bytes: u64) -> Result<GuestMemory, MemoryErr
 
 /// Guest RAM of `mem_bytes` in a fresh shared memfd ([`create`]) holding a copy of a snapshot's
 /// memory `file`: what a restore with a vhost-user device needs (its backend maps the memfd), at
-/// the price of a private copy of every page the guest had written. Pages that are all zero are
-/// not written: the memfd reads zeros there without a page behind it, so a restored guest holds
-/// host memory only for what it had touched (a freshly booted template is mostly zeros).
-/// Returns the memory and the CRC-32 of every byte read (the snapshot's memory checksum).
-pub fn copy_of(file: &File, mem_bytes: u64) -> Result<(GuestMemory, u32), MemoryError> {
-    use std::io::Read;
+/// the price of a private copy of every page the guest had written. Only the file's data extents
+/// are read ([`crate::snapshot::sparse`]): the memfd reads zeros in the holes without a page
+/// behind them, so a restored guest holds host memory only for what it had touched (a freshly
+/// booted template is mostly zeros). With `checksum`, pages of zeros inside data extents are not
+/// written either and the memory checksum of what was read is returned
+/// ([`crate::snapshot::sparse::PageCrc`]); without (a file known to be checked), the extents are
+/// read straight into guest RAM.
+pub fn copy_of(
+    file: &File,
+    mem_bytes: u64,
+    checksum: bool,
+) -> Result<(GuestMemory, Option<u32>), MemoryError> {
     use vm_memory::{Bytes, GuestMemoryBackend, GuestMemoryRegion};
-    const PAGE: usize = 4096;
     let mem = create(mem_bytes)?;
-    let mut src = file.try_clone().map_err(MemoryError::Memfd)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut crc = crc32fast::Hasher::new();
     let copy = |e: std::io::Error| MemoryError::Copy(e.to_string());
-    for region in mem.iter() {
-        let len = usize::try_from(region.len()).map_err(|_| MemoryError::TooLarge(mem_bytes))?;
-        let mut done = 0usize;
-        while done < len {
-            let chunk = (len - done).min(buf.len());
-            src.read_exact(&mut buf[..chunk]).map_err(copy)?;
-            crc.update(&buf[..chunk]);
-            for (i, page) in buf[..chunk].chunks(PAGE).enumerate() {
-                if is_zero(page) {
+    // Each region's place in the file (the memfd's layout) and in the guest.
+    let places: Vec<(u64, u64, u64)> = mem
+        .iter()
+        .map(|r| {
+            let at = r.file_offset().map_or(0, FileOffset::start);
+            (at, at + r.len(), r.start_addr().0)
+        })
+        .collect();
+    if !checksum {
+        for (start, end) in crate::snapshot::sparse::data_extents(file, mem_bytes).map_err(copy)? {
+            for (region, &(from, to, _)) in mem.iter().zip(&places) {
+                let (s, e) = (start.max(from), end.min(to));
+                if s >= e {
                     continue;
                 }
-                let at = vm_memory::GuestAddress(region.start_addr().0 + (done + i * PAGE) as u64);
-                mem.write_slice(page, at)
-                    .map_err(|e| MemoryError::Copy(e.to_string()))?;
+                let (at, len) = (
+                    usize::try_from(s - from).map_err(|_| MemoryError::TooLarge(mem_bytes))?,
+                    usize::try_from(e - s).map_err(|_| MemoryError::TooLarge(mem_bytes))?,
+                );
+                // SAFETY: `at + len` lies within the region (`s..e` within `from..to`, the
+                // region's length), a live mapping `mem` owns; nothing else uses guest RAM yet
+                // (no vCPU, no device exists).
+                let dst = unsafe { std::slice::from_raw_parts_mut(region.as_ptr().add(at), len) };
+                std::os::unix::fs::FileExt::read_exact_at(file, dst, s).map_err(copy)?;
             }
-            done += chunk;
         }
+        return Ok((mem, None));
     }
-    Ok((mem, crc.finalize()))
-}
-
-/// Whether `page` is all zeros, eight bytes at a time.
-fn is_zero(page: &[u8]) -> bool {
-    let mut words = page.chunks_exact(8);
-    words
-        .by_ref()
-        .all(|w| u64::from_ne_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]) == 0)
-        && words.remainder().iter().all(|&b| b == 0)
+    let crc = crate::snapshot::sparse::scan(file, mem_bytes, |offset, page| {
+        let (from, _, guest) = places
+            .iter()
+            .find(|(s, e, _)| (*s..*e).contains(&offset))
+            .ok_or_else(|| std::io::Error::other(format!("offset {offset} is past guest RAM")))?;
+        mem.write_slice(page, vm_memory::GuestAddress(guest + (offset - from)))
+            .map_err(std::io::Error::other)
+    })
+    .map_err(copy)?;
+    Ok((mem, Some(crc)))
 }
 
 #[cfg(test)]
@@ -172,8 +184,8 @@ mod tests {
         bytes[0x1000..0x1004].copy_from_slice(&7u32.to_le_bytes());
         bytes[(32 << 20) - 1] = 9;
         std::fs::write(&path, &bytes).unwrap();
-        let (mem, crc) = copy_of(&File::open(&path).unwrap(), 32 << 20).unwrap();
-        assert_eq!(crc, crc32fast::hash(&bytes));
+        let (mem, crc) = copy_of(&File::open(&path).unwrap(), 32 << 20, true).unwrap();
+        assert_eq!(crc, Some(crate::snapshot::sparse::PageCrc::of(&bytes)));
         assert_eq!(mem.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 7);
         assert_eq!(mem.read_obj::<u8>(GuestAddress((32 << 20) - 1)).unwrap(), 9);
         assert_eq!(mem.read_obj::<u64>(GuestAddress(0x10_0000)).unwrap(), 0);
@@ -182,5 +194,26 @@ mod tests {
         let fd = region.file_offset().unwrap().file();
         let blocks = std::os::unix::fs::MetadataExt::blocks(&fd.metadata().unwrap());
         assert!(blocks * 512 <= 64 << 10, "{} bytes allocated", blocks * 512);
+    }
+
+    #[test]
+    fn an_unchecked_copy_reads_the_data_extents_into_guest_ram() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory");
+        let mut bytes = vec![0u8; 32 << 20];
+        bytes[0x1000..0x1004].copy_from_slice(&7u32.to_le_bytes());
+        bytes[(20 << 20)..(20 << 20) + 8192].fill(0x5a);
+        let f = File::create(&path).unwrap();
+        crate::snapshot::sparse::write(&f, &[&bytes]).unwrap();
+        let (mem, crc) = copy_of(&File::open(&path).unwrap(), 32 << 20, false).unwrap();
+        assert_eq!(crc, None);
+        // Only the data pages are backed (read before reading the rest, which would back it).
+        let region = mem.iter().next().unwrap();
+        let fd = region.file_offset().unwrap().file();
+        let blocks = std::os::unix::fs::MetadataExt::blocks(&fd.metadata().unwrap());
+        assert!(blocks * 512 <= 64 << 10, "{} bytes allocated", blocks * 512);
+        let mut back = vec![0u8; 32 << 20];
+        mem.read_slice(&mut back, GuestAddress(0)).unwrap();
+        assert!(back == bytes, "the copy differs from the file");
     }
 }

@@ -155,6 +155,11 @@ fn counting_snapshot(dir: &Path, n: usize, vcpus: &str) -> (Vmm, PathBuf, u64) {
         "{answer}: {}",
         vm.stderr()
     );
+    // The memory file is sparse: the test guest wrote a few pages of its 16 MiB.
+    let memory = std::fs::metadata(snap.join(MEMORY_FILE)).unwrap();
+    assert_eq!(memory.len(), 16 << 20);
+    let allocated = std::os::unix::fs::MetadataExt::blocks(&memory) * 512;
+    assert!(allocated < 1 << 20, "{allocated} bytes allocated");
     // Paused: the console holds exactly the steps taken before the snapshot.
     let before = vm.console();
     assert_eq!(
@@ -255,6 +260,16 @@ fn damaged_snapshots_are_refused_with_their_own_error() {
     type Damage = Box<dyn FnOnce(&mut Vec<u8>, &mut Vec<u8>)>;
     let cases: Vec<(&str, Damage, &str)> = vec![
         (
+            // A byte in what was a hole (the last page: the guest never wrote it).
+            "memory-hole-filled",
+            Box::new(|_, m| {
+                let at = m.len() - 100;
+                assert_eq!(m[at], 0);
+                m[at] = 1;
+            }),
+            "snapshot memory checksum mismatch",
+        ),
+        (
             "memory-truncated",
             Box::new(|_, m| m.truncate(m.len() - 4096)),
             "snapshot memory file is truncated",
@@ -305,6 +320,94 @@ fn damaged_snapshots_are_refused_with_their_own_error() {
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         assert!(stderr.contains(expected), "{name}: {stderr}");
         std::fs::remove_dir_all(&bad).unwrap();
+    }
+    // A memory file known to be checked (--memory-checked) still gets its length checked.
+    let bad = dir.path().join("checked-but-truncated");
+    damaged(&snap, &bad, |_, m| m.truncate(m.len() - 4096));
+    let out = Command::new(vmm_bin())
+        .arg("--restore")
+        .arg(&bad)
+        .arg("--memory-checked")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("snapshot memory file is truncated"),
+        "{stderr}"
+    );
+    // Descriptors that are not a snapshot's: refused by name.
+    for (fds, expected) in [
+        ("0,1", "descriptor 0"),
+        ("3,3", "descriptor 3"),
+        ("x", "3,4"),
+    ] {
+        let out = Command::new(vmm_bin())
+            .args(["--restore-fds", fds])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{fds}: {stderr}");
+        assert!(stderr.contains(expected), "{fds}: {stderr}");
+    }
+}
+
+/// A snapshot whose files are root-only, handed over as open descriptors (as hull's jailer does
+/// for a jailed VMM, `--restore-fds`), restores and carries on; with `--memory-checked` too.
+#[test]
+fn a_snapshot_restores_from_inherited_descriptors() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if !kvm_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (original, snap, steps) = counting_snapshot(dir.path(), 50, "1");
+    let (code, stderr) = original.stop();
+    assert_eq!(code, Some(0), "{stderr}");
+    for name in [STATE_FILE, MEMORY_FILE] {
+        std::fs::set_permissions(snap.join(name), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    for (name, extra) in [("fds", None), ("fds-checked", Some("--memory-checked"))] {
+        let state = std::fs::File::open(snap.join(STATE_FILE)).unwrap();
+        let memory = std::fs::File::open(snap.join(MEMORY_FILE)).unwrap();
+        let (s, m) = (state.as_raw_fd(), memory.as_raw_fd());
+        let console = dir.path().join(format!("{name}.console"));
+        let mut cmd = Command::new(vmm_bin());
+        cmd.args(["--restore-fds", "3,4"])
+            .args(extra)
+            .arg("--console")
+            .arg(&console)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: dup2(2) between fork and exec; `s` and `m` stay open in the parent until the
+        // child is spawned. Both are first moved above 4 so neither overwrites the other.
+        unsafe {
+            cmd.pre_exec(move || {
+                let (hs, hm) = (
+                    libc::fcntl(s, libc::F_DUPFD, 5),
+                    libc::fcntl(m, libc::F_DUPFD, 5),
+                );
+                if hs < 5 || hm < 5 || libc::dup2(hs, 3) != 3 || libc::dup2(hm, 4) != 4 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().unwrap();
+        drop((state, memory));
+        let mut vm = Vmm {
+            child: Some(child),
+            console,
+            stderr: dir.path().join("unused.stderr"),
+            api: dir.path().join("unused.api"),
+        };
+        let c = vm.wait_console(100);
+        // It goes on from its snapshot: every step after the snapshot, none twice.
+        assert_eq!(first_break(&c, steps + 1), None, "{name}");
+        let (code, _) = vm.stop();
+        assert_eq!(code, Some(0), "{name}");
     }
 }
 
@@ -469,29 +572,30 @@ fn a_restored_guest_hands_its_virtio_fs_queues_to_a_fresh_virtiofsd() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--fs-socket"));
 
-    let second = daemon("second");
-    let restored = Vmm::start(
-        dir.path(),
-        "restored",
-        &[
+    // Checked while copied into the memfd, then (`--memory-checked`) read straight into it.
+    for (name, checked) in [("second", None), ("third", Some("--memory-checked"))] {
+        let backend = daemon(name);
+        let mut args = vec![
             "--restore",
             snap.to_str().unwrap(),
             "--fs-socket",
-            second.socket().to_str().unwrap(),
-        ],
-    );
-    let console = restored.console.clone();
-    let (code, stderr) = wait_exit(restored);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(
-        stderr.contains("vhost-user backend serves the queues"),
-        "{stderr}"
-    );
-    assert_eq!(
-        std::fs::read(console).unwrap(),
-        &FS_GUEST_CONSOLE[1..],
-        "{stderr}"
-    );
+            backend.socket().to_str().unwrap(),
+        ];
+        args.extend(checked);
+        let restored = Vmm::start(dir.path(), name, &args);
+        let console = restored.console.clone();
+        let (code, stderr) = wait_exit(restored);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        assert!(
+            stderr.contains("vhost-user backend serves the queues"),
+            "{name}: {stderr}"
+        );
+        assert_eq!(
+            std::fs::read(console).unwrap(),
+            &FS_GUEST_CONSOLE[1..],
+            "{name}: {stderr}"
+        );
+    }
 }
 
 /// The control socket's `balloon MIB` (issue 18): a VM with `--balloon` takes a target (the

@@ -4,13 +4,15 @@
 //! 1. [`supervise`]: unshares the mount, PID, IPC and UTS namespaces and starts stage 2 — its child,
 //!    hence PID 1 of the new PID namespace — then waits for it, forwarding SIGTERM/SIGINT/SIGHUP,
 //!    and exits the way it did (code, or 128 + signal).
-//! 2. [`enter`]: builds the jail's root (tmpfs, binds, device nodes), `pivot_root`s into it, opens
+//! 2. [`enter`]: opens the files the VMM gets as descriptors (as root, from the host's tree),
+//!    builds the jail's root (tmpfs, binds, device nodes), `pivot_root`s into it,
 //!    creates the tap if asked, sets the hostname, drops to the VMM's uid/gid with no groups, sets
-//!    `no_new_privs`, rlimits and the parent-death signal, and execs the VMM.
+//!    `no_new_privs`, rlimits and the parent-death signal, puts the opened files at their
+//!    descriptors, and execs the VMM.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -178,6 +180,8 @@ fn prepare(config_json: &str) -> Result<(), JailError> {
             std::io::Error::other(e),
         )
     })?;
+    // As root and before the host's tree is left: the files the VMM gets as descriptors.
+    let files = open_files(&config)?;
     let root = &config.root;
     // Nothing we mount may propagate back to the host.
     mount(
@@ -241,10 +245,52 @@ fn prepare(config_json: &str) -> Result<(), JailError> {
     sethostname(&config.hostname).map_err(sys("cannot set the jail's hostname"))?;
     limits(&config)?;
     drop_privileges(&config)?;
+    // Last, so that nothing opened since can sit on their numbers.
+    place_files(files)?;
     // Stage 1 blocked the signals it forwards; the VMM must get them.
     SigSet::empty()
         .thread_set_mask()
         .map_err(sys("cannot unblock signals"))?;
+    Ok(())
+}
+
+/// Opens each of `config.files` read-only (no symlink), close-on-exec, at a descriptor above
+/// the ones it will be placed at.
+fn open_files(config: &JailConfig) -> Result<Vec<(std::fs::File, i32)>, JailError> {
+    config
+        .files
+        .iter()
+        .map(|f| {
+            let what = || format!("cannot open {} for the VMM", f.host.display());
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&f.host)
+                .map_err(|e| JailError::Sys(what(), e))?;
+            // Above every target, so placing one never closes another.
+            let high = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(64))
+                .map_err(sys(what()))?;
+            // SAFETY: `high` was just returned by fcntl(F_DUPFD_CLOEXEC) and is owned by nobody
+            // else.
+            let high = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(high) };
+            Ok((high, f.fd))
+        })
+        .collect()
+}
+
+/// Puts each opened file at its descriptor, open across the exec.
+fn place_files(files: Vec<(std::fs::File, i32)>) -> Result<(), JailError> {
+    for (file, fd) in files {
+        debug_assert!(crate::jail::JAIL_FDS.contains(&fd));
+        // SAFETY: dup2 onto a number in 3..=63 that nothing of this process still uses (it only
+        // runs the exec from here) clears close-on-exec on the copy; `file` stays valid.
+        if unsafe { libc::dup2(file.as_raw_fd(), fd) } != fd {
+            return Err(JailError::Sys(
+                format!("cannot pass descriptor {fd} to the VMM"),
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
     Ok(())
 }
 

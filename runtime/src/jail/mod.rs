@@ -52,6 +52,20 @@ pub struct JailTap {
     pub name: String,
 }
 
+/// A host file the jailer opens read-only as root, before it drops privileges, and hands to the
+/// VMM as descriptor `fd` (not close-on-exec): how a jailed VMM reads a root-only file (a
+/// template's snapshot files, mode 0600) that neither a bind mount nor its uid could open.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JailFile {
+    /// The host path (a regular file; a symlink is refused).
+    pub host: PathBuf,
+    /// The descriptor number the VMM finds it at (3 to 63).
+    pub fd: i32,
+}
+
+/// The descriptors [`JailFile`]s may be given.
+pub const JAIL_FDS: std::ops::RangeInclusive<i32> = 3..=63;
+
 /// Everything the jailer needs to build one VMM's jail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JailConfig {
@@ -76,6 +90,9 @@ pub struct JailConfig {
     /// VMM and the guest's RAM are accounted there (see [`crate::host_cgroup`]).
     #[serde(default)]
     pub cgroups: Vec<PathBuf>,
+    /// Host files opened as root and passed to the VMM as descriptors.
+    #[serde(default)]
+    pub files: Vec<JailFile>,
 }
 
 /// Building or entering a jail failed.
@@ -92,6 +109,9 @@ pub enum JailError {
     /// A jail path is not absolute or climbs out.
     #[error("invalid jail path {0}")]
     BadPath(PathBuf),
+    /// A descriptor for a [`JailFile`] outside [`JAIL_FDS`] or given twice.
+    #[error("descriptor {0} cannot carry a file into the jail (3 to 63, once each)")]
+    BadFd(i32),
     /// The config could not be (de)serialised.
     #[error("invalid jail config")]
     Config(#[from] serde_json::Error),
@@ -125,6 +145,7 @@ impl JailConfig {
             tap: None,
             max_open_files: 4096,
             cgroups: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -159,6 +180,14 @@ impl JailConfig {
         }
         if !self.root.is_dir() {
             return Err(JailError::Missing(self.root.clone()));
+        }
+        for (i, file) in self.files.iter().enumerate() {
+            if !file.host.is_file() {
+                return Err(JailError::Missing(file.host.clone()));
+            }
+            if !JAIL_FDS.contains(&file.fd) || self.files[..i].iter().any(|f| f.fd == file.fd) {
+                return Err(JailError::BadFd(file.fd));
+            }
         }
         Ok(())
     }
@@ -278,6 +307,30 @@ mod tests {
         config.bind("/usr", "/a/../../etc", false);
         assert!(matches!(config.validate(), Err(JailError::BadPath(_))));
         config.binds.pop();
+        let file = root.path().join("state");
+        std::fs::write(&file, b"x").unwrap();
+        config.files = vec![
+            JailFile {
+                host: file.clone(),
+                fd: 3,
+            },
+            JailFile {
+                host: file.clone(),
+                fd: 3,
+            },
+        ];
+        assert!(matches!(config.validate(), Err(JailError::BadFd(3))));
+        config.files[1].fd = 2;
+        assert!(matches!(config.validate(), Err(JailError::BadFd(2))));
+        config.files[1].fd = 4;
+        config.validate().unwrap();
+        config.files[1].host = root.path().join("missing");
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
+        config.files.clear();
         let err = command(
             Path::new("/nonexistent/hull-jailer"),
             &config,

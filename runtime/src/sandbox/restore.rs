@@ -16,6 +16,7 @@ use super::{poll_agent, HostParts, SandboxError, SandboxVm, SandboxVmConfig};
 use crate::network;
 use crate::share;
 use crate::template::create::{get_or_create, TemplateSpec};
+use crate::template::verified;
 use crate::vm::hull_vmm::HullVmm;
 use crate::vm::{Hypervisor, Vm, VmConfig};
 
@@ -102,8 +103,11 @@ pub(super) async fn start_restored(
         devices,
         run_dir: config.run_dir.clone(),
     };
+    // The memory checksum is checked once per template file, not per pod.
+    let memory = verified::memory_state(&template.dir);
+    let checked = memory.is_some_and(|(_, marked)| marked);
     let mut vm = hv
-        .restore(&template.dir, &vm_config)
+        .restore(&template.dir, checked, &vm_config)
         .map_err(|e| Failure::Boot(chain(&e)))?;
     let uds = vm
         .vsock_uds()
@@ -112,6 +116,12 @@ pub(super) async fn start_restored(
     let found = started.elapsed();
     restored(vm.as_mut(), &uds, &template.record.key).await?;
     let listening = started.elapsed();
+    if let Some((identity, false)) = memory {
+        // hull-vmm listens only once the memory checksum matched.
+        if let Err(e) = verified::mark(&template.dir, &identity) {
+            tracing::warn!(template = %template.record.key, error = %e, "cannot mark the template's memory checked");
+        }
+    }
     if config.confine_host {
         crate::seccomp::confine_shim().map_err(|e| Failure::Fail(e.into()))?;
     }
@@ -134,6 +144,7 @@ pub(super) async fn start_restored(
         restored_ms = ms(listening - found),
         agent_ms = ms(answered - listening),
         personalize_ms = ms(whole - answered),
+        memory_checked = checked,
         "pod VM restored from its template"
     );
     Ok(SandboxVm {

@@ -293,11 +293,11 @@ fn install(
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(m))
             .map_err(|e| TemplateError::Io(format!("cannot chmod {}", p.display()), e))
     };
-    // The directory is root-only; the snapshot files in it are readable through it only by
-    // root, and by a jailed VMM through its own bind mounts of them (its uid is not root).
+    // Root-only, the files too: a jailed VMM (its uid is not root) gets them as descriptors its
+    // jailer opened as root (`HullVmm::restore`).
     mode(snapshot.to_owned(), 0o700)?;
-    mode(snapshot.join(STATE_FILE), 0o644)?;
-    mode(snapshot.join(MEMORY_FILE), 0o644)?;
+    mode(snapshot.join(STATE_FILE), 0o600)?;
+    mode(snapshot.join(MEMORY_FILE), 0o600)?;
     let record_path = snapshot.join(RECORD);
     let mut f = std::fs::OpenOptions::new()
         .write(true)

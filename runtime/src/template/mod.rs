@@ -13,6 +13,7 @@
 
 pub mod create;
 pub mod hashes;
+pub mod verified;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};

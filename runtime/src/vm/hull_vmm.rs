@@ -203,8 +203,18 @@ impl Hypervisor for HullVmm {
     }
 }
 
-/// Where a jailed restore sees its snapshot directory (the template's two files bound there).
-pub const JAILED_SNAPSHOT: &str = "/vm/snapshot";
+/// The descriptors a jailed restore gets the snapshot's `state` and `memory` files at (opened
+/// by the jailer as root: the template's files are root-only).
+pub const JAILED_SNAPSHOT_FDS: [i32; 2] = [3, 4];
+
+/// Where hull-vmm finds the snapshot it restores.
+#[derive(Debug, Clone, Copy)]
+pub enum SnapshotAt<'a> {
+    /// In this directory (unjailed: it opens the files itself).
+    Dir(&'a Path),
+    /// At the descriptors [`JAILED_SNAPSHOT_FDS`] (jailed).
+    Fds,
+}
 
 impl HullVmm {
     /// The extra arguments every VM gets (they shape the VM: part of a template's key).
@@ -229,14 +239,25 @@ impl HullVmm {
         hv.start(config)
     }
 
-    /// The arguments restoring the snapshot in `snapshot` with `config`'s host-side ends (its
-    /// sizing and images are the snapshot's; devices must match it).
+    /// The arguments restoring the snapshot `at` with `config`'s host-side ends (its sizing and
+    /// images are the snapshot's; devices must match it); `memory_checked` when that memory
+    /// file's checksum is known to match (`crate::template::verified`).
     pub fn restore_args(
         &self,
-        snapshot: &Path,
+        at: SnapshotAt<'_>,
+        memory_checked: bool,
         config: &VmConfig,
     ) -> Result<Vec<OsString>, VmError> {
-        let mut args: Vec<OsString> = vec!["--restore".into(), snapshot.into()];
+        let mut args: Vec<OsString> = match at {
+            SnapshotAt::Dir(dir) => vec!["--restore".into(), dir.into()],
+            SnapshotAt::Fds => {
+                let [state, memory] = JAILED_SNAPSHOT_FDS;
+                vec!["--restore-fds".into(), format!("{state},{memory}").into()]
+            }
+        };
+        if memory_checked {
+            args.push("--memory-checked".into());
+        }
         for device in &config.devices {
             match device {
                 Device::Vsock => {
@@ -262,26 +283,39 @@ impl HullVmm {
     }
 
     /// Starts hull-vmm restoring the snapshot in `snapshot` (a template) with `config`'s
-    /// host-side ends, jailed like [`Hypervisor::start`]; the jail sees the snapshot's two files
-    /// at [`JAILED_SNAPSHOT`].
-    pub fn restore(&self, snapshot: &Path, config: &VmConfig) -> Result<Box<dyn Vm>, VmError> {
-        self.launch(config, Some(snapshot))
+    /// host-side ends, jailed like [`Hypervisor::start`]; a jailed one gets the snapshot's two
+    /// files as descriptors the jailer opens as root ([`JAILED_SNAPSHOT_FDS`]), so they may be
+    /// root-only. `memory_checked`: see [`HullVmm::restore_args`].
+    pub fn restore(
+        &self,
+        snapshot: &Path,
+        memory_checked: bool,
+        config: &VmConfig,
+    ) -> Result<Box<dyn Vm>, VmError> {
+        self.launch(config, Some((snapshot, memory_checked)))
     }
 
     /// Spawns hull-vmm for `config`, booting it or (with `snapshot`) restoring that snapshot;
-    /// jailed when a jailer is configured, with the snapshot's two files bound into the jail.
-    fn launch(&self, config: &VmConfig, snapshot: Option<&Path>) -> Result<Box<dyn Vm>, VmError> {
+    /// jailed when a jailer is configured, with the snapshot's two files passed as descriptors.
+    fn launch(
+        &self,
+        config: &VmConfig,
+        snapshot: Option<(&Path, bool)>,
+    ) -> Result<Box<dyn Vm>, VmError> {
         config.validate()?;
         let binary = self.resolve_binary()?;
         let vsock = config.devices.contains(&Device::Vsock);
-        // The arguments for `config` as the VMM sees it, with the snapshot at `seen`.
-        let args = |config: &VmConfig, seen: &Path| match snapshot {
+        // The arguments for `config` as the VMM sees it, with the snapshot `at`.
+        let args = |config: &VmConfig, at: SnapshotAt<'_>| match snapshot {
             None => self.args(config),
-            Some(_) => self.restore_args(seen, config),
+            Some((_, checked)) => self.restore_args(at, checked, config),
         };
         let process = match &self.jail.jailer {
             None => {
-                let args = args(config, snapshot.unwrap_or(Path::new("")))?;
+                let args = args(
+                    config,
+                    SnapshotAt::Dir(snapshot.map_or(Path::new(""), |s| s.0)),
+                )?;
                 if vsock {
                     jailed::private_dir(&vsock_dir(&config.run_dir))?;
                 }
@@ -292,18 +326,18 @@ impl HullVmm {
             }
             Some(jailer) => {
                 let (mut jail, view) = self.jail(config, &binary)?;
-                if let Some(snapshot) = snapshot {
-                    for name in [crate::template::STATE_FILE, crate::template::MEMORY_FILE] {
-                        jail.bind(
-                            snapshot.join(name),
-                            Path::new(JAILED_SNAPSHOT).join(name),
-                            false,
-                        );
+                if let Some((snapshot, _)) = snapshot {
+                    let names = [crate::template::STATE_FILE, crate::template::MEMORY_FILE];
+                    for (name, fd) in names.into_iter().zip(JAILED_SNAPSHOT_FDS) {
+                        jail.files.push(crate::jail::JailFile {
+                            host: snapshot.join(name),
+                            fd,
+                        });
                     }
                 }
                 VmmProcess::spawn_jailed(
                     Path::new(JAILED_BINARY),
-                    args(&view, Path::new(JAILED_SNAPSHOT))?,
+                    args(&view, SnapshotAt::Fds)?,
                     &config.run_dir,
                     config.netns(),
                     Some((jailer, &jail)),

@@ -136,7 +136,21 @@ fn pods_start_from_one_template() {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600, "record mode {mode:o}");
+        // The snapshot files are root-only too: the jailed VMM got them as descriptors.
+        for name in [template::STATE_FILE, MEMORY_FILE] {
+            let mode = std::fs::metadata(made[0].join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name} mode {mode:o}");
+        }
     }
+    // That restore checked the memory file and marked it so: the next ones skip the checksum.
+    assert!(
+        made[0].join(template::verified::MARK).is_file(),
+        "{}",
+        c.explain(&out)
+    );
     c.assert_clean("first", Duration::from_secs(15));
 
     // Two pods from the one template: their own entropy and the host's clock.
@@ -164,6 +178,11 @@ fn pods_start_from_one_template() {
         templates(&templates_root),
         made,
         "the template was made once"
+    );
+    assert!(
+        c.log().contains("memory_checked=true"),
+        "later restores skip the memory checksum: {}",
+        c.log()
     );
 
     // Exec into a restored pod.

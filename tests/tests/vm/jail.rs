@@ -202,6 +202,7 @@ fn a_jailer_killed_while_it_builds_the_jail_leaves_no_vmm() {
         tap: None,
         max_open_files: 64,
         cgroups: vec![],
+        files: vec![],
     })
     .unwrap();
     // A duration no other sleep on the host has: the VMMs of this test are told apart by it.
@@ -246,6 +247,65 @@ fn a_jailer_killed_while_it_builds_the_jail_leaves_no_vmm() {
         assert!(Instant::now() < deadline, "the VMM outlived its jailer");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// A root-only file handed to the jail as a descriptor (`JailConfig::files`, how a jailed
+/// hull-vmm gets a template's snapshot): the unprivileged process reads it at its descriptor,
+/// and cannot open it by name even where it can see it.
+#[test]
+fn a_root_only_file_reaches_the_jail_as_a_descriptor_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let jailer = hull_tests::jailer_binary();
+    if !jailer.is_file() {
+        hull_tests::skip_or_fail(&format!(
+            "no jailer at {} (run scripts/build.sh)",
+            jailer.display()
+        ));
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let secret = files.path().join("state");
+    std::fs::write(&secret, b"root-only bytes").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut config = jail::JailConfig::new(root.path().join("jail"), root.path());
+    std::fs::create_dir(&config.root).unwrap();
+    config.uid = 65534;
+    config.gid = 65534;
+    // The file's directory bound too: by name it stays closed to the jail's uid.
+    config.bind(files.path(), "/vm/files", false);
+    config.files = vec![jail::JailFile {
+        host: secret.clone(),
+        fd: 4,
+    }];
+    let script = "id -u; cat <&4; echo; cat /vm/files/state 2>/dev/null || echo refused";
+    let out = jail::command(
+        &jailer,
+        &config,
+        std::path::Path::new("/bin/sh"),
+        vec!["-c".into(), script.into()],
+    )
+    .unwrap()
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "65534\nroot-only bytes\nrefused\n");
+    // A symlink is not followed.
+    let link = files.path().join("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    config.files[0].host = link;
+    let out = jail::command(&jailer, &config, std::path::Path::new("/bin/true"), vec![])
+        .unwrap()
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open"), "{stderr}");
 }
 
 #[test]

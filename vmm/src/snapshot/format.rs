@@ -4,7 +4,11 @@
 //!   header ([`Header`], JSON: hull version, sizes and CRC-32s of the body and of the memory file),
 //!   then the body (the VM's state, JSON, [`super::VmState`]);
 //! - `memory`: guest RAM as the memfd holds it (the regions of [`crate::layout`] one after the
-//!   other), mapped `MAP_PRIVATE` on restore.
+//!   other), sparse (a hole for each page of zeros, [`super::sparse`]), mapped `MAP_PRIVATE` on
+//!   restore or copied into a memfd by its data extents.
+//!
+//! Format 2 (this one) has the sparse memory file and its page checksum; format 1 (a whole
+//! memory file, a CRC-32 of every byte) is refused as another format: make the snapshot again.
 //!
 //! Everything is checked before anything is used: a wrong magic, another format or hull version,
 //! a file shorter or longer than its header says, or a checksum that does not match is refused
@@ -13,7 +17,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +26,7 @@ use super::SnapshotError;
 /// The first bytes of a `state` file.
 pub const MAGIC: &[u8; 8] = b"HULLSNAP";
 /// The format this hull-vmm writes and reads. Bump it when the body or header changes shape.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// The hull version written into (and required from) a snapshot.
 pub const HULL_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// Largest header accepted (it is a few hundred bytes).
@@ -46,7 +50,8 @@ pub struct Header {
     pub state_crc32: u32,
     /// Length of the memory file.
     pub memory_len: u64,
-    /// CRC-32 of the memory file.
+    /// The memory file's checksum: CRC-32 of its pages that are not all zeros, each preceded by
+    /// its index ([`super::sparse::PageCrc`]).
     pub memory_crc32: u32,
 }
 
@@ -67,7 +72,7 @@ pub fn encode_state(header: &Header, body: &[u8]) -> Vec<u8> {
 }
 
 /// Decodes and checks a `state` file's bytes: returns the header and the body (whose checksum
-/// matched). The memory file is checked separately ([`check_memory`]).
+/// matched). The memory file is checked separately ([`SnapshotFiles::check_memory`]).
 pub fn decode_state(bytes: &[u8]) -> Result<(Header, &[u8]), SnapshotError> {
     let truncated = |expected: u64| SnapshotError::Truncated {
         what: "state",
@@ -142,18 +147,106 @@ pub fn decode_state(bytes: &[u8]) -> Result<(Header, &[u8]), SnapshotError> {
     Ok((header, body))
 }
 
-/// Reads `dir/state` and checks it ([`decode_state`]); returns the header and the body.
-pub fn read_state(dir: &Path) -> Result<(Header, Vec<u8>), SnapshotError> {
-    let path = dir.join(STATE_FILE);
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let (header, body) = decode_state(&bytes)?;
-    Ok((header, body.to_vec()))
+/// A snapshot's two files, open: from its directory, or handed over as descriptors by whoever
+/// could open them (hull's jailer opens a root-only template as root and passes them to the
+/// jailed VMM, `--restore-fds`).
+#[derive(Debug)]
+pub struct SnapshotFiles {
+    /// What the files are called in messages (the directory, or the descriptors).
+    pub name: PathBuf,
+    /// The `state` file.
+    pub state: File,
+    /// The `memory` file.
+    pub memory: File,
 }
 
-/// Checks that `dir/memory` has the length the header says.
-pub fn check_memory_len(dir: &Path, header: &Header) -> Result<(), SnapshotError> {
-    let path = dir.join(MEMORY_FILE);
-    let len = std::fs::metadata(&path).map_err(io(&path))?.len();
+impl SnapshotFiles {
+    /// Opens `dir/state` and `dir/memory` (read-only).
+    pub fn open(dir: &Path) -> Result<Self, SnapshotError> {
+        let open = |name: &str| {
+            let path = dir.join(name);
+            File::open(&path).map_err(io(&path))
+        };
+        Ok(Self {
+            name: dir.to_path_buf(),
+            state: open(STATE_FILE)?,
+            memory: open(MEMORY_FILE)?,
+        })
+    }
+
+    /// Takes over the open descriptors `state` and `memory` (inherited, read-only), checking
+    /// that they are open regular files.
+    pub fn from_fds(state: i32, memory: i32) -> Result<Self, SnapshotError> {
+        let take = |fd: i32, what: &str| -> Result<File, SnapshotError> {
+            let name = PathBuf::from(format!("descriptor {fd} ({what})"));
+            if fd < 3 || state == memory {
+                return Err(SnapshotError::Io(
+                    name,
+                    std::io::Error::other("not a descriptor of its own above 2"),
+                ));
+            }
+            // SAFETY: F_GETFD only asks whether `fd` is open.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(SnapshotError::Io(name, std::io::Error::last_os_error()));
+            }
+            // SAFETY: `fd` is open (checked above), was handed to this process to own, and is
+            // taken over exactly once (the two differ).
+            let file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+            // Not passed on to anything this process starts.
+            // SAFETY: F_SETFD on a descriptor this process owns.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            match file.metadata() {
+                Ok(m) if m.is_file() => Ok(file),
+                Ok(_) => Err(SnapshotError::Io(
+                    name,
+                    std::io::Error::other("not a regular file"),
+                )),
+                Err(e) => Err(SnapshotError::Io(name, e)),
+            }
+        };
+        Ok(Self {
+            name: PathBuf::from(format!("descriptors {state},{memory}")),
+            state: take(state, STATE_FILE)?,
+            memory: take(memory, MEMORY_FILE)?,
+        })
+    }
+
+    /// Reads the state file and checks it ([`decode_state`]); returns the header and the body.
+    pub fn read_state(&self) -> Result<(Header, Vec<u8>), SnapshotError> {
+        let path = self.name.join(STATE_FILE);
+        let mut bytes = Vec::new();
+        (&self.state)
+            .take(MAX_BODY + u64::from(MAX_HEADER) + 16 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(io(&path))?;
+        let (header, body) = decode_state(&bytes)?;
+        Ok((header, body.to_vec()))
+    }
+
+    /// Checks that the memory file has the length the header says.
+    pub fn check_memory_len(&self, header: &Header) -> Result<(), SnapshotError> {
+        let path = self.name.join(MEMORY_FILE);
+        let len = self.memory.metadata().map_err(io(&path))?.len();
+        memory_len_fits(len, header)
+    }
+
+    /// Checks the memory file against the header: its length, then its checksum (its data
+    /// extents read once, 1 MiB at a time).
+    pub fn check_memory(&self, header: &Header) -> Result<(), SnapshotError> {
+        self.check_memory_len(header)?;
+        let crc = super::sparse::scan(&self.memory, header.memory_len, |_, _| Ok(()))
+            .map_err(io(&self.name.join(MEMORY_FILE)))?;
+        check_memory_crc(header, crc)
+    }
+}
+
+/// Reads `dir/state` and checks it ([`decode_state`]); returns the header and the body.
+pub fn read_state(dir: &Path) -> Result<(Header, Vec<u8>), SnapshotError> {
+    SnapshotFiles::open(dir)?.read_state()
+}
+
+/// A memory file of `len` bytes against the length the header promises.
+fn memory_len_fits(len: u64, header: &Header) -> Result<(), SnapshotError> {
     if len < header.memory_len {
         return Err(SnapshotError::Truncated {
             what: "memory",
@@ -184,22 +277,10 @@ pub fn check_memory_crc(header: &Header, found: u32) -> Result<(), SnapshotError
     }
 }
 
-/// Checks `dir/memory` against the header: its length, then its CRC-32 (read once, 1 MiB at a
-/// time).
+/// Checks `dir/memory` against the header: its length, then its checksum
+/// ([`SnapshotFiles::check_memory`]).
 pub fn check_memory(dir: &Path, header: &Header) -> Result<(), SnapshotError> {
-    check_memory_len(dir, header)?;
-    let path = dir.join(MEMORY_FILE);
-    let mut f = File::open(&path).map_err(io(&path))?;
-    let mut h = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io(&path))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    check_memory_crc(header, h.finalize())
+    SnapshotFiles::open(dir)?.check_memory(header)
 }
 
 /// Writes `dir/state` (through a temporary file renamed into place, after `fsync`).
@@ -301,14 +382,16 @@ mod tests {
     #[test]
     fn the_memory_file_is_checked_for_length_and_checksum() {
         let dir = tempfile::tempdir().unwrap();
-        let mem = vec![0x5au8; 3 << 20];
+        let mut mem = vec![0x5au8; 3 << 20];
+        mem[4096..8192].fill(0);
         std::fs::write(dir.path().join(MEMORY_FILE), &mem).unwrap();
+        std::fs::write(dir.path().join(STATE_FILE), b"").unwrap();
         let mut header = Header {
             hull_version: HULL_VERSION.into(),
             state_len: 0,
             state_crc32: 0,
             memory_len: mem.len() as u64,
-            memory_crc32: crc32fast::hash(&mem),
+            memory_crc32: super::super::sparse::PageCrc::of(&mem),
         };
         check_memory(dir.path(), &header).unwrap();
         header.memory_crc32 ^= 1;

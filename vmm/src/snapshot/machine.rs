@@ -2,7 +2,6 @@
 //! writing of a whole snapshot (memory file, then state file) into a directory.
 
 use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use kvm_bindings::{
@@ -94,12 +93,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SnapshotError + '_ {
     move |e| SnapshotError::Io(path.to_path_buf(), e)
 }
 
-/// Writes guest RAM to `path`, region after region (the memfd's layout); returns its length and
-/// CRC-32.
+/// Writes guest RAM to `path`, region after region (the memfd's layout), with a hole for every
+/// page of zeros ([`super::sparse`]); returns its length and checksum.
 fn write_memory(path: &Path, mem: &GuestMemory) -> Result<(u64, u32), SnapshotError> {
-    let mut f = File::create(path).map_err(io(path))?;
-    let mut crc = crc32fast::Hasher::new();
-    let mut len = 0u64;
+    // A file there is replaced, never written into: its old data would fill the holes.
+    let _ = std::fs::remove_file(path);
+    let f = File::create(path).map_err(io(path))?;
+    let mut parts = Vec::new();
     for region in mem.iter() {
         let size = usize::try_from(region.len()).map_err(|_| {
             SnapshotError::Shape(format!(
@@ -111,13 +111,11 @@ fn write_memory(path: &Path, mem: &GuestMemory) -> Result<(u64, u32), SnapshotEr
         // call. Nothing writes guest RAM while it is read here: every vCPU is paused, the event
         // loop (the in-process devices) is this thread, and a virtio-fs device is only saved
         // before its driver made any request (virtiofsd writes only into request buffers).
-        let bytes = unsafe { std::slice::from_raw_parts(region.as_ptr().cast_const(), size) };
-        crc.update(bytes);
-        f.write_all(bytes).map_err(io(path))?;
-        len += region.len();
+        parts.push(unsafe { std::slice::from_raw_parts(region.as_ptr().cast_const(), size) });
     }
+    let (len, crc) = super::sparse::write(&f, &parts).map_err(io(path))?;
     f.sync_all().map_err(io(path))?;
-    Ok((len, crc.finalize()))
+    Ok((len, crc))
 }
 
 /// Writes a whole snapshot of `state` and `mem` into `dir` (created if missing; files there are
@@ -146,16 +144,20 @@ pub fn write_snapshot(
 /// Reads and checks the snapshot in `dir`: header, body checksum, memory length and checksum,
 /// and that the parts fit together.
 pub fn read_snapshot(dir: &Path) -> Result<VmState, SnapshotError> {
-    let (state, header) = read_snapshot_state(dir)?;
-    format::check_memory(dir, &header)?;
+    let files = format::SnapshotFiles::open(dir)?;
+    let (state, header) = read_snapshot_state(&files)?;
+    files.check_memory(&header)?;
     Ok(state)
 }
 
 /// [`read_snapshot`] but for the memory checksum, which the caller checks (a restore that
-/// copies the memory computes it on the way, in the same pass); returns the header too.
-pub fn read_snapshot_state(dir: &Path) -> Result<(VmState, Header), SnapshotError> {
-    let (header, body) = format::read_state(dir)?;
-    format::check_memory_len(dir, &header)?;
+/// copies the memory computes it on the way, in the same pass) or knows checked; returns the
+/// header too.
+pub fn read_snapshot_state(
+    files: &format::SnapshotFiles,
+) -> Result<(VmState, Header), SnapshotError> {
+    let (header, body) = files.read_state()?;
+    files.check_memory_len(&header)?;
     let state: VmState =
         serde_json::from_slice(&body).map_err(|e| SnapshotError::Body(e.to_string()))?;
     state.check(header.memory_len)?;

@@ -6,13 +6,14 @@
 //!
 //! [`format`] has the files and their checked header, [`pause`] how vCPU threads are stopped at
 //! a safe point, [`vcpu_state`] one vCPU's state, [`machine`] the VM-wide state and the memory
-//! file, [`control`] the control socket (`--api-sock`) that asks for a snapshot. Restoring is
+//! file, [`sparse`] how the memory file is written with holes and read by its data extents, [`control`] the control socket (`--api-sock`) that asks for a snapshot. Restoring is
 //! `Vmm::restore` (in `crate::vmm`).
 
 pub mod control;
 pub mod format;
 pub mod machine;
 pub mod pause;
+pub mod sparse;
 pub mod vcpu_state;
 
 use std::path::PathBuf;
@@ -34,7 +35,10 @@ pub enum SnapshotError {
     #[error("not a hull snapshot (the state file does not start with HULLSNAP)")]
     NotASnapshot,
     /// Another format version.
-    #[error("snapshot format version {found}; this hull-vmm reads format version {supported}")]
+    #[error(
+        "snapshot format version {found}; this hull-vmm reads format version {supported}: make \
+         the snapshot again"
+    )]
     FormatVersion {
         /// In the file.
         found: u32,

@@ -16,7 +16,7 @@ use crate::devices::virtio::balloon::PAGE_SHIFT;
 use crate::devices::ExitSignal;
 use crate::memory;
 use crate::snapshot::control::{self, Command};
-use crate::snapshot::format::{self, MEMORY_FILE};
+use crate::snapshot::format::{self, SnapshotFiles};
 use crate::snapshot::{machine, vcpu_state, MachineState, Shape, SnapshotError, VmState};
 
 /// What a restored VM gets from its new process rather than from the snapshot: its host-side
@@ -36,6 +36,10 @@ pub struct RestoreConfig {
     pub api_sock: Option<PathBuf>,
     /// Install the seccomp filters.
     pub seccomp: bool,
+    /// The memory file's checksum is known to match (its owner checked this very file, by its
+    /// identity, in an earlier restore: `--memory-checked`): only its length is checked, and
+    /// without virtio-fs nothing of it is read before the guest touches it.
+    pub memory_checked: bool,
 }
 
 /// The make-up of the VM `config` describes, booted with `cmdline`.
@@ -134,23 +138,32 @@ impl Vmm {
     /// Builds the VM saved in `dir` (checked first: header, versions, sizes, checksums, shape),
     /// ready to [`Vmm::run`] from where it was paused.
     pub fn restore(dir: &Path, rc: &RestoreConfig) -> Result<Self, VmmError> {
-        let (state, header) = machine::read_snapshot_state(dir)?;
-        let config = restored_config(dir, &state.shape, rc)?;
+        Self::restore_files(&SnapshotFiles::open(dir)?, rc)
+    }
+
+    /// [`Vmm::restore`] from a snapshot's open files.
+    pub fn restore_files(files: &SnapshotFiles, rc: &RestoreConfig) -> Result<Self, VmmError> {
+        let (state, header) = machine::read_snapshot_state(files)?;
+        let config = restored_config(&files.name, &state.shape, rc)?;
         let kvm = open_kvm()?;
         let vm = create_vm(&kvm)?;
-        let path = dir.join(MEMORY_FILE);
-        let file = std::fs::File::open(&path).map_err(|e| SnapshotError::Io(path, e))?;
+        let file = &files.memory;
         // A vhost-user backend maps guest RAM: it must be a shared memfd, so a VM with
-        // virtio-fs gets a copy; otherwise the file is mapped privately and its pages shared.
-        // Either way the memory checksum is checked before any device exists.
+        // virtio-fs gets a copy of the file's data; otherwise the file is mapped privately and
+        // its pages shared. Either way the memory checksum is checked before any device exists,
+        // unless the caller knows it matches.
         let mem = if config.fs.is_some() {
-            // One pass over the file: the copy computes the checksum.
-            let (mem, crc) = memory::copy_of(&file, config.mem_bytes())?;
-            format::check_memory_crc(&header, crc)?;
+            // One pass over the file's data: the copy computes the checksum.
+            let (mem, crc) = memory::copy_of(file, config.mem_bytes(), !rc.memory_checked)?;
+            if let Some(crc) = crc {
+                format::check_memory_crc(&header, crc)?;
+            }
             mem
         } else {
-            format::check_memory(dir, &header)?;
-            memory::map_private(&file, config.mem_bytes())?
+            if !rc.memory_checked {
+                files.check_memory(&header)?;
+            }
+            memory::map_private(file, config.mem_bytes())?
         };
         super::add_guest_memory(&vm, &mem)?;
         let exit = ExitSignal::new().map_err(os("create the exit eventfd"))?;
