@@ -2,9 +2,9 @@
 //! hull-vmm, docs/snapshot.md). Where hull-vmm runs (the nested-KVM tier): the template is made
 //! once by the first pod and superseded templates are pruned then; `ctr run --rm` from it keeps
 //! exit codes and stdio apart and a read-write volume's write reaches the host; exec into a
-//! restored pod; two pods from one template read different `/dev/urandom` bytes and the host's
-//! time; a template damaged (its size, or one byte of its memory) is refused and the pod boots;
-//! killing a restored VMM under a task cleans up.
+//! restored pod, whose balloon takes a target; two pods from one template read different
+//! `/dev/urandom` bytes and the host's time; a template damaged (its size, or one byte of its
+//! memory) is refused and the pod boots; killing a restored VMM under a task cleans up.
 //! Where hull-vmm cannot run (the host tier), `hull check` says pods boot and why, and `hull
 //! template create` refuses with the reason.
 
@@ -202,6 +202,10 @@ fn pods_start_from_one_template() {
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", c.explain(&out));
     assert_eq!(text(&out.stdout), "in-pod\n");
+    // A restored pod has the balloon a booted pod has: its control socket takes a target.
+    let balloon = hull_runtime::vm::balloon::set_target(&c.run_dir().join("exec"), 0)
+        .unwrap_or_else(|e| panic!("the restored pod's balloon: {e}"));
+    assert_eq!((balloon.target_mib, balloon.guest_mib), (0, 256));
 
     // Killing a restored VMM under its task: the task ends with 137 and nothing is left.
     let pids = PodPids::of(&c, "exec");
