@@ -5,6 +5,7 @@
 //! (a unicast address the protocol checked) before it goes up.
 
 use std::net::IpAddr;
+use std::path::Path;
 
 use futures::TryStreamExt;
 use hull_protocol::network::{format_mac, PodNetwork};
@@ -116,23 +117,33 @@ async fn apply(handle: &Handle, net: &PodNetwork) -> Result<(), NetworkError> {
 struct Link {
     index: u32,
     mac: Option<Vec<u8>>,
-    ether: bool,
+    /// An Ethernet link backed by a device (the virtio-net NIC), not a virtual one the kernel
+    /// makes by itself (`dummy0`, tunnel fallback devices): only such a link may take a MAC.
+    nic: bool,
 }
 
 impl Link {
     fn of(link: &LinkMessage) -> Self {
+        let ether = link.header.link_layer_type == LinkLayerType::Ether;
+        let device = link_name(link).is_some_and(|name| {
+            Path::new("/sys/class/net")
+                .join(name)
+                .join("device")
+                .exists()
+        });
         Self {
             index: link.header.index,
             mac: link_mac(link).map(<[u8]>::to_vec),
-            ether: link.header.link_layer_type == LinkLayerType::Ether,
+            nic: ether && device,
         }
     }
 }
 
 /// The guest link for each MAC of `wanted` (distinct unicast MACs: the protocol checked them),
 /// and whether it must take that MAC first. A link that has the MAC is that NIC's. A NIC whose
-/// MAC no link has takes the first Ethernet link no other NIC claims: a pod restored from a
-/// template whose NIC still has the template's MAC. No such link: `NoSuchInterface`.
+/// MAC no link has takes the first device-backed Ethernet link no other NIC claims: a pod
+/// restored from a template whose NIC still has the template's MAC. No such link:
+/// `NoSuchInterface`.
 fn assign(links: &[Link], wanted: &[[u8; 6]]) -> Result<Vec<(u32, bool)>, NetworkError> {
     let has = |link: &Link, mac: &[u8; 6]| link.mac.as_deref() == Some(&mac[..]);
     let mut taken: Vec<u32> = links
@@ -148,7 +159,7 @@ fn assign(links: &[Link], wanted: &[[u8; 6]]) -> Result<Vec<(u32, bool)>, Networ
         }
         let spare = links
             .iter()
-            .find(|l| l.ether && !taken.contains(&l.index))
+            .find(|l| l.nic && !taken.contains(&l.index))
             .ok_or_else(|| NetworkError::NoSuchInterface(format_mac(*mac)))?;
         taken.push(spare.index);
         out.push((spare.index, true));
@@ -224,11 +235,11 @@ mod tests {
     const POD: [u8; 6] = [0x02, 0x42, 0x0a, 0x58, 0x00, 0x05];
     const TEMPLATE: [u8; 6] = [0x02, 0x68, 0x75, 0x6c, 0x6c, 0x00];
 
-    fn link(index: u32, mac: Option<[u8; 6]>, ether: bool) -> Link {
+    fn link(index: u32, mac: Option<[u8; 6]>, nic: bool) -> Link {
         Link {
             index,
             mac: mac.map(|m| m.to_vec()),
-            ether,
+            nic,
         }
     }
 
@@ -242,10 +253,15 @@ mod tests {
         assert_eq!(assign(&links, &[POD]).unwrap(), [(2, false)]);
     }
 
+    /// The guest kernel makes `dummy0` (an Ethernet link of no device) before the NIC: it is
+    /// never the one that takes the pod's MAC (seen in the nested tier: the pod's address went
+    /// to `dummy0`).
     #[test]
-    fn a_restored_nic_takes_the_pods_mac() {
-        let links = [lo(), link(2, Some(TEMPLATE), true)];
-        assert_eq!(assign(&links, &[POD]).unwrap(), [(2, true)]);
+    fn a_restored_nic_takes_the_pods_mac_and_a_virtual_link_never_does() {
+        let dummy = link(2, Some([0x6a, 1, 2, 3, 4, 5]), false);
+        let links = [lo(), dummy, link(3, Some(TEMPLATE), true)];
+        assert_eq!(assign(&links, &[POD]).unwrap(), [(3, true)]);
+        assert!(assign(&links[..2], &[POD]).is_err());
     }
 
     #[test]
