@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hull_runtime::images::GuestImages;
-use hull_runtime::sandbox::{hostname_arg, SandboxVm, SandboxVmConfig};
+use hull_runtime::sandbox::{SandboxVm, SandboxVmConfig};
 use hull_runtime::share::CacheMode;
 use hull_runtime::shim::config::{HullConfig, HypervisorChoice};
 use hull_runtime::template::create::{create, TemplateSpec};
@@ -90,15 +90,13 @@ async fn measure(runs: usize, pods: usize) -> anyhow::Result<StartResults> {
         confine_host: false,
         template_root: template.then(|| templates.clone()),
     };
-    let mut cmdline = config.kernel_params.clone();
-    cmdline.extend(hostname_arg());
-    let spec = TemplateSpec {
-        images: images.clone(),
-        vcpus: config.default_vcpus,
-        memory_mib: config.default_memory_mib,
-        cmdline,
-        share: true,
-    };
+    let spec = TemplateSpec::for_pods(
+        images.clone(),
+        (config.default_vcpus, config.default_memory_mib),
+        &config.kernel_params,
+        true,
+        false,
+    );
     let hull_vmm = hv
         .as_hull_vmm()
         .context("the configured backend is not hull-vmm")?;

@@ -136,6 +136,11 @@ pub fn format_mac(mac: [u8; 6]) -> String {
     format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
 }
 
+/// Whether `mac` is one a NIC may have: not multicast (nor broadcast), not all zeros.
+pub fn is_unicast(mac: [u8; 6]) -> bool {
+    mac[0] & 1 == 0 && mac != [0; 6]
+}
+
 /// Parses a MAC address written as six `:`-separated pairs of hex digits.
 pub fn parse_mac(text: &str) -> Result<[u8; 6], NetworkError> {
     let mut mac = [0u8; 6];
@@ -165,8 +170,14 @@ impl PodNetwork {
             if !MTU_RANGE.contains(&nic.mtu) {
                 return Err(invalid("MTU", nic.mtu));
             }
+            let mac = parse_mac(&nic.mac)?;
+            // The guest may give its NIC this address (a restored pod's NIC still has the
+            // template's): only one a NIC may have, and one per NIC.
+            if !is_unicast(mac) || interfaces.iter().any(|i: &Interface| i.mac == mac) {
+                return Err(invalid("interface MAC", &nic.mac));
+            }
             interfaces.push(Interface {
-                mac: parse_mac(&nic.mac)?,
+                mac,
                 mtu: nic.mtu,
                 addresses: nic
                     .addresses
@@ -287,6 +298,33 @@ mod tests {
         ] {
             assert!(parse_mac(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// The guest may set its NIC's address from a request: only a unicast one, once.
+    #[test]
+    fn interface_macs_are_unicast_and_distinct() {
+        assert!(is_unicast(MAC));
+        for bad in [
+            "00:00:00:00:00:00",
+            "ff:ff:ff:ff:ff:ff",
+            "01:00:5e:00:00:01",
+            "33:33:00:00:00:01",
+            "03:42:0a:58:00:05",
+        ] {
+            let mut req = pod().to_request();
+            req.interfaces[0].mac = bad.into();
+            for r in &mut req.routes {
+                r.interface_mac = bad.into();
+            }
+            let err = PodNetwork::from_request(&req).unwrap_err().to_string();
+            assert!(err.contains("interface MAC"), "{bad}: {err}");
+        }
+        let mut req = pod().to_request();
+        req.interfaces.push(req.interfaces[0].clone());
+        assert!(
+            PodNetwork::from_request(&req).is_err(),
+            "the same MAC twice"
+        );
     }
 
     #[test]

@@ -349,27 +349,34 @@ fn start_check(config: &HullConfig) -> Check {
         return check("start", Outcome::Ok, detail, None);
     }
     let hv = start_mode::hull_vmm_backend(config);
-    let found = start_mode::default_spec(config)
-        .inputs(&hv, &config.template_dir)
-        .and_then(|inputs| template::lookup(&config.template_dir, &inputs));
-    match found {
-        Ok(Lookup::Ready(t)) => {
-            detail.push_str(&format!("; template {} ready", t.record.key));
-            check("start", Outcome::Ok, detail, None)
+    let mut refused = None;
+    for (nic, what) in [(false, "no NIC"), (true, "NIC")] {
+        let found = start_mode::default_spec(config, nic)
+            .inputs(&hv, &config.template_dir)
+            .and_then(|inputs| template::lookup(&config.template_dir, &inputs));
+        match found {
+            Ok(Lookup::Ready(t)) => {
+                detail.push_str(&format!("; template {} ({what}) ready", t.record.key));
+            }
+            Ok(Lookup::Missing) => {
+                detail.push_str(&format!("; the {what} template is not made yet"));
+            }
+            Err(e) => {
+                detail.push_str(&format!(
+                    "; the {what} template is refused, its pods boot: {e}"
+                ));
+                refused = Some(());
+            }
         }
-        Ok(Lookup::Missing) => {
-            detail.push_str("; the default template is not made yet");
-            check("start", Outcome::Ok, detail, None)
-        }
-        Err(e) => {
-            detail.push_str(&format!("; the template is refused, pods boot: {e}"));
-            check(
-                "start",
-                Outcome::Warn,
-                detail,
-                Some("hull template create (as root) makes it again"),
-            )
-        }
+    }
+    match refused {
+        None => check("start", Outcome::Ok, detail, None),
+        Some(()) => check(
+            "start",
+            Outcome::Warn,
+            detail,
+            Some("hull template create (as root) makes them again"),
+        ),
     }
 }
 

@@ -600,7 +600,8 @@ fn a_restored_guest_hands_its_virtio_fs_queues_to_a_fresh_virtiofsd() {
 
 /// The control socket's `balloon MIB` (issue 18): a VM with `--balloon` takes a target (the
 /// counting guest has no balloon driver, so nothing is inflated: `actual` stays 0), a target
-/// beyond guest RAM or a VM without a balloon is refused, and the VM runs on either way.
+/// beyond guest RAM or a VM without a balloon is refused, and the VM runs on either way. A VM
+/// with a balloon snapshots and restores with it (issue 19).
 #[test]
 fn the_control_socket_sets_a_balloon_target() {
     if !kvm_available() {
@@ -623,11 +624,29 @@ fn the_control_socket_sets_a_balloon_target() {
     );
     let more = with.console().len() + 50;
     with.wait_console(more);
+    // A VM with a balloon is snapshotted with it (issue 19); its restore carries on counting
+    // and takes targets on its own control socket.
+    let snap = dir.path().join("snap");
+    let answer = with.request(&format!("snapshot {}", snap.display()));
+    assert!(answer.starts_with("OK snapshot "), "{answer}");
+    let steps = with.console().len();
+    let mut restored = restore(dir.path(), "restored", &snap);
+    let counted = restored.wait_console(50);
+    assert_eq!(
+        first_break(&counted, steps as u64 + 1),
+        None,
+        "{}",
+        restored.stderr()
+    );
+    assert_eq!(
+        restored.request("balloon 8"),
+        "OK balloon target=8 actual=0 guest=16"
+    );
     let mut without = Vmm::start(dir.path(), "without", &args);
     without.wait_console(50);
     let refused = without.request("balloon 4");
     assert!(refused.contains("no balloon"), "{refused}");
-    for vm in [with, without] {
+    for vm in [with, without, restored] {
         let (code, stderr) = vm.stop();
         assert_eq!(code, Some(0), "{stderr}");
     }

@@ -194,26 +194,30 @@ fn template(command: TemplateCommand) -> anyhow::Result<()> {
                 bail!("templates need hull-vmm, which cannot run pods on this host: {reason}");
             }
             let hv = start_mode::hull_vmm_backend(&config);
-            let spec = start_mode::default_spec(&config);
-            let started = std::time::Instant::now();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let t = rt
-                .block_on(template::create::create(
-                    root,
-                    &hv,
-                    &spec,
-                    config.boot_timeout(),
-                ))
-                .context("cannot make the template")?;
-            println!(
-                "template {} made in {} ms: {} ({} MiB of memory)",
-                t.record.key,
-                started.elapsed().as_millis(),
-                t.dir.display(),
-                t.record.memory_bytes >> 20
-            );
+            // Both templates of the default shape: pods without a NIC (`ctr run`) and with one
+            // (CRI, every networked pod).
+            for (nic, what) in [(false, "no NIC"), (true, "NIC")] {
+                let spec = start_mode::default_spec(&config, nic);
+                let started = std::time::Instant::now();
+                let t = rt
+                    .block_on(template::create::create(
+                        root,
+                        &hv,
+                        &spec,
+                        config.boot_timeout(),
+                    ))
+                    .with_context(|| format!("cannot make the template ({what})"))?;
+                println!(
+                    "template {} ({what}) made in {} ms: {} ({} MiB of memory)",
+                    t.record.key,
+                    started.elapsed().as_millis(),
+                    t.dir.display(),
+                    t.record.memory_bytes >> 20
+                );
+            }
         }
         TemplateCommand::List => {
             for (key, record) in template::list(root)? {

@@ -42,8 +42,8 @@ pub struct SandboxVmConfig {
     /// starts nothing afterwards: the shim.
     pub confine_host: bool,
     /// Restore a template snapshot kept under this directory instead of booting (made now if
-    /// there is none), when the backend is hull-vmm and the pod has no NIC; boot when it cannot
-    /// (docs/snapshot.md). `None`: boot.
+    /// there is none), when the backend is hull-vmm; boot when it cannot (docs/snapshot.md).
+    /// `None`: boot.
     pub template_root: Option<PathBuf>,
 }
 
@@ -283,16 +283,9 @@ impl SandboxVm {
             Some(netns) => discover_nic(netns)?,
             None => None,
         };
-        if let Some((nic, _)) = &discovered {
-            devices.push(Device::Net {
-                tap: TAP_NAME.to_owned(),
-                mac: crate::vm::MacAddr(nic.veth.mac),
-                netns: nic.netns.clone(),
-            });
-        }
+        pod_devices(discovered.as_ref(), &mut devices);
         // Every pod gives back the memory its guest frees (docs/balloon.md), in blocks from
         // 64 KiB up rather than Linux's 2 MiB.
-        devices.push(Device::Balloon);
         cmdline.push(PAGE_REPORTING_ARG.to_owned());
         let mut vm = hypervisor.start(&VmConfig {
             images: config.images.clone(),
@@ -302,20 +295,9 @@ impl SandboxVm {
             devices,
             run_dir: config.run_dir.clone(),
         })?;
-        // On any error from here, dropping `nic` unwires the pod network, dropping `vm` stops
+        // On any error from here, dropping `wiring` unwires the pod network, dropping `vm` stops
         // the VMM (and with it the tap), and dropping `parts` what the VMM used.
-        let (nic, pod_network) = match discovered {
-            Some((nic, net)) => {
-                wire_tap(vm.as_mut(), &nic)?;
-                (Some(nic), Some(net))
-            }
-            None => (None, None),
-        };
-        // CRI PortForward dials the namespace's loopback: make it lead into the guest (this
-        // runs `iptables`, so before the shim is confined).
-        let forward_listener = nic
-            .as_ref()
-            .and_then(|n| network::port_forward::prepare(&n.netns));
+        let wiring = PodWiring::wire(vm.as_mut(), discovered)?;
         if config.confine_host {
             crate::seccomp::confine_shim()?;
         }
@@ -329,18 +311,14 @@ impl SandboxVm {
             }
         };
         let agent = wait_for_agent(vm.as_mut(), &uds, config.boot_timeout, started).await?;
-        if let Some(net) = &pod_network {
-            agent.configure_network(net).await?;
-        }
-        let port_forward =
-            forward_listener.map(|l| network::port_forward::Forwarder::start(l, uds.clone()));
+        let (network, port_forward) = wiring.finish(&agent, &uds).await?;
         Ok(Self {
             _port_forward: port_forward,
             agent,
             vm,
             parts,
             uds,
-            network: nic,
+            network,
             boot_time: started.elapsed(),
         })
     }
@@ -479,6 +457,72 @@ fn discover_nic(netns: &Path) -> Result<Option<(PodNic, PodNetwork)>, SandboxErr
             },
             net,
         ))),
+    }
+}
+
+/// The devices every pod VM gets after its host parts, booted or restored: the NIC on the pod's
+/// tap (when the pod's namespace has an interface) with the pod's MAC, and the balloon.
+fn pod_devices(discovered: Option<&(PodNic, PodNetwork)>, devices: &mut Vec<Device>) {
+    if let Some((nic, _)) = discovered {
+        devices.push(Device::Net {
+            tap: TAP_NAME.to_owned(),
+            mac: crate::vm::MacAddr(nic.veth.mac),
+            netns: nic.netns.clone(),
+        });
+    }
+    devices.push(Device::Balloon);
+}
+
+/// The pod network's host side while a VM starts: the interface wired to the VM's tap, the
+/// addresses the guest is to get, and the listener CRI port forwarding will use. Dropping it
+/// unwires the interface.
+#[derive(Debug)]
+struct PodWiring {
+    nic: Option<PodNic>,
+    net: Option<PodNetwork>,
+    forward_listener: Option<std::net::TcpListener>,
+}
+
+impl PodWiring {
+    /// Once the VMM runs (booted or restored: it makes the tap either way), wires the pod
+    /// interface to its tap and prepares port forwarding. CRI PortForward dials the
+    /// namespace's loopback: it must lead into the guest (this runs `iptables`, so before the
+    /// shim is confined).
+    fn wire(
+        vm: &mut dyn Vm,
+        discovered: Option<(PodNic, PodNetwork)>,
+    ) -> Result<Self, SandboxError> {
+        let Some((nic, net)) = discovered else {
+            return Ok(Self {
+                nic: None,
+                net: None,
+                forward_listener: None,
+            });
+        };
+        wire_tap(vm, &nic)?;
+        let forward_listener = network::port_forward::prepare(&nic.netns);
+        Ok(Self {
+            nic: Some(nic),
+            net: Some(net),
+            forward_listener,
+        })
+    }
+
+    /// With the agent answering: gives the guest the pod's network (its NIC gets the pod's MAC,
+    /// MTU, addresses and routes) and starts port forwarding into the guest over `uds`.
+    async fn finish(
+        mut self,
+        agent: &AgentClient,
+        uds: &Path,
+    ) -> Result<(Option<PodNic>, Option<network::port_forward::Forwarder>), SandboxError> {
+        if let Some(net) = &self.net {
+            agent.configure_network(net).await?;
+        }
+        let forward = self
+            .forward_listener
+            .take()
+            .map(|l| network::port_forward::Forwarder::start(l, uds.to_owned()));
+        Ok((self.nic.take(), forward))
     }
 }
 

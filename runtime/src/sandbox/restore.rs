@@ -7,13 +7,17 @@
 //! refused one, a damaged snapshot hull-vmm will not restore) falls back to a boot, with the
 //! reason logged. From there on a failure is the pod's. Before the agent's first answer is
 //! trusted with anything, `Personalize` gives the guest fresh entropy, the host's clock and its
-//! share.
+//! share. A pod with a NIC restores a template with one ([`TemplateSpec::nic`]): its tap and
+//! its wiring are a booted pod's ([`PodWiring`]), and `ConfigureNetwork` gives the guest NIC the
+//! pod's MAC in place of the template's.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::{poll_agent, HostParts, SandboxError, SandboxVm, SandboxVmConfig};
-use crate::network;
+use super::{
+    discover_nic, pod_devices, poll_agent, HostParts, PodWiring, SandboxError, SandboxVm,
+    SandboxVmConfig,
+};
 use crate::share;
 use crate::template::create::{get_or_create, TemplateSpec};
 use crate::template::verified;
@@ -57,13 +61,6 @@ pub(super) fn plan<'a>(
             hypervisor.name()
         )));
     };
-    if let Some(netns) = &config.netns {
-        if network::discover(netns)?.is_some() {
-            return Ok(Plan::Boot(
-                "the pod has a NIC (templates have none yet)".into(),
-            ));
-        }
-    }
     Ok(Plan::Restore(hv, root.clone()))
 }
 
@@ -79,15 +76,20 @@ pub(super) async fn start_restored(
     root: &Path,
     started: Instant,
 ) -> Result<SandboxVm, Failure> {
-    let mut cmdline = config.cmdline.clone();
-    cmdline.extend(super::hostname_arg());
-    let spec = TemplateSpec {
-        images: config.images.clone(),
-        vcpus: config.vcpus,
-        memory_mib: config.memory_mib,
-        cmdline: cmdline.clone(),
-        share: config.share.is_some(),
+    // A pod with a NIC restores the template with one: the tap is the pod's (hull-vmm makes it
+    // in the pod's namespace as it restores), the guest NIC's MAC the template's until the
+    // agent sets the pod's (`ConfigureNetwork`).
+    let discovered = match &config.netns {
+        Some(netns) => discover_nic(netns).map_err(Failure::Fail)?,
+        None => None,
     };
+    let spec = TemplateSpec::for_pods(
+        config.images.clone(),
+        (config.vcpus, config.memory_mib),
+        &config.cmdline,
+        config.share.is_some(),
+        discovered.is_some(),
+    );
     let template = get_or_create(root, hv, &spec, config.boot_timeout)
         .await
         .map_err(|e| Failure::Boot(chain(&e)))?;
@@ -95,9 +97,10 @@ pub(super) async fn start_restored(
     let mut unused_words = Vec::new();
     let parts = HostParts::start(hv, config, &mut devices, &mut unused_words)
         .map_err(|e| Failure::Boot(chain(&e)))?;
+    pod_devices(discovered.as_ref(), &mut devices);
     let vm_config = VmConfig {
         images: config.images.clone(),
-        cmdline,
+        cmdline: spec.cmdline,
         vcpus: config.vcpus,
         memory_mib: config.memory_mib,
         devices,
@@ -122,6 +125,9 @@ pub(super) async fn start_restored(
             tracing::warn!(template = %template.record.key, error = %e, "cannot mark the template's memory checked");
         }
     }
+    // From here the guest runs: a failure is the pod's. Dropping `wiring` unwires the pod
+    // network, as for a boot.
+    let wiring = PodWiring::wire(vm.as_mut(), discovered).map_err(Failure::Fail)?;
     if config.confine_host {
         crate::seccomp::confine_shim().map_err(|e| Failure::Fail(e.into()))?;
     }
@@ -135,6 +141,8 @@ pub(super) async fn start_restored(
         .personalize(share_tag)
         .await
         .map_err(|e| Failure::Fail(e.into()))?;
+    // After `Personalize`: the guest's network secrets are drawn once it has fresh entropy.
+    let (network, port_forward) = wiring.finish(&agent, &uds).await.map_err(Failure::Fail)?;
     let whole = started.elapsed();
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     tracing::info!(
@@ -148,12 +156,12 @@ pub(super) async fn start_restored(
         "pod VM restored from its template"
     );
     Ok(SandboxVm {
-        _port_forward: None,
+        _port_forward: port_forward,
         agent,
         vm,
         parts,
         uds,
-        network: None,
+        network,
         boot_time: started.elapsed(),
     })
 }

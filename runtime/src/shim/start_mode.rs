@@ -62,8 +62,9 @@ pub fn decide_with(config: &HullConfig, hull_vmm: Result<String, String>) -> Sta
         (_, Ok(_)) => StartDecision {
             mode: StartMode::Snapshot,
             why: format!(
-                "hull-vmm restores pods of the default shape ({} vCPU, {} MiB, no NIC) from a \
-                 template in {} (made on first use, or by `hull template create`); other pods boot",
+                "hull-vmm restores pods of the default shape ({} vCPU, {} MiB) from a template \
+                 in {}, one with a NIC and one without (made on first use, or by `hull template \
+                 create`); other pods boot",
                 config.default_vcpus,
                 config.default_memory_mib,
                 config.template_dir.display()
@@ -86,19 +87,17 @@ pub fn template_root(
     (decision.mode == StartMode::Snapshot && default_shape).then(|| config.template_dir.clone())
 }
 
-/// The template of the default pod shape (what `hull template create` makes and `hull check`
-/// looks for): the configured images, default vCPUs and memory, the shim's command line, the
-/// rootfs share.
-pub fn default_spec(config: &HullConfig) -> crate::template::create::TemplateSpec {
-    let mut cmdline = config.kernel_params.clone();
-    cmdline.extend(crate::sandbox::hostname_arg());
-    crate::template::create::TemplateSpec {
-        images: config.images(),
-        vcpus: config.default_vcpus,
-        memory_mib: config.default_memory_mib,
-        cmdline,
-        share: true,
-    }
+/// The template of the default pod shape, with or without a NIC (what `hull template create`
+/// makes and `hull check` looks for): the configured images, default vCPUs and memory, the
+/// shim's command line, the rootfs share.
+pub fn default_spec(config: &HullConfig, nic: bool) -> crate::template::create::TemplateSpec {
+    crate::template::create::TemplateSpec::for_pods(
+        config.images(),
+        (config.default_vcpus, config.default_memory_mib),
+        &config.kernel_params,
+        true,
+        nic,
+    )
 }
 
 /// The hull-vmm backend `config` names (unjailed: templates are made unjailed).

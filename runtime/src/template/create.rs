@@ -20,10 +20,12 @@ use super::{
 };
 use crate::agent::AgentClient;
 use crate::images::GuestImages;
-use crate::sandbox::SERVING_LINE;
+use crate::network::netns::ScratchNetns;
+use crate::sandbox::{SERVING_LINE, TAP_NAME};
 use crate::share::{self, CacheMode, Virtiofsd};
 use crate::vm::hull_vmm::{self, HullVmm};
-use crate::vm::{console, Device, Vm, VmConfig};
+use crate::vm::{console, Device, MacAddr, Vm, VmConfig};
+use hull_protocol::network::format_mac;
 
 /// The shape of the pods a template serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,15 +40,49 @@ pub struct TemplateSpec {
     pub cmdline: Vec<String>,
     /// Whether the pods have a virtio-fs share.
     pub share: bool,
+    /// Whether the pods have a NIC (the template's is on a throw-away tap, with
+    /// [`TEMPLATE_MAC`]; a restored pod's agent gives it the pod's MAC).
+    pub nic: bool,
 }
 
+/// The MAC of a template's NIC: locally administered, unicast. No pod ever uses it on a
+/// network: the agent sets the pod's MAC before the link goes up.
+pub const TEMPLATE_MAC: [u8; 6] = [0x02, 0x68, 0x75, 0x6c, 0x6c, 0x00];
+
 impl TemplateSpec {
+    /// The template of pods of this shape whose own kernel words are `words` (`kernel_params`):
+    /// the command line is those words, the host name word and the balloon's page reporting
+    /// order, as a pod that boots gets them ([`crate::sandbox`]).
+    pub fn for_pods(
+        images: GuestImages,
+        (vcpus, memory_mib): (u32, u32),
+        words: &[String],
+        share: bool,
+        nic: bool,
+    ) -> Self {
+        let mut cmdline = words.to_vec();
+        cmdline.extend(crate::sandbox::hostname_arg());
+        cmdline.push(crate::sandbox::PAGE_REPORTING_ARG.to_owned());
+        Self {
+            images,
+            vcpus,
+            memory_mib,
+            cmdline,
+            share,
+            nic,
+        }
+    }
+
     /// The template's devices, in hull-vmm's bus order.
     fn layout(&self, hv: &HullVmm) -> Vec<String> {
         let mut d = vec!["vsock".to_owned()];
         if self.share {
             d.push(format!("fs:{}", share::TAG));
         }
+        if self.nic {
+            d.push(format!("net:{}", format_mac(TEMPLATE_MAC)));
+        }
+        d.push("balloon".to_owned());
         let extra = hv.extra_args();
         if !extra.is_empty() {
             d.push(format!("args:{}", extra.join(" ")));
@@ -181,6 +217,22 @@ async fn build_in(
         });
         virtiofsd = Some(daemon);
     }
+    // The NIC's tap lives in a namespace of its own that goes with the build: nothing reaches
+    // it, and the guest sees a NIC as a pod's does (driver bound, queues set up, link down).
+    let netns = if spec.nic {
+        let path = build.join("netns");
+        let ns = ScratchNetns::create(&path)
+            .map_err(|e| TemplateError::Io(format!("cannot create {}", path.display()), e))?;
+        devices.push(Device::Net {
+            tap: TAP_NAME.to_owned(),
+            mac: MacAddr(TEMPLATE_MAC),
+            netns: path,
+        });
+        Some(ns)
+    } else {
+        None
+    };
+    devices.push(Device::Balloon);
     let config = VmConfig {
         images: spec.images.clone(),
         cmdline: spec.cmdline.clone(),
@@ -189,14 +241,14 @@ async fn build_in(
         devices,
         run_dir: run.to_owned(),
     };
-    let api = run.join("api.sock");
-    let mut vm = hv
-        .start_with_api(&config, &api)
+    let (mut vm, api) = hv
+        .start_with_api(&config)
         .map_err(failed("start the template VM"))?;
     let snapshot = build.join("snapshot");
     let saved = boot_and_save(vm.as_mut(), &api, &snapshot, timeout).await;
     let _ = vm.stop(Duration::from_secs(2));
     drop(virtiofsd);
+    drop(netns);
     saved?;
     install(root, &snapshot, inputs)
 }

@@ -153,3 +153,39 @@ fn image_hashes_are_cached_by_stat_and_redone_when_a_file_changes() {
     let second = hashes::image_hashes(root.path(), &[&image]).unwrap();
     assert_ne!(first, second);
 }
+
+/// NIC or no NIC is part of the device layout, so of the key: the two templates of one shape
+/// are two (issue 19). Both have the balloon, and the command line a booted pod gets (the page
+/// reporting order included).
+#[test]
+fn a_nic_template_has_its_own_key_and_both_have_the_balloon() {
+    use create::{TemplateSpec, TEMPLATE_MAC};
+    let root = tempfile::tempdir().unwrap();
+    let images = crate::images::GuestImages::in_dir(root.path());
+    std::fs::write(&images.kernel, b"kernel").unwrap();
+    std::fs::write(&images.initramfs, b"initramfs").unwrap();
+    let hv = crate::vm::hull_vmm::HullVmm::new("hull-vmm");
+    let spec = |nic| TemplateSpec::for_pods(images.clone(), (1, 256), &["x=1".into()], true, nic);
+    let without = spec(false).inputs(&hv, root.path()).unwrap();
+    let with = spec(true).inputs(&hv, root.path()).unwrap();
+    assert_eq!(without.devices, ["vsock", "fs:hull", "balloon"]);
+    assert_eq!(
+        with.devices,
+        ["vsock", "fs:hull", "net:02:68:75:6c:6c:00", "balloon"]
+    );
+    assert_ne!(with.key(), without.key());
+    assert_eq!(with.cmdline, without.cmdline);
+    assert!(
+        with.cmdline
+            .starts_with("console=ttyS0 reboot=k panic=-1 quiet x=1"),
+        "{}",
+        with.cmdline
+    );
+    assert!(
+        with.cmdline.ends_with(crate::sandbox::PAGE_REPORTING_ARG),
+        "{}",
+        with.cmdline
+    );
+    // A MAC no pod's guest keeps: locally administered, unicast.
+    assert_eq!(TEMPLATE_MAC[0] & 0b11, 0b10);
+}

@@ -225,18 +225,20 @@ impl HullVmm {
             .collect()
     }
 
-    /// Boots `config` unjailed with the control socket at `api_sock` (to snapshot it: templates,
-    /// whose guest runs nothing but hull's own kernel and agent).
-    pub fn start_with_api(
-        &self,
-        config: &VmConfig,
-        api_sock: &Path,
-    ) -> Result<Box<dyn Vm>, VmError> {
+    /// Boots `config` unjailed with its control socket (to snapshot it: templates, whose guest
+    /// runs nothing but hull's own kernel and agent); returns the VM and the socket's path. The
+    /// socket is the one a balloon gets ([`balloon::api_socket`]): with a `Balloon` device it is
+    /// already there.
+    pub fn start_with_api(&self, config: &VmConfig) -> Result<(Box<dyn Vm>, PathBuf), VmError> {
         let mut hv = self.clone();
         hv.jail = JailSettings::default();
-        hv.extra_args.push("--api-sock".into());
-        hv.extra_args.push(api_sock.as_os_str().to_owned());
-        hv.start(config)
+        let api = balloon::api_socket(&config.run_dir);
+        if !config.devices.contains(&Device::Balloon) {
+            jailed::private_dir(&balloon::control_dir(&config.run_dir))?;
+            hv.extra_args.push("--api-sock".into());
+            hv.extra_args.push(api.as_os_str().to_owned());
+        }
+        Ok((hv.start(config)?, api))
     }
 
     /// The arguments restoring the snapshot `at` with `config`'s host-side ends (its sizing and
@@ -272,7 +274,12 @@ impl HullVmm {
                     args.push("--net-tap".into());
                     args.push(tap.into());
                 }
-                Device::Balloon | Device::VhostUserVsock { .. } => {
+                // The balloon is the snapshot's; its control socket is this VM's.
+                Device::Balloon => {
+                    args.push("--api-sock".into());
+                    args.push(balloon::api_socket(&config.run_dir).into());
+                }
+                Device::VhostUserVsock { .. } => {
                     return Err(VmError::InvalidDevice(format!(
                         "{device:?} cannot be restored from a snapshot"
                     )))
@@ -467,6 +474,34 @@ mod tests {
             joined.ends_with("--net-tap hull0 --net-mac 02:42:0a:58:00:05"),
             "{joined}"
         );
+    }
+
+    /// A restore names only the host ends: the pod's tap (the MAC is the snapshot's; the agent
+    /// gives the guest the pod's) and the balloon's control socket (issue 19).
+    #[test]
+    fn a_restore_takes_the_pods_tap_and_the_balloons_socket() {
+        let nic = Device::Net {
+            tap: "tap0_hull".into(),
+            mac: "02:42:0a:58:00:05".parse().unwrap(),
+            netns: "/var/run/netns/cni-1".into(),
+        };
+        let c = config(vec![Device::Vsock, nic, Device::Balloon]);
+        let args = strings(
+            HullVmm::new("hull-vmm")
+                .restore_args(Path::new("/t/k"), &c)
+                .unwrap(),
+        );
+        assert_eq!(
+            args.join(" "),
+            "--restore /t/k --vsock-uds /run/hull/p1/vsock/vsock.sock --net-tap tap0_hull \
+             --api-sock /run/hull/p1/control/api.sock"
+        );
+        let vhost = config(vec![Device::VhostUserVsock {
+            socket: "/v".into(),
+        }]);
+        assert!(HullVmm::new("hull-vmm")
+            .restore_args(Path::new("/t/k"), &vhost)
+            .is_err());
     }
 
     #[test]

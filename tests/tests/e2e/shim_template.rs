@@ -1,9 +1,10 @@
 //! containerd end to end: pods started from a template snapshot (`start = "snapshot"` on
 //! hull-vmm, docs/snapshot.md). Where hull-vmm runs (the nested-KVM tier): the template is made
 //! once by the first pod and superseded templates are pruned then; `ctr run --rm` from it keeps
-//! exit codes and stdio apart; exec into a restored pod; two pods from one template read
-//! different `/dev/urandom` bytes and the host's time; a template damaged (its size, or one byte
-//! of its memory) is refused and the pod boots; killing a restored VMM under a task cleans up.
+//! exit codes and stdio apart and a read-write volume's write reaches the host; exec into a
+//! restored pod, whose balloon takes a target; two pods from one template read different
+//! `/dev/urandom` bytes and the host's time; a template damaged (its size, or one byte of its
+//! memory) is refused and the pod boots; killing a restored VMM under a task cleans up.
 //! Where hull-vmm cannot run (the host tier), `hull check` says pods boot and why, and `hull
 //! template create` refuses with the reason.
 
@@ -13,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hull_runtime::template::{self, Record, TemplateInputs, MEMORY_FILE, RECORD};
 use hull_runtime::vm::hull_vmm;
-use hull_tests::containerd::{Containerd, Options};
+use hull_tests::containerd::{Containerd, Options, IMAGE, RUNTIME};
 use hull_tests::faults::{signal, PodPids};
 use hull_tests::podman::hull_binary;
 use nix::sys::signal::Signal;
@@ -113,15 +114,33 @@ fn pods_start_from_one_template() {
     template::ensure_root(&templates_root).unwrap();
     let stale = plant_stale_template(&templates_root);
 
-    // The first pod makes the template, then restores it: exit code and stdio apart.
-    let out = c.run_rm(
+    // The first pod makes the template, then restores it: exit code and stdio apart, and a
+    // read-write volume (the pod's share, mounted by `Personalize`) reaches the host.
+    let rw = c.dir().join("vol-rw");
+    std::fs::create_dir_all(&rw).unwrap();
+    let rw_mount = format!("type=bind,src={},dst=/rw,options=rbind:rw", rw.display());
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--mount",
+        &rw_mount,
+        "--runtime",
+        RUNTIME,
+        IMAGE,
         "first",
-        &["sh", "-c", "echo to-out; echo to-err >&2; exit 42"],
-    );
+        "sh",
+        "-c",
+        "echo written >/rw/out; echo to-out; echo to-err >&2; exit 42",
+    ]);
     assert_eq!(out.status.code(), Some(42), "{}", c.explain(&out));
     assert_eq!(text(&out.stdout), "to-out\n", "{}", c.explain(&out));
     assert_eq!(text(&out.stderr), "to-err\n", "{}", c.explain(&out));
     assert_eq!(count(&c, RESTORED), 1, "{}", c.explain(&out));
+    assert_eq!(
+        std::fs::read_to_string(rw.join("out")).unwrap(),
+        "written\n",
+        "the restored pod's volume write did not reach the host"
+    );
     assert!(!stale.exists(), "the superseded template was not pruned");
     let made = templates(&templates_root);
     assert_eq!(made.len(), 1, "{made:?}");
@@ -202,6 +221,10 @@ fn pods_start_from_one_template() {
     ]);
     assert_eq!(out.status.code(), Some(3), "{}", c.explain(&out));
     assert_eq!(text(&out.stdout), "in-pod\n");
+    // A restored pod has the balloon a booted pod has: its control socket takes a target.
+    let balloon = hull_runtime::vm::balloon::set_target(&c.run_dir().join("exec"), 0)
+        .unwrap_or_else(|e| panic!("the restored pod's balloon: {e}"));
+    assert_eq!((balloon.target_mib, balloon.guest_mib), (0, 256));
 
     // Killing a restored VMM under its task: the task ends with 137 and nothing is left.
     let pids = PodPids::of(&c, "exec");

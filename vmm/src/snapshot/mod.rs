@@ -127,6 +127,9 @@ pub struct Shape {
     pub fs_tag: Option<String>,
     /// The NIC's MAC, if there is one.
     pub net_mac: Option<[u8; 6]>,
+    /// Whether there is a balloon (after the other devices).
+    #[serde(default)]
+    pub balloon: bool,
     /// The kernel command line the guest booted with (for the record).
     pub cmdline: String,
 }
@@ -142,7 +145,7 @@ pub struct VmState {
     pub machine: MachineState,
     /// The serial port.
     pub serial: SerialSnapshot,
-    /// The virtio-mmio devices, in bus order (vsock, fs, net).
+    /// The virtio-mmio devices, in bus order (vsock, fs, net, balloon).
     pub virtio: Vec<MmioSnapshot>,
 }
 
@@ -153,7 +156,8 @@ impl VmState {
         let s = &self.shape;
         let devices = usize::from(s.vsock_cid.is_some())
             + usize::from(s.fs_tag.is_some())
-            + usize::from(s.net_mac.is_some());
+            + usize::from(s.net_mac.is_some())
+            + usize::from(s.balloon);
         let problem = if s.vcpus == 0 || s.vcpus > crate::config::MAX_VCPUS {
             Some(format!("{} vCPUs", s.vcpus))
         } else if self.vcpus.len() != usize::from(s.vcpus) {
@@ -216,6 +220,7 @@ mod tests {
                 vsock_cid: None,
                 fs_tag: None,
                 net_mac: None,
+                balloon: false,
                 cmdline: String::new(),
             },
             vcpus: (0..vcpus).map(|_| vcpu()).collect(),
@@ -253,6 +258,9 @@ mod tests {
         assert!(shape_err(s, 16 << 20).contains("1 vCPU states for 2 vCPUs"));
         let mut s = state(1);
         s.shape.vsock_cid = Some(3);
+        assert!(shape_err(s, 16 << 20).contains("0 device states for 1 devices"));
+        let mut s = state(1);
+        s.shape.balloon = true;
         assert!(shape_err(s, 16 << 20).contains("0 device states for 1 devices"));
         let mut s = state(1);
         s.machine.irqchips.swap(0, 2);

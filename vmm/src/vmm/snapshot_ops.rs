@@ -51,6 +51,7 @@ pub(super) fn shape(config: &VmmConfig, cmdline: &str) -> Shape {
         vsock_cid: config.vsock.as_ref().map(|v| v.cid),
         fs_tag: config.fs.as_ref().map(|f| f.tag.clone()),
         net_mac: config.net.as_ref().map(|n| n.mac),
+        balloon: config.balloon,
         cmdline: cmdline.to_string(),
     }
 }
@@ -112,9 +113,9 @@ fn restored_config(dir: &Path, shape: &Shape, rc: &RestoreConfig) -> Result<VmmC
         vsock,
         fs,
         net,
-        // A VM with a balloon cannot be snapshotted yet (its device has no saved state), so no
-        // snapshot has one.
-        balloon: false,
+        // Its target is set through the control socket: a restore that has none cannot serve
+        // `balloon MIB`, but the guest still reports free pages.
+        balloon: shape.balloon,
         cpuid_clear,
         linux64: false,
         seccomp: rc.seccomp,

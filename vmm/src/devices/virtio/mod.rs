@@ -198,9 +198,11 @@ pub trait VirtioDevice: Send {
         Err("this device cannot be snapshotted yet".into())
     }
     /// On restore, before the transport re-activates the device with the saved queues: takes
-    /// back the accepted features.
-    fn restore(&mut self, state: &DeviceSnapshot) {
+    /// back the accepted features (and, for a device that keeps config words, those). `Err`
+    /// says what in `state` does not fit the device.
+    fn restore(&mut self, state: &DeviceSnapshot) -> Result<(), String> {
         self.ack_features(state.acked_features);
+        Ok(())
     }
 }
 
@@ -213,6 +215,10 @@ pub struct DeviceSnapshot {
     pub acked_features: u64,
     /// The activated device's queues (empty before activation).
     pub queues: Vec<QueueSnapshot>,
+    /// The device's own config-space words that are state rather than fixed (the balloon's
+    /// target and actual pages); empty for devices whose config is fixed by their shape.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<u32>,
 }
 
 impl DeviceSnapshot {
@@ -225,6 +231,7 @@ impl DeviceSnapshot {
                 .iter()
                 .map(|q| QueueSnapshot::from(q.state()))
                 .collect(),
+            config: Vec::new(),
         }
     }
 }

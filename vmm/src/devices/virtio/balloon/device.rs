@@ -10,7 +10,7 @@ use super::{
     VIRTIO_BALLOON_F_REPORTING, VIRTIO_ID_BALLOON,
 };
 use crate::devices::virtio::{
-    read_config_space, ActivateError, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
+    read_config_space, ActivateError, DeviceSnapshot, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1,
 };
 use crate::memory::GuestMemory;
 
@@ -159,6 +159,31 @@ impl VirtioDevice for BalloonDevice {
             a.interrupt.signal_config_change();
         }
         Some(self.actual)
+    }
+
+    /// The accepted features, the queues once activated (free page reporting's included), and
+    /// the config words that are state: the host's target (`num_pages`) and the guest's
+    /// `actual`. The counters are this process's, not the VM's: a restore starts them at 0.
+    fn state(&self) -> Result<DeviceSnapshot, String> {
+        let queues = self.active.as_ref().map_or(&[][..], |a| &a.queues[..]);
+        let mut s = DeviceSnapshot::of(VIRTIO_ID_BALLOON, self.acked_features, queues);
+        s.config = vec![self.num_pages, self.actual];
+        Ok(s)
+    }
+
+    /// Takes back the features and both config words; a state without exactly those two words
+    /// is not a balloon's.
+    fn restore(&mut self, state: &DeviceSnapshot) -> Result<(), String> {
+        let [num_pages, actual] = state.config[..] else {
+            return Err(format!(
+                "a balloon's state has 2 config words (target, actual), this one {}",
+                state.config.len()
+            ));
+        };
+        self.ack_features(state.acked_features);
+        self.num_pages = num_pages;
+        self.actual = actual;
+        Ok(())
     }
 
     fn counters(&self) -> Option<String> {

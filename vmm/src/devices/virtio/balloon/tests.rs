@@ -279,3 +279,57 @@ fn a_host_target_is_in_the_config_space_and_raises_a_config_change() {
     assert_eq!(ctx.dev.set_balloon_target(0), Some(0));
     assert!(ctx.irq.read().is_err(), "no interrupt without a driver");
 }
+
+/// A snapshot's balloon (issue 19): the target, `actual`, the accepted features and the three
+/// queues survive a round trip through the state file's JSON into a fresh device, which then
+/// carries on with the queues where the saved one stopped (a report after the restore is used
+/// and discarded).
+#[test]
+fn balloon_state_round_trips_and_reporting_carries_on() {
+    use crate::devices::virtio::{DeviceSnapshot, Interrupt};
+    let mut ctx = TestContext::new();
+    assert_eq!(ctx.dev.set_balloon_target(64), Some(0));
+    ctx.dev.write_config(4, &16u32.to_le_bytes());
+    ctx.post(REPORTQ, &[(MIB2, u32::try_from(MIB2).unwrap(), WRITE)]);
+    assert_eq!(ctx.used(REPORTQ), 1);
+    let saved = ctx.dev.state().unwrap();
+    assert_eq!(saved.config, vec![64, 16]);
+    assert_eq!(saved.queues.len(), 3);
+    assert_eq!(saved.queues[REPORTQ].next_avail, 1);
+    let json = serde_json::to_vec(&saved).unwrap();
+    let back: DeviceSnapshot = serde_json::from_slice(&json).unwrap();
+    assert_eq!(back, saved);
+
+    let mut restored = super::BalloonDevice::new();
+    restored.restore(&back).unwrap();
+    let queues = back.queues.iter().map(|q| q.to_queue().unwrap()).collect();
+    restored
+        .activate(ctx.mem.clone(), queues, Interrupt::new(ctx.irq.clone()))
+        .unwrap();
+    assert_eq!(restored.state().unwrap(), saved);
+    let mut cfg = [0u8; 8];
+    restored.read_config(0, &mut cfg);
+    assert_eq!(cfg, [64, 0, 0, 0, 16, 0, 0, 0], "target and actual");
+    assert_eq!(
+        restored.acked_features(),
+        VIRTIO_F_VERSION_1 | VIRTIO_BALLOON_F_REPORTING | VIRTIO_BALLOON_F_DEFLATE_ON_OOM
+    );
+    ctx.dev = restored;
+    ctx.fill(2 * MIB2, MIB2, 0x5a);
+    ctx.post(REPORTQ, &[(2 * MIB2, u32::try_from(MIB2).unwrap(), WRITE)]);
+    assert_eq!(ctx.used(REPORTQ), 2, "the restored queue carries on");
+    assert!(ctx.read(2 * MIB2, MIB2).iter().all(|&b| b == 0));
+    assert_eq!(ctx.dev.stats().reported_ranges, 1);
+}
+
+/// A state that is not a balloon's (no config words, or the wrong number) is refused.
+#[test]
+fn a_balloon_state_without_its_config_words_is_refused() {
+    let ctx = TestContext::new();
+    let mut s = ctx.dev.state().unwrap();
+    s.config.clear();
+    let mut fresh = super::BalloonDevice::new();
+    assert!(fresh.restore(&s).unwrap_err().contains("2 config words"));
+    s.config = vec![1, 2, 3];
+    assert!(fresh.restore(&s).unwrap_err().contains("this one 3"));
+}

@@ -328,7 +328,7 @@ impl MmioTransport {
         self.queue_sel = s.queue_sel;
         self.interrupt.ack(u32::MAX);
         self.interrupt.raise(s.interrupt_status);
-        lock(&self.device).restore(&s.device);
+        lock(&self.device).restore(&s.device)?;
         if s.activated {
             let saved = queues(&s.device.queues)?;
             if let Some(q) = saved.iter().find(|q| q.ready() && !q.is_valid(&self.mem)) {

@@ -192,3 +192,49 @@ fn a_used_ring_over_the_available_ring_cannot_keep_the_device_busy() {
     dev.queue_notify(1);
     assert_eq!(dev.stats().tx_dropped, 8);
 }
+
+/// A snapshot of an activated NIC (issue 19: a template's NIC, which its guest's driver set
+/// up): its features and queues go through the state file's JSON into a device on a new tap,
+/// as a restore opens one; an RX buffer the guest posted before the snapshot takes the first
+/// frame of the new tap, and TX carries on where the saved queue stopped.
+#[test]
+fn an_activated_nic_restores_onto_a_new_tap_and_carries_on() {
+    use crate::devices::virtio::{DeviceSnapshot, Interrupt};
+    use std::os::fd::OwnedFd;
+    let mut ctx = TestContext::new();
+    ctx.send(&frame(10));
+    assert_eq!(ctx.host_recv().unwrap(), frame(10));
+    let at = ctx.rx_buffer(2048);
+    ctx.dev.queue_notify(0);
+    let saved = ctx.dev.state().unwrap();
+    assert_eq!(saved.acked_features, VIRTIO_F_VERSION_1);
+    assert_eq!(saved.queues.len(), 2);
+    assert_eq!(saved.queues[TXQ].next_avail, 1);
+    assert!(saved.config.is_empty(), "the MAC is the shape's, not state");
+    let back: DeviceSnapshot =
+        serde_json::from_slice(&serde_json::to_vec(&saved).unwrap()).unwrap();
+
+    let (ours, host) = std::os::unix::net::UnixDatagram::pair().unwrap();
+    ours.set_nonblocking(true).unwrap();
+    host.set_nonblocking(true).unwrap();
+    let tap = super::tap::Tap::from_file(std::fs::File::from(OwnedFd::from(ours)), "new0");
+    let mut dev = super::NetDevice::with_tap(tap, MAC);
+    dev.restore(&back).unwrap();
+    let queues = back.queues.iter().map(|q| q.to_queue().unwrap()).collect();
+    dev.activate(ctx.mem.clone(), queues, Interrupt::new(ctx.irq.clone()))
+        .unwrap();
+    assert_eq!(dev.state().unwrap(), saved);
+    ctx.dev = dev;
+    ctx.host = host;
+
+    let f = frame(64);
+    ctx.host.send(&f).unwrap();
+    ctx.dev.backend_event(0);
+    let (idx, used) = ctx.used(RXQ);
+    assert_eq!(idx, 1, "the buffer posted before the snapshot");
+    assert_eq!(used[0].1, u32::try_from(VNET_HDR_LEN + f.len()).unwrap());
+    assert_eq!(ctx.read(at + 12, f.len()), f);
+    ctx.send(&frame(20));
+    assert_eq!(ctx.host_recv().unwrap(), frame(20));
+    assert_eq!(ctx.used(TXQ).0, 2, "TX carries on from the saved queue");
+}
