@@ -488,7 +488,7 @@ mod tests {
         let c = config(vec![Device::Vsock, nic, Device::Balloon]);
         let args = strings(
             HullVmm::new("hull-vmm")
-                .restore_args(Path::new("/t/k"), &c)
+                .restore_args(SnapshotAt::Dir(Path::new("/t/k")), false, &c)
                 .unwrap(),
         );
         assert_eq!(
@@ -500,7 +500,7 @@ mod tests {
             socket: "/v".into(),
         }]);
         assert!(HullVmm::new("hull-vmm")
-            .restore_args(Path::new("/t/k"), &vhost)
+            .restore_args(SnapshotAt::Fds, true, &vhost)
             .is_err());
     }
 
