@@ -55,15 +55,20 @@ pub fn qemu() -> Option<Qemu> {
         return None;
     }
     // VMs run jailed, as the shim runs them.
+    Some(qemu.jailed(built_jailer()?))
+}
+
+/// The built jailer ([`jailer_binary`]); `None` (after [`skip_or_fail`]) when it is not built.
+pub fn built_jailer() -> Option<PathBuf> {
     let jailer = jailer_binary();
-    if !jailer.is_file() {
-        skip_or_fail(&format!(
-            "no jailer at {} (run scripts/build.sh)",
-            jailer.display()
-        ));
-        return None;
+    if jailer.is_file() {
+        return Some(jailer);
     }
-    Some(qemu.jailed(jailer))
+    skip_or_fail(&format!(
+        "no jailer at {} (run scripts/build.sh)",
+        jailer.display()
+    ));
+    None
 }
 
 /// The backend the VM-level tests boot their pods on, and the `hypervisor` key of the test

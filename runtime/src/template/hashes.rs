@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -92,19 +92,9 @@ pub fn image_hashes(root: &Path, paths: &[&Path]) -> Result<Vec<String>, Templat
         out.push(hash);
     }
     if changed && root.is_dir() {
-        let tmp = root.join(format!("{CACHE_FILE}.{}", std::process::id()));
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                std::io::Write::write_all(&mut f, &serde_json::to_vec(&cache).unwrap_or_default())
-            })
-            .and_then(|()| std::fs::rename(&tmp, &cache_path));
+        let written =
+            super::replace_private(&cache_path, &serde_json::to_vec(&cache).unwrap_or_default());
         if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
             tracing::debug!(error = %e, "cannot update the image hash cache");
         }
     }

@@ -286,6 +286,38 @@ pub fn prune(root: &Path, current: &TemplateInputs) -> Vec<String> {
     removed
 }
 
+/// Replaces `path` with `bytes`, root-only (0600): written and synced beside it under a hidden
+/// per-process name, then renamed over it, so a reader sees the old file or the new, never half;
+/// the temporary file is removed when anything fails.
+pub(crate) fn replace_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} names no file", path.display())))?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(
+        ".{}.{}",
+        name.trim_start_matches('.'),
+        std::process::id()
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Creates `root` (and its parents) root-only, or tightens it.
 pub fn ensure_root(root: &Path) -> Result<(), TemplateError> {
     std::fs::create_dir_all(root).map_err(io(format!("cannot create {}", root.display())))?;

@@ -9,8 +9,7 @@
 //! its inode, and the next restore checks it again. Like the checksum itself, this guards
 //! against damage, not against someone who can write the root-only directory.
 
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -62,22 +61,8 @@ pub fn mark(dir: &Path, checked: &Identity) -> std::io::Result<()> {
             "the memory file changed while it was checked",
         ));
     }
-    let tmp = dir.join(format!(".{MARK}.{}", std::process::id()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .and_then(|mut f| {
-            f.write_all(&serde_json::to_vec(checked).map_err(std::io::Error::other)?)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, dir.join(MARK)));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    let json = serde_json::to_vec(checked).map_err(std::io::Error::other)?;
+    super::replace_private(&dir.join(MARK), &json)
 }
 
 #[cfg(test)]

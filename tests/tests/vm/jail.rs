@@ -179,14 +179,9 @@ fn sleepers(marker: &str) -> Vec<u32> {
 /// needed); before stage 2 died with stage 1 from its first moment, 3-5 in 100 survived here.
 #[test]
 fn a_jailer_killed_while_it_builds_the_jail_leaves_no_vmm() {
-    let jailer = hull_tests::jailer_binary();
-    if !jailer.is_file() {
-        hull_tests::skip_or_fail(&format!(
-            "no jailer at {} (run scripts/build.sh)",
-            jailer.display()
-        ));
+    let Some(jailer) = hull_tests::built_jailer() else {
         return;
-    }
+    };
     let root = tempfile::tempdir().unwrap();
     let config = serde_json::to_string(&jail::JailConfig {
         root: root.path().to_owned(),
@@ -255,14 +250,9 @@ fn a_jailer_killed_while_it_builds_the_jail_leaves_no_vmm() {
 #[test]
 fn a_root_only_file_reaches_the_jail_as_a_descriptor_only() {
     use std::os::unix::fs::PermissionsExt;
-    let jailer = hull_tests::jailer_binary();
-    if !jailer.is_file() {
-        hull_tests::skip_or_fail(&format!(
-            "no jailer at {} (run scripts/build.sh)",
-            jailer.display()
-        ));
+    let Some(jailer) = hull_tests::built_jailer() else {
         return;
-    }
+    };
     let root = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
     let secret = files.path().join("state");
