@@ -64,16 +64,7 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn has_magic(path: &Path, offset: u64, magic: &[u8]) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut buf = vec![0u8; magic.len()];
-    f.seek(SeekFrom::Start(offset)).is_ok() && f.read_exact(&mut buf).is_ok() && buf == magic
-}
-
-/// The kernel: present, a bzImage, and (when its `kernel.config` is installed beside it) built
+/// The kernel: present, a bzImage or a PVH vmlinux, and (when its `kernel.config` is installed beside it) built
 /// with every option hull needs.
 fn kernel_check(path: &Path) -> Check {
     let fix_missing = "run scripts/setup.sh (or set `kernel` in the hull config)";
@@ -81,9 +72,8 @@ fn kernel_check(path: &Path) -> Check {
         let detail = format!("{} is missing", path.display());
         return check("kernel", Outcome::Fail, detail, Some(fix_missing));
     }
-    if !has_magic(path, 0x202, b"HdrS") {
-        let detail = format!("{} is not a bzImage", path.display());
-        return check("kernel", Outcome::Fail, detail, Some(fix_missing));
+    if let Err(e) = crate::images::KernelFormat::detect(path) {
+        return check("kernel", Outcome::Fail, e.to_string(), Some(fix_missing));
     }
     let config = path.with_file_name("kernel.config");
     let Ok(text) = std::fs::read_to_string(&config) else {

@@ -299,6 +299,12 @@ fn without_hull_vmm() {
         line.contains("start: boot: pods run on QEMU here"),
         "{line}"
     );
+    // The kernel the tests boot (a PVH vmlinux since issue 18) passes the kernel check.
+    let kernel = stdout
+        .lines()
+        .find(|l| l.contains(" kernel: "))
+        .unwrap_or_else(|| panic!("no kernel line in:\n{stdout}"));
+    assert!(kernel.starts_with("ok "), "{kernel}");
     let out = Command::new(hull_binary())
         .args(["template", "create"])
         .env("HULL_CONFIG", &config)
