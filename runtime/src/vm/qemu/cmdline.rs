@@ -32,6 +32,14 @@ pub const BASE_CMDLINE: &[&str] = &[
 /// retranslation after each flush: that trade is the configuration's to make later.
 pub const TCG_CACHE_MIB: u32 = 16;
 
+/// The clock of QEMU's emulated local APIC timer, kHz: QEMU counts it in nanoseconds of its
+/// virtual clock (1 GHz) before the guest's divider. Under TCG the guest CPU has neither a
+/// TSC-deadline timer nor a frequency leaf, so without this the kernel measures the timer against
+/// the PIT: two 100 ms loops, ~220 ms of a 660 ms boot to the agent. Our guest kernel takes the
+/// figure as `lapic_timer_khz=` (guest-kernel/patches/0002) and skips the measurement; a kernel
+/// without the patch passes the word to init as an environment variable, harmless.
+pub const TCG_APIC_TIMER_KHZ: u32 = 1_000_000;
+
 /// Host facts that shape the command line besides the VM's own config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostShape {
@@ -108,12 +116,15 @@ pub fn build(config: &VmConfig, host: HostShape) -> Vec<OsString> {
     args.0
 }
 
-/// The kernel command line: the backend's base words, the TCG clock hint, then the caller's.
+/// The kernel command line: the backend's base words, the TCG clock hints, then the caller's.
 pub fn kernel_cmdline(config: &VmConfig, host: HostShape) -> String {
     let mut words: Vec<String> = BASE_CMDLINE.iter().map(|w| (*w).to_owned()).collect();
     if let (Accel::Tcg, Some(khz)) = (host.accel, host.tsc_khz) {
         words.push(format!("tsc_early_khz={khz}"));
         words.push("tsc=reliable".to_owned());
+    }
+    if host.accel == Accel::Tcg {
+        words.push(format!("lapic_timer_khz={TCG_APIC_TIMER_KHZ}"));
     }
     words.extend(config.cmdline.iter().cloned());
     words.join(" ")
@@ -247,7 +258,7 @@ mod tests {
         assert_eq!(value(&args, "-initrd"), "/img/initramfs.img");
         assert_eq!(
             value(&args, "-append"),
-            "console=ttyS0 reboot=t panic=-1 quiet no_timer_check noreplace-smp tsc_early_khz=2596128 tsc=reliable hull.selftest=1"
+            "console=ttyS0 reboot=t panic=-1 quiet no_timer_check noreplace-smp tsc_early_khz=2596128 tsc=reliable lapic_timer_khz=1000000 hull.selftest=1"
         );
         for flag in ["-nodefaults", "-no-user-config", "-no-reboot"] {
             assert!(args.iter().any(|a| a == flag), "{flag}");
