@@ -2,12 +2,10 @@
 //! on, and `/dev/console` so that PID 1 starts with a console. Nothing else: the agent is
 //! self-contained, and container root filesystems come from the host later.
 
-use std::io::Write;
 use std::path::Path;
 
-use flate2::{write::GzEncoder, Compression};
-
 use crate::cpio::{self, Entry};
+use crate::lz4_legacy;
 
 /// The directories present before the agent mounts anything.
 pub const BASE_DIRS: [&str; 6] = ["dev", "proc", "sys", "tmp", "run", "run/hull"];
@@ -27,9 +25,9 @@ pub enum InitramfsError {
     /// Writing the archive failed.
     #[error("cannot write the archive")]
     Archive(#[from] cpio::CpioError),
-    /// Compressing failed.
-    #[error("cannot compress the archive")]
-    Compress(#[source] std::io::Error),
+    /// The image is neither an LZ4 legacy nor a gzip stream, or does not unpack.
+    #[error("cannot unpack the image: {0}")]
+    Unpack(String),
 }
 
 /// The members of the image, agent included, in archive order.
@@ -40,7 +38,7 @@ pub fn entries(agent: Vec<u8>) -> Vec<Entry> {
     entries
 }
 
-/// Builds the gzip-compressed initramfs around the agent at `agent_path`.
+/// Builds the LZ4-compressed ([`lz4_legacy`]) initramfs around the agent at `agent_path`.
 pub fn build(agent_path: &Path) -> Result<Vec<u8>, InitramfsError> {
     build_with_trees(agent_path, &[])
 }
@@ -69,15 +67,9 @@ pub fn build_with_trees(
         }
         add_tree(&mut members, guest, host)?;
     }
-    let level = if trees.is_empty() {
-        Compression::best()
-    } else {
-        Compression::fast()
-    };
-    let mut encoder = GzEncoder::new(Vec::new(), level);
-    cpio::write(&mut encoder, &members)?;
-    encoder.flush().map_err(InitramfsError::Compress)?;
-    encoder.finish().map_err(InitramfsError::Compress)
+    let mut archive = Vec::new();
+    cpio::write(&mut archive, &members)?;
+    Ok(lz4_legacy::compress(&archive))
 }
 
 fn add_tree(members: &mut Vec<Entry>, guest: &str, host: &Path) -> Result<(), InitramfsError> {
@@ -136,13 +128,28 @@ pub fn is_static_elf(bytes: &[u8]) -> bool {
     })
 }
 
-/// Decompresses and reads back an image built by [`build`] (for checks and tests).
+/// Most bytes an image may unpack to when read back (an initramfs is a few MiB).
+pub const MAX_UNPACKED: usize = 256 << 20;
+
+/// Decompresses and reads back an image built by [`build`] (LZ4), or an older gzip one (for
+/// checks and tests), unpacking at most [`MAX_UNPACKED`] bytes.
 pub fn read(image: &[u8]) -> Result<Vec<Entry>, InitramfsError> {
     use std::io::Read;
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(image)
-        .read_to_end(&mut raw)
-        .map_err(InitramfsError::Compress)?;
+    let raw = if lz4_legacy::is_lz4(image) {
+        lz4_legacy::decompress(image, MAX_UNPACKED)
+            .map_err(|e| InitramfsError::Unpack(e.to_string()))?
+    } else if image.starts_with(&[0x1f, 0x8b]) {
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(image)
+            .take(MAX_UNPACKED as u64)
+            .read_to_end(&mut raw)
+            .map_err(|e| InitramfsError::Unpack(format!("gzip: {e}")))?;
+        raw
+    } else {
+        return Err(InitramfsError::Unpack(
+            "neither an LZ4 legacy nor a gzip stream".into(),
+        ));
+    };
     Ok(cpio::read(&raw)?)
 }
 
@@ -168,7 +175,7 @@ mod tests {
         let agent = dir.path().join("hull-agent");
         std::fs::write(&agent, fake_static_elf()).unwrap();
         let image = build(&agent).unwrap();
-        assert_eq!(&image[..2], &[0x1f, 0x8b], "gzip magic");
+        assert!(lz4_legacy::is_lz4(&image), "LZ4 legacy magic");
         let members = read(&image).unwrap();
         let paths: Vec<_> = members.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(

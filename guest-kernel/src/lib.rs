@@ -5,3 +5,4 @@
 pub mod cpio;
 pub mod initramfs;
 pub mod kconfig;
+pub mod lz4_legacy;

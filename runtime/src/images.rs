@@ -11,7 +11,7 @@ pub const INSTALL_DIR: &str = "/usr/local/share/hull";
 pub struct GuestImages {
     /// PVH vmlinux or bzImage; both VMMs boot either.
     pub kernel: PathBuf,
-    /// gzip-compressed cpio with hull-agent as `/init`.
+    /// LZ4-compressed cpio with hull-agent as `/init`.
     pub initramfs: PathBuf,
 }
 

@@ -1,4 +1,4 @@
-//! `hull-initramfs`: packs the static hull-agent into a gzip-compressed initramfs.
+//! `hull-initramfs`: packs the static hull-agent into an LZ4-compressed initramfs.
 
 use std::path::PathBuf;
 
