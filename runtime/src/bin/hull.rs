@@ -220,7 +220,15 @@ fn template(command: TemplateCommand) -> anyhow::Result<()> {
             }
         }
         TemplateCommand::List => {
-            for (key, record) in template::list(root)? {
+            let listed = template::list(root)?;
+            if listed.is_empty() {
+                // stdout stays empty for scripts; a person learns why.
+                eprintln!(
+                    "hull: no templates in {} (`hull template create` makes them)",
+                    root.display()
+                );
+            }
+            for (key, record) in listed {
                 match record {
                     Ok(r) => println!(
                         "{key}  {} vCPU  {} MiB  devices {}  hull {}  kernel {}  initramfs {}",

@@ -317,4 +317,17 @@ fn without_hull_vmm() {
         text(&out.stderr)
     );
     assert!(!dir.path().join("templates").exists(), "nothing made");
+    // Listing none: nothing on stdout (for scripts), the reason on stderr.
+    let out = Command::new(hull_binary())
+        .args(["template", "list"])
+        .env("HULL_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    assert!(
+        text(&out.stderr).contains("no templates in"),
+        "{}",
+        text(&out.stderr)
+    );
 }
