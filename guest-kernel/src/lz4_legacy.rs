@@ -88,7 +88,9 @@ mod tests {
     #[test]
     fn round_trips_across_blocks_and_refuses_damage() {
         // More than one block, compressible and not.
-        let mut data: Vec<u8> = (0..BLOCK + 4096).map(|i| (i % 251) as u8).collect();
+        let mut data: Vec<u8> = (0..BLOCK + 4096)
+            .map(|i| (i % 251).to_le_bytes()[0])
+            .collect();
         data.extend((0..10_000u32).flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()));
         let packed = compress(&data);
         assert!(is_lz4(&packed));
