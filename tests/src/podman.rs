@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{OnceLock, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use crate::containerd::{
@@ -40,11 +40,18 @@ fn image_archive() -> Result<PathBuf, String> {
         .map_err(Clone::clone)
 }
 
+/// Held (shared) by every live [`Podman`] of this test binary. The sweep of podman's shared
+/// `libpod_parent` cgroups takes it exclusively, so it never runs while another test's pod is
+/// starting: a pod's fresh `vmm` leaf is empty until its VMM moves in, and a sweep would take it
+/// for a leftover and remove it.
+static LIVE: RwLock<()> = RwLock::new(());
+
 /// A private Podman.
 #[derive(Debug)]
 pub struct Podman {
     dir: tempfile::TempDir,
     netns: TestNetns,
+    live: Option<RwLockReadGuard<'static, ()>>,
 }
 
 impl Podman {
@@ -123,6 +130,10 @@ impl Podman {
         let me = Self {
             dir,
             netns: TestNetns::new("hull-podman"),
+            live: Some(
+                LIVE.read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
         };
         let archive = image_archive().map_err(|e| Failed(format!("busybox image: {e}")))?;
         let out = me.podman(&["load", "-q", "-i", &archive.display().to_string()]);
@@ -277,9 +288,13 @@ impl Drop for Podman {
         for m in mounts {
             let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
         }
-        // Podman's cgroupfs parent for its containers (the VMMs are moved into theirs).
-        for dir in crate::host_cgroup_dirs(Path::new("libpod_parent")) {
-            let _ = remove_empty_tree(&dir);
+        // Podman's cgroupfs parent for its containers (the VMMs are moved into theirs), shared by
+        // every Podman of this binary: swept by the last one alive only.
+        drop(self.live.take());
+        if let Ok(_alone) = LIVE.try_write() {
+            for dir in crate::host_cgroup_dirs(Path::new("libpod_parent")) {
+                let _ = remove_empty_tree(&dir);
+            }
         }
     }
 }
