@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use crate::cpio::{self, Entry};
-use crate::lz4_legacy;
+use crate::{elf, lz4_legacy};
 
 /// The directories present before the agent mounts anything.
 pub const BASE_DIRS: [&str; 6] = ["dev", "proc", "sys", "tmp", "run", "run/hull"];
@@ -104,25 +104,21 @@ fn add_tree(members: &mut Vec<Entry>, guest: &str, host: &Path) -> Result<(), In
 /// Whether `bytes` is an x86-64 ELF executable with no `PT_INTERP` (no dynamic loader needed).
 pub fn is_static_elf(bytes: &[u8]) -> bool {
     const PT_INTERP: u32 = 3;
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
-        return false;
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
-    let (e_type, e_machine) = (u16_at(16), u16_at(18));
-    // ET_EXEC or ET_DYN (static-pie), x86-64
-    if !(e_type == 2 || e_type == 3) || e_machine != 62 {
-        return false;
-    }
-    let Ok(phoff) = usize::try_from(u64::from_le_bytes(
-        bytes[32..40].try_into().unwrap_or([0; 8]),
-    )) else {
+    let Some(header) = elf::Header::parse(bytes) else {
         return false;
     };
-    let (phentsize, phnum) = (usize::from(u16_at(54)), usize::from(u16_at(56)));
+    // ET_EXEC or ET_DYN (static-pie)
+    if !(header.e_type == 2 || header.e_type == 3) {
+        return false;
+    }
+    let Ok(phoff) = usize::try_from(header.phoff) else {
+        return false;
+    };
+    let (phentsize, phnum) = (usize::from(header.phentsize), usize::from(header.phnum));
     (0..phnum).all(|i| {
         let at = phoff.saturating_add(i.saturating_mul(phentsize));
         match bytes.get(at..at + 4) {
-            Some(p) => u32::from_le_bytes([p[0], p[1], p[2], p[3]]) != PT_INTERP,
+            Some(p) => elf::u32_at(p, 0) != PT_INTERP,
             None => false,
         }
     })

@@ -3,6 +3,7 @@
 #![warn(missing_docs)]
 
 pub mod cpio;
+pub mod elf;
 pub mod initramfs;
 pub mod kconfig;
 pub mod lz4_legacy;

@@ -84,10 +84,13 @@ impl KernelFormat {
     pub fn detect(path: &Path) -> Result<Self, KernelFormatError> {
         let read_err = |e| KernelFormatError::Read(path.to_owned(), e);
         let mut file = std::fs::File::open(path).map_err(read_err)?;
-        let mut head = [0u8; 0x206];
-        let n = read_up_to(&mut file, &mut head).map_err(read_err)?;
-        if n >= 4 && head[..4] == *b"\x7fELF" {
-            return match has_pvh_note(&mut file, &head[..n]) {
+        let mut head = Vec::with_capacity(0x206);
+        file.by_ref()
+            .take(0x206)
+            .read_to_end(&mut head)
+            .map_err(read_err)?;
+        if head.starts_with(b"\x7fELF") {
+            return match has_pvh_note(&mut file, &head) {
                 Ok(true) => Ok(Self::PvhElf),
                 Ok(false) => Err(KernelFormatError::ElfWithoutPvh(path.to_owned())),
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
@@ -96,49 +99,29 @@ impl KernelFormat {
                 Err(e) => Err(read_err(e)),
             };
         }
-        if n >= 0x206 && head[0x202..0x206] == *b"HdrS" {
+        if head.len() >= 0x206 && head[0x202..0x206] == *b"HdrS" {
             return Ok(Self::BzImage);
         }
         Err(KernelFormatError::Unknown(path.to_owned()))
     }
 }
 
-fn read_up_to(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// Whether a little-endian ELF64 x86-64 file has a `PT_NOTE` segment holding the PVH entry note.
+/// Whether an x86-64 little-endian ELF64 file has a `PT_NOTE` segment holding the PVH entry note.
 /// `InvalidData` for a header that is not such an ELF or does not add up.
 fn has_pvh_note(file: &mut std::fs::File, head: &[u8]) -> std::io::Result<bool> {
+    use hull_guest_image::elf::{self, u32_at, u64_at};
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    const ELFCLASS64: u8 = 2;
-    const ELFDATA2LSB: u8 = 1;
-    const EM_X86_64: u16 = 62;
     const PT_NOTE: u32 = 4;
-    if head.len() < 64 || head[4] != ELFCLASS64 || head[5] != ELFDATA2LSB {
-        return Err(bad("not a little-endian ELF64"));
-    }
-    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
-    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
-    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
-    if u16_at(head, 18) != EM_X86_64 {
-        return Err(bad("not x86-64"));
-    }
-    let (phoff, phentsize, phnum) = (u64_at(head, 32), u16_at(head, 54), u16_at(head, 56));
-    if phentsize < 56 || phnum > MAX_PHDRS {
+    let header =
+        elf::Header::parse(head).ok_or_else(|| bad("not an x86-64 little-endian ELF64"))?;
+    if header.phentsize < 56 || header.phnum > MAX_PHDRS {
         return Err(bad("odd program headers"));
     }
-    let mut phdrs = vec![0u8; usize::from(phentsize) * usize::from(phnum)];
-    file.seek(SeekFrom::Start(phoff))?;
+    let phentsize = usize::from(header.phentsize);
+    let mut phdrs = vec![0u8; phentsize * usize::from(header.phnum)];
+    file.seek(SeekFrom::Start(header.phoff))?;
     file.read_exact(&mut phdrs)?;
-    for ph in phdrs.chunks_exact(usize::from(phentsize)) {
+    for ph in phdrs.chunks_exact(phentsize) {
         if u32_at(ph, 0) != PT_NOTE {
             continue;
         }
@@ -162,7 +145,7 @@ fn notes_have(notes: &[u8], name: &[u8], kind: u32) -> bool {
     let align4 = |n: usize| n.div_ceil(4) * 4;
     let mut at = 0;
     while at + 12 <= notes.len() {
-        let word = |o: usize| u32::from_le_bytes(notes[o..o + 4].try_into().unwrap()) as usize;
+        let word = |o: usize| hull_guest_image::elf::u32_at(notes, o) as usize;
         let (namesz, descsz, ntype) = (word(at), word(at + 4), word(at + 8));
         let name_start = at + 12;
         let Some(next) = name_start
