@@ -66,16 +66,20 @@ pub fn decompress(stream: &[u8], limit: usize) -> Result<Vec<u8>, Lz4Error> {
             .and_then(|l| start.checked_add(l))
             .filter(|&e| e <= stream.len())
             .ok_or(Lz4Error::Truncated(at))?;
+        // Unpacked straight into `out`, with room for a whole block (or what the limit leaves).
         let room = BLOCK.min(limit.saturating_sub(out.len()));
-        let mut block = vec![0u8; room];
-        let n = lz4_flex::block::decompress_into(&stream[start..end], &mut block).map_err(|e| {
-            if room < BLOCK {
-                Lz4Error::TooLarge(limit)
-            } else {
-                Lz4Error::Corrupt(at, e)
-            }
-        })?;
-        out.extend_from_slice(&block[..n]);
+        let filled = out.len();
+        out.resize(filled + room, 0);
+        let n = lz4_flex::block::decompress_into(&stream[start..end], &mut out[filled..]).map_err(
+            |e| {
+                if room < BLOCK {
+                    Lz4Error::TooLarge(limit)
+                } else {
+                    Lz4Error::Corrupt(at, e)
+                }
+            },
+        )?;
+        out.truncate(filled + n);
         at = end;
     }
     Ok(out)
